@@ -1,0 +1,1 @@
+"""Command modules: parse options, call the library, render. One module per subcommand."""

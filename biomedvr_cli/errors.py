@@ -1,0 +1,87 @@
+"""One error root for the whole library.
+
+Every expected failure is a :class:`BiomedVRError` carrying an exit code and a hint
+that tells the user how to fix it. The CLI boundary (``app.py``) catches it once and
+prints a single line; library code never prints and never exits.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_UNEXPECTED = 1
+EXIT_USAGE = 2
+EXIT_INVALID_INPUT = 3
+EXIT_BACKBONE_OR_ADAPTER = 4
+EXIT_PROVIDER = 5
+EXIT_INTERRUPTED = 130
+
+
+class BiomedVRError(Exception):
+    """Base of every expected error: a message, a fix hint and an exit code."""
+
+    exit_code: int = EXIT_UNEXPECTED
+
+    def __init__(self, message: str, hint: str = "", *, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+    def one_line(self) -> str:
+        """The message and its fix on one line, as the CLI prints it."""
+        return f"{self.message} (fix: {self.hint})" if self.hint else self.message
+
+
+class UsageError(BiomedVRError):
+    """Options that contradict each other or a value out of range."""
+
+    exit_code = EXIT_USAGE
+
+
+class InvalidInputError(BiomedVRError):
+    """Input data the user gave cannot be used (images, CSV, class lists, attribute files)."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+class BackboneUnavailableError(BiomedVRError):
+    """Backbone weights are missing, cannot be loaded, or do not match an adapter."""
+
+    exit_code = EXIT_BACKBONE_OR_ADAPTER
+
+
+class AdapterError(BiomedVRError):
+    """An adapter file is missing, corrupt, of another format version or incompatible."""
+
+    exit_code = EXIT_BACKBONE_OR_ADAPTER
+
+
+class ProviderError(BiomedVRError):
+    """The LLM provider failed: credentials, model, rate limit, network, bad replies."""
+
+    exit_code = EXIT_PROVIDER
+
+
+class OutputExistsError(BiomedVRError):
+    """Refusing to overwrite a file the user already has."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path_name: str) -> None:
+        super().__init__(f"{path_name} already exists", "pass --force to overwrite it, or choose another --out")
+
+
+class TrainingError(BiomedVRError):
+    """Training diverged (NaN or infinite loss) or could not start."""
+
+    exit_code = EXIT_UNEXPECTED
+
+
+class Interrupted(BiomedVRError):
+    """The user pressed Ctrl-C; partial outputs were removed."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__("interrupted", "nothing was written; run the command again to redo the work")

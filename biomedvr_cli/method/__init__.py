@@ -1,0 +1,1 @@
+"""The BioMedVR method: VR modules, text banks, k-nearest scoring, experts, gates, losses."""
