@@ -35,3 +35,64 @@ def warn(message: str) -> None:
 def error(message: str) -> None:
     """An error line on stderr (used once, at the CLI boundary)."""
     console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+
+
+class EpochProgress:
+    """A Rich progress bar for training epochs (loss, validation accuracy, time left)."""
+
+    def __init__(self, description: str = "fit", enabled: bool = True) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("epoch {task.completed}/{task.total}"),
+            TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not enabled,
+        )
+        self._task = None
+        self._description = description
+
+    def __enter__(self) -> EpochProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def update(self, report) -> None:
+        """Callback for the training loop's EpochReport."""
+        if self._task is None:
+            self._task = self._progress.add_task(self._description, total=report.epochs, status="")
+        status = f"loss {report.loss:.3f}"
+        if report.best_val_accuracy is not None:
+            status += f"  best val acc {report.best_val_accuracy:.3f}"
+        self._progress.update(self._task, completed=report.epoch, status=status)
+
+
+def key_value_table(title: str, rows: list[tuple[str, object]]) -> None:
+    """A two-column table on stderr."""
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, "" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value)))
+    console.print(table)
+
+
+def rows_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    """A table with a header row on stderr."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+    console.print(table)

@@ -1,0 +1,125 @@
+"""The adapter file: one self-describing ``.safetensors`` file.
+
+Tensors hold the learned VR patterns, the gate and the encoded text banks; the
+``__metadata__`` holds ``format``, ``format_version`` and a JSON ``config`` (see
+design.md). Never pickled; written atomically; no file paths or identifiers inside.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from biomedvr_cli.atomic import write_with_atomic
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError
+
+ADAPTER_FORMAT = "biomedvr-adapter"
+FORMAT_VERSION = "1.0"
+REQUIRED_CONFIG_KEYS = (
+    "biomedvr_version",
+    "backbone",
+    "preprocessing",
+    "classes",
+    "attributes",
+    "method",
+    "training",
+    "selection",
+    "validation",
+)
+
+
+@dataclass
+class Adapter:
+    """An adapter as loaded: its tensors (on CPU) and its config."""
+
+    tensors: dict[str, torch.Tensor]
+    config: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        """Ordered class names."""
+        return list(self.config["classes"])
+
+    def check_backbone(self, fingerprint: str, image_size: int) -> None:
+        """Refuse a backbone whose weights or input size differ from the training one."""
+        expected = self.config["backbone"]
+        if expected.get("fingerprint") != fingerprint:
+            raise BackboneUnavailableError(
+                f"this adapter was trained on backbone {expected.get('label')!r} ({expected.get('fingerprint')}), "
+                f"but the loaded backbone has fingerprint {fingerprint}",
+                f"pass --backbone {expected.get('label')} (the weights it was trained with)",
+            )
+        size = int(self.config["preprocessing"]["image_size"])
+        if size != image_size:
+            raise AdapterError(
+                f"adapter expects {size}px inputs but the backbone takes {image_size}px",
+                "use the backbone the adapter was trained with",
+            )
+
+
+def _canonical(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any], *, force: bool) -> None:
+    """Write the adapter atomically; an existing file needs ``force``."""
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"adapter config lacks {missing}")
+    metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": _canonical(config)}
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    write_with_atomic(Path(path), lambda tmp: save_file(cpu, str(tmp), metadata=metadata), force=force)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The raw ``__metadata__`` of a safetensors file, without loading tensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise AdapterError(f"adapter {path.name} does not exist", "check the --adapter path (fit writes one)")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterError(
+            f"{path.name} is not a readable safetensors file ({str(exc).splitlines()[0][:120]})",
+            "pass an adapter written by `biomedvr fit`; the file may be truncated or of another kind",
+        ) from None
+
+
+def parse_config(metadata: dict[str, str], name: str) -> dict[str, Any]:
+    """Check format and version, and return the JSON config."""
+    if metadata.get("format") != ADAPTER_FORMAT:
+        raise AdapterError(f"{name} is not a biomedvr adapter", "pass an adapter written by `biomedvr fit`")
+    version = metadata.get("format_version", "")
+    if version.split(".")[0] != FORMAT_VERSION.split(".")[0]:
+        raise AdapterError(
+            f"{name} has adapter format {version or '?'}; this biomedvr reads {FORMAT_VERSION.split('.')[0]}.x",
+            "use the biomedvr version that wrote it, or refit the adapter",
+        )
+    try:
+        config = json.loads(metadata.get("config", ""))
+    except json.JSONDecodeError:
+        raise AdapterError(f"{name} has a corrupt config", "refit the adapter") from None
+    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
+    if missing:
+        raise AdapterError(f"{name} lacks config keys {missing}", "refit the adapter with this biomedvr")
+    return config
+
+
+def load_adapter(path: Path) -> Adapter:
+    """Load and validate an adapter (format, version, keys); shapes are checked by the head."""
+    path = Path(path)
+    config = parse_config(read_metadata(path), path.name)
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise AdapterError(f"cannot read tensors of {path.name}: {exc}", "refit the adapter") from None
+    return Adapter(tensors=tensors, config=config)

@@ -1,0 +1,56 @@
+"""``biomedvr eval``: metrics of an adapter on labelled images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from biomedvr_cli.commands import options
+
+
+def evaluate(
+    images: Path = typer.Argument(..., help="Labelled images: class-per-folder tree (or train/test tree) or CSV manifest."),
+    adapter: Path = options.AdapterOption,
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for confusion-matrix and reliability PNGs."),
+    split: str = typer.Option("auto", "--split", help="auto (the test split when the source has one, else everything), test, val, train or all."),
+    backbone: Optional[str] = options.BackboneOverrideOption,
+    path_column: str = options.PathColumnOption,
+    label_column: str = options.LabelColumnOption,
+    window: Optional[str] = options.WindowOption,
+    device: str = options.DeviceOption,
+    allow_download: Optional[bool] = options.AllowDownloadOption,
+    json_out: bool = options.JsonOption,
+) -> None:
+    """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
+    from biomedvr_cli import render
+    from biomedvr_cli.evaluation_run import evaluate_adapter
+
+    result = evaluate_adapter(
+        images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
+        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window),
+        plots=plots,
+    )
+    metrics = result["metrics"]
+    for warning in result["warnings"]:
+        render.warn(warning)
+    if json_out:
+        render.emit_json(result)
+        return
+    render.key_value_table(
+        f"{adapter.name} on {metrics['images']} images ({result['split']})",
+        [(name, metrics[name]) for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")],
+    )
+    render.rows_table("per class", ["class", "precision", "recall", "f1", "support"],
+                      [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in metrics["per_class"]])
+    classes = metrics["classes"]
+    render.rows_table("confusion matrix (rows: true, columns: predicted)", ["true \\ pred", *classes],
+                      [[c, *row] for c, row in zip(classes, metrics["confusion_matrix"])])
+    for path in result.get("plots", []):
+        render.info(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``eval``."""
+    app.command("eval")(evaluate)

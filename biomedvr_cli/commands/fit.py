@@ -1,0 +1,83 @@
+"""``biomedvr fit``: learn an adapter from a few labelled images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from biomedvr_cli.commands import options
+
+
+def fit(
+    images: Path = typer.Argument(..., help="Class-per-folder tree or CSV manifest (path, label, optional split/group)."),
+    shots: int = typer.Option(..., "--shots", "-k", help="Training images per class (K)."),
+    attributes: Optional[Path] = typer.Option(
+        None, "--attributes", help="Attributes JSON (default: attributes.json beside the images, else class-name templates)."
+    ),
+    backbone: str = typer.Option("biomedclip", "--backbone", help="Preset, hf-hub:ORG/REPO, local-dir:PATH, MODEL:TAG or MODEL:WEIGHTS."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Adapter file to write (default: <images>-<backbone>-<K>shot.safetensors)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the few-shot draw, initialisation and augmentation."),
+    recipe: str = typer.Option("fast", "--recipe", help="Training recipe: fast (default) or paper (the reference's 400 epochs)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the recipe's batch size."),
+    vr: str = typer.Option("padding", "--vr", help="Visual reprogramming: padding (reference), full or mask."),
+    gate: str = typer.Option("global", "--gate", help="Expert gate: global (reference), class or sample."),
+    combine: str = typer.Option("add", "--combine", help="Fuse experts by add (reference) or subtract."),
+    beta: float = typer.Option(0.3, "--beta", help="Weight of the Confusion-Suppression loss."),
+    margin: float = typer.Option(0.5, "--margin", help="Margin of the Confusion-Suppression loss (logit units)."),
+    no_confusion_loss: bool = typer.Option(False, "--no-confusion-loss", help="Train with cross-entropy only."),
+    no_negative: bool = typer.Option(False, "--no-negative", help="Drop the negative expert (AttrVR)."),
+    k: int = typer.Option(3, "--k", help="Top-k sentences averaged per class."),
+    m: int = typer.Option(20, "--m", help="At most m sentences per class and set (never resampled)."),
+    val_shots: Optional[int] = typer.Option(None, "--val-shots", help="Validation images per class (default min(K, 4); 0 = keep last epoch)."),
+    allow_fewer: bool = typer.Option(False, "--allow-fewer", help="Use all images of classes with fewer than needed (warns)."),
+    path_column: str = options.PathColumnOption,
+    label_column: str = options.LabelColumnOption,
+    window: Optional[str] = options.WindowOption,
+    device: str = options.DeviceOption,
+    allow_download: Optional[bool] = options.AllowDownloadOption,
+    force: bool = options.ForceOption,
+    json_out: bool = options.JsonOption,
+) -> None:
+    """Fit an adapter (VR patterns + gate + text banks) on K images per class; writes one .safetensors file."""
+    from biomedvr_cli import render
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.fitting import FitRequest, fit_adapter
+    from biomedvr_cli.method.head import MethodConfig
+
+    try:
+        method = MethodConfig(vr=vr, gate=gate, combine=combine, negative=not no_negative,
+                              confusion_loss=not no_confusion_loss, beta=beta, margin=margin, k=k, m=m)
+    except ValueError as exc:
+        raise UsageError(str(exc), "see `biomedvr fit --help` for the allowed values") from None
+    out_path = out or options.default_adapter_name(images, backbone, shots)
+    request = FitRequest(
+        images=images, shots=shots, out=out_path, attributes=attributes, backbone=backbone, seed=seed, recipe=recipe,
+        recipe_overrides={"epochs": epochs, "lr": lr, "batch_size": batch_size}, method=method, val_shots=val_shots,
+        device=device, force=force, allow_fewer=allow_fewer, allow_download=allow_download,
+        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window),
+    )
+    if out is None:
+        render.info(f"adapter will be written to {out_path}")
+    with render.EpochProgress("fit") as bar:
+        result = fit_adapter(request, progress=bar.update, notify=render.info)
+    for warning in result.warnings:
+        render.warn(warning)
+    if json_out:
+        render.emit_json(result.to_dict())
+        return
+    render.key_value_table(
+        f"wrote {out_path}",
+        [("classes", len(result.classes)), ("train / val images", f"{result.train_images} / {result.val_images}"),
+         ("attributes", result.attribute_source), ("backbone", result.backbone), ("recipe", result.recipe),
+         ("selected epoch", result.selected_epoch), ("validation accuracy", result.val_accuracy),
+         ("selection", result.selection_rule), ("seconds", round(result.seconds, 1))],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``fit``."""
+    app.command("fit")(fit)

@@ -1,0 +1,101 @@
+"""``biomedvr predict``: top-k classes for images, folders or CSV manifests."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from biomedvr_cli.commands import options
+
+FORMATS = ("table", "json", "csv")
+
+
+def _csv_text(rows: list[dict], top_k: int) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    header = ["file", "prediction"]
+    for i in range(1, top_k + 1):
+        header += [f"class_{i}", f"probability_{i}"]
+    writer.writerow([*header, "error"])
+    for row in rows:
+        cells = [row["file"], row.get("prediction", "")]
+        top = row.get("top", [])
+        for i in range(top_k):
+            cells += [top[i]["class"], f"{top[i]['probability']:.6f}"] if i < len(top) else ["", ""]
+        writer.writerow([*cells, row.get("error", "")])
+    return buffer.getvalue()
+
+
+def predict(
+    paths: list[Path] = typer.Argument(..., help="Image files, folders (searched recursively) or CSV manifests."),
+    adapter: Path = options.AdapterOption,
+    top_k: int = typer.Option(3, "--top-k", help="How many classes to list per image."),
+    output_format: str = typer.Option("table", "--format", help="table (stderr), json or csv (stdout or --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file."),
+    explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Images decoded and scored per batch."),
+    backbone: Optional[str] = options.BackboneOverrideOption,
+    path_column: str = options.PathColumnOption,
+    window: Optional[str] = options.WindowOption,
+    device: str = options.DeviceOption,
+    allow_download: Optional[bool] = options.AllowDownloadOption,
+    force: bool = options.ForceOption,
+) -> None:
+    """Predict classes with probabilities. Exit code 3 when any input could not be read (the rest are still predicted)."""
+    from biomedvr_cli import render
+    from biomedvr_cli.atomic import check_writable, write_text_atomic
+    from biomedvr_cli.data import collect_inputs
+    from biomedvr_cli.errors import EXIT_INVALID_INPUT, UsageError
+    from biomedvr_cli.inference import load_predictor
+    from biomedvr_cli.prediction import predict_files
+
+    if output_format not in FORMATS:
+        raise UsageError(f"unknown --format {output_format!r}", f"choose one of {', '.join(FORMATS)}")
+    if out is not None:
+        check_writable(out, force=force)
+    files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
+    predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
+    from rich.progress import Progress
+
+    with Progress(console=render.console, transient=True, disable=len(files) <= batch_size) as bar:
+        task = bar.add_task("predict", total=len(files))
+        results = predict_files(predictor, files, top_k=top_k, batch_size=batch_size,
+                                decode=options.decode_options(window), explain=explain,
+                                progress=lambda done, total: bar.update(task, completed=done))
+    rows = [r.to_dict() for r in results]
+    failed = sum(1 for r in results if r.error)
+    k = max(1, min(top_k, len(predictor.classes)))
+    if output_format == "table" and out is None:
+        table_rows = []
+        for r in rows:
+            if "error" in r:
+                table_rows.append([r["file"], "[red]error[/red]", r["error"]])
+            else:
+                table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])])
+        render.rows_table(f"predictions ({adapter.name})", ["file", "prediction", f"top {k}"], table_rows)
+        if explain:
+            for r in rows:
+                for set_name, items in r.get("explain", {}).items():
+                    render.info(f"{r['file']} [{set_name}]: " + " | ".join(f"{i['sentence']} ({i['cosine']:.3f})" for i in items))
+    else:
+        text = _csv_text(rows, k) if output_format == "csv" else json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
+        if output_format == "table":  # --out with the default format: write JSON
+            text = json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
+        if out is not None:
+            write_text_atomic(out, text, force=force)
+            render.info(f"wrote {len(rows)} predictions to {out}")
+        else:
+            typer.echo(text, nl=False)
+    if failed:
+        render.warn(f"{failed} of {len(rows)} input(s) could not be read")
+        raise typer.Exit(EXIT_INVALID_INPUT)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``predict``."""
+    app.command("predict")(predict)

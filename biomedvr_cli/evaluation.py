@@ -1,0 +1,147 @@
+"""Metrics and plots: accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table.
+
+scikit-learn computes the standard metrics; ECE (15 equal-width confidence bins) is the
+one we compute ourselves because scikit-learn has no multi-class ECE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ECE_BINS = 15
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Top-label ECE with equal-width confidence bins."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece)
+
+
+def reliability_bins(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> list[dict[str, float]]:
+    """Per-bin confidence, accuracy and count (for the reliability diagram and JSON)."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        count = int(in_bin.sum())
+        out.append({"low": float(lo), "high": float(hi), "count": count,
+                    "confidence": float(confidence[in_bin].mean()) if count else None,
+                    "accuracy": float(correct[in_bin].mean()) if count else None})
+    return out
+
+
+def compute_metrics(labels: Sequence[int], probs: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """All reported metrics for integer ``labels`` and probabilities [N, C]."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+        roc_auc_score,
+    )
+
+    y = np.asarray(labels, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    pred = probs.argmax(axis=1)
+    all_labels = list(range(len(classes)))
+    present = sorted(set(y.tolist()))
+    auroc: float | None
+    try:
+        if len(present) < 2:
+            auroc = None
+        elif len(classes) == 2:
+            auroc = float(roc_auc_score(y, probs[:, 1]))
+        else:
+            # One-vs-rest over the classes present in the labels (absent ones have no positives).
+            auroc = float(np.mean([roc_auc_score(y == c, probs[:, c]) for c in present]))
+    except ValueError:
+        auroc = None
+    precision, recall, f1, support = precision_recall_fscore_support(y, pred, labels=all_labels, zero_division=0)
+    return {
+        "images": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
+        "auroc_ovr": auroc,
+        "ece": expected_calibration_error(probs, y),
+        "nll": float(log_loss(y, np.clip(probs, 1e-12, 1.0), labels=all_labels)),
+        "per_class": [
+            {"class": c, "precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+             "support": int(support[i])}
+            for i, c in enumerate(classes)
+        ],
+        "confusion_matrix": confusion_matrix(y, pred, labels=all_labels).tolist(),
+        "classes": list(classes),
+        "reliability": reliability_bins(probs, y),
+    }
+
+
+def most_confused_pairs(matrix: Sequence[Sequence[int]], classes: Sequence[str], top: int = 3) -> list[tuple[str, str, int]]:
+    """The largest off-diagonal cells: (true class, predicted class, count)."""
+    cells = [(classes[i], classes[j], int(matrix[i][j])) for i in range(len(classes)) for j in range(len(classes))
+             if i != j and matrix[i][j] > 0]
+    return sorted(cells, key=lambda cell: -cell[2])[:top]
+
+
+def write_plots(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
+    """Confusion-matrix and reliability-diagram PNGs (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = metrics["classes"]
+    matrix = np.asarray(metrics["confusion_matrix"])
+    written = []
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(classes), 1.0 + 0.7 * len(classes)))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black")
+    ax.set_title(f"accuracy {metrics['accuracy']:.3f}")
+    fig.tight_layout()
+    path = out_dir / "confusion_matrix.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    bins = [b for b in metrics["reliability"] if b["count"]]
+    centres = [(b["low"] + b["high"]) / 2 for b in bins]
+    ax.bar(centres, [b["accuracy"] for b in bins], width=1 / ECE_BINS, edgecolor="black", alpha=0.7, label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"reliability (ECE {metrics['ece']:.3f})")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path = out_dir / "reliability.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written

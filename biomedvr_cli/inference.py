@@ -1,0 +1,98 @@
+"""Adapter + frozen backbone -> class probabilities (used by eval, predict and benchmark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from biomedvr_cli.adapter import Adapter, load_adapter
+from biomedvr_cli.backbones import Backbone, load_backbone
+from biomedvr_cli.errors import AdapterError, UsageError
+from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
+from biomedvr_cli.method.textbanks import TextBank
+from biomedvr_cli.training import predict_logits
+
+
+def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMedVRHead:
+    """Rebuild the head from an adapter's config and tensors, checking every shape."""
+    config = adapter.config
+    try:
+        method = MethodConfig.from_dict(config["method"])
+        classes = list(config["classes"])
+        sentences = config["attributes"]["sentences"]
+        banks = {}
+        for name, texts in sentences.items():
+            emb = adapter.tensors[f"bank_{name}"]
+            owner = adapter.tensors[f"owner_{name}"]
+            if emb.shape[0] != len(texts) or owner.shape[0] != len(texts):
+                raise AdapterError(f"bank {name!r} holds {emb.shape[0]} vectors for {len(texts)} sentences", "refit the adapter")
+            banks[name] = TextBank(emb, owner, list(texts))
+        dim = feature_dim or int(config["backbone"]["embed_dim"])
+        head = BioMedVRHead(method, len(classes), int(config["preprocessing"]["image_size"]), dim,
+                            float(config["backbone"]["logit_scale"]), banks)
+        head.load_state_dict(adapter.tensors, strict=True)
+    except AdapterError:
+        raise
+    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        raise AdapterError(f"the adapter's tensors do not match its config ({str(exc).splitlines()[0][:160]})",
+                           "the file is damaged or was edited; refit the adapter") from None
+    return head
+
+
+@dataclass
+class Predictor:
+    """A loaded adapter on its backbone, ready to score decoded images."""
+
+    adapter: Adapter
+    backbone: Backbone
+    head: BioMedVRHead
+
+    @property
+    def classes(self) -> list[str]:
+        return self.adapter.classes
+
+    @property
+    def image_size(self) -> int:
+        return self.backbone.image_size
+
+    def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Softmax probabilities [N, C] for uint8 images [N,3,S,S]."""
+        logits = predict_logits(self.head, self.backbone.encode_images, images, batch_size=batch_size, device=self.backbone.device)
+        return torch.softmax(logits, dim=1)
+
+    @torch.no_grad()
+    def explain(self, image: torch.Tensor, class_index: int, top: int = 3) -> dict[str, list[tuple[str, float]]]:
+        """Sentences of ``class_index`` that matched best, and the confusion sentences that fired."""
+        head = self.head
+        x = image[None].to(self.backbone.device).float() / 255.0
+        out = head(x, self.backbone.encode_images)
+        sentences = self.adapter.config["attributes"]["sentences"]
+        result: dict[str, list[tuple[str, float]]] = {}
+        for name in head.bank_names:
+            feats = out.neg_features if name == "confusion" else out.pos_features
+            sims = (feats @ getattr(head, f"bank_{name}").t())[0].cpu()
+            owner = getattr(head, f"owner_{name}").cpu()
+            if name == "confusion":
+                idx = torch.arange(len(owner))  # any class's confusion sentence may fire
+            else:
+                idx = (owner == class_index).nonzero(as_tuple=True)[0]
+            order = idx[sims[idx].argsort(descending=True)][:top]
+            result[name] = [(sentences[name][i], float(sims[i])) for i in order]
+        return result
+
+
+def load_predictor(adapter_path: Path, *, backbone: str | None = None, device: str = "auto",
+                   allow_download: bool | None = None) -> Predictor:
+    """Load an adapter and the backbone it was trained on (or ``backbone``), and check they match."""
+    adapter = load_adapter(adapter_path)
+    label = backbone or adapter.config["backbone"]["label"]
+    if backbone is None and (label == "local-dir" or label.endswith(":local-file")):
+        raise UsageError("this adapter was trained on a local backbone whose path is not stored",
+                         "pass --backbone with the same local-dir:FOLDER or MODEL:WEIGHTS used for fit")
+    loaded = load_backbone(label, device=device, allow_download=allow_download)
+    adapter.check_backbone(loaded.fingerprint, loaded.image_size)
+    head = head_from_adapter(adapter, loaded.embed_dim).to(loaded.device)
+    head.eval()
+    return Predictor(adapter, loaded, head)
