@@ -28,12 +28,12 @@ class _BoundaryGroup(TyperGroup):
             from biomedvr_cli import render
 
             render.error(exc.one_line())
-            raise click.exceptions.Exit(exc.exit_code) from None
+            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             from biomedvr_cli import render
 
             render.error("interrupted; partial outputs were removed")
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 app = typer.Typer(

@@ -153,7 +153,7 @@ def train_head(
                 )
             if not torch.isfinite(loss):
                 raise TrainingError(
-                    f"the training loss became {float(loss)} at epoch {epoch}; nothing was written",
+                    f"the training loss became {float(loss.detach())} at epoch {epoch}; nothing was written",
                     "lower the learning rate (--lr) or use --recipe paper; check the images are not blank",
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,83 @@
+"""The adapter file: round trip, atomic overwrite rules, validation of damaged files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from biomedvr_cli.adapter import FORMAT_VERSION, load_adapter, read_metadata, save_adapter
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputExistsError
+
+
+def _config() -> dict:
+    return {
+        "biomedvr_version": "0", "backbone": {"label": "x", "fingerprint": "sha256:abc"},
+        "preprocessing": {"image_size": 32}, "classes": ["a", "b"], "attributes": {"sentences": {}},
+        "method": {}, "training": {}, "selection": {"rule": "last"}, "validation": {},
+    }
+
+
+def test_round_trip_and_metadata(tmp_path) -> None:
+    path = tmp_path / "a.safetensors"
+    save_adapter(path, {"w": torch.arange(4.0)}, _config(), force=False)
+    meta = read_metadata(path)
+    assert meta["format"] == "biomedvr-adapter" and meta["format_version"] == FORMAT_VERSION
+    adapter = load_adapter(path)
+    assert torch.equal(adapter.tensors["w"], torch.arange(4.0))
+    assert adapter.classes == ["a", "b"]
+    assert str(tmp_path) not in path.read_bytes().decode("latin-1")
+
+
+def test_refuses_overwrite_without_force(tmp_path) -> None:
+    path = tmp_path / "a.safetensors"
+    save_adapter(path, {"w": torch.zeros(1)}, _config(), force=False)
+    with pytest.raises(OutputExistsError):
+        save_adapter(path, {"w": torch.ones(1)}, _config(), force=False)
+    save_adapter(path, {"w": torch.ones(1)}, _config(), force=True)
+    assert load_adapter(path).tensors["w"].item() == 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["a.safetensors"]  # no temp files left
+
+
+def test_corrupt_and_foreign_files(tmp_path) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    with pytest.raises(AdapterError):
+        load_adapter(junk)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(1)}, str(foreign), metadata={"format": "pt"})
+    with pytest.raises(AdapterError, match="not a biomedvr adapter"):
+        load_adapter(foreign)
+    with pytest.raises(AdapterError, match="does not exist"):
+        load_adapter(tmp_path / "missing.safetensors")
+
+
+def test_future_major_version_refused(tmp_path) -> None:
+    path = tmp_path / "v9.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path),
+              metadata={"format": "biomedvr-adapter", "format_version": "9.0", "config": json.dumps(_config())})
+    with pytest.raises(AdapterError, match="format 9.0"):
+        load_adapter(path)
+
+
+def test_missing_config_keys(tmp_path) -> None:
+    path = tmp_path / "partial.safetensors"
+    config = _config()
+    del config["classes"]
+    save_file({"w": torch.zeros(1)}, str(path),
+              metadata={"format": "biomedvr-adapter", "format_version": FORMAT_VERSION, "config": json.dumps(config)})
+    with pytest.raises(AdapterError, match="classes"):
+        load_adapter(path)
+
+
+def test_backbone_mismatch_is_exit_4(tmp_path) -> None:
+    path = tmp_path / "a.safetensors"
+    save_adapter(path, {"w": torch.zeros(1)}, _config(), force=False)
+    adapter = load_adapter(path)
+    with pytest.raises(BackboneUnavailableError) as info:
+        adapter.check_backbone("sha256:other", 32)
+    assert info.value.exit_code == 4 and "sha256:abc" in info.value.message and "sha256:other" in info.value.message
+    with pytest.raises(AdapterError):
+        adapter.check_backbone("sha256:abc", 64)

@@ -1,0 +1,175 @@
+"""fit -> eval -> predict -> info through the CLI on a tiny random backbone, and bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from biomedvr_cli.app import app
+from tests.conftest import make_color_tree, write_color_attributes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = make_color_tree(tmp_path_factory.mktemp("imgs") / "data", per_class=6, splits=("train", "test"))
+    write_color_attributes(root / "attributes.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(tree: Path, tiny_backbone_spec: str, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("adapter") / "colour.safetensors"
+    result = runner.invoke(app, ["fit", str(tree), "--shots", "3", "--backbone", tiny_backbone_spec, "--out", str(out),
+                                 "--epochs", "2", "--json"])
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["attributes"] == "file" and summary["train_images"] == 9 and summary["val_images"] == 9
+    assert "attributes.json found beside the images" in result.stderr
+    return out
+
+
+def test_fit_writes_self_describing_adapter(fitted: Path, tiny_backbone_spec: str) -> None:
+    result = runner.invoke(app, ["info", str(fitted), "--json"])
+    assert result.exit_code == 0
+    config = json.loads(result.stdout)["config"]
+    assert config["classes"] == ["alpha cell", "beta cell", "gamma cell"]
+    assert config["training"]["shots"] == 3 and config["training"]["seed"] == 0
+    assert "validation" in config["selection"]["split"]
+    assert config["attributes"]["hash"]
+    raw = fitted.read_bytes().decode("latin-1")
+    assert str(fitted.parent) not in raw and "/tmp" not in raw and tiny_backbone_spec.split(":", 1)[1] not in raw
+
+
+def test_eval_json_and_plots(fitted: Path, tree: Path, tiny_backbone_spec: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["eval", str(tree), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--json", "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    metrics = report["metrics"]
+    assert report["split"] == "test split" and metrics["images"] == 18
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll"):
+        assert key in metrics
+    assert len(metrics["confusion_matrix"]) == 3
+    assert (tmp_path / "plots" / "confusion_matrix.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "reliability.png").stat().st_size > 1000
+
+
+def test_predict_csv_json_and_unreadable_file(fitted: Path, tree: Path, tiny_backbone_spec: str, tmp_path: Path) -> None:
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    good = next((tree / "test" / "alpha cell").glob("*.png"))
+    result = runner.invoke(app, ["predict", str(good), str(bad), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--format", "json", "--top-k", "2", "--explain"])
+    assert result.exit_code == 3
+    rows = json.loads(result.stdout)["predictions"]
+    assert rows[0]["prediction"] in ("alpha cell", "beta cell", "gamma cell") and len(rows[0]["top"]) == 2
+    assert abs(sum(t["probability"] for t in rows[0]["top"])) <= 1.0 + 1e-6
+    assert "descriptive" in rows[0]["explain"]
+    assert "error" in rows[1]
+    out = tmp_path / "preds.csv"
+    result = runner.invoke(app, ["predict", str(tree / "test"), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--format", "csv", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("file,prediction,class_1,probability_1") and len(lines) == 19
+    again = runner.invoke(app, ["predict", str(good), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                "--format", "csv", "--out", str(out)])
+    assert again.exit_code == 2  # no overwrite without --force
+
+
+def test_reloaded_adapter_predicts_identically(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    import torch
+
+    from biomedvr_cli.data import decode_to_tensors
+    from biomedvr_cli.inference import load_predictor
+
+    paths = sorted((tree / "test" / "beta cell").glob("*.png"))
+    a = load_predictor(fitted, backbone=tiny_backbone_spec, device="cpu")
+    b = load_predictor(fitted, backbone=tiny_backbone_spec, device="cpu")
+    images = decode_to_tensors(paths, a.image_size).images
+    assert torch.equal(a.probabilities(images), b.probabilities(images))
+
+
+def test_adapter_refused_on_another_backbone(fitted: Path, tree: Path, tmp_path: Path) -> None:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(123)
+    other = open_clip.create_model("biomedvr-tiny-test", pretrained=None)
+    weights = tmp_path / "other.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(weights))
+    result = runner.invoke(app, ["eval", str(tree), "--adapter", str(fitted), "--backbone", f"biomedvr-tiny-test:{weights}"])
+    assert result.exit_code == 4
+    assert "fingerprint" in result.stderr
+
+
+def test_corrupt_adapter_is_exit_4(tree: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage" * 10)
+    result = runner.invoke(app, ["eval", str(tree), "--adapter", str(bad)])
+    assert result.exit_code == 4
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "empty", "too_few", "mismatch", "refuse_overwrite"],
+)
+def test_bad_fit_inputs(case: str, tmp_path: Path, tiny_backbone_spec: str) -> None:
+    images = tmp_path / "imgs"
+    out = tmp_path / "out.safetensors"
+    args = ["fit", str(images), "--shots", "2", "--backbone", tiny_backbone_spec, "--out", str(out), "--epochs", "1"]
+    expected = 3
+    if case == "empty":
+        images.mkdir()
+    elif case == "too_few":
+        make_color_tree(images, per_class=2)
+        args[3] = "4"
+    elif case == "mismatch":
+        make_color_tree(images, per_class=4)
+        attrs = write_color_attributes(tmp_path / "attrs.json")
+        data = json.loads(attrs.read_text())
+        data["classes"]["delta cell"] = data["classes"].pop("gamma cell")
+        attrs.write_text(json.dumps(data))
+        args += ["--attributes", str(attrs)]
+    elif case == "refuse_overwrite":
+        make_color_tree(images, per_class=4)
+        out.write_bytes(b"keep me")
+        expected = 2
+    result = runner.invoke(app, args)
+    assert result.exit_code == expected, result.stderr
+    assert "Traceback" not in result.stderr
+    if case == "refuse_overwrite":
+        assert out.read_bytes() == b"keep me"
+    else:
+        assert not out.exists()
+    if case == "mismatch":
+        assert "gamma cell" in result.stderr and "delta cell" in result.stderr
+
+
+def test_eval_unknown_class_is_exit_3(fitted: Path, tmp_path: Path, tiny_backbone_spec: str) -> None:
+    root = make_color_tree(tmp_path / "other", per_class=2)
+    (root / "alpha cell").rename(root / "omega cell")
+    result = runner.invoke(app, ["eval", str(root), "--adapter", str(fitted), "--backbone", tiny_backbone_spec])
+    assert result.exit_code == 3 and "omega cell" in result.stderr
+
+
+def test_interrupt_leaves_nothing(tmp_path: Path, tiny_backbone_spec: str, monkeypatch) -> None:
+    import biomedvr_cli.fitting as fitting
+
+    make_color_tree(tmp_path / "imgs", per_class=4)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fitting, "train_head", interrupted)
+    out = tmp_path / "a.safetensors"
+    result = runner.invoke(app, ["fit", str(tmp_path / "imgs"), "--shots", "2", "--backbone", tiny_backbone_spec,
+                                 "--out", str(out)])
+    assert result.exit_code == 130
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]

@@ -1,0 +1,134 @@
+"""The method's parts: k-nearest scoring, VR modules, gates, loss, the training loop."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from biomedvr_cli.errors import TrainingError
+from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
+from biomedvr_cli.method.losses import biomedvr_loss, confusion_suppression
+from biomedvr_cli.method.scoring import knn_attribute_logits
+from biomedvr_cli.method.textbanks import TextBank
+from biomedvr_cli.method.vr import FullVR, MaskVR, PaddingVR, inner_size
+from biomedvr_cli.recipes import available_recipes, load_recipe
+from biomedvr_cli.training import train_head
+
+
+def test_knn_matches_reference_and_never_duplicates() -> None:
+    torch.manual_seed(0)
+    feats = F.normalize(torch.randn(5, 8), dim=1)
+    bank = F.normalize(torch.randn(7, 8), dim=1)
+    owner = torch.tensor([0, 0, 0, 0, 1, 2, 2])
+    out = knn_attribute_logits(feats, bank, owner, 3, k=3, tau=10.0)
+    sims = 10 * feats @ bank.t()
+    expected = torch.stack([sims[:, :4].topk(3, 1).values.mean(1), sims[:, 4], sims[:, 5:].mean(1)], 1)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_padding_vr_changes_only_the_frame() -> None:
+    vr = PaddingVR(28)
+    assert inner_size(28, None) == 24 and inner_size(224, None) == 192
+    with torch.no_grad():
+        vr.delta.fill_(3.0)
+    x = torch.rand(2, 3, 28, 28)
+    y = vr(x)
+    assert y.shape == x.shape
+    inner = F.interpolate(x, size=(24, 24), mode="bilinear", align_corners=False, antialias=True)
+    assert torch.allclose(y[:, :, 2:26, 2:26], inner, atol=1e-6)
+    assert torch.allclose(y[:, :, 0, :], torch.sigmoid(torch.tensor(3.0)).expand(2, 3, 28), atol=1e-6)
+
+
+@pytest.mark.parametrize("module", [FullVR(16, eps=0.5), MaskVR(16, eps=0.5)])
+def test_additive_vr_is_bounded(module) -> None:
+    with torch.no_grad():
+        module.delta.fill_(10.0)
+    x = torch.rand(3, 3, 16, 16)
+    y = module(x)
+    assert y.min() >= 0 and y.max() <= 1
+    assert (y - x).abs().max() <= 0.5 + 1e-6
+
+
+def test_confusion_suppression_hinge() -> None:
+    fused = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    negative = torch.tensor([[1.8, 0.5], [0.2, 3.0]])
+    labels = torch.tensor([0, 1])
+    # sample 0: relu(1.8 - 2 + 0.5) = 0.3; sample 1: relu(3 - 1 + 0.5) = 2.5
+    assert confusion_suppression(fused, negative, labels, 0.5).item() == pytest.approx(1.4)
+    total, parts = biomedvr_loss(fused, negative, labels, beta=0.3, margin=0.5)
+    assert total.item() == pytest.approx(parts["ce"] + 0.3 * 1.4, rel=1e-5)
+    ce_only, parts = biomedvr_loss(fused, None, labels, beta=0.3, margin=0.5)
+    assert "cs" not in parts
+
+
+def _banks(dim: int = 16) -> dict[str, TextBank]:
+    torch.manual_seed(1)
+    owners = torch.tensor([0, 0, 1, 1, 2, 2])
+    return {name: TextBank(F.normalize(torch.randn(6, dim), dim=1), owners, [f"{name} {i}" for i in range(6)])
+            for name in ("descriptive", "distinctive", "confusion")}
+
+
+def _encoder(dim: int = 16):
+    torch.manual_seed(2)
+    proj = torch.randn(3 * 16 * 16, dim)
+    return lambda x: F.normalize(x.flatten(1) @ proj, dim=1)
+
+
+@pytest.mark.parametrize("vr", ["padding", "full", "mask"])
+@pytest.mark.parametrize("gate", ["global", "class", "sample"])
+@pytest.mark.parametrize("combine", ["add", "subtract"])
+def test_every_variant_trains_and_round_trips(vr: str, gate: str, combine: str) -> None:
+    head = BioMedVRHead(MethodConfig(vr=vr, gate=gate, combine=combine), 3, 16, 16, 20.0, _banks())
+    images = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    recipe = load_recipe("fast").with_overrides(epochs=2, eval_every=1)
+    result = train_head(head, _encoder(), images, labels, images, labels, recipe, seed=0,
+                        device=torch.device("cpu"), shots=2)
+    assert result.selected_epoch in (1, 2)
+    clone = BioMedVRHead(MethodConfig(vr=vr, gate=gate, combine=combine), 3, 16, 16, 20.0, _banks())
+    clone.load_state_dict(head.state_dict(), strict=True)
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.allclose(clone(x, _encoder()).fused, head(x, _encoder()).fused)
+
+
+def test_no_negative_expert_has_no_gate() -> None:
+    head = BioMedVRHead(MethodConfig(negative=False), 3, 16, 16, 20.0, _banks())
+    assert not hasattr(head, "gate") and not hasattr(head, "vr_neg")
+    out = head(torch.rand(2, 3, 16, 16), _encoder())
+    assert out.negative is None and torch.equal(out.fused, out.positive)
+
+
+def test_training_is_repeatable() -> None:
+    images = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    recipe = load_recipe("fast").with_overrides(epochs=3, eval_every=1)
+    states = []
+    for _ in range(2):
+        head = BioMedVRHead(MethodConfig(), 3, 16, 16, 20.0, _banks())
+        train_head(head, _encoder(), images, labels, images, labels, recipe, seed=7, device=torch.device("cpu"), shots=2)
+        states.append(head.state_dict())
+    for key in states[0]:
+        assert torch.equal(states[0][key], states[1][key]), key
+
+
+def test_nan_loss_stops_with_training_error() -> None:
+    head = BioMedVRHead(MethodConfig(), 3, 16, 16, 20.0, _banks())
+    images = (torch.rand(3, 3, 16, 16) * 255).to(torch.uint8)
+    labels = torch.tensor([0, 1, 2])
+    with pytest.raises(TrainingError, match="nothing was written"):
+        train_head(head, lambda x: torch.full((x.shape[0], 16), float("nan")), images, labels, None, None,
+                   load_recipe("fast").with_overrides(epochs=1), seed=0, device=torch.device("cpu"), shots=1)
+
+
+def test_recipes_are_data() -> None:
+    assert {"paper", "fast"} <= set(available_recipes())
+    paper = load_recipe("paper")
+    assert (paper.epochs, paper.lr, paper.batch_size, paper.batch_size_one_shot) == (400, 40.0, 64, 16)
+
+
+def test_invalid_method_choices() -> None:
+    with pytest.raises(ValueError):
+        MethodConfig(vr="swirl")
+    with pytest.raises(ValueError):
+        MethodConfig(gate="everything")
