@@ -178,7 +178,7 @@ def fit_adapter(
         raise InvalidInputError(f"found {len(classes)} class(es) in the images", "give at least two classes (one folder per class)")
     warnings: list[str] = []
     if source.skipped:
-        warnings.append(f"{len(source.skipped)} file(s) were not images and were skipped")
+        warnings.append(f"{len(source.skipped)} file(s) were skipped (hidden, not images, or listed but missing)")
     attributes = resolve_attributes(request.images, request.attributes, classes, notify)
     split = sample_few_shot(source.records, classes, request.shots, seed=request.seed, val_shots=request.val_shots,
                             allow_fewer=request.allow_fewer)

@@ -1,0 +1,186 @@
+"""Safe decoding of one image file (PNG, JPEG, TIFF, ..., DICOM) to an 8-bit RGB picture.
+
+Rules, in the order they apply:
+- The pixel cap (``DecodeOptions.max_pixels``, default 64 megapixels) is checked from the
+  header, before any pixel is decoded, so a decompression bomb costs nothing.
+- Only common raster formats are opened (PNG, JPEG, TIFF, BMP, GIF, WebP, PPM, JPEG 2000);
+  others, such as EPS (which would start Ghostscript), are refused.
+- EXIF orientation is applied. A GIF or multi-page TIFF gives its first frame.
+- 16-bit and 32-bit greyscale (``I;16``, ``I``, ``F``) is scaled linearly from the image's
+  own minimum..maximum to 0..255: nothing is clipped. (Pillow itself reduces 16-bit colour
+  PNGs to their high byte, i.e. full-range scaling.)
+- Transparency is composited onto black (transparent -> black, half-transparent -> half
+  brightness), matching the zero padding of the rest of the pipeline.
+- Grey, palette, CMYK, YCbCr and bilevel images are converted to RGB.
+- Empty, truncated, corrupt and non-image files raise :class:`InvalidImageError` with the
+  reason. Messages name the file, never its folder.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from biomedvr_cli.data.files import has_dicom_magic
+from biomedvr_cli.data.scaling import minmax_to_uint8
+from biomedvr_cli.errors import InvalidInputError, UsageError
+
+# Pillow format names; JPEG also covers MPO (multi-picture JPEG from cameras).
+_PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "PPM", "JPEG2000")
+_HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+
+# Pillow's bomb limit is a process-wide setting: opening happens under this lock while the
+# limit is set to our cap, so parallel decodes cannot see each other's value.
+_OPEN_LOCK = threading.Lock()
+
+
+class InvalidImageError(InvalidInputError):
+    """One image file cannot be used: empty, truncated, corrupt, too large, or undecodable."""
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How images are decoded.
+
+    ``max_pixels`` refuses larger images (width x height, per frame). ``window`` is a DICOM
+    (center, width) that overrides the file's own VOI LUT / window for greyscale DICOM.
+    """
+
+    max_pixels: int = 64_000_000
+    window: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_pixels < 1:
+            raise UsageError("the pixel cap must be at least 1", "pass a positive number of pixels")
+        if self.window is not None and not self.window[1] > 0:
+            raise UsageError("the DICOM window width must be positive", "pass --window CENTER,WIDTH, e.g. 40,400")
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """Parse ``"CENTER,WIDTH"`` (e.g. ``"40,400"``) into a window for :class:`DecodeOptions`."""
+    parts = text.replace(";", ",").split(",")
+    try:
+        center, width = (float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"bad window '{text[:40]}'", "write it as CENTER,WIDTH, e.g. --window 40,400") from None
+    if not width > 0:
+        raise UsageError(f"bad window '{text[:40]}': the width must be positive", "e.g. --window 40,400")
+    return center, width
+
+
+def is_dicom(path: Path) -> bool:
+    """A ``.dcm``/``.dicom`` file, or any file with the DICOM marker."""
+    return path.suffix.lower() in _DICOM_SUFFIXES or has_dicom_magic(path)
+
+
+def decode_image(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.Image:
+    """Decode one file to an 8-bit RGB :class:`PIL.Image.Image`, or raise :class:`InvalidImageError`."""
+    path = Path(path)
+    name = path.name
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InvalidImageError(f"{name}: file not found") from None
+    except OSError as exc:
+        raise InvalidImageError(f"{name}: cannot read ({exc.strerror})") from None
+    if not path.is_file():
+        raise InvalidImageError(f"{name}: not a file")
+    if size == 0:
+        raise InvalidImageError(f"{name}: empty file (0 bytes)")
+    if is_dicom(path):
+        from biomedvr_cli.data.dicom import decode_dicom  # pydicom is imported only when needed
+
+        return decode_dicom(path, options)
+    return _decode_with_pillow(path, options)
+
+
+def too_large(name: str, width: int, height: int, options: DecodeOptions) -> InvalidImageError:
+    """The error for an image above the pixel cap."""
+    return InvalidImageError(
+        f"{name}: {width}x{height} pixels exceeds the cap of {options.max_pixels:,} pixels "
+        "(possible decompression bomb)",
+        "downscale the image, or raise the pixel cap if the file is trusted",
+    )
+
+
+def safe_reason(exc: BaseException, path: Path) -> str:
+    """A library's error text with the folder part of ``path`` removed, kept short."""
+    text = str(exc) or type(exc).__name__
+    for variant in (str(path), str(path.resolve()) if path.exists() else ""):
+        if variant:
+            text = text.replace(variant, path.name)
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _decode_with_pillow(path: Path, options: DecodeOptions) -> Image.Image:
+    name = path.name
+    image = _open(path, options)
+    try:
+        width, height = image.size
+        if width * height > options.max_pixels:  # Pillow's check already covers this; belt and braces
+            raise too_large(name, width, height, options)
+        try:
+            image.load()
+        except Image.DecompressionBombError:
+            raise too_large(name, width, height, options) from None
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error ...
+            raise InvalidImageError(f"{name}: truncated or corrupt {image.format} ({safe_reason(exc, path)})") from None
+        try:
+            oriented = ImageOps.exif_transpose(image)
+        except Exception:  # a broken EXIF block should not cost the image; keep it as stored
+            oriented = image
+        return to_rgb(oriented, name)
+    finally:
+        image.close()
+
+
+def _open(path: Path, options: DecodeOptions) -> Image.Image:
+    """Open lazily (header only) with Pillow's bomb check set to our cap."""
+    name = path.name
+    with _OPEN_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = options.max_pixels
+        try:
+            return Image.open(path, formats=_PIL_FORMATS)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidImageError(
+                f"{name}: larger than the cap of {options.max_pixels:,} pixels (possible decompression bomb)",
+                "downscale the image, or raise the pixel cap if the file is trusted",
+            ) from None
+        except UnidentifiedImageError:
+            raise InvalidImageError(
+                f"{name}: not an image biomedvr can read",
+                "use PNG, JPEG, TIFF, BMP, GIF, WebP or DICOM",
+            ) from None
+        except Exception as exc:  # OSError and parser errors from a damaged header
+            raise InvalidImageError(f"{name}: unreadable image ({safe_reason(exc, path)})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def to_rgb(image: Image.Image, name: str) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB, following the rules in this module's docstring."""
+    mode = image.mode
+    if mode in _HIGH_DEPTH_MODES:
+        grey = minmax_to_uint8(np.asarray(image))
+        return Image.fromarray(grey).convert("RGB")
+    if mode in _ALPHA_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    if mode == "1":
+        image = image.convert("L")
+    try:
+        return image.convert("RGB")
+    except ValueError:
+        raise InvalidImageError(
+            f"{name}: colour mode {mode} is not supported", "save the image as RGB or greyscale"
+        ) from None

@@ -1,0 +1,68 @@
+"""Entry points for image inputs: a folder tree or CSV manifest, or files to predict on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from biomedvr_cli.data.files import is_image_file, walk_images
+from biomedvr_cli.data.folder import read_folder_tree
+from biomedvr_cli.data.manifest import manifest_paths, read_manifest
+from biomedvr_cli.data.records import CsvColumns, ImageSource
+from biomedvr_cli.errors import InvalidInputError
+
+__all__ = ["collect_inputs", "is_image_file", "open_source"]
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.suffix.lower() == ".csv"
+
+
+def _require_exists(path: Path) -> None:
+    if not path.exists():
+        raise InvalidInputError(
+            f"{path.name or path} does not exist",
+            "check the path (pass a class-per-folder tree, a CSV manifest or image files)",
+        )
+
+
+def open_source(path: Path, *, columns: CsvColumns = CsvColumns(), require_labels: bool = True) -> ImageSource:
+    """Open labelled images: a class-per-folder tree (folder) or a CSV manifest (``.csv``).
+
+    Raises :class:`InvalidInputError` with a fix hint for a missing path, a folder without
+    class folders or images, a CSV lacking a required column, an unknown split value, and
+    the like.
+    """
+    path = Path(path)
+    _require_exists(path)
+    if path.is_dir():
+        return read_folder_tree(path, require_labels=require_labels)
+    if _is_manifest(path):
+        return read_manifest(path, columns, require_labels=require_labels)
+    raise InvalidInputError(
+        f"{path.name} is neither a folder nor a .csv manifest",
+        "pass a folder with one subfolder per class, or a CSV with path and label columns",
+    )
+
+
+def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> list[Path]:
+    """The image files to predict on, in order, each once.
+
+    Files are taken as given (an unreadable one is reported later, when decoding); folders
+    are searched recursively for image and DICOM files (sorted, hidden entries skipped); CSV
+    manifests expand to their path column in row order (a label column is optional; listed
+    files that are missing stay in, so decoding reports them).
+    """
+    found: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        _require_exists(path)
+        if path.is_dir():
+            images, _ = walk_images(path)
+            if not images:
+                raise InvalidInputError(f"no image files found in {path.name}", "check the folder, or pass image files")
+            found.extend(images)
+        elif _is_manifest(path):
+            found.extend(manifest_paths(path, columns))
+        else:
+            found.append(path)
+    return list(dict.fromkeys(found))  # drop repeats, keep first-seen order
