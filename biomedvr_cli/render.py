@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 # Human output goes to stderr so that stdout stays clean for --json and CSV.
 console = Console(stderr=True, highlight=False)
@@ -24,17 +25,17 @@ def emit_json(document: Any) -> None:
 
 def info(message: str) -> None:
     """One line of human information on stderr."""
-    console.print(message)
+    console.print(escape(message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
     """A warning on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {message}")
+    console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
 
 def error(message: str) -> None:
     """An error line on stderr (used once, at the CLI boundary)."""
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
 
 class EpochProgress:

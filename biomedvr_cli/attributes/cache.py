@@ -1,0 +1,98 @@
+"""The attributes cache: one validated attributes file per request set.
+
+The key is the sha256 of (provider, model, prompt version and hash, task, sorted class
+names, sentences per set), so a hit is exactly the reply the same request would get and
+needs no API call and no key. Entries hold only what was sent (class names, task) and
+what came back; never a path or an identifier. Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from biomedvr_cli.atomic import write_text_atomic
+from biomedvr_cli.attributes.schema import AttributeFile, load_attributes
+from biomedvr_cli.errors import BiomedVRError, InvalidInputError
+
+CACHE_ENV = "BIOMEDVR_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """``$BIOMEDVR_CACHE_DIR``, else the platform's user cache folder + ``biomedvr/attributes``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "biomedvr" / "attributes"
+
+
+def cache_key(
+    *,
+    provider: str,
+    model: str,
+    prompt_version: str,
+    prompt_sha256: str,
+    task: str,
+    class_names: Sequence[str],
+    per_class: int,
+) -> str:
+    """The hex sha256 that names a cache entry."""
+    payload = {
+        "provider": provider,
+        "model": model,
+        "prompt_version": prompt_version,
+        "prompt_sha256": prompt_sha256,
+        "task": task,
+        "classes": sorted(class_names),
+        "per_class": per_class,
+    }
+    canonical = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def entry_path(cache_dir: Path, key: str) -> Path:
+    """Where the entry for ``key`` lives; the ``attributes-`` prefix keeps a shared folder tidy."""
+    return Path(cache_dir) / f"attributes-{key}.json"
+
+
+def read_entry(cache_dir: Path, key: str, class_names: Sequence[str]) -> AttributeFile | None:
+    """The cached file for ``key`` in the order of ``class_names``, or None.
+
+    A missing, unreadable or invalid entry, or one whose classes do not match, is a miss:
+    the cache is only ever an optimisation, and a fresh reply will overwrite it.
+    """
+    path = entry_path(cache_dir, key)
+    if not path.is_file():
+        return None
+    try:
+        cached = load_attributes(path)
+    except InvalidInputError:
+        return None
+    if set(cached.classes) != set(class_names):
+        return None
+    return AttributeFile(
+        task=cached.task,
+        classes={name: cached.classes[name] for name in class_names},
+        provenance=cached.provenance,
+    )
+
+
+def write_entry(cache_dir: Path, key: str, attrs: AttributeFile) -> None:
+    """Store ``attrs`` under ``key`` atomically (replacing an older entry)."""
+    try:
+        write_text_atomic(entry_path(cache_dir, key), attrs.to_json(), force=True)
+    except OSError as exc:
+        raise BiomedVRError(
+            f"cannot write the attributes cache: {exc.strerror}",
+            f"choose a writable --cache-dir or set {CACHE_ENV}",
+        ) from None

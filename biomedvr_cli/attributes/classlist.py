@@ -1,0 +1,98 @@
+"""Class lists: ``classes.txt`` files and repeated ``--class`` values.
+
+Rules (the same for both sources): UTF-8, one class per line, blank lines and lines
+starting with ``#`` ignored, surrounding spaces stripped and inner runs of spaces
+collapsed; no class may repeat, ignoring case; at least one class.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
+
+from biomedvr_cli.errors import InvalidInputError
+
+
+def normalise_class_name(raw: str) -> str:
+    """Strip and collapse whitespace so that "benign  tumor" and "benign tumor" are one name."""
+    return " ".join(raw.split())
+
+
+def check_class_names(names: Iterable[tuple[str, str]], source: str) -> list[str]:
+    """Validate ``(label, name)`` pairs and return the names.
+
+    ``label`` says where a name came from ("line 4", "--class 2") so that errors point at it.
+    """
+    out: list[str] = []
+    seen: dict[str, str] = {}
+    for label, name in names:
+        bad = next((ch for ch in name if unicodedata.category(ch) in {"Cc", "Cf"}), None)
+        if bad is not None:
+            raise InvalidInputError(
+                f"{source}: {label} contains the control character U+{ord(bad):04X}",
+                "remove it; class names are plain text",
+            )
+        key = name.casefold()
+        if key in seen:
+            raise InvalidInputError(
+                f"{source}: {label} {json.dumps(name, ensure_ascii=False)} duplicates {seen[key]} "
+                "(class names are compared ignoring case)",
+                "keep each class once",
+            )
+        seen[key] = f"{label} {json.dumps(name, ensure_ascii=False)}"
+        out.append(name)
+    if not out:
+        raise InvalidInputError(
+            f"{source} has no class names (blank lines and # comments are ignored)",
+            "write one class name per line",
+        )
+    return out
+
+
+def parse_class_text(text: str, source: str) -> list[str]:
+    """Parse the text of a classes file (already decoded)."""
+    pairs: list[tuple[str, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        name = normalise_class_name(line)
+        if not name or name.startswith("#"):
+            continue
+        pairs.append((f"line {number}", name))
+    return check_class_names(pairs, source)
+
+
+def read_class_list(path: Path) -> list[str]:
+    """Read a ``classes.txt`` file; :class:`InvalidInputError` (exit 3) on any problem.
+
+    Problems: missing file, a folder, undecodable bytes (not UTF-8), no classes, a
+    class listed twice (ignoring case), control characters inside a name.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"{path.name} not found", "check the path of the classes file")
+    if path.is_dir():
+        raise InvalidInputError(f"{path.name} is a folder", "give a text file with one class name per line")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{path.name} cannot be read: {exc.strerror}", "check its permissions") from None
+    try:
+        # utf-8-sig: Windows editors often prepend a byte-order mark.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InvalidInputError(
+            f"{path.name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line {line})",
+            "save the file as UTF-8 text",
+        ) from None
+    return parse_class_text(text, path.name)
+
+
+def class_list_from_options(values: Iterable[str]) -> list[str]:
+    """Validate names given as repeated ``--class NAME`` options."""
+    pairs = [(f"--class #{i}", normalise_class_name(v)) for i, v in enumerate(values, start=1)]
+    for label, name in pairs:
+        if not name:
+            raise InvalidInputError(f"{label} is empty", "give a class name after --class")
+    return check_class_names(pairs, "--class")

@@ -1,0 +1,149 @@
+"""Convert the reference implementation's attribute files into our format.
+
+The reference keeps one JSON file per set (descriptive, distinctive, confusion), each an
+object of ``class_name_with_underscores -> [sentence, ...]``. Underscores become spaces;
+with a class list the names are matched ignoring case and spacing and the user's
+spelling and order win. Sentences under 20 characters (which the method drops anyway)
+and repeats are dropped and counted, so a reference file imports as it would be used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from biomedvr_cli import __version__
+from biomedvr_cli.attributes.classlist import normalise_class_name
+from biomedvr_cli.attributes.schema import (
+    MIN_SENTENCE_CHARS,
+    SET_NAMES,
+    AttributeFile,
+    validate_attributes,
+)
+from biomedvr_cli.errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """The imported file plus what was left out on the way."""
+
+    attributes: AttributeFile
+    dropped_classes: tuple[str, ...]
+    dropped_sentences: int
+
+
+def _match_key(name: str) -> str:
+    return normalise_class_name(name.replace("_", " ")).casefold()
+
+
+def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], str]:
+    """One reference file as ``{display name: sentences}`` and its sha256."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path.name} (--{set_name}) not found", "check the path")
+    raw = path.read_bytes()
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path.name} is not valid UTF-8 (byte {exc.start})", "save it as UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            "give the reference implementation's JSON file",
+        ) from None
+    if not isinstance(data, dict) or not data:
+        raise InvalidInputError(
+            f"{path.name} must be a non-empty JSON object of class name -> list of sentences",
+            "give the reference implementation's JSON file",
+        )
+    out: dict[str, list[Any]] = {}
+    keys: dict[str, str] = {}
+    for raw_name, sentences in data.items():
+        name = normalise_class_name(raw_name.replace("_", " "))
+        if not name:
+            raise InvalidInputError(f"{path.name} has an empty class name", "fix the file")
+        if _match_key(name) in keys:
+            raise InvalidInputError(
+                f"{path.name}: classes {keys[_match_key(name)]!r} and {raw_name!r} are the same name",
+                "keep one of them",
+            )
+        if not isinstance(sentences, list) or not all(isinstance(s, str) for s in sentences):
+            raise InvalidInputError(f"{path.name}: class {raw_name!r} must map to a list of strings", "fix the file")
+        keys[_match_key(name)] = raw_name
+        out[name] = sentences
+    return out, hashlib.sha256(raw).hexdigest()
+
+
+def import_reference(
+    descriptive: Path,
+    distinctive: Path,
+    confusion: Path,
+    *,
+    class_names: Sequence[str] | None = None,
+    task: str = "",
+) -> ImportReport:
+    """Build a validated :class:`AttributeFile` from the three reference files."""
+    paths = {"descriptive": Path(descriptive), "distinctive": Path(distinctive), "confusion": Path(confusion)}
+    sets: dict[str, dict[str, list[Any]]] = {}
+    digests: dict[str, str] = {}
+    for set_name in SET_NAMES:
+        sets[set_name], digests[set_name] = _read_reference(paths[set_name], set_name)
+    by_key = {s: {_match_key(n): n for n in sets[s]} for s in SET_NAMES}
+
+    if class_names is None:
+        # The descriptive file's order is the class order; the others must list the same classes.
+        wanted = list(sets["descriptive"])
+        for set_name in ("distinctive", "confusion"):
+            extra = [n for k, n in by_key[set_name].items() if k not in by_key["descriptive"]]
+            if extra:
+                raise InvalidInputError(
+                    f"{paths[set_name].name} has class {extra[0]!r}, which {paths['descriptive'].name} lacks",
+                    "give the three files of one dataset, or pass --classes to pick classes",
+                )
+    else:
+        wanted = list(class_names)
+    wanted_keys = {_match_key(n) for n in wanted}
+    dropped_classes = tuple(n for k, n in by_key["descriptive"].items() if k not in wanted_keys)
+
+    classes: dict[str, dict[str, list[str]]] = {}
+    dropped = 0
+    for name in wanted:
+        key = _match_key(name)
+        entry: dict[str, list[str]] = {}
+        seen: set[str] = set()
+        for set_name in SET_NAMES:
+            if key not in by_key[set_name]:
+                raise InvalidInputError(
+                    f"{paths[set_name].name} has no class matching {name!r}",
+                    "check the spelling in classes.txt (underscores count as spaces, case is ignored)",
+                )
+            kept: list[str] = []
+            for sentence in sets[set_name][by_key[set_name][key]]:
+                text = sentence.strip()
+                folded = " ".join(text.split()).casefold()
+                if len(text) < MIN_SENTENCE_CHARS or folded in seen:
+                    dropped += 1
+                    continue
+                seen.add(folded)
+                kept.append(text)
+            if not kept:
+                raise InvalidInputError(
+                    f"{paths[set_name].name}: class {name!r} has no sentence of at least {MIN_SENTENCE_CHARS} characters",
+                    "add sentences for it, or write that class by hand",
+                )
+            entry[set_name] = kept
+        classes[name] = entry
+
+    provenance = {
+        "source": "import",
+        "imported_sha256": digests,
+        "created_at": datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        "biomedvr_version": __version__,
+    }
+    document = {"schema_version": 1, "task": task, "classes": classes, "provenance": provenance}
+    return ImportReport(validate_attributes(document), dropped_classes, dropped)

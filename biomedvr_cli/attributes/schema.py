@@ -1,0 +1,297 @@
+"""The attributes file: dataclasses, validation, load and save.
+
+The on-disk format (``schema_version`` 1)::
+
+    {
+      "schema_version": 1,
+      "task": "dermoscopy",
+      "classes": {
+        "melanoma": {"descriptive": [...], "distinctive": [...], "confusion": [...]},
+        ...
+      },
+      "provenance": {"source": "llm", "provider": "anthropic", "model": "...", ...}
+    }
+
+Hand-written, imported and LLM-generated files all go through :func:`validate_attributes`,
+so ``fit`` can trust any file that loads. Every problem is reported as one
+:class:`InvalidInputError` line that names the exact place (``classes["x"].confusion[2]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biomedvr_cli.atomic import write_text_atomic
+from biomedvr_cli.errors import InvalidInputError
+
+SCHEMA_VERSION = 1
+SET_NAMES: tuple[str, ...] = ("descriptive", "distinctive", "confusion")
+# method.md: sentences under 20 characters carry too little to score against.
+MIN_SENTENCE_CHARS = 20
+# Far above any useful sentence (text encoders truncate at 77-256 tokens); catches pasted blobs.
+MAX_SENTENCE_CHARS = 1000
+MAX_CLASS_NAME_CHARS = 200
+_TOP_LEVEL_KEYS = ("schema_version", "task", "classes", "provenance")
+
+_VALIDATE_FIX = "correct the file; `biomedvr attributes validate FILE` checks it"
+
+
+@dataclass(frozen=True)
+class ClassAttributes:
+    """The three sentence sets of one class (method.md section 1)."""
+
+    descriptive: tuple[str, ...]
+    distinctive: tuple[str, ...]
+    confusion: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The JSON form: set name -> list of sentences."""
+        return {name: list(getattr(self, name)) for name in SET_NAMES}
+
+
+@dataclass(frozen=True)
+class AttributeFile:
+    """A validated attributes file. ``classes`` keeps the file's (or the user's) class order."""
+
+    task: str
+    classes: dict[str, ClassAttributes]
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def content_hash(self) -> str:
+        """sha256 of the canonical JSON of ``classes`` (keys sorted, compact, UTF-8).
+
+        Task and provenance are left out on purpose: two files with the same sentences
+        train the same model, whoever wrote them and whenever.
+        """
+        canonical = json.dumps(
+            {name: attrs.as_dict() for name, attrs in self.classes.items()},
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names in file order."""
+        return list(self.classes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document, keys in the documented order."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "task": self.task,
+            "classes": {name: attrs.as_dict() for name, attrs in self.classes.items()},
+            "provenance": dict(self.provenance),
+        }
+
+    def to_json(self) -> str:
+        """The file's text: indented, UTF-8 kept readable, trailing newline."""
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def same_content(self, other: AttributeFile) -> bool:
+        """True when task, class order and sentences match (provenance ignored)."""
+        return (
+            self.task == other.task
+            and self.class_names == other.class_names
+            and self.content_hash() == other.content_hash()
+        )
+
+
+def _fail(where: str, problem: str, fix: str = _VALIDATE_FIX) -> InvalidInputError:
+    return InvalidInputError(f"{where}: {problem}" if where else problem, fix)
+
+
+def _sentence_key(sentence: str) -> str:
+    # Duplicates that differ only in case or spacing score identically, so they count as one.
+    return " ".join(sentence.split()).casefold()
+
+
+def validate_sentences(where: str, value: Any, *, min_count: int = 1) -> tuple[str, ...]:
+    """Check one sentence list and return it stripped.
+
+    ``where`` names the list in messages, e.g. ``classes["benign"].confusion``.
+    """
+    if not isinstance(value, list):
+        raise _fail(where, f"must be a list of sentences, not {_json_type(value)}")
+    if len(value) < min_count:
+        if not value:
+            raise _fail(where, "is empty; each set needs at least one sentence")
+        raise _fail(where, f"has {len(value)} sentences; {min_count} are needed")
+    out: list[str] = []
+    seen: dict[str, int] = {}
+    for i, item in enumerate(value):
+        here = f"{where}[{i}]"
+        if not isinstance(item, str):
+            raise _fail(here, f"must be a string, not {_json_type(item)}")
+        sentence = item.strip()
+        if len(sentence) < MIN_SENTENCE_CHARS:
+            raise _fail(
+                here,
+                f"is {len(sentence)} characters long; each sentence needs at least {MIN_SENTENCE_CHARS}",
+            )
+        if len(sentence) > MAX_SENTENCE_CHARS:
+            raise _fail(here, f"is {len(sentence)} characters long; at most {MAX_SENTENCE_CHARS} are allowed")
+        key = _sentence_key(sentence)
+        if key in seen:
+            raise _fail(here, f"repeats {where}[{seen[key]}]")
+        seen[key] = i
+        out.append(sentence)
+    return tuple(out)
+
+
+def validate_class_entry(name: str, value: Any, *, min_count: int = 1) -> ClassAttributes:
+    """Check the three sets of one class; also rejects a sentence repeated across sets."""
+    where = f"classes[{json.dumps(name, ensure_ascii=False)}]"
+    if not isinstance(value, dict):
+        raise _fail(where, f"must be an object with {', '.join(SET_NAMES)}, not {_json_type(value)}")
+    unknown = [k for k in value if k not in SET_NAMES]
+    if unknown:
+        raise _fail(where, f"unknown key {json.dumps(unknown[0])}; expected only {', '.join(SET_NAMES)}")
+    missing = [k for k in SET_NAMES if k not in value]
+    if missing:
+        raise _fail(where, f"is missing the {missing[0]} set")
+    sets = {k: validate_sentences(f"{where}.{k}", value[k], min_count=min_count) for k in SET_NAMES}
+    # A confusion sentence identical to a descriptive one would push the class away from itself.
+    first_seen: dict[str, str] = {}
+    for set_name in SET_NAMES:
+        for i, sentence in enumerate(sets[set_name]):
+            key = _sentence_key(sentence)
+            here = f"{where}.{set_name}[{i}]"
+            if key in first_seen:
+                raise _fail(here, f"repeats {first_seen[key]}")
+            first_seen[key] = here
+    return ClassAttributes(**sets)
+
+
+def validate_attributes(data: dict) -> AttributeFile:
+    """Validate a parsed attributes document and return it as an :class:`AttributeFile`.
+
+    Raises :class:`InvalidInputError` (exit 3) naming the first problem found.
+    """
+    if not isinstance(data, dict):
+        raise _fail("", f"the document must be a JSON object, not {_json_type(data)}")
+    unknown = [k for k in data if k not in _TOP_LEVEL_KEYS]
+    if unknown:
+        raise _fail("", f"unknown top-level key {json.dumps(unknown[0])}; expected {', '.join(_TOP_LEVEL_KEYS)}")
+    if "schema_version" not in data:
+        raise _fail("", "schema_version is missing", f'add "schema_version": {SCHEMA_VERSION} at the top')
+    version = data["schema_version"]
+    if version != SCHEMA_VERSION or isinstance(version, bool):
+        raise _fail(
+            "schema_version",
+            f"is {json.dumps(version)}; this biomedvr reads version {SCHEMA_VERSION}",
+            "regenerate the file with this biomedvr, or upgrade biomedvr",
+        )
+    task = data.get("task", "")
+    if not isinstance(task, str):
+        raise _fail("task", f"must be a string, not {_json_type(task)}")
+    classes = data.get("classes")
+    if classes is None:
+        raise _fail("", "classes is missing")
+    if not isinstance(classes, dict):
+        raise _fail("classes", f"must be an object of class name -> sets, not {_json_type(classes)}")
+    if not classes:
+        raise _fail("classes", "is empty; at least one class is needed")
+    out: dict[str, ClassAttributes] = {}
+    folded: dict[str, str] = {}
+    for name, entry in classes.items():
+        shown = json.dumps(name, ensure_ascii=False)
+        if not name.strip():
+            raise _fail("classes", "has an empty class name")
+        if name != name.strip() or "  " in name or any(ch in name for ch in "\t\r\n"):
+            raise _fail(f"classes[{shown}]", "class names must not have leading, trailing or repeated spaces")
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            raise _fail(f"classes[{shown}]", f"class name is over {MAX_CLASS_NAME_CHARS} characters")
+        key = name.casefold()
+        if key in folded:
+            raise _fail(
+                f"classes[{shown}]",
+                f"duplicates class {json.dumps(folded[key], ensure_ascii=False)} (names are compared ignoring case)",
+            )
+        folded[key] = name
+        out[name] = validate_class_entry(name, entry)
+    provenance = data.get("provenance", {})
+    if not isinstance(provenance, dict):
+        raise _fail("provenance", f"must be an object, not {_json_type(provenance)}")
+    return AttributeFile(task=task.strip(), classes=out, provenance=dict(provenance))
+
+
+def parse_attributes_text(text: str) -> AttributeFile:
+    """Parse and validate attributes JSON text (duplicate keys are errors, not silently merged)."""
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise _fail("", f"key {json.dumps(exc.key, ensure_ascii=False)} appears twice in one object") from None
+    except json.JSONDecodeError as exc:
+        raise _fail("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return validate_attributes(data)
+
+
+def load_attributes(path: Path) -> AttributeFile:
+    """Read and validate an attributes file.
+
+    Any problem (missing, unreadable, not UTF-8, not JSON, wrong shape) is an
+    :class:`InvalidInputError` whose one-line message starts with the file name.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InvalidInputError(f"{path.name} not found", "check the path, or create it with `biomedvr attributes`")
+    if path.is_dir():
+        raise InvalidInputError(f"{path.name} is a folder", "give the attributes JSON file")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"{path.name} cannot be read: {exc.strerror}", "check its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(
+            f"{path.name} is not valid UTF-8 (byte {exc.start})", "save the file as UTF-8"
+        ) from None
+    try:
+        return parse_attributes_text(text)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path.name}: {exc.message}", exc.hint) from None
+
+
+def save_attributes(attrs: AttributeFile, path: Path, *, force: bool) -> None:
+    """Write ``attrs`` to ``path`` atomically; refuses to replace an existing file without ``force``."""
+    # Re-validate so that nothing we write can fail to load later.
+    validate_attributes(attrs.to_dict())
+    write_text_atomic(Path(path), attrs.to_json(), force=force)
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
