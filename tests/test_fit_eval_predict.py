@@ -173,3 +173,29 @@ def test_interrupt_leaves_nothing(tmp_path: Path, tiny_backbone_spec: str, monke
                                  "--out", str(out)])
     assert result.exit_code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_nan_loss_exits_1_and_writes_nothing(tmp_path: Path, tiny_backbone_spec: str, monkeypatch) -> None:
+    import torch
+
+    import biomedvr_cli.training as training
+
+    make_color_tree(tmp_path / "imgs", per_class=4)
+    monkeypatch.setattr(training, "biomedvr_loss", lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {}))
+    out = tmp_path / "a.safetensors"
+    result = runner.invoke(app, ["fit", str(tmp_path / "imgs"), "--shots", "2", "--backbone", tiny_backbone_spec,
+                                 "--out", str(out)])
+    assert result.exit_code == 1
+    assert "nothing was written" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_vr_frame_option_is_recorded(tmp_path: Path, tiny_backbone_spec: str) -> None:
+    make_color_tree(tmp_path / "imgs", per_class=4)
+    out = tmp_path / "a.safetensors"
+    result = runner.invoke(app, ["fit", str(tmp_path / "imgs"), "--shots", "2", "--backbone", tiny_backbone_spec,
+                                 "--out", str(out), "--vr", "padding", "--vr-frame", "3", "--epochs", "1",
+                                 "--gate", "sample", "--combine", "subtract"])
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)["config"]["method"]
+    assert (info["vr_frame"], info["gate"], info["combine"]) == (3, "sample", "subtract")

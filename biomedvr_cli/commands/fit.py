@@ -24,6 +24,8 @@ def fit(
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the recipe's batch size."),
     vr: str = typer.Option("padding", "--vr", help="Visual reprogramming: padding (reference), full or mask."),
+    vr_frame: Optional[int] = typer.Option(None, "--vr-frame", help="Padding VR frame width in px (default: image shrunk to 6/7 of the input)."),
+    vr_eps: float = typer.Option(0.25, "--vr-eps", help="Bound of the additive pattern for --vr full and mask (pixel units in [0,1])."),
     gate: str = typer.Option("global", "--gate", help="Expert gate: global (reference), class or sample."),
     combine: str = typer.Option("add", "--combine", help="Fuse experts by add (reference) or subtract."),
     beta: float = typer.Option(0.3, "--beta", help="Weight of the Confusion-Suppression loss."),
@@ -49,7 +51,7 @@ def fit(
     from biomedvr_cli.method.head import MethodConfig
 
     try:
-        method = MethodConfig(vr=vr, gate=gate, combine=combine, negative=not no_negative,
+        method = MethodConfig(vr=vr, vr_frame=vr_frame, vr_eps=vr_eps, gate=gate, combine=combine, negative=not no_negative,
                               confusion_loss=not no_confusion_loss, beta=beta, margin=margin, k=k, m=m)
     except ValueError as exc:
         raise UsageError(str(exc), "see `biomedvr fit --help` for the allowed values") from None

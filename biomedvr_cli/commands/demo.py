@@ -1,0 +1,46 @@
+"""``biomedvr demo``: the whole pipeline on the built-in sandbox in a few minutes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from biomedvr_cli.commands import options
+
+
+def demo(
+    workdir: Path = typer.Option(Path("biomedvr-demo"), "--workdir", help="Working folder for the generated task and adapter."),
+    task: str = typer.Option("blood-smear", "--task", help="Built-in sandbox task (`biomedvr sandbox tasks` lists them)."),
+    shots: int = typer.Option(8, "--shots", help="Training images per class."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the task images, the few-shot draw and training."),
+    force: bool = typer.Option(False, "--force", help="Reuse an existing working folder."),
+    json_out: bool = options.JsonOption,
+) -> None:
+    """Make a sandbox task, fit 8 shots, eval, predict one image; print each equivalent command."""
+    from biomedvr_cli import render
+    from biomedvr_cli.demo import run_demo
+
+    with render.EpochProgress("fit") as bar:
+        result = run_demo(workdir, task=task, shots=shots, seed=seed, force=force, progress=bar.update, notify=render.info)
+    if json_out:
+        render.emit_json(result.to_dict())
+        return
+    render.rows_table(
+        f"sandbox task {task!r}, {shots} shots, test images (seconds: {result.seconds:.0f})",
+        ["method", "accuracy"],
+        [["zero-shot, class names", result.zero_shot_class_names],
+         ["zero-shot, attributes (k-nearest)", result.zero_shot_attributes],
+         ["BioMedVR adapter (fit)", result.adapted["accuracy"]]],
+    )
+    top = result.prediction.get("top", [])
+    if top:
+        render.info(f"predict: {top[0]['class']} ({top[0]['probability']:.3f}); true class {result.prediction['true_class']}")
+    render.info("The same steps as commands:")
+    for command in result.commands:
+        render.info(f"  {command}")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``demo``."""
+    app.command("demo")(demo)

@@ -1,0 +1,126 @@
+"""``demo`` as a library call: the real pipeline on a sandbox task, end to end.
+
+Make a task, measure zero-shot accuracy (class names, then attributes), fit an adapter
+on K shots, evaluate it on the held-out test images and predict one image. Each step
+is the same library call the matching command makes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biomedvr_cli.errors import OutputExistsError
+
+
+@dataclass
+class DemoResult:
+    """Accuracies of each stage plus the commands that reproduce them."""
+
+    task: str
+    shots: int
+    zero_shot_class_names: float
+    zero_shot_attributes: float
+    adapted: dict[str, Any]
+    prediction: dict[str, Any]
+    commands: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task, "shots": self.shots,
+            "accuracy": {"zero_shot_class_names": self.zero_shot_class_names,
+                         "zero_shot_attributes": self.zero_shot_attributes,
+                         "biomedvr_adapter": self.adapted["accuracy"]},
+            "adapter_metrics": {k: self.adapted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")},
+            "prediction": self.prediction, "commands": self.commands, "seconds": round(self.seconds, 1),
+        }
+
+
+def run_demo(
+    workdir: Path,
+    *,
+    task: str = "blood-smear",
+    shots: int = 8,
+    seed: int = 0,
+    per_class: int = 24,
+    test_per_class: int = 40,
+    force: bool = False,
+    progress=None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> DemoResult:
+    """Run the whole pipeline in ``workdir``; an interrupted run removes what it created."""
+    import time
+
+    start = time.perf_counter()
+    workdir = Path(workdir)
+    if workdir.exists() and not force:
+        raise OutputExistsError(workdir.name)
+    created = not workdir.exists()
+    try:
+        result = _run(workdir, task, shots, seed, per_class, test_per_class, progress, notify)
+    except BaseException:
+        if created:
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, test_per_class: int, progress, notify) -> DemoResult:
+    from biomedvr_cli.attributes import load_attributes
+    from biomedvr_cli.backbones import load_backbone
+    from biomedvr_cli.data import decode_to_tensors, open_source
+    from biomedvr_cli.evaluation_run import evaluate_adapter
+    from biomedvr_cli.fitting import FitRequest, fit_adapter
+    from biomedvr_cli.inference import load_predictor
+    from biomedvr_cli.prediction import predict_files
+    from biomedvr_cli.sandbox.dataset import make_task_dataset
+    from biomedvr_cli.sandbox.tasks import load_task
+    from biomedvr_cli.zero_shot import image_features, zero_shot_logits
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "data"
+    adapter = workdir / "adapter.safetensors"
+    task = load_task(task_name)
+    commands = [
+        f"biomedvr sandbox make {data} --task {task_name} --per-class {per_class} --test-per-class {test_per_class} --seed {seed} --force",
+        f"biomedvr fit {data} --shots {shots} --backbone sandbox --seed {seed} --out {adapter} --force",
+        f"biomedvr eval {data} --adapter {adapter}",
+    ]
+    notify(f"[1/5] making the sandbox task {task_name!r} ({per_class} train + {test_per_class} test images per class, default shift)")
+    make_task_dataset(data, task, per_class, test_per_class, seed, "default", True)
+
+    notify("[2/5] zero-shot on the test images (class names, then attributes)")
+    backbone = load_backbone("sandbox", device="cpu")
+    source = open_source(data)
+    test = [r for r in source.records if r.split == "test"]
+    classes = list(source.classes)
+    batch = decode_to_tensors([r.path for r in test], backbone.image_size)
+    labels = torch.tensor([classes.index(test[i].label) for i in batch.kept])
+    feats = image_features(backbone, batch.images)
+    attrs = load_attributes(data / "attributes.json")
+    sets = {c: {"descriptive": list(a.descriptive), "distinctive": list(a.distinctive), "confusion": list(a.confusion)}
+            for c, a in attrs.classes.items()}
+    zs_names = float((zero_shot_logits(backbone, feats, classes, None).argmax(1) == labels).float().mean())
+    zs_attrs = float((zero_shot_logits(backbone, feats, classes, sets).argmax(1) == labels).float().mean())
+
+    notify(f"[3/5] fitting a BioMedVR adapter on {shots} shots per class")
+    fit_adapter(FitRequest(images=data, shots=shots, out=adapter, attributes=data / "attributes.json", backbone="sandbox",
+                           seed=seed, device="cpu", force=True), progress=progress, notify=lambda m: None)
+
+    notify("[4/5] evaluating the adapter on the test images")
+    report = evaluate_adapter(data, adapter, device="cpu")
+
+    notify("[5/5] predicting one image")
+    one = test[0].path
+    commands.append(f"biomedvr predict {one} --adapter {adapter}")
+    predictor = load_predictor(adapter, device="cpu")
+    prediction = predict_files(predictor, [one], top_k=3)[0].to_dict()
+    prediction["true_class"] = test[0].label
+    return DemoResult(task_name, shots, zs_names, zs_attrs, report["metrics"], prediction, commands)
