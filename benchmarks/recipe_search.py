@@ -51,7 +51,8 @@ def _to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-def run(task_name: str, recipe: Recipe, seed: int, shots: int, val_shots: int, backbone, shift: str) -> dict:
+def run(task_name: str, recipe: Recipe, seed: int, shots: int, val_shots: int, backbone, shift: str,
+        method: MethodConfig | None = None) -> dict:
     task = load_task(task_name)
     train, train_y = generate_task_arrays(task, shots + val_shots, seed, shift, split="train")
     test, test_y = generate_task_arrays(task, 100, 0, shift, split="test")
@@ -60,14 +61,14 @@ def run(task_name: str, recipe: Recipe, seed: int, shots: int, val_shots: int, b
     per = shots + val_shots
     idx = torch.arange(len(train_y))
     is_train = (idx % per) < shots
-    head, _ = build_head(backbone, task.class_names, _attribute_sets(task), MethodConfig())
+    head, _ = build_head(backbone, task.class_names, _attribute_sets(task), method or MethodConfig())
     start = time.perf_counter()
     result = train_head(head, backbone.encode_images, train_t[is_train], train_y[is_train], train_t[~is_train],
                         train_y[~is_train], recipe, seed=seed, device=backbone.device, shots=shots)
     seconds = time.perf_counter() - start
     logits = predict_logits(head, backbone.encode_images, _to_tensor(test), device=backbone.device)
     test_acc = float((logits.argmax(1) == torch.from_numpy(test_y)).float().mean())
-    return {"task": task_name, "recipe": recipe.name, "seed": seed, "val_accuracy": result.val_accuracy,
+    return {"task": task_name, "recipe": recipe.name, "vr": head.config.vr, "seed": seed, "val_accuracy": result.val_accuracy,
             "test_accuracy": test_acc, "seconds": seconds, "selected_epoch": result.selected_epoch}
 
 
@@ -80,15 +81,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shots", type=int, default=16)
     parser.add_argument("--val-shots", type=int, default=4)
     parser.add_argument("--shift", default="default")
+    parser.add_argument("--vr", default=None, help="VR kind for every run (default: MethodConfig's default)")
+    parser.add_argument("--backbone", default="sandbox")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
-    backbone = load_backbone("sandbox", device="cpu")
+    backbone = load_backbone(args.backbone, device="cpu")
+    method = MethodConfig(vr=args.vr) if args.vr else MethodConfig()
     recipes = [load_recipe(r) for r in args.recipes.split(",") if r] + [_parse_candidate(c) for c in args.candidate]
     rows = []
     for task_name in args.tasks.split(","):
         for recipe in recipes:
             for seed in (int(s) for s in args.seeds.split(",")):
-                row = run(task_name, recipe, seed, args.shots, args.val_shots, backbone, args.shift)
+                row = run(task_name, recipe, seed, args.shots, args.val_shots, backbone, args.shift, method)
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"\n{'task':20s} {'recipe':12s} {'val acc':>8s} {'test acc':>8s} {'seconds':>8s}")

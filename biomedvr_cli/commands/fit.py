@@ -8,6 +8,10 @@ from typing import Optional
 import typer
 
 from biomedvr_cli.commands import options
+from biomedvr_cli.method.config import MethodConfig
+
+# CLI defaults come from the method's own defaults (one source of truth; no torch import).
+_DEFAULTS = MethodConfig()
 
 
 def fit(
@@ -23,17 +27,17 @@ def fit(
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the recipe's batch size."),
-    vr: str = typer.Option("padding", "--vr", help="Visual reprogramming: padding (reference), full or mask."),
+    vr: str = typer.Option(_DEFAULTS.vr, "--vr", help="Visual reprogramming: padding (the reference), full or mask."),
     vr_frame: Optional[int] = typer.Option(None, "--vr-frame", help="Padding VR frame width in px (default: image shrunk to 6/7 of the input)."),
-    vr_eps: float = typer.Option(0.25, "--vr-eps", help="Bound of the additive pattern for --vr full and mask (pixel units in [0,1])."),
-    gate: str = typer.Option("global", "--gate", help="Expert gate: global (reference), class or sample."),
-    combine: str = typer.Option("add", "--combine", help="Fuse experts by add (reference) or subtract."),
-    beta: float = typer.Option(0.3, "--beta", help="Weight of the Confusion-Suppression loss."),
-    margin: float = typer.Option(0.5, "--margin", help="Margin of the Confusion-Suppression loss (logit units)."),
+    vr_eps: float = typer.Option(_DEFAULTS.vr_eps, "--vr-eps", help="Bound of the additive pattern for --vr full and mask (pixel units in [0,1])."),
+    gate: str = typer.Option(_DEFAULTS.gate, "--gate", help="Expert gate: global (reference), class or sample."),
+    combine: str = typer.Option(_DEFAULTS.combine, "--combine", help="Fuse experts by add (reference) or subtract."),
+    beta: float = typer.Option(_DEFAULTS.beta, "--beta", help="Weight of the Confusion-Suppression loss."),
+    margin: float = typer.Option(_DEFAULTS.margin, "--margin", help="Margin of the Confusion-Suppression loss (logit units)."),
     no_confusion_loss: bool = typer.Option(False, "--no-confusion-loss", help="Train with cross-entropy only."),
     no_negative: bool = typer.Option(False, "--no-negative", help="Drop the negative expert (AttrVR)."),
-    k: int = typer.Option(3, "--k", help="Top-k sentences averaged per class."),
-    m: int = typer.Option(20, "--m", help="At most m sentences per class and set (never resampled)."),
+    k: int = typer.Option(_DEFAULTS.k, "--k", help="Top-k sentences averaged per class."),
+    m: int = typer.Option(_DEFAULTS.m or 20, "--m", help="At most m sentences per class and set (never resampled)."),
     val_shots: Optional[int] = typer.Option(None, "--val-shots", help="Validation images per class (default min(K, 4); 0 = keep last epoch)."),
     allow_fewer: bool = typer.Option(False, "--allow-fewer", help="Use all images of classes with fewer than needed (warns)."),
     path_column: str = options.PathColumnOption,
@@ -48,7 +52,6 @@ def fit(
     from biomedvr_cli import render
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.fitting import FitRequest, fit_adapter
-    from biomedvr_cli.method.head import MethodConfig
 
     try:
         method = MethodConfig(vr=vr, vr_frame=vr_frame, vr_eps=vr_eps, gate=gate, combine=combine, negative=not no_negative,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-GATE_KINDS = ("global", "class", "sample")
+from biomedvr_cli.method.config import GATE_KINDS
 
 
 class GlobalGate(nn.Module):

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VR_KINDS = ("padding", "full", "mask")
+from biomedvr_cli.method.config import VR_KINDS
 
 
 def inner_size(image_size: int, frame: int | None) -> int:
