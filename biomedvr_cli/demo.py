@@ -7,6 +7,7 @@ is the same library call the matching command makes.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,10 +89,11 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
     data = workdir / "data"
     adapter = workdir / "adapter.safetensors"
     task = load_task(task_name)
+    q = shlex.quote
     commands = [
-        f"biomedvr sandbox make {data} --task {task_name} --per-class {per_class} --test-per-class {test_per_class} --seed {seed} --force",
-        f"biomedvr fit {data} --shots {shots} --backbone sandbox --seed {seed} --out {adapter} --force",
-        f"biomedvr eval {data} --adapter {adapter}",
+        f"biomedvr sandbox make {q(str(data))} --task {task_name} --per-class {per_class} --test-per-class {test_per_class} --seed {seed} --force",
+        f"biomedvr fit {q(str(data))} --shots {shots} --backbone sandbox --seed {seed} --out {q(str(adapter))} --force",
+        f"biomedvr eval {q(str(data))} --adapter {q(str(adapter))}",
     ]
     notify(f"[1/5] making the sandbox task {task_name!r} ({per_class} train + {test_per_class} test images per class, default shift)")
     make_task_dataset(data, task, per_class, test_per_class, seed, "default", True)
@@ -119,7 +121,7 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
 
     notify("[5/5] predicting one image")
     one = test[0].path
-    commands.append(f"biomedvr predict {one} --adapter {adapter}")
+    commands.append(f"biomedvr predict {q(str(one))} --adapter {q(str(adapter))}")
     predictor = load_predictor(adapter, device="cpu")
     prediction = predict_files(predictor, [one], top_k=3)[0].to_dict()
     prediction["true_class"] = test[0].label

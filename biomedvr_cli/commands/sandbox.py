@@ -1,0 +1,146 @@
+"""``biomedvr sandbox``: the synthetic world, its tasks, pretraining and measured properties.
+
+Parses options, calls ``biomedvr_cli.sandbox`` and renders; torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from biomedvr_cli.commands import options
+
+sandbox_app = typer.Typer(
+    name="sandbox",
+    help="The built-in synthetic microscopy world, its tasks and its tiny pretrained model.",
+    no_args_is_help=True,
+)
+
+
+@sandbox_app.command("make")
+def make(
+    out: Path = typer.Argument(..., help="Folder to create (train/, test/, classes.txt, attributes.json)."),
+    task: str = typer.Option(None, "--task", help="Built-in task name (see `biomedvr sandbox tasks`)."),
+    task_file: Path = typer.Option(None, "--task-file", help="A task JSON file of your own."),
+    per_class: int = typer.Option(16, "--per-class", help="Training images per class."),
+    test_per_class: int = typer.Option(50, "--test-per-class", help="Test images per class."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the generator (same seed, same images)."),
+    shift: str = typer.Option(
+        "none", "--shift", help="Domain shift on train and test: none, stain, blur, noise, all or default (the task's)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
+    json_out: bool = options.JsonOption,
+) -> None:
+    """Write a task as an image-folder dataset with its attributes file."""
+    from biomedvr_cli import render
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.sandbox.dataset import make_task_dataset
+    from biomedvr_cli.sandbox.tasks import load_task
+
+    if (task is None) == (task_file is None):
+        raise UsageError("give exactly one of --task and --task-file", "e.g. --task blood-smear")
+    spec = load_task(task if task is not None else task_file)
+    summary = make_task_dataset(out, spec, per_class, test_per_class, seed, shift, force)
+    if json_out:
+        render.emit_json(summary)
+        return
+    render.info(
+        f"wrote {summary['train_images']} train and {summary['test_images']} test images of "
+        f"{len(summary['classes'])} classes to {out} (task {spec.name}, shift {summary['shift']}, seed {seed})"
+    )
+
+
+@sandbox_app.command("tasks")
+def tasks(json_out: bool = options.JsonOption) -> None:
+    """List the built-in tasks."""
+    from biomedvr_cli import render
+    from biomedvr_cli.sandbox.tasks import list_tasks
+
+    rows = [
+        {"name": t.name, "classes": t.class_names, "confusion_pairs": [list(p) for p in t.confusion_pairs],
+         "default_shift": t.default_shift, "description": t.description}
+        for t in list_tasks()
+    ]
+    if json_out:
+        render.emit_json({"tasks": rows})
+        return
+    render.rows_table(
+        "built-in sandbox tasks",
+        ["name", "classes", "confusion pairs", "default shift"],
+        [[r["name"], ", ".join(r["classes"]), "; ".join(" / ".join(p) for p in r["confusion_pairs"]), r["default_shift"]]
+         for r in rows],
+    )
+
+
+@sandbox_app.command("pretrain")
+def pretrain(
+    out: Path = typer.Option(..., "--out", help="Weights file to write (safetensors, fp16)."),
+    steps: int = typer.Option(2400, "--steps", help="Optimiser steps (the cosine schedule spans them)."),
+    minutes: float = typer.Option(48.0, "--minutes", help="Wall-clock budget: the cosine schedule compresses to end by then."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and of every generated batch."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Image-caption pairs per step."),
+    threads: int = typer.Option(2, "--threads", help="torch threads for the model step."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+) -> None:
+    """Contrastively pretrain the sandbox model from scratch on generated image-caption pairs."""
+    from biomedvr_cli import render
+    from biomedvr_cli.atomic import check_writable
+    from biomedvr_cli.sandbox.pretrain import PretrainConfig, pretrain as run
+
+    check_writable(out, force=force)
+    cfg = PretrainConfig(steps=steps, minutes=minutes, seed=seed, batch_size=batch_size, threads=threads)
+
+    def progress(info: dict) -> None:
+        if "retrieval_top1_of10" in info:
+            render.info(
+                f"step {info['step'] + 1}/{steps}  loss {info['loss']:.3f}  retrieval {info['retrieval_top1_of10']:.2f}"
+                f"  family zero-shot {info['family_zero_shot_mean']:.2f}  ({info['elapsed_s'] / 60:.1f} min)"
+            )
+
+    summary = run(out, cfg, progress=progress)
+    render.info(f"wrote {out}: {summary['steps_done']} steps in {summary['wall_seconds'] / 60:.1f} min")
+
+
+@sandbox_app.command("properties")
+def properties(
+    weights: Path = typer.Option(None, "--weights", help="Weights to measure instead of the shipped ones."),
+    n_per_class: int = typer.Option(100, "--per-class", help="Test images per class for the task properties."),
+    n_align: int = typer.Option(1000, "--n-align", help="Images for the in-world alignment properties."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the measurement images."),
+    json_out: bool = options.JsonOption,
+) -> None:
+    """Measure the shipped model's properties (alignment, per-task zero-shot, shift drop, confusions)."""
+    from biomedvr_cli import render
+    from biomedvr_cli.sandbox.properties import load_default_backbone, measure_properties
+
+    backbone = load_default_backbone(weights)
+    report = measure_properties(backbone, n_align=n_align, n_per_class=n_per_class, seed=seed,
+                                progress=None if json_out else (lambda m: render.info(f"measuring {m} ...")))
+    if json_out:
+        render.emit_json(report)
+        return
+    a = report["alignment"]
+    render.rows_table(
+        "in-world alignment",
+        ["property", "value"],
+        [["caption retrieval top-1 of 10", a["retrieval_top1_of10"]]]
+        + [[f"zero-shot: {f}" + ("" if f in a["kept_families"] else " (dropped: not seen)"), v]
+           for f, v in a["family_zero_shot"].items()]
+        + [["zero-shot: mean of kept families", a["family_zero_shot_mean"]]],
+    )
+    render.rows_table(
+        "tasks (attribute zero-shot = k-nearest Des+Dist sentences, k=3)",
+        ["task", "chance", "class-name ZS", "attribute ZS", "attribute ZS, shift", "drop", "most confused (no shift)"],
+        [[t["task"], t["chance"], t["class_name_zero_shot_no_shift"], t["attribute_zero_shot_no_shift"],
+          t["attribute_zero_shot_shift"], t["shift_drop"],
+          "; ".join(f"{' / '.join(p['pair'])} ({p['rate']:.2f})" for p in t["most_confused_no_shift"])]
+         for t in report["tasks"]],
+    )
+    render.rows_table("checks", ["property", "value", "target", "ok"],
+                      [[c["name"], c["value"], c["target"], "yes" if c["ok"] else "NO"] for c in report["checks"]])
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the ``sandbox`` group."""
+    app.add_typer(sandbox_app, name="sandbox")

@@ -1,0 +1,183 @@
+"""Vectorised renderer: attribute indices -> microscopy-like RGB images (numpy only).
+
+A whole batch is drawn at once with distance fields on a shared pixel grid: the cell body
+is a (possibly wobbly) rotated ellipse, the nucleus a union of up to four small ellipses
+(minus a notch for kidney shapes), granules and vacuoles are scattered dots. Nuisances
+(position, rotation, lighting, colour jitter, sensor noise) vary per image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from biomedvr_cli.sandbox.vocabulary import FAMILIES
+
+FAMILY_NAMES = tuple(FAMILIES)
+FI = {name: i for i, name in enumerate(FAMILY_NAMES)}
+VI = {f: {v: i for i, v in enumerate(vals)} for f, vals in FAMILIES.items()}
+
+# Value -> rendering parameters (data, in the order of FAMILIES).
+CELL_RADIUS = np.array([12.0, 16.0, 20.5], np.float32)  # small / medium / large (at 64 px)
+NUCLEUS_FRACTION = np.array([0.36, 0.58], np.float32)  # small / large nucleus relative to cell
+CYTO_RGB = np.array([[0.95, 0.70, 0.80], [0.62, 0.74, 0.95], [0.74, 0.74, 0.76]], np.float32)
+GRANULE_RGB = np.array([[0.90, 0.28, 0.16], [0.32, 0.10, 0.45]], np.float32)
+NUCLEUS_RGB = np.array([0.36, 0.16, 0.50], np.float32)
+BACKGROUND_RGB = np.array([0.96, 0.93, 0.90], np.float32)
+
+
+def _soft(d: np.ndarray, edge: float = 1.2) -> np.ndarray:
+    """Anti-aliased inside-mask from a signed distance-like field (positive inside): a linear ramp."""
+    return np.clip(d * (1.0 / edge) + 0.5, 0.0, 1.0)
+
+
+def _stamp(canvas: np.ndarray, b: np.ndarray, y: np.ndarray, x: np.ndarray, w: np.ndarray, radius: int) -> None:
+    """Add square dots of half-size ``radius`` with weights ``w`` at (b, y, x) into canvas [B,H,W]."""
+    H, W = canvas.shape[1:]
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            fall = 1.0 if radius == 0 else max(0.35, 1.0 - 0.3 * (abs(dy) + abs(dx)))
+            yy = np.clip(y + dy, 0, H - 1)
+            xx = np.clip(x + dx, 0, W - 1)
+            np.add.at(canvas, (b, yy, xx), w * fall)
+
+
+def _scatter_in_cell(rng, n, cx, cy, R, aspect, cos, sin, spread):
+    """Uniform points in each image's (rotated) cell ellipse; n[i] points for image i."""
+    total = int(n.sum())
+    b = np.repeat(np.arange(len(n)), n)
+    r = np.sqrt(rng.random(total)) * spread
+    t = rng.random(total) * 2 * np.pi
+    u = r * np.cos(t) * R[b]
+    v = r * np.sin(t) * R[b] * aspect[b]
+    x = cx[b] + u * cos[b] - v * sin[b]
+    y = cy[b] + u * sin[b] + v * cos[b]
+    return b, np.round(y).astype(np.int64), np.round(x).astype(np.int64)
+
+
+def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    """Render float32 images [B, size, size, 3] in [0, 1] for attribute indices [B, F].
+
+    ``attrs[:, FI[family]]`` indexes ``FAMILIES[family]``; -1 marks an absent family
+    (granule colour without granules).
+    """
+    B = attrs.shape[0]
+    s = size / 64.0  # all geometry is designed at 64 px
+    grid = np.arange(size, dtype=np.float32) + 0.5
+    X = grid[None, None, :]
+    Y = grid[None, :, None]
+
+    # --- cell body -------------------------------------------------------------------
+    R = (CELL_RADIUS[attrs[:, FI["size"]]] * rng.uniform(0.92, 1.08, B) * s).astype(np.float32)
+    shape = attrs[:, FI["shape"]]
+    aspect = np.where(shape == 1, rng.uniform(0.55, 0.66, B), rng.uniform(0.9, 1.0, B)).astype(np.float32)
+    R = np.where(shape == 1, R * 1.18, R).astype(np.float32)  # oval cells keep roughly the same area
+    margin = R + 2 * s
+    cx = (size / 2 + rng.uniform(-1, 1, B) * np.maximum(0, size / 2 - margin) * 0.5).astype(np.float32)
+    cy = (size / 2 + rng.uniform(-1, 1, B) * np.maximum(0, size / 2 - margin) * 0.5).astype(np.float32)
+    theta = rng.uniform(0, 2 * np.pi, B).astype(np.float32)
+    cos, sin = np.cos(theta), np.sin(theta)
+    dx = X - cx[:, None, None]
+    dy = Y - cy[:, None, None]
+    u = dx * cos[:, None, None] + dy * sin[:, None, None]
+    v = -dx * sin[:, None, None] + dy * cos[:, None, None]
+    rn = np.sqrt((u / R[:, None, None]) ** 2 + (v / (R * aspect)[:, None, None]) ** 2)
+    # Irregular cells: the boundary radius wobbles with angle (two harmonics, random phase).
+    phi = np.arctan2(v, u)
+    k1 = rng.integers(3, 6, B).astype(np.float32)[:, None, None]
+    amp = np.where(shape == 2, rng.uniform(0.16, 0.24, B), 0.0).astype(np.float32)[:, None, None]
+    wobble = 1 + amp * np.sin(k1 * phi + rng.uniform(0, 6.3, B).astype(np.float32)[:, None, None]) + 0.5 * amp * np.sin(
+        (k1 + 2) * phi + rng.uniform(0, 6.3, B).astype(np.float32)[:, None, None]
+    )
+    cell = _soft((wobble - rn) * R[:, None, None])
+
+    # --- nucleus: union of up to 4 lobes, minus a notch for kidney shapes ---------------
+    nform = attrs[:, FI["nucleus"]]
+    # Relative to the short axis for oval cells so the nucleus stays inside the cell.
+    rnuc = (R * np.minimum(1.0, aspect * 1.3) * NUCLEUS_FRACTION[attrs[:, FI["nucleus_size"]]]
+            * rng.uniform(0.92, 1.08, B)).astype(np.float32)
+    ncx = cx + rng.uniform(-0.12, 0.12, B).astype(np.float32) * R
+    ncy = cy + rng.uniform(-0.12, 0.12, B).astype(np.float32) * R
+    # Lobes line up with the cell's long axis (random for round cells, whose axis is random anyway).
+    alpha = (theta + rng.uniform(-0.35, 0.35, B)).astype(np.float32)
+    ca, sa = np.cos(alpha), np.sin(alpha)
+    lobe_off = np.zeros((B, 4, 2), np.float32)  # offsets in units of rnuc along (alpha, alpha+90)
+    lobe_r = np.ones((B, 4, 2), np.float32)  # semi-axes in units of rnuc
+    active = np.zeros((B, 4), bool)
+    # round
+    m = nform == 0
+    lobe_r[m, 0] = [1.0, 0.9]
+    active[m, 0] = True
+    # kidney: one wide ellipse (notch below)
+    m = nform == 1
+    lobe_r[m, 0] = [1.25, 0.8]
+    active[m, 0] = True
+    # bilobed: two round lobes side by side
+    m = nform == 2
+    lobe_off[m, 0] = [-0.72, 0.0]
+    lobe_off[m, 1] = [0.72, 0.0]
+    lobe_r[m, :2] = [0.56, 0.56]
+    active[m, :2] = True
+    # multilobed: 3-4 lobes along an arc
+    m = nform == 3
+    four = rng.random(B) < 0.5
+    arc = np.array([[-1.05, 0.3], [-0.36, -0.22], [0.36, -0.22], [1.05, 0.3]], np.float32)
+    three = np.array([[-0.85, 0.2], [0.0, -0.3], [0.85, 0.2], [0.0, 0.0]], np.float32)
+    lobe_off[m] = np.where(four[m, None, None], arc, three)
+    lobe_r[m] = 0.38
+    active[m] = True
+    active[m & ~four, 3] = False
+    off_x = (lobe_off[..., 0] * ca[:, None] - lobe_off[..., 1] * sa[:, None]) * rnuc[:, None] + ncx[:, None]
+    off_y = (lobe_off[..., 0] * sa[:, None] + lobe_off[..., 1] * ca[:, None]) * rnuc[:, None] + ncy[:, None]
+    lx = X[:, None] - off_x[..., None, None]
+    ly = Y[:, None] - off_y[..., None, None]
+    lu = lx * ca[:, None, None, None] + ly * sa[:, None, None, None]
+    lv = -lx * sa[:, None, None, None] + ly * ca[:, None, None, None]
+    ra = (lobe_r[..., 0] * rnuc[:, None])[..., None, None]
+    rb = (lobe_r[..., 1] * rnuc[:, None])[..., None, None]
+    lobes = _soft((1 - np.sqrt((lu / ra) ** 2 + (lv / rb) ** 2)) * np.minimum(ra, rb))
+    lobes = np.where(active[..., None, None], lobes, 0.0)
+    nucleus = lobes.max(axis=1)
+    kid = nform == 1
+    if kid.any():  # a round notch bites into one long side of the kidney
+        nx = ncx + (-sa) * rnuc * 0.85
+        ny = ncy + ca * rnuc * 0.85
+        dn = np.sqrt((X - nx[:, None, None]) ** 2 + (Y - ny[:, None, None]) ** 2)
+        notch = _soft((rnuc[:, None, None] * 0.7 - dn))
+        nucleus = np.where(kid[:, None, None], nucleus * (1 - notch), nucleus)
+    nucleus *= cell
+
+    # --- texture: vacuoles as pale round holes in the cytoplasm ------------------------
+    vac = np.zeros((B, size, size), np.float32)
+    vac_n = np.where(attrs[:, FI["texture"]] == 1, rng.integers(6, 10, B), 0)
+    if vac_n.sum():
+        b, y, x = _scatter_in_cell(rng, vac_n, cx, cy, R, aspect, cos, sin, 0.85)
+        _stamp(vac, b, y, x, np.full(len(b), 0.9, np.float32), max(1, round(1.6 * s)))
+    vac = np.clip(vac, 0, 0.9) * cell
+
+    # --- granules ------------------------------------------------------------------------
+    gran = np.zeros((B, size, size), np.float32)
+    gtype = attrs[:, FI["granules"]]
+    for g, (lo, hi, rad, w) in {1: (70, 110, 0, 0.55), 2: (14, 22, max(1, round(s)), 0.8)}.items():
+        n = np.where(gtype == g, rng.integers(lo, hi, B), 0)
+        if n.sum():
+            b, y, x = _scatter_in_cell(rng, n, cx, cy, R, aspect, cos, sin, 0.9)
+            _stamp(gran, b, y, x, np.full(len(b), w, np.float32), rad)
+    gran = np.clip(gran, 0, 0.95) * cell
+
+    # --- compose -------------------------------------------------------------------------
+    jit = lambda lo, hi: rng.uniform(lo, hi, (B, 1, 1, 1)).astype(np.float32)  # noqa: E731
+    light = jit(0.88, 1.04)
+    bg = BACKGROUND_RGB[None, None, None] * light
+    bg = bg + (rng.normal(0, 0.012, (B, 1, 1, 3)).astype(np.float32))
+    img = np.broadcast_to(bg, (B, size, size, 3)).copy()
+    cyto = CYTO_RGB[attrs[:, FI["cytoplasm"]]][:, None, None, :] + rng.normal(0, 0.025, (B, 1, 1, 3)).astype(np.float32)
+    img += (cyto * light - img) * cell[..., None]
+    img += (bg * 1.05 - img) * vac[..., None]
+    gidx = np.clip(attrs[:, FI["granule_colour"]], 0, 1)
+    gcol = GRANULE_RGB[gidx][:, None, None, :] + rng.normal(0, 0.03, (B, 1, 1, 3)).astype(np.float32)
+    img += (gcol * light - img) * gran[..., None]
+    ncol = NUCLEUS_RGB[None, None, None] * jit(0.85, 1.15) + rng.normal(0, 0.03, (B, 1, 1, 3)).astype(np.float32)
+    # Chromatin: the nucleus is darker at its core than at its rim.
+    img += (ncol * light - img) * (nucleus[..., None] * 0.95)
+    img += rng.normal(0, 0.012, img.shape).astype(np.float32)
+    return np.clip(img, 0.0, 1.0)

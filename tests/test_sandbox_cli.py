@@ -1,0 +1,69 @@
+"""``biomedvr sandbox make`` / ``tasks`` through the real Typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from biomedvr_cli.app import app
+
+runner = CliRunner()
+
+
+def test_make_writes_an_image_folder_tree(tmp_path: Path) -> None:
+    out = tmp_path / "blood"
+    res = runner.invoke(app, ["sandbox", "make", str(out), "--task", "blood-smear", "--per-class", "2",
+                              "--test-per-class", "1", "--shift", "default", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    classes = (out / "classes.txt").read_text(encoding="utf-8").splitlines()
+    assert classes == summary["classes"] and len(classes) == 5
+    for split, n in (("train", 2), ("test", 1)):
+        for c in classes:
+            assert len(list((out / split / c).glob("*.png"))) == n
+    attrs = json.loads((out / "attributes.json").read_text(encoding="utf-8"))
+    assert set(attrs["classes"]) == set(classes)
+    assert summary["shift"] == "stain"
+
+
+def test_make_refuses_to_overwrite_and_checks_options(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    out.mkdir()
+    assert runner.invoke(app, ["sandbox", "make", str(out), "--task", "blood-smear"]).exit_code == 2
+    assert runner.invoke(app, ["sandbox", "make", str(tmp_path / "e")]).exit_code == 2
+    res = runner.invoke(app, ["sandbox", "make", str(tmp_path / "f"), "--task", "nope"])
+    assert res.exit_code == 3
+    assert not (tmp_path / "f").exists()
+
+
+def test_make_with_task_file_and_force(tmp_path: Path) -> None:
+    task = tmp_path / "t.json"
+    task.write_text(json.dumps({"schema_version": 1, "name": "t", "classes": {
+        "alpha cell": {"size": "small"}, "beta cell": {"size": "large"}}}), encoding="utf-8")
+    out = tmp_path / "t"
+    args = ["sandbox", "make", str(out), "--task-file", str(task), "--per-class", "1", "--test-per-class", "0"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, args + ["--force"]).exit_code == 0
+    assert (out / "train" / "alpha cell").is_dir() and not (out / "attributes.json").exists()
+
+
+def test_tasks_lists_builtins_as_json() -> None:
+    res = runner.invoke(app, ["sandbox", "tasks", "--json"])
+    assert res.exit_code == 0
+    names = [t["name"] for t in json.loads(res.stdout)["tasks"]]
+    assert "blood-smear" in names and "cervical-cytology" in names
+
+
+def test_made_tree_is_read_by_the_image_folder_source(tmp_path: Path) -> None:
+    from biomedvr_cli.data.sources import open_source
+
+    out = tmp_path / "c"
+    res = runner.invoke(app, ["sandbox", "make", str(out), "--task", "cervical-cytology", "--per-class", "1",
+                              "--test-per-class", "1"])
+    assert res.exit_code == 0, res.output
+    classes = (out / "classes.txt").read_text(encoding="utf-8").splitlines()
+    for split in ("train", "test"):
+        src = open_source(out / split)
+        assert sorted(src.classes) == sorted(classes) and len(src.records) == len(classes)

@@ -1,0 +1,70 @@
+"""The shipped sandbox weights load offline and have learned the world (fast checks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from biomedvr_cli.sandbox import MODEL_CONFIG_PATH, WEIGHTS_PATH
+
+needs_weights = pytest.mark.skipif(
+    not WEIGHTS_PATH.is_file(), reason="sandbox weights not shipped yet (run `biomedvr sandbox pretrain`)"
+)
+
+
+def test_model_config_is_a_small_open_clip_config() -> None:
+    import json
+
+    cfg = json.loads(MODEL_CONFIG_PATH.read_text(encoding="utf-8"))
+    assert {"embed_dim", "vision_cfg", "text_cfg"} <= set(cfg)
+    assert cfg["text_cfg"]["vocab_size"] == 49408 and cfg["text_cfg"]["width"] <= 96
+
+
+@needs_weights
+def test_weights_are_small_fp16_safetensors_with_settings() -> None:
+    from biomedvr_cli.sandbox.modelio import read_metadata
+
+    assert WEIGHTS_PATH.stat().st_size <= 25 * 1024 * 1024
+    meta = read_metadata()
+    assert meta["format"] == "biomedvr-sandbox-weights" and "seed" in meta["config"]
+
+
+@needs_weights
+def test_shipped_weights_load_offline_and_retrieve_captions() -> None:
+    import torch
+
+    from biomedvr_cli.sandbox.captions import make_caption
+    from biomedvr_cli.sandbox.properties import load_default_backbone
+    from biomedvr_cli.sandbox.render import render_batch
+    from biomedvr_cli.sandbox.world import attrs_to_dict, sample_attrs
+
+    torch.set_num_threads(2)
+    bb = load_default_backbone()
+    rng = np.random.default_rng(2024)
+    attrs = sample_attrs(rng, 100)
+    images = torch.from_numpy(render_batch(attrs, rng)).permute(0, 3, 1, 2).float()
+    captions = [make_caption(attrs_to_dict(a), rng, full=True) for a in attrs]
+    with torch.no_grad():
+        img = bb.encode_images(images)
+    txt = bb.encode_texts(captions)
+    sims = (img @ txt.t()).numpy()
+    hits = 0
+    for i in range(len(attrs)):
+        others = rng.choice(np.delete(np.arange(len(attrs)), i), size=9, replace=False)
+        hits += int(np.argmax(sims[i, np.concatenate([[i], others])]) == 0)
+    assert hits / len(attrs) >= 0.5  # chance is 0.1; the shipped model scores about 0.9 or more
+
+
+@needs_weights
+def test_properties_command_runs_small(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from biomedvr_cli.app import app
+
+    res = CliRunner().invoke(app, ["sandbox", "properties", "--json", "--n-align", "60", "--per-class", "6"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    assert {t["task"] for t in report["tasks"]} >= {"blood-smear", "cervical-cytology"}
+    assert report["alignment"]["retrieval_top1_of10"] > 0.5 and report["checks"]
