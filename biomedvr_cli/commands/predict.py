@@ -59,14 +59,26 @@ def predict(
     if out is not None:
         check_writable(out, force=force)
     files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
-    predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
     from rich.progress import Progress
 
-    with Progress(console=render.console, transient=True, disable=len(files) <= batch_size) as bar:
-        task = bar.add_task("predict", total=len(files))
-        results = predict_files(predictor, files, top_k=top_k, batch_size=batch_size,
-                                decode=options.decode_options(window), explain=explain,
-                                progress=lambda done, total: bar.update(task, completed=done))
+    from biomedvr_cli.benchmark.distributed import init_distributed, merge_shards
+
+    # Under torchrun (WORLD_SIZE > 1) batch i of the inputs goes to rank i % world; rank 0 writes them in input order.
+    dist = init_distributed(device)
+    try:
+        mine = dist.shard(files, chunk=max(1, batch_size))
+        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
+        with Progress(console=render.console, transient=True, disable=len(mine) <= batch_size or not dist.is_main) as bar:
+            task = bar.add_task("predict", total=len(mine))
+            shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
+                                          decode=options.decode_options(window), explain=explain,
+                                          progress=lambda done, total: bar.update(task, completed=done))
+        parts = dist.gather(shard_results)
+    finally:
+        dist.close()
+    if parts is None:  # not rank 0
+        return
+    results = merge_shards(parts, chunk=max(1, batch_size))
     rows = [r.to_dict() for r in results]
     failed = sum(1 for r in results if r.error)
     k = max(1, min(top_k, len(predictor.classes)))

@@ -1,0 +1,121 @@
+"""Scale-out under ``torchrun``: rank/world from the environment, sharding, gathering to rank 0.
+
+Nothing here does anything in a plain single process: ``torch.distributed`` is only
+initialised when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA; Python objects always
+travel over a gloo group so that results can be gathered on any backend). Item ``i``
+of a work list goes to rank ``i % world``; rank 0 gathers everything after the others
+are done and writes the merged outputs.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+TIMEOUT_ENV = "BIOMEDVR_DIST_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 24 * 3600  # ranks wait at the final gather for the slowest shard
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+@dataclass
+class DistContext:
+    """This process's place in the run; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    backend: str | None = None
+    _object_group: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def shard(self, items: Sequence[T], chunk: int = 1) -> list[T]:
+        """This rank's items: chunk ``i`` (of ``chunk`` consecutive items) goes to rank ``i % world``.
+
+        With ``chunk`` equal to a batch size, every batch holds the same items as in a
+        single process, so batched numerics match it exactly.
+        """
+        return [item for i, item in enumerate(items) if (i // chunk) % self.world == self.rank]
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` on rank 0 (in rank order), None elsewhere; a barrier for all."""
+        if not self.active:
+            return [obj]
+        import torch.distributed as dist
+
+        received: list[Any] | None = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, received, dst=0, group=self._object_group)
+        return received
+
+    def barrier(self) -> None:
+        if self.active:
+            import torch.distributed as dist
+
+            dist.barrier(group=self._object_group)
+
+    def close(self) -> None:
+        """Leave the process group (only if this module created it)."""
+        if self.active:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+
+def merge_shards(parts: Sequence[Sequence[T]], chunk: int = 1) -> list[T]:
+    """Undo :meth:`DistContext.shard` (same ``chunk``): the items back in their original order."""
+    world = len(parts)
+    total = sum(len(p) for p in parts)
+    taken = [0] * world
+    merged: list[T] = []
+    for i in range(total):
+        rank = (i // chunk) % world
+        merged.append(parts[rank][taken[rank]])
+        taken[rank] += 1
+    return merged
+
+
+def init_distributed(device: str = "auto") -> DistContext:
+    """Read RANK/WORLD_SIZE/LOCAL_RANK; join the process group when there is more than one process."""
+    world = _env_int("WORLD_SIZE", 1)
+    rank = _env_int("RANK", 0)
+    local_rank = _env_int("LOCAL_RANK", 0)
+    if world <= 1:
+        return DistContext()
+    import torch
+    import torch.distributed as dist
+
+    use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+    backend = "nccl" if use_cuda else "gloo"
+    timeout = datetime.timedelta(seconds=_env_int(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend, timeout=timeout)
+    group = dist.new_group(backend="gloo", timeout=timeout) if backend == "nccl" else None
+    return DistContext(rank=rank, world=world, local_rank=local_rank, backend=backend, _object_group=group)
+
+
+def rank_device(ctx: DistContext, device: str):
+    """The device this rank should use: its own GPU (LOCAL_RANK) under torchrun with CUDA, else ``device``."""
+    if ctx.active and ctx.backend == "nccl":
+        import torch
+
+        return torch.device("cuda", ctx.local_rank)
+    return device

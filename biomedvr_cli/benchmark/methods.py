@@ -1,0 +1,283 @@
+"""The methods a benchmark compares, all on the same frozen backbone, shots and seeds.
+
+Each method is a small function ``(JobInputs) -> MethodOutput``. They reuse the library:
+zero-shot scoring (``zero_shot``), the BioMedVR head and its training loop
+(``fitting.build_head``, ``training.train_head`` / ``predict_logits``), the recipes, and
+scikit-learn for the linear probe. Selection always uses the validation split.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from biomedvr_cli.errors import UsageError
+from biomedvr_cli.method.head import MethodConfig
+
+LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method is; ``family`` picks the runner, the rest configures it."""
+
+    name: str
+    family: str  # "zero-shot" | "linear-probe" | "coop" | "vr"
+    description: str
+    text: str = "attributes"  # "attributes" | "class-names": which sentences score the classes
+    config: MethodConfig | None = None  # VR methods only
+    recipe: str | None = None  # VR methods only
+
+    @property
+    def needs_attributes(self) -> bool:
+        return self.text == "attributes" and self.family in ("zero-shot", "vr")
+
+    @property
+    def shot_free(self) -> bool:
+        return self.family == "zero-shot"
+
+
+_BASE = MethodConfig()
+METHODS: dict[str, MethodSpec] = {m.name: m for m in (
+    MethodSpec("zs-classname", "zero-shot", "zero-shot, class-name templates (k-nearest over the templates)", text="class-names"),
+    MethodSpec("zs-attributes", "zero-shot", "zero-shot, Des + Dist attributes (k-nearest scoring)"),
+    MethodSpec("linear-probe", "linear-probe", "logistic regression on frozen image features, C chosen on validation",
+               text="none"),
+    MethodSpec("coop", "coop", "CoOp: 4 learned context tokens, class token at the end, on frozen features",
+               text="class-names"),
+    MethodSpec("ar", "vr", "AR: padding VR scored against class-name templates, cross-entropy",
+               text="class-names", config=MethodConfig(vr="padding", negative=False, confusion_loss=False), recipe="fast"),
+    MethodSpec("attrvr", "vr", "AttrVR: padding VR + Des/Dist attributes, no negative expert (= BioMedVR without it)",
+               config=MethodConfig(vr="padding", negative=False, confusion_loss=False), recipe="fast"),
+    MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults (recipe fast)", config=_BASE, recipe="fast"),
+    MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR and the reference recipe (recipe paper)",
+               config=MethodConfig(vr="padding"), recipe="paper"),
+    MethodSpec("biomedvr-no-cs", "vr", "ablation: no Confusion-Suppression loss (cross-entropy only)",
+               config=MethodConfig(confusion_loss=False), recipe="fast"),
+    MethodSpec("biomedvr-gate-class", "vr", "ablation: per-class gate", config=MethodConfig(gate="class"), recipe="fast"),
+    MethodSpec("biomedvr-gate-sample", "vr", "ablation: per-sample gate (MLP on the positive feature)",
+               config=MethodConfig(gate="sample"), recipe="fast"),
+    MethodSpec("biomedvr-vr-padding", "vr", "ablation: padding VR (the reference's) instead of full-image VR",
+               config=MethodConfig(vr="padding"), recipe="fast"),
+    MethodSpec("biomedvr-vr-mask", "vr", "ablation: sample-specific mask VR", config=MethodConfig(vr="mask"), recipe="fast"),
+    MethodSpec("biomedvr-subtract", "vr", "variant: subtract the negative expert instead of adding it (not in 'all')",
+               config=MethodConfig(combine="subtract"), recipe="fast"),
+)}
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "baselines": ("zs-classname", "zs-attributes", "linear-probe", "coop", "ar", "attrvr"),
+    "ours": ("biomedvr", "biomedvr-paper"),
+    "ablations": ("biomedvr-no-cs", "biomedvr-gate-class", "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
+}
+GROUPS["all"] = GROUPS["baselines"] + GROUPS["ours"] + GROUPS["ablations"]
+
+
+def resolve_methods(names: list[str] | str) -> list[str]:
+    """Expand names and groups (``all``, ``baselines``, ``ours``, ``ablations``) in order, each once."""
+    items = names.split(",") if isinstance(names, str) else [p for n in names for p in n.split(",")]
+    out: list[str] = []
+    for item in (i.strip() for i in items):
+        if not item:
+            continue
+        if item in METHODS:
+            out.append(item)
+        elif item in GROUPS:
+            out.extend(GROUPS[item])
+        else:
+            raise UsageError(f"unknown method {item!r}",
+                             f"choose from {', '.join(METHODS)} or a group: {', '.join(GROUPS)} (`--list-methods`)")
+    if not out:
+        raise UsageError("no methods given", "pass --methods all, or a comma-separated list")
+    return list(dict.fromkeys(out))
+
+
+@dataclass
+class Overrides:
+    """Training overrides: absolute epochs for every trained method, or a scale on the VR recipes' epochs."""
+
+    epochs: int | None = None
+    epoch_scale: float | None = None
+    batch_size: int | None = None
+
+    def recipe(self, name: str):
+        from biomedvr_cli.recipes import load_recipe
+
+        recipe = load_recipe(name)
+        epochs = self.epochs
+        if epochs is None and self.epoch_scale is not None:
+            epochs = max(1, round(recipe.epochs * self.epoch_scale))
+        return recipe.with_overrides(epochs=epochs, batch_size=self.batch_size,
+                                     batch_size_one_shot=min(self.batch_size, recipe.batch_size_one_shot)
+                                     if self.batch_size else None)
+
+    def coop(self):
+        """CoOp keeps its published schedule under ``epoch_scale`` (it is cheap); ``epochs`` still overrides it."""
+        from biomedvr_cli.benchmark.coop import CoOpRecipe
+
+        return CoOpRecipe(epochs=self.epochs)
+
+
+def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
+    """Everything about a method that changes its results (stored with each job, checked on resume)."""
+    sig: dict[str, Any] = {"name": spec.name, "family": spec.family, "text": spec.text}
+    if spec.family == "vr":
+        assert spec.config is not None and spec.recipe is not None
+        sig["config"] = spec.config.to_dict()
+        sig["recipe"] = {k: v for k, v in overrides.recipe(spec.recipe).to_dict().items() if k != "description"}
+    elif spec.family == "coop":
+        sig["recipe"] = overrides.coop().to_dict()
+    elif spec.family == "linear-probe":
+        sig["C_grid"] = list(LINEAR_PROBE_C)
+    else:
+        sig["k"], sig["m"] = _BASE.k, _BASE.m
+    return sig
+
+
+@dataclass
+class JobInputs:
+    """A job's data: the drawn support and validation records, the dataset (with its caches), the backbone."""
+
+    dataset: Any  # LoadedDataset
+    backbone: Any  # Backbone
+    train: list
+    val: list
+    shots: int
+    seed: int
+    overrides: Overrides
+    text_cache: dict = field(default_factory=dict)
+
+    def pixels(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        records = {"train": self.train, "val": self.val, "test": self.dataset.test}[which]
+        return self.dataset.pixels(records, self.backbone.image_size)
+
+    def features(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+        records = {"train": self.train, "val": self.val, "test": self.dataset.test}[which]
+        return self.dataset.features(self.backbone, records)
+
+    def sets(self, spec: MethodSpec):
+        return self.dataset.attributes.sets if spec.text == "attributes" else self.dataset.class_name_sets()
+
+
+@dataclass
+class MethodOutput:
+    """Test logits (or log-probabilities), labels, and how the model was chosen."""
+
+    logits: torch.Tensor
+    labels: torch.Tensor
+    fit_seconds: float
+    selection: str
+    selected_epoch: int | None = None
+    val_accuracy: float | None = None
+
+
+class _CachedTexts:
+    """The backbone, with ``encode_texts`` memoised (text banks are encoded once per process)."""
+
+    def __init__(self, backbone, cache: dict) -> None:
+        self._backbone, self._cache = backbone, cache
+
+    def __getattr__(self, name: str):
+        return getattr(self._backbone, name)
+
+    def encode_texts(self, texts):
+        key = tuple(texts)
+        if key not in self._cache:
+            self._cache[key] = self._backbone.encode_texts(list(texts))
+        return self._cache[key]
+
+
+def run_zero_shot(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    from biomedvr_cli.zero_shot import zero_shot_logits
+
+    feats, labels = job.features("test")
+    start = time.perf_counter()
+    backbone = _CachedTexts(job.backbone, job.text_cache)
+    logits = zero_shot_logits(backbone, feats, job.dataset.classes, job.sets(spec), k=_BASE.k, m=_BASE.m)
+    return MethodOutput(logits, labels, time.perf_counter() - start, "none (zero-shot)")
+
+
+def run_linear_probe(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    x, y = (t.numpy() for t in job.features("train"))
+    vx, vy = (t.numpy() for t in job.features("val"))
+    tx, ty = job.features("test")
+    n_classes = len(job.dataset.classes)
+    start = time.perf_counter()
+
+    def fit(c: float) -> LogisticRegression:
+        with warnings.catch_warnings():  # a few shots can leave lbfgs short of its tolerance at large C
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return LogisticRegression(C=c, max_iter=2000).fit(x, y)
+
+    if len(vy):
+        best = None
+        for c in LINEAR_PROBE_C:
+            model = fit(c)
+            probs = model.predict_proba(vx)
+            key = (float((probs.argmax(1) == vy).mean()), -float(log_loss(vy, probs, labels=list(range(n_classes)))))
+            if best is None or key > best[0]:
+                best = (key, model, c)
+        assert best is not None
+        (val_acc, _), model, chosen = best
+        selection = f"C={chosen:g} chosen on validation accuracy (ties: lower NLL) from {len(LINEAR_PROBE_C)} values"
+    else:
+        model, chosen, val_acc = fit(1.0), 1.0, None
+        selection = "C=1 (no validation split)"
+    seconds = time.perf_counter() - start
+    probs = model.predict_proba(tx.numpy())
+    return MethodOutput(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))).float(), ty, seconds, selection,
+                        val_accuracy=val_acc)
+
+
+def run_coop(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    from biomedvr_cli.benchmark.coop import train_coop
+
+    x, y = job.features("train")
+    vx, vy = job.features("val")
+    tx, ty = job.features("test")
+    result = train_coop(job.backbone, job.dataset.classes, x, y, vx, vy, tx, job.overrides.coop(),
+                        seed=job.seed, shots=job.shots)
+    return MethodOutput(result.logits, ty, result.seconds, result.selection_rule, result.selected_epoch, result.val_accuracy)
+
+
+def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    from biomedvr_cli.fitting import ResolvedAttributes, build_head
+    from biomedvr_cli.training import predict_logits, train_head
+
+    assert spec.config is not None and spec.recipe is not None
+    train_x, train_y = job.pixels("train")
+    val_x, val_y = job.pixels("val")
+    test_x, test_y = job.pixels("test")
+    recipe = job.overrides.recipe(spec.recipe)
+    start = time.perf_counter()
+    torch.manual_seed(job.seed)  # the head's random parts (mask net, sample gate) start the same in any process
+    sets = ResolvedAttributes(job.sets(spec), "benchmark", "", None)
+    head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, sets, spec.config)
+    result = train_head(head, job.backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
+                        seed=job.seed, device=job.backbone.device, shots=job.shots)
+    seconds = time.perf_counter() - start
+    logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
+    return MethodOutput(logits, test_y, seconds, result.selection_rule, result.selected_epoch, result.val_accuracy)
+
+
+RUNNERS: dict[str, Callable[[MethodSpec, JobInputs], MethodOutput]] = {
+    "zero-shot": run_zero_shot,
+    "linear-probe": run_linear_probe,
+    "coop": run_coop,
+    "vr": run_vr,
+}
+
+
+def run_method(name: str, job: JobInputs) -> MethodOutput:
+    """Run one method on one job's data."""
+    spec = METHODS[name]
+    return RUNNERS[spec.family](spec, job)

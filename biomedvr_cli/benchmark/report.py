@@ -1,0 +1,204 @@
+"""Aggregation over seeds and the report files: summary rows, CSV, Markdown, PNG plot.
+
+Every number in the table, the JSON, the CSV and the Markdown comes from the same
+summary rows, so they always agree. Means and standard deviations are over seeds
+(sample std, ``ddof=1``; 0 for a single seed). Table cells show percentages with one
+decimal; JSON and CSV keep fractions.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from biomedvr_cli.atomic import write_text_atomic, write_with_atomic
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
+EXTRA = ("nll", "auroc_ovr")
+LABELS = {"accuracy": "acc %", "balanced_accuracy": "bal. acc %", "macro_f1": "macro-F1 %", "ece": "ECE %"}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    if len(vals) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+
+
+def summarize(results: list[dict[str, Any]], order: list[tuple[str, str, int]] | None = None) -> list[dict[str, Any]]:
+    """One row per (dataset, method, shots): mean and std of each metric over seeds, mean fit seconds."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["dataset"], r["method"], int(r["shots"])), []).append(r)
+    keys = [k for k in (order or []) if k in groups] + [k for k in groups if k not in set(order or [])]
+    rows = []
+    for dataset, method, shots in keys:
+        items = sorted(groups[(dataset, method, shots)], key=lambda r: r["seed"])
+        row: dict[str, Any] = {"dataset": dataset, "method": method, "shots": shots,
+                               "seeds": [r["seed"] for r in items], "n": len(items)}
+        for metric in HEADLINE + EXTRA:
+            mean, std = _mean_std([r["metrics"].get(metric) for r in items])
+            row[metric] = {"mean": mean, "std": std}
+        row["fit_seconds"] = _mean_std([r["fit_seconds"] for r in items])[0]
+        rows.append(row)
+    return rows
+
+
+def pct(stat: dict[str, float | None]) -> str:
+    """``{"mean": 0.8123, "std": 0.0211}`` -> ``"81.2 ± 2.1"`` (the table's cell format)."""
+    if stat["mean"] is None:
+        return "-"
+    return f"{100 * stat['mean']:.1f} ± {100 * (stat['std'] or 0.0):.1f}"
+
+
+def _shots_label(shots: int) -> str:
+    return "0 (zero-shot)" if shots == 0 else str(shots)
+
+
+def best_rows(rows: list[dict[str, Any]]) -> set[int]:
+    """Indices of the rows with the highest mean accuracy per (dataset, shots); zero-shot rows count for every shots."""
+    best: set[int] = set()
+    datasets = dict.fromkeys(r["dataset"] for r in rows)
+    for dataset in datasets:
+        in_ds = [(i, r) for i, r in enumerate(rows) if r["dataset"] == dataset]
+        for shots in sorted({r["shots"] for _, r in in_ds if r["shots"] > 0}):
+            cands = [(i, r) for i, r in in_ds if r["shots"] in (0, shots) and r["accuracy"]["mean"] is not None]
+            if cands:
+                top = max(r["accuracy"]["mean"] for _, r in cands)
+                best.update(i for i, r in cands if r["accuracy"]["mean"] == top)
+    return best
+
+
+FIXED_COLOURS = {"biomedvr": "black", "biomedvr-paper": "dimgray"}
+COLOUR_ORDER = list(range(0, 20, 2)) + list(range(1, 20, 2))  # distinct hues first, their light shades after
+
+TABLE_COLUMNS = ["dataset", "method", "shots", "seeds", *(LABELS[m] for m in HEADLINE), "fit s"]
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Cells of the human table (same order as TABLE_COLUMNS)."""
+    return [[r["dataset"], r["method"], _shots_label(r["shots"]), str(r["n"]), *(pct(r[m]) for m in HEADLINE),
+             f"{r['fit_seconds']:.1f}" if r["fit_seconds"] is not None else "-"] for r in rows]
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """summary.csv: means and stds as fractions."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    metrics = HEADLINE + EXTRA
+    writer.writerow(["dataset", "method", "shots", "seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
+                     "fit_seconds_mean"])
+    for r in rows:
+        cells = [r["dataset"], r["method"], r["shots"], r["n"]]
+        for m in metrics:
+            cells += ["" if r[m]["mean"] is None else f"{r[m]['mean']:.6f}", "" if r[m]["std"] is None else f"{r[m]['std']:.6f}"]
+        cells.append("" if r["fit_seconds"] is None else f"{r['fit_seconds']:.3f}")
+        writer.writerow(cells)
+    return buffer.getvalue()
+
+
+def jobs_csv_text(results: list[dict[str, Any]]) -> str:
+    """jobs.csv: one row per (dataset, method, shots, seed)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    metrics = HEADLINE + EXTRA
+    writer.writerow(["dataset", "method", "shots", "seed", *metrics, "fit_seconds", "selected_epoch", "val_accuracy",
+                     "train_images", "val_images", "test_images"])
+    for r in results:
+        m = r["metrics"]
+        writer.writerow([r["dataset"], r["method"], r["shots"], r["seed"],
+                         *["" if m.get(k) is None else f"{m[k]:.6f}" for k in metrics], f"{r['fit_seconds']:.3f}",
+                         "" if r.get("selected_epoch") is None else r["selected_epoch"],
+                         "" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.6f}",
+                         r["train_images"], r["val_images"], r["test_images"]])
+    return buffer.getvalue()
+
+
+def markdown_text(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table (best accuracy per dataset and shots in bold), ready for a README."""
+    best = best_rows(rows)
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    for i, cells in enumerate(table_rows(rows)):
+        if i in best:
+            cells = [*cells[:4], f"**{cells[4]}**", *cells[5:]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
+    """accuracy_vs_shots.png: one panel per dataset, accuracy (mean ± std over seeds) against shots per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cols = min(2, len(datasets))
+    nrows = math.ceil(len(datasets) / cols)
+    panel_w, legend_w = 6.0, 2.1
+    width = panel_w * cols + legend_w
+    fig, axes = plt.subplots(nrows, cols, figsize=(width, 4.2 * nrows), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    all_shots = sorted({r["shots"] for r in rows if r["shots"] > 0}) or [1]
+    for ax, dataset in zip(axes.flat, datasets):
+        for j, method in enumerate(methods):
+            pts = sorted((r["shots"], r["accuracy"]["mean"], r["accuracy"]["std"]) for r in rows
+                         if r["dataset"] == dataset and r["method"] == method and r["accuracy"]["mean"] is not None)
+            if not pts:
+                continue
+            colour = FIXED_COLOURS.get(method) or cmap(COLOUR_ORDER[j % 20])
+            if pts[0][0] == 0:  # zero-shot: a horizontal line across the shots
+                ax.axhline(100 * pts[0][1], color=colour, linestyle="--", linewidth=1.2, label=method)
+                continue
+            xs = [p[0] for p in pts]
+            main = method in ("biomedvr", "biomedvr-paper")
+            ablation = method.startswith("biomedvr-") and not main
+            ax.errorbar(xs, [100 * p[1] for p in pts], yerr=[100 * (p[2] or 0) for p in pts], marker="o", markersize=3,
+                        capsize=2, linewidth=2.4 if main else 1.1, linestyle=":" if ablation else "-",
+                        color=colour, label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(all_shots, [str(s) for s in all_shots])
+        ax.set_xlabel("shots per class")
+        ax.set_ylabel("test accuracy % (mean ± std over seeds)")
+        ax.set_title(dataset)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(datasets):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(panel_w * cols / width, 0.5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, panel_w * cols / width, 1))
+
+    def save(tmp: Path) -> None:
+        fig.savefig(tmp, dpi=110, format="png")
+
+    write_with_atomic(path, save, force=True)
+    plt.close(fig)
+    return path
+
+
+def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]], document: dict[str, Any]) -> dict[str, Path]:
+    """summary.json, summary.csv, jobs.csv, summary.md and accuracy_vs_shots.png in ``out`` (atomic, replaced)."""
+    import json
+
+    paths = {
+        "summary_json": out / "summary.json",
+        "summary_csv": out / "summary.csv",
+        "jobs_csv": out / "jobs.csv",
+        "summary_md": out / "summary.md",
+        "plot": out / "accuracy_vs_shots.png",
+    }
+    write_text_atomic(paths["summary_json"], json.dumps(document, indent=2) + "\n", force=True)
+    write_text_atomic(paths["summary_csv"], csv_text(rows), force=True)
+    write_text_atomic(paths["jobs_csv"], jobs_csv_text(results), force=True)
+    write_text_atomic(paths["summary_md"], markdown_text(rows), force=True)
+    if rows:
+        write_plot(rows, paths["plot"])
+    return paths

@@ -1,0 +1,70 @@
+"""The resumable result store: one small JSON file per finished job, written atomically.
+
+``OUT/jobs/<dataset>__<method>__k<shots>__s<seed>.json`` holds the job, its metrics,
+its fit time and ``settings_hash`` (a hash of everything that changes its result:
+dataset, backbone weights, method settings, validation size). A rerun skips jobs whose
+file exists with the same hash; a file with another hash means the settings changed,
+which is refused unless ``--force`` (then those jobs are redone). A crash or Ctrl-C
+loses at most the job in flight; no partial file is ever left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from biomedvr_cli.atomic import write_text_atomic
+from biomedvr_cli.benchmark.protocol import Job
+from biomedvr_cli.errors import UsageError
+
+STORE_VERSION = 1
+
+
+def settings_hash(parts: dict[str, Any]) -> str:
+    """Stable short hash of a JSON-able description."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:20]
+
+
+class JobStore:
+    """Per-job result files under ``out/jobs``."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.jobs_dir = self.out / "jobs"
+
+    def path(self, job: Job) -> Path:
+        return self.jobs_dir / f"{job.key}.json"
+
+    def load(self, job: Job) -> dict[str, Any] | None:
+        """The stored result of ``job``, or None (a missing or unreadable file counts as not done)."""
+        path = self.path(job)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        return data if isinstance(data, dict) and data.get("store_version") == STORE_VERSION else None
+
+    def done(self, job: Job, expected_hash: str, *, force: bool) -> dict[str, Any] | None:
+        """The stored result when it was made with the same settings; None when the job must run."""
+        data = self.load(job)
+        if data is None:
+            return None
+        if data.get("settings_hash") == expected_hash:
+            return data
+        if force:
+            return None
+        raise UsageError(
+            f"{self.out.name}/jobs/{job.key}.json was made with different settings (epochs, data, backbone or method)",
+            "use a new --out folder, or pass --force to redo the jobs whose settings changed",
+        )
+
+    def save(self, job: Job, result: dict[str, Any]) -> Path:
+        """Write one job's result atomically (replacing an outdated one)."""
+        path = self.path(job)
+        payload = {"store_version": STORE_VERSION, **result}
+        write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=False) + "\n", force=True)
+        return path

@@ -1,0 +1,192 @@
+"""``biomedvr benchmark``: methods x shots x seeds on one or more datasets, with baselines and ablations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from biomedvr_cli.commands import options
+
+HELP = """Compare BioMedVR with baselines and ablations on the same frozen backbone, shots and seeds.
+
+One dataset: IMAGES (class-per-folder tree or CSV) with a test split, or --test IMAGES, and
+--attributes FILE. Several: --suite FILE (JSON: {"datasets": [{"name": ..., "images": ...,
+"test": ..., "attributes": ...} or {"name": ..., "sandbox_task": "blood-smear", "shift":
+"default"}], optional "backbone", "methods", "shots", "seeds", "epochs", "epoch_scale",
+"val_shots"; command-line options win). The seed draws the support set; selection uses a
+validation split, never the test set. Each finished (dataset, method, shots, seed) is stored
+in --out/jobs at once: rerunning the command resumes. Writes summary.json, summary.csv,
+jobs.csv, summary.md and accuracy_vs_shots.png to --out. Under torchrun the jobs are
+sharded over the ranks and rank 0 writes the merged outputs.
+"""
+
+
+def _list_methods() -> None:
+    from biomedvr_cli import render
+    from biomedvr_cli.benchmark.methods import GROUPS, METHODS
+
+    render.rows_table("benchmark methods", ["method", "what it is"], [[m.name, m.description] for m in METHODS.values()])
+    render.rows_table("method groups", ["group", "methods"], [[g, ", ".join(ms)] for g, ms in GROUPS.items()])
+
+
+def _print_table(outcome, title: str) -> None:
+    from rich.table import Table
+
+    from biomedvr_cli import render
+    from biomedvr_cli.benchmark.report import TABLE_COLUMNS, best_rows, table_rows
+
+    table = Table(title=title, title_justify="left")
+    for col in TABLE_COLUMNS:
+        table.add_column(col, no_wrap=True, justify="left" if col in ("dataset", "method") else "right")
+    best = best_rows(outcome.rows)
+    previous = None
+    for i, cells in enumerate(table_rows(outcome.rows)):
+        if previous is not None and cells[0] != previous:
+            table.add_section()
+        previous = cells[0]
+        if i in best:
+            cells = [*cells[:4], f"[bold]{cells[4]}[/bold]", *cells[5:]]
+        table.add_row(*cells)
+    console = render.console
+    if console.is_terminal:
+        console.print(table)
+        return
+    # A pipe or log file gets the whole table rather than an 80-column squeeze.
+    saved = console.width
+    console.width = 200
+    try:
+        console.print(table)
+    finally:
+        console.width = saved
+
+
+def benchmark(
+    images: Optional[Path] = typer.Argument(None, help="Class-per-folder tree or CSV manifest (omit with --suite)."),
+    test: Optional[Path] = typer.Option(None, "--test", help="Test images (default: the test split of IMAGES)."),
+    attributes: Optional[Path] = typer.Option(None, "--attributes", help="Attributes JSON (default: attributes.json beside IMAGES)."),
+    suite: Optional[Path] = typer.Option(None, "--suite", help="JSON file listing several datasets (and optional defaults)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Dataset name in the reports (default: the IMAGES folder name)."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="Preset, hf-hub:ORG/REPO, local-dir:PATH, MODEL:TAG or MODEL:WEIGHTS (default biomedclip)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated methods or groups: all (default), baselines, ours, ablations; see --list-methods."),
+    shots: Optional[str] = typer.Option(None, "--shots", help="Shots per class to sweep (default 1,2,4,8,16)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Number of seeds, 0..N-1; each draws its own support set (default 3)."),
+    out: Path = typer.Option(Path("benchmark-results"), "--out", "-o", help="Folder for per-job results and reports (resumable)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Train every trained method for this many epochs (tiny runs)."),
+    epoch_scale: Optional[float] = typer.Option(None, "--epoch-scale", help="Multiply the VR recipes' epochs by this (fast and paper keep their ratio; CoOp keeps its own schedule)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Override the VR recipes' batch size."),
+    val_shots: Optional[int] = typer.Option(None, "--val-shots", help="Validation images per class (default min(K, 4); 0 = keep last epoch)."),
+    allow_fewer: bool = typer.Option(False, "--allow-fewer", help="Use all images of classes too small for K + validation (warns)."),
+    list_methods: bool = typer.Option(False, "--list-methods", help="List the methods and groups, then exit."),
+    path_column: str = options.PathColumnOption,
+    label_column: str = options.LabelColumnOption,
+    window: Optional[str] = options.WindowOption,
+    device: str = options.DeviceOption,
+    allow_download: Optional[bool] = options.AllowDownloadOption,
+    force: bool = typer.Option(False, "--force", help="Redo stored jobs whose settings changed (instead of refusing)."),
+    json_out: bool = options.JsonOption,
+) -> None:
+    from biomedvr_cli import render
+
+    if list_methods:
+        _list_methods()
+        return
+    from biomedvr_cli.benchmark.distributed import init_distributed
+    from biomedvr_cli.benchmark.methods import Overrides, resolve_methods
+    from biomedvr_cli.benchmark.protocol import DEFAULT_SEEDS, DEFAULT_SHOTS, DatasetSpec, load_suite, parse_shots, seed_list
+    from biomedvr_cli.benchmark.runner import BenchmarkRequest, run_benchmark
+    from biomedvr_cli.errors import UsageError
+
+    if (images is None) == (suite is None):
+        raise UsageError("give either IMAGES or --suite FILE", "e.g. `biomedvr benchmark data/ --attributes a.json` or `--suite suite.json`")
+    if suite is not None:
+        if test is not None or attributes is not None or name is not None:
+            raise UsageError("--test, --attributes and --name describe one dataset; with --suite put them in the suite file",
+                             "move them into the suite's dataset entries")
+        loaded = load_suite(suite)
+        datasets = loaded.datasets
+    else:
+        assert images is not None
+        loaded = None
+        dataset_name = name or (images.resolve().stem if images.suffix.lower() == ".csv" else images.resolve().name) or "images"
+        datasets = [DatasetSpec(name=dataset_name, images=images, test=test, attributes=attributes,
+                                path_column=path_column, label_column=label_column)]
+
+    def pick(cli, from_suite, default):
+        return cli if cli is not None else (from_suite if from_suite is not None else default)
+
+    if epochs is not None and epoch_scale is not None:
+        raise UsageError("--epochs and --epoch-scale both set", "use one: --epochs N for all, or --epoch-scale F per recipe")
+    if epoch_scale is not None and epoch_scale <= 0 or epochs is not None and epochs < 1:
+        raise UsageError("--epochs must be at least 1 and --epoch-scale positive", "e.g. --epoch-scale 0.2")
+    suite_epochs = loaded.epochs if loaded and epoch_scale is None else None
+    suite_scale = loaded.epoch_scale if loaded and epochs is None else None
+    request = BenchmarkRequest(
+        datasets=datasets,
+        out=out,
+        backbone=pick(backbone, loaded.backbone if loaded else None, "biomedclip"),
+        methods=resolve_methods(pick(methods, loaded.methods if loaded else None, "all")),
+        shots=parse_shots(pick(shots, loaded.shots if loaded else None, list(DEFAULT_SHOTS))),
+        seeds=seed_list(pick(seeds, loaded.seeds if loaded else None, DEFAULT_SEEDS)),
+        overrides=Overrides(epochs=pick(epochs, suite_epochs, None), epoch_scale=pick(epoch_scale, suite_scale, None),
+                            batch_size=batch_size),
+        val_shots=pick(val_shots, loaded.val_shots if loaded else None, None),
+        allow_fewer=allow_fewer,
+        device=device,
+        allow_download=allow_download,
+        force=force,
+        decode=options.decode_options(window),
+    )
+    dist = init_distributed(device)
+    try:
+        outcome = _run(request, dist, render)
+    finally:
+        dist.close()
+    if outcome is None:  # not rank 0: rank 0 reports
+        return
+    for failure in outcome.failed:
+        render.warn(f"{failure['dataset']} / {failure['method']} / {failure['shots']} shots / seed {failure['seed']}: {failure['error']}")
+    if json_out:
+        render.emit_json({**outcome.document, "run": {"jobs_run": outcome.ran, "jobs_stored": outcome.skipped},
+                          "outputs": {k: str(v) for k, v in outcome.outputs.items()}})
+    else:
+        seeds_text = f"{len(request.seeds)} seed(s)"
+        _print_table(outcome, f"benchmark on {request.backbone}: test metrics, mean ± std over {seeds_text}; "
+                              f"selection on validation")
+        render.info(f"{outcome.ran} job(s) run, {outcome.skipped} already stored; reports in {out}/ "
+                    "(summary.csv, jobs.csv, summary.md, summary.json, accuracy_vs_shots.png)")
+    if outcome.failed:
+        raise typer.Exit(outcome.failed[0]["exit_code"])
+
+
+def _run(request, dist, render):
+    from biomedvr_cli.benchmark.runner import run_benchmark
+
+    notify = render.info if dist.is_main else (lambda message: None)
+    if dist.active:
+        def log(event) -> None:
+            acc = f" acc {event.accuracy:.3f}" if event.accuracy is not None else ""
+            render.info(f"[rank {dist.rank}] {event.done}/{event.total} {event.status}: {event.job.key}{acc}"
+                        + (f" ({event.error})" if event.error else ""))
+
+        return run_benchmark(request, dist=dist, on_job=log, notify=notify)
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]benchmark"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=render.console, transient=True) as bar:
+        task = None
+
+        def update(event) -> None:
+            nonlocal task
+            if task is None:
+                task = bar.add_task("benchmark", total=event.total, status="")
+            acc = f"acc {event.accuracy:.3f}" if event.accuracy is not None else (event.error or "")
+            bar.update(task, completed=event.done, status=f"{event.job.key} {event.status} {acc}")
+
+        return run_benchmark(request, dist=dist, on_job=update, notify=notify)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach ``benchmark``."""
+    app.command("benchmark", help=HELP)(benchmark)

@@ -1,0 +1,166 @@
+"""`biomedvr benchmark` on a tiny random backbone: every method runs, table = JSON, resume, suites."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from biomedvr_cli.app import app
+from biomedvr_cli.benchmark.methods import GROUPS, METHODS, resolve_methods
+from biomedvr_cli.benchmark.protocol import DatasetSpec, make_jobs, parse_shots
+from biomedvr_cli.benchmark.report import best_rows, pct, summarize, table_rows
+from tests.conftest import make_color_tree, write_color_attributes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = make_color_tree(tmp_path_factory.mktemp("bench") / "colours", per_class=5, size=32, splits=("train", "test"))
+    write_color_attributes(root / "attributes.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def all_methods_run(tree: Path, tiny_backbone_spec: str, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bench-out") / "results"
+    result = runner.invoke(app, ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "all",
+                                 "--shots", "1", "--seeds", "1", "--epochs", "1", "--out", str(out), "--device", "cpu",
+                                 "--json"])
+    assert result.exit_code == 0, result.stderr + result.stdout
+    return out, json.loads(result.stdout)
+
+
+def test_every_method_runs_and_reports(all_methods_run) -> None:
+    out, doc = all_methods_run
+    methods = [r["method"] for r in doc["summary"]]
+    assert methods == list(GROUPS["all"])
+    for row in doc["summary"]:
+        assert row["shots"] == (0 if METHODS[row["method"]].shot_free else 1)
+        for metric in ("accuracy", "balanced_accuracy", "macro_f1", "ece"):
+            assert 0.0 <= row[metric]["mean"] <= 1.0 and row[metric]["std"] == 0.0
+        assert row["fit_seconds"] >= 0
+    jobs = {j["method"]: j for j in doc["jobs"]}
+    assert jobs["linear-probe"]["metrics"]["accuracy"] > 0.9  # colours are linearly separable even in random features
+    assert jobs["biomedvr"]["train_images"] == 3 and jobs["biomedvr"]["val_images"] == 3 and jobs["biomedvr"]["test_images"] == 15
+    assert "validation" in doc["benchmark"]["selection"] and "never the test set" in doc["benchmark"]["selection"]
+    assert len(list((out / "jobs").glob("*.json"))) == len(GROUPS["all"])
+    for name in ("summary.csv", "jobs.csv", "summary.md", "summary.json", "accuracy_vs_shots.png"):
+        assert (out / name).stat().st_size > 100, name
+    assert not list(out.rglob("*.tmp"))
+    csv_lines = (out / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("dataset,method,shots,seeds,accuracy_mean,accuracy_std") and len(csv_lines) == 1 + len(methods)
+    raw = (out / "summary.json").read_text()
+    assert str(tree) not in raw  # reports carry names, not paths
+
+
+def test_table_agrees_with_json_and_resume_skips_done_jobs(all_methods_run, tree: Path, tiny_backbone_spec: str) -> None:
+    out, doc = all_methods_run
+    result = runner.invoke(app, ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "all",
+                                 "--shots", "1", "--seeds", "1", "--epochs", "1", "--out", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert f"0 job(s) run, {len(GROUPS['all'])} already stored" in result.stderr
+    table_lines = [line for line in result.stderr.splitlines() if "│" in line]
+    for row in doc["summary"]:
+        line = next(line for line in table_lines if re.search(rf"│ {re.escape(row['method'])}\s+│", line))
+        cells = [c.strip() for c in line.split("│")[1:-1]]
+        assert cells[4:8] == [pct(row[m]) for m in ("accuracy", "balanced_accuracy", "macro_f1", "ece")]
+    # The Markdown report is the same table.
+    md = (out / "summary.md").read_text()
+    for cells in table_rows(doc["summary"]):
+        assert cells[1] in md and cells[5] in md
+
+
+def test_resume_runs_only_missing_jobs_and_refuses_changed_settings(all_methods_run, tree: Path, tiny_backbone_spec: str) -> None:
+    out, doc = all_methods_run
+    victim = out / "jobs" / "colours__ar__k1__s0.json"
+    before = {p.name: p.read_text() for p in (out / "jobs").glob("*.json")}
+    victim.unlink()
+    args = ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "ar,zs-classname,linear-probe",
+            "--shots", "1", "--seeds", "1", "--epochs", "1", "--out", str(out), "--device", "cpu", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.stderr
+    again = json.loads(result.stdout)
+    assert again["run"] == {"jobs_run": 1, "jobs_stored": 2}
+    assert victim.is_file()
+    for name, text in before.items():
+        if name != victim.name:
+            assert (out / "jobs" / name).read_text() == text  # untouched
+    old_ar = next(j for j in doc["jobs"] if j["method"] == "ar")
+    new_ar = next(j for j in again["jobs"] if j["method"] == "ar")
+    assert new_ar["metrics"] == old_ar["metrics"]  # a job is reproducible from its seed
+    changed = [a if a != "1" or args[i - 1] != "--epochs" else "2" for i, a in enumerate(args)]
+    result = runner.invoke(app, changed)
+    assert result.exit_code == 2 and "different settings" in result.stderr
+    result = runner.invoke(app, [*changed, "--force"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["run"] == {"jobs_run": 1, "jobs_stored": 2}  # zero-shot and probe ignore epochs
+
+
+def test_suite_with_a_sandbox_task_and_a_folder(tree: Path, tiny_backbone_spec: str, tmp_path: Path) -> None:
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({
+        "datasets": [
+            {"name": "blood", "sandbox_task": "blood-smear", "shift": "default", "pool_per_class": 6, "test_per_class": 4},
+            {"name": "colours", "images": str(tree)},
+        ],
+        "methods": ["zs-attributes", "linear-probe"], "shots": [2], "seeds": 2,
+    }))
+    result = runner.invoke(app, ["benchmark", "--suite", str(suite), "--backbone", tiny_backbone_spec, "--out",
+                                 str(tmp_path / "out"), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    keys = [(r["dataset"], r["method"], r["shots"], r["n"]) for r in doc["summary"]]
+    assert keys == [("blood", "zs-attributes", 0, 1), ("blood", "linear-probe", 2, 2),
+                    ("colours", "zs-attributes", 0, 1), ("colours", "linear-probe", 2, 2)]
+    blood = doc["benchmark"]["datasets"][0]
+    assert blood["shift"] == "default" and blood["test_images"] == 20 and len(blood["classes"]) == 5
+    # Different seeds draw different support sets.
+    probe = [j for j in doc["jobs"] if j["dataset"] == "blood" and j["method"] == "linear-probe" and j["shots"] == 2]
+    assert len(probe) == 2 and probe[0]["support_set"] != probe[1]["support_set"]
+    assert probe[0]["train_images"] == 10 and probe[0]["val_images"] == 10
+
+
+def test_usage_errors(tree: Path, tiny_backbone_spec: str, tmp_path: Path) -> None:
+    base = ["benchmark", "--backbone", tiny_backbone_spec, "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert runner.invoke(app, base).exit_code == 2  # neither IMAGES nor --suite
+    result = runner.invoke(app, [*base, str(tree), "--methods", "nonsense"])
+    assert result.exit_code == 2 and "unknown method" in result.stderr
+    no_attr = make_color_tree(tmp_path / "plain", per_class=3, size=32, splits=("train", "test"))
+    result = runner.invoke(app, [*base, str(no_attr), "--methods", "biomedvr"])
+    assert result.exit_code == 2 and "need an attributes file" in result.stderr
+    no_test = make_color_tree(tmp_path / "notest", per_class=3, size=32)
+    write_color_attributes(no_test / "attributes.json")
+    result = runner.invoke(app, [*base, str(no_test), "--methods", "zs-classname"])
+    assert result.exit_code == 3 and "--test" in result.stderr
+    result = runner.invoke(app, ["benchmark", "--list-methods"])
+    assert result.exit_code == 0 and "biomedvr-vr-mask" in result.stderr
+
+
+def test_too_small_class_fails_that_job_only(tree: Path, tiny_backbone_spec: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "linear-probe",
+                                 "--shots", "1,4", "--seeds", "1", "--out", str(tmp_path / "o"), "--device", "cpu", "--json"])
+    assert result.exit_code == 3, result.stderr  # 4 shots + 4 validation do not fit in 5 images per class
+    doc = json.loads(result.stdout)
+    assert [j["shots"] for j in doc["jobs"]] == [1]
+    assert doc["failed"][0]["shots"] == 4 and "class" in doc["failed"][0]["error"]
+
+
+def test_protocol_helpers() -> None:
+    assert parse_shots("1,2, 4,2") == [1, 2, 4]
+    assert resolve_methods("baselines,ours")[:2] == ["zs-classname", "zs-attributes"]
+    assert resolve_methods("biomedvr,ar") == ["biomedvr", "ar"]  # a method name is never read as a group
+    ds = [DatasetSpec(name="A b"), DatasetSpec(name="c")]
+    jobs = make_jobs(ds, ["zs-classname", "biomedvr"], [1, 2], [0, 1], {"zs-classname"})
+    assert len(jobs) == 2 * (1 + 4) and jobs[0].key == "a-b__zs-classname__k0__s0"
+    results = [{"dataset": "d", "method": m, "shots": 1, "seed": s, "fit_seconds": 1.0,
+                "metrics": {"accuracy": a, "balanced_accuracy": a, "macro_f1": a, "ece": 0.1, "nll": 1.0, "auroc_ovr": None}}
+               for m, s, a in (("x", 0, 0.5), ("x", 1, 0.7), ("y", 0, 0.9))]
+    rows = summarize(results)
+    assert rows[0]["accuracy"]["mean"] == pytest.approx(0.6) and rows[0]["accuracy"]["std"] == pytest.approx(0.1414, abs=1e-4)
+    assert pct(rows[0]["accuracy"]) == "60.0 ± 14.1" and rows[0]["auroc_ovr"]["mean"] is None
+    assert best_rows(rows) == {1}

@@ -1,0 +1,35 @@
+"""benchmarks/gpu_check.py: exits 0 with a clear line where there is no CUDA; peak table lookup."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_0() -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "CUDA is not available" in out.stdout
+
+
+def test_peak_table() -> None:
+    gpu_check = _load("gpu_check")
+    assert gpu_check.peak_for("NVIDIA H100 80GB HBM3") == 989.0
+    assert gpu_check.peak_for("NVIDIA H100 PCIe") == 756.0
+    assert gpu_check.peak_for("NVIDIA H200") == 989.0
+    assert gpu_check.peak_for("NVIDIA A100-SXM4-80GB") == 312.0
+    assert gpu_check.peak_for("Some Future GPU") is None
