@@ -81,3 +81,14 @@ def test_backbone_mismatch_is_exit_4(tmp_path) -> None:
     assert info.value.exit_code == 4 and "sha256:abc" in info.value.message and "sha256:other" in info.value.message
     with pytest.raises(AdapterError):
         adapter.check_backbone("sha256:abc", 64)
+
+
+def test_written_files_get_normal_permissions(tmp_path) -> None:
+    import os
+    import stat
+
+    path = tmp_path / "a.safetensors"
+    save_adapter(path, {"w": torch.zeros(1)}, _config(), force=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask

@@ -53,13 +53,15 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
                text="class-names"),
     MethodSpec("ar", "vr", "AR: padding VR scored against class-name templates, cross-entropy",
                text="class-names", config=MethodConfig(vr="padding", negative=False, confusion_loss=False), recipe="fast"),
-    MethodSpec("attrvr", "vr", "AttrVR: padding VR + Des/Dist attributes, no negative expert (= BioMedVR without it)",
+    MethodSpec("attrvr", "vr", "AttrVR as published: padding VR + Des/Dist attributes, no negative expert",
                config=MethodConfig(vr="padding", negative=False, confusion_loss=False), recipe="fast"),
     MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults (recipe fast)", config=_BASE, recipe="fast"),
     MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR and the reference recipe (recipe paper)",
                config=MethodConfig(vr="padding"), recipe="paper"),
     MethodSpec("biomedvr-no-cs", "vr", "ablation: no Confusion-Suppression loss (cross-entropy only)",
                config=MethodConfig(confusion_loss=False), recipe="fast"),
+    MethodSpec("biomedvr-no-negative", "vr", "ablation: no negative expert (one VR view, Des/Dist attributes, cross-entropy)",
+               config=MethodConfig(negative=False, confusion_loss=False), recipe="fast"),
     MethodSpec("biomedvr-gate-class", "vr", "ablation: per-class gate", config=MethodConfig(gate="class"), recipe="fast"),
     MethodSpec("biomedvr-gate-sample", "vr", "ablation: per-sample gate (MLP on the positive feature)",
                config=MethodConfig(gate="sample"), recipe="fast"),
@@ -73,7 +75,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
 GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": ("zs-classname", "zs-attributes", "linear-probe", "coop", "ar", "attrvr"),
     "ours": ("biomedvr", "biomedvr-paper"),
-    "ablations": ("biomedvr-no-cs", "biomedvr-gate-class", "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
+    "ablations": ("biomedvr-no-cs", "biomedvr-no-negative", "biomedvr-gate-class", "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
 }
 GROUPS["all"] = GROUPS["baselines"] + GROUPS["ours"] + GROUPS["ablations"]
 
