@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
+from biomedvr_cli.attributes.textfile import read_user_text
 from biomedvr_cli.errors import InvalidInputError
 
 
@@ -69,23 +70,8 @@ def read_class_list(path: Path) -> list[str]:
     class listed twice (ignoring case), control characters inside a name.
     """
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"{path.name} not found", "check the path of the classes file")
-    if path.is_dir():
-        raise InvalidInputError(f"{path.name} is a folder", "give a text file with one class name per line")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"{path.name} cannot be read: {exc.strerror}", "check its permissions") from None
-    try:
-        # utf-8-sig: Windows editors often prepend a byte-order mark.
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise InvalidInputError(
-            f"{path.name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line {line})",
-            "save the file as UTF-8 text",
-        ) from None
+    text = read_user_text(path, missing_hint="check the path of the classes file",
+                          folder_hint="give a text file with one class name per line")
     return parse_class_text(text, path.name)
 
 

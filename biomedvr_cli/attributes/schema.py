@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.atomic import write_text_atomic
+from biomedvr_cli.attributes.textfile import read_user_text
 from biomedvr_cli.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
@@ -239,20 +240,8 @@ def load_attributes(path: Path) -> AttributeFile:
     :class:`InvalidInputError` whose one-line message starts with the file name.
     """
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(f"{path.name} not found", "check the path, or create it with `biomedvr attributes`")
-    if path.is_dir():
-        raise InvalidInputError(f"{path.name} is a folder", "give the attributes JSON file")
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"{path.name} cannot be read: {exc.strerror}", "check its permissions") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(
-            f"{path.name} is not valid UTF-8 (byte {exc.start})", "save the file as UTF-8"
-        ) from None
+    text = read_user_text(path, missing_hint="check the path, or create it with `biomedvr attributes`",
+                          folder_hint="give the attributes JSON file")
     try:
         return parse_attributes_text(text)
     except InvalidInputError as exc:
