@@ -117,12 +117,12 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
                            seed=seed, device="cpu", force=True), progress=progress, notify=lambda m: None)
 
     notify("[4/5] evaluating the adapter on the test images")
-    report = evaluate_adapter(data, adapter, device="cpu")
+    predictor = load_predictor(adapter, device="cpu")
+    report = evaluate_adapter(data, adapter, predictor=predictor)
 
     notify("[5/5] predicting one image")
     one = test[0].path
     commands.append(f"biomedvr predict {q(str(one))} --adapter {q(str(adapter))}")
-    predictor = load_predictor(adapter, device="cpu")
     prediction = predict_files(predictor, [one], top_k=3)[0].to_dict()
     prediction["true_class"] = test[0].label
     return DemoResult(task_name, shots, zs_names, zs_attrs, report["metrics"], prediction, commands)

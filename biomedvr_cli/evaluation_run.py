@@ -10,7 +10,7 @@ import numpy as np
 from biomedvr_cli.data import CsvColumns, DecodeOptions, decode_to_tensors, open_source
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.evaluation import compute_metrics, write_plots
-from biomedvr_cli.inference import load_predictor
+from biomedvr_cli.inference import Predictor, load_predictor
 
 SPLIT_CHOICES = ("auto", "test", "val", "train", "all")
 
@@ -41,10 +41,15 @@ def evaluate_adapter(
     columns: CsvColumns = CsvColumns(),
     decode: DecodeOptions = DecodeOptions(),
     plots: Path | None = None,
+    predictor: Predictor | None = None,
 ) -> dict[str, Any]:
-    """Metrics of ``adapter`` on the labelled ``images``; unknown classes are an input error."""
+    """Metrics of ``adapter`` on the labelled ``images``; unknown classes are an input error.
+
+    ``predictor`` may be passed when the caller already loaded the adapter (it is not reloaded).
+    """
     source = open_source(images, columns=columns)
-    predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
+    if predictor is None:
+        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
     classes = predictor.classes
     unknown = sorted({r.label for r in source.records} - set(classes))
     if unknown:
