@@ -7,14 +7,28 @@ callbacks.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+# Width for output that is not a terminal (a log file, a pipe, CI): Rich would fall back to
+# 80 columns and wrap class names and table cells mid-word. COLUMNS still wins when set.
+LOG_WIDTH = 160
+
+
+def _make_console() -> Console:
+    """The stderr console: the terminal's width, or LOG_WIDTH when stderr is not a terminal."""
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=True, highlight=False, width=LOG_WIDTH)
+    return console
+
+
 # Human output goes to stderr so that stdout stays clean for --json and CSV.
-console = Console(stderr=True, highlight=False)
+console = _make_console()
 
 
 def emit_json(document: Any) -> None:

@@ -78,3 +78,12 @@ def test_backbones_lists_presets_as_json() -> None:
     names = {row["name"]: row for row in json.loads(result.stdout)["backbones"]}
     assert {"biomedclip", "clip-vit-b16", "clip-vit-b32", "sandbox"} <= set(names)
     assert names["biomedclip"]["available"] is False
+
+
+def test_console_is_wide_when_not_a_terminal(monkeypatch) -> None:
+    from biomedvr_cli import render
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert render._make_console().width == render.LOG_WIDTH  # pytest's stderr is not a terminal
+    monkeypatch.setenv("COLUMNS", "100")
+    assert render._make_console().width == 100

@@ -68,3 +68,53 @@ def test_properties_command_runs_small(tmp_path) -> None:
     report = json.loads(res.stdout)
     assert {t["task"] for t in report["tasks"]} >= {"blood-smear", "cervical-cytology"}
     assert report["alignment"]["retrieval_top1_of10"] > 0.5 and report["checks"]
+
+
+def test_draw_unseen_words_changes_only_rows_no_caption_uses() -> None:
+    import torch
+
+    from biomedvr_cli.sandbox.modelio import caption_token_ids, create_model, draw_unseen_words, get_tokenizer
+
+    torch.manual_seed(0)
+    model = create_model()
+    tokenizer = get_tokenizer()
+    before = model.token_embedding.weight.detach().clone()
+    n = draw_unseen_words(model, tokenizer, seed=5)
+    after = model.token_embedding.weight.detach().clone()
+    seen = sorted(caption_token_ids(tokenizer))
+    assert n == before.shape[0] - len(seen)
+    assert torch.equal(after[seen], before[seen])
+    changed = (after != before).any(dim=1)
+    assert int(changed.sum()) == n
+    draw_unseen_words(model, tokenizer, seed=5)
+    assert torch.equal(model.token_embedding.weight.detach(), after)  # same seed, same rows
+
+
+@needs_weights
+def test_shipped_unseen_word_rows_are_the_documented_draw() -> None:
+    """The rows of words no caption contains are exactly what pretraining's own seed draws."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from biomedvr_cli.sandbox.modelio import (
+        UNSEEN_WORDS_SEED_OFFSET,
+        caption_token_ids,
+        create_model,
+        draw_unseen_words,
+        get_tokenizer,
+        read_metadata,
+    )
+
+    meta = read_metadata()
+    recorded = json.loads(meta["unseen_word_rows"])
+    assert recorded["seed"] == json.loads(meta["config"])["seed"] + UNSEEN_WORDS_SEED_OFFSET
+    shipped = load_file(str(WEIGHTS_PATH))["token_embedding.weight"]
+    model = create_model()
+    tokenizer = get_tokenizer()
+    assert draw_unseen_words(model, tokenizer, recorded["seed"]) == recorded["count"]
+    unseen = torch.ones(shipped.shape[0], dtype=torch.bool)
+    unseen[sorted(caption_token_ids(tokenizer))] = False
+    expected = model.token_embedding.weight.detach()[unseen].to(torch.float16)
+    assert torch.equal(shipped[unseen], expected)

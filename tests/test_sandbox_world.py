@@ -80,3 +80,18 @@ def test_every_family_has_words_and_prompts() -> None:
         for v in values:
             assert SYNONYMS[fam][v]
             assert v.split("-")[0] in family_prompt(fam, v) or v == "none"
+
+
+def test_caption_phrases_cover_every_token_a_caption_uses() -> None:
+    from biomedvr_cli.sandbox.modelio import caption_token_ids, get_tokenizer
+
+    tokenizer = get_tokenizer()
+    allowed = caption_token_ids(tokenizer)
+    rng = np.random.default_rng(7)
+    for a in sample_attrs(rng, 400):
+        caption = make_caption(attrs_to_dict(a), rng, full=bool(rng.random() < 0.3))
+        assert set(tokenizer.encode(caption)) <= allowed, caption
+    # and no class name of a built-in task is made of caption tokens only
+    for task in list_tasks():
+        for name in task.class_names:
+            assert not set(tokenizer.encode(name)) <= allowed, name

@@ -15,6 +15,15 @@ from biomedvr_cli.sandbox.vocabulary import FAMILIES, SYNONYMS
 FAMILY_NAMES = tuple(FAMILIES)
 _NOUNS = ("cell", "cell", "stained cell", "single cell")
 _OPENERS = ("", "", "a microscopy image of ", "an image of ", "a smear showing ", "a close-up of ")
+# The fixed words of the template in ``caption_from_plan`` (kept in step with it; a test checks
+# that sampled captions use no token outside ``caption_phrases()``).
+_GLUE = ("a", "with", "and", ",", ".", "nucleus", "cytoplasm", "granules")
+
+
+def caption_phrases() -> tuple[str, ...]:
+    """Every word or phrase a caption can contain: the world's whole pretraining vocabulary."""
+    synonyms = [s for values in SYNONYMS.values() for words in values.values() for s in words]
+    return tuple(dict.fromkeys([*synonyms, *_NOUNS, *(o for o in _OPENERS if o), *_GLUE]))
 
 
 def caption_plan(rng: np.random.Generator, must: tuple[str, ...] = ()) -> dict:

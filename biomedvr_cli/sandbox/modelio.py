@@ -43,6 +43,42 @@ def get_tokenizer():
     return open_clip.get_tokenizer(MODEL_NAME)
 
 
+def caption_token_ids(tokenizer) -> set[int]:
+    """Token ids that pretraining captions can contain, plus the start and end tokens."""
+    from biomedvr_cli.sandbox.captions import caption_phrases
+
+    ids = {tokenizer.sot_token_id, tokenizer.eot_token_id}
+    for phrase in caption_phrases():
+        ids.update(tokenizer.encode(phrase))
+    return ids
+
+
+UNSEEN_WORDS_SEED_OFFSET = 1000
+TOKEN_INIT_STD = 0.02  # open_clip's initialisation of token_embedding
+
+
+def draw_unseen_words(model, tokenizer, seed: int) -> int:
+    """Draw the token-embedding rows of every word no caption contains from their own seed.
+
+    These rows never train (their tokens never occur in a caption, and embeddings get no
+    weight decay), so they stay what initialisation made them: random, distinct and
+    meaningless, as for any word a real model never saw. Drawing them from a generator of
+    their own makes them a documented, separately reproducible part of the model; drawing
+    them before or after training gives the same weights, since training never reads them.
+    Returns the number of rows drawn.
+    """
+    import torch
+
+    weight = model.token_embedding.weight
+    unseen = torch.ones(weight.shape[0], dtype=torch.bool)
+    unseen[sorted(caption_token_ids(tokenizer))] = False
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randn(int(unseen.sum()), weight.shape[1], generator=generator) * TOKEN_INIT_STD
+    with torch.no_grad():
+        weight[unseen] = rows.to(weight.dtype)
+    return int(unseen.sum())
+
+
 def save_weights(model, path: Path, metadata: dict[str, Any], *, force: bool = True) -> None:
     """Write the state_dict as fp16 safetensors with string metadata, atomically."""
     import torch

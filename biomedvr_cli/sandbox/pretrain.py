@@ -132,7 +132,7 @@ def pretrain(
     import torch
     import torch.nn.functional as F
 
-    from biomedvr_cli.sandbox.modelio import create_model, get_tokenizer, save_weights
+    from biomedvr_cli.sandbox.modelio import UNSEEN_WORDS_SEED_OFFSET, create_model, draw_unseen_words, get_tokenizer, save_weights
     from biomedvr_cli.sandbox.properties import quick_alignment
 
     cfg = cfg or PretrainConfig()
@@ -141,6 +141,8 @@ def pretrain(
     model = create_model()
     model.train()
     tokenizer = get_tokenizer()
+    # Rows of words no caption contains never train; see draw_unseen_words.
+    unseen_rows = draw_unseen_words(model, tokenizer, cfg.seed + UNSEEN_WORDS_SEED_OFFSET)
     # Per-family linear heads on the image embedding: a contrastive model alone sits at a
     # saddle for attributes neither tower separates yet (shape, texture); the heads make the
     # image tower see them, then the contrastive loss aligns the words. Not saved.
@@ -169,6 +171,7 @@ def pretrain(
             "steps_done": step,
             "wall_seconds": round(time.time() - t0, 1),
             "stopped_by": stopped_by,
+            "unseen_word_rows": {"count": unseen_rows, "seed": cfg.seed + UNSEEN_WORDS_SEED_OFFSET},
             "metrics": metrics,
             "command": f"biomedvr sandbox pretrain --out {out} --steps {cfg.steps} --minutes {cfg.minutes} --seed {cfg.seed}",
         }
