@@ -1,4 +1,4 @@
-"""Versioned prompt templates from the top-level ``prompts/`` folder.
+"""Versioned prompt templates from the top-level ``prompts/`` folder (packaged in wheels).
 
 A prompt version is a folder (``prompts/attributes-v1/``) with ``system.txt``,
 ``user.txt``, ``retry.txt`` and ``reply.schema.json``. Templates use ``string.Template``
@@ -19,7 +19,11 @@ from typing import Any
 from biomedvr_cli.errors import BiomedVRError
 
 PROMPT_VERSION = "attributes-v1"
-PROMPTS_DIR = Path(__file__).resolve().parents[2] / "prompts"
+# A wheel carries the templates inside the package (setup.py copies them at build time); a
+# source checkout or editable install reads the top-level prompts/ folder in place.
+_PACKAGED_PROMPTS = Path(__file__).resolve().parents[1] / "_prompts"
+_SOURCE_PROMPTS = Path(__file__).resolve().parents[2] / "prompts"
+PROMPTS_DIR = _PACKAGED_PROMPTS if _PACKAGED_PROMPTS.is_dir() else _SOURCE_PROMPTS
 _FILES = ("system.txt", "user.txt", "retry.txt", "reply.schema.json")
 # Said in the prompt when the user gave no --task; generic on purpose.
 DEFAULT_TASK_TEXT = "biomedical images"
@@ -58,7 +62,7 @@ def load_prompts(version: str = PROMPT_VERSION, root: Path | None = None) -> Pro
         except OSError:
             raise BiomedVRError(
                 f"prompt template {version}/{name} is missing from {folder.parent.name}/",
-                "reinstall biomedvr from its source tree (the prompts/ folder ships next to biomedvr_cli/)",
+                "reinstall biomedvr (a wheel carries the templates in biomedvr_cli/_prompts/, a source checkout in prompts/)",
             ) from None
         digest.update(name.encode("utf-8") + b"\0" + data + b"\0")
         texts[name] = data.decode("utf-8")
