@@ -82,6 +82,26 @@ def test_predict_csv_json_and_unreadable_file(fitted: Path, tree: Path, tiny_bac
     assert again.exit_code == 2  # no overwrite without --force
 
 
+def test_max_pixels_option_refuses_larger_images(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    from PIL import Image
+
+    from biomedvr_cli.data import DecodeOptions
+
+    good = next((tree / "test" / "alpha cell").glob("*.png"))
+    pixels = Image.open(good).size[0] * Image.open(good).size[1]
+    base = ["predict", str(good), "--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--format", "json"]
+    refused = runner.invoke(app, [*base, "--max-pixels", str(pixels - 1)])
+    assert refused.exit_code == 3
+    (row,) = json.loads(refused.stdout)["predictions"]
+    assert f"cap of {pixels - 1:,} pixels" in row["error"] and "--max-pixels" in row["error"]
+    assert runner.invoke(app, [*base, "--max-pixels", str(pixels)]).exit_code == 0
+    assert runner.invoke(app, [*base, "--max-pixels", "0"]).exit_code == 2
+    # the option's default is the library's default
+    from biomedvr_cli.commands.options import MaxPixelsOption
+
+    assert MaxPixelsOption.default == DecodeOptions().max_pixels
+
+
 def test_reloaded_adapter_predicts_identically(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
     import torch
 

@@ -82,6 +82,7 @@ def benchmark(
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
     window: Optional[str] = options.WindowOption,
+    max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     force: bool = typer.Option(False, "--force", help="Redo stored jobs whose settings changed (instead of refusing)."),
@@ -136,7 +137,7 @@ def benchmark(
         device=device,
         allow_download=allow_download,
         force=force,
-        decode=options.decode_options(window),
+        decode=options.decode_options(window, max_pixels),
     )
     dist = init_distributed(device)
     try:

@@ -19,6 +19,7 @@ def evaluate(
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
     window: Optional[str] = options.WindowOption,
+    max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     json_out: bool = options.JsonOption,
@@ -29,7 +30,7 @@ def evaluate(
 
     result = evaluate_adapter(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
-        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window),
+        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window, max_pixels),
         plots=plots,
     )
     metrics = result["metrics"]

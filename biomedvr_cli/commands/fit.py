@@ -43,6 +43,7 @@ def fit(
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
     window: Optional[str] = options.WindowOption,
+    max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     force: bool = options.ForceOption,
@@ -63,7 +64,7 @@ def fit(
         images=images, shots=shots, out=out_path, attributes=attributes, backbone=backbone, seed=seed, recipe=recipe,
         recipe_overrides={"epochs": epochs, "lr": lr, "batch_size": batch_size}, method=method, val_shots=val_shots,
         device=device, force=force, allow_fewer=allow_fewer, allow_download=allow_download,
-        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window),
+        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window, max_pixels),
     )
     if out is None:
         render.info(f"adapter will be written to {out_path}")

@@ -20,6 +20,11 @@ BackboneOverrideOption = typer.Option(
     None, "--backbone", help="Backbone to load instead of the one recorded in the adapter (must have the same weights)."
 )
 WindowOption = typer.Option(None, "--window", help="DICOM window CENTER,WIDTH overriding the file's VOI LUT.")
+# Same default as DecodeOptions.max_pixels (kept literal so --help never imports the data package).
+MaxPixelsOption = typer.Option(
+    64_000_000, "--max-pixels", min=1, metavar="<int>",
+    help="Refuse images larger than this many pixels (width x height), checked from the header before decoding.",
+)
 PathColumnOption = typer.Option("path", "--path-column", help="CSV manifest column holding image paths.")
 LabelColumnOption = typer.Option("label", "--label-column", help="CSV manifest column holding class labels.")
 
@@ -31,11 +36,11 @@ def csv_columns(path_column: str, label_column: str):
     return CsvColumns(path=path_column, label=label_column)
 
 
-def decode_options(window: str | None):
-    """DecodeOptions from --window."""
+def decode_options(window: str | None, max_pixels: int = 64_000_000):
+    """DecodeOptions from --window and --max-pixels."""
     from biomedvr_cli.data import DecodeOptions, parse_window
 
-    return DecodeOptions(window=parse_window(window) if window else None)
+    return DecodeOptions(window=parse_window(window) if window else None, max_pixels=max_pixels)
 
 
 def default_adapter_name(images: Path, backbone: str, shots: int) -> Path:

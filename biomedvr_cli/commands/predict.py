@@ -42,6 +42,7 @@ def predict(
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
     window: Optional[str] = options.WindowOption,
+    max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     force: bool = options.ForceOption,
@@ -71,7 +72,7 @@ def predict(
         with Progress(console=render.console, transient=True, disable=len(mine) <= batch_size or not dist.is_main) as bar:
             task = bar.add_task("predict", total=len(mine))
             shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
-                                          decode=options.decode_options(window), explain=explain,
+                                          decode=options.decode_options(window, max_pixels), explain=explain,
                                           progress=lambda done, total: bar.update(task, completed=done))
         parts = dist.gather(shard_results)
     finally:

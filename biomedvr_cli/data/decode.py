@@ -106,7 +106,7 @@ def too_large(name: str, width: int, height: int, options: DecodeOptions) -> Inv
     return InvalidImageError(
         f"{name}: {width}x{height} pixels exceeds the cap of {options.max_pixels:,} pixels "
         "(possible decompression bomb)",
-        "downscale the image, or raise the pixel cap if the file is trusted",
+        "downscale the image, or raise --max-pixels if the file is trusted",
     )
 
 
@@ -153,7 +153,7 @@ def _open(path: Path, options: DecodeOptions) -> Image.Image:
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise InvalidImageError(
                 f"{name}: larger than the cap of {options.max_pixels:,} pixels (possible decompression bomb)",
-                "downscale the image, or raise the pixel cap if the file is trusted",
+                "downscale the image, or raise --max-pixels if the file is trusted",
             ) from None
         except UnidentifiedImageError:
             raise InvalidImageError(
