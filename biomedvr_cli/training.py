@@ -21,7 +21,9 @@ from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.recipes import Recipe
 
-SELECTION_BEST_VAL = "best validation accuracy (ties: lower validation NLL), evaluated every {every} epoch(s)"
+SELECTION_BEST_VAL = (
+    "best validation accuracy (ties: lower validation NLL), evaluated before training (epoch 0) and every {every} epoch(s)"
+)
 SELECTION_LAST = "last epoch (no validation split)"
 
 
@@ -134,6 +136,14 @@ def train_head(
     best_acc = best_nll = None
     history: list[dict[str, float]] = []
     start = time.perf_counter()
+    if has_val:
+        # The untrained head (zero VR pattern, initial gate) is a candidate too: when training
+        # does not beat it on validation, the adapter keeps the start instead of ending below it.
+        logits = predict_logits(head, encode, val_images, device=device)  # type: ignore[arg-type]
+        best_acc = float((logits.argmax(1) == val_labels).float().mean())
+        best_nll = float(F.cross_entropy(logits, val_labels))
+        best = (best_acc, -best_nll, 0)
+        history.append({"epoch": 0, "val_accuracy": best_acc, "val_nll": best_nll})
     for epoch in range(1, recipe.epochs + 1):
         head.train()
         order = torch.randperm(n, generator=generator).to(device)
