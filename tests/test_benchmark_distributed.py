@@ -74,6 +74,37 @@ def test_shard_and_merge_round_trip() -> None:
     assert DistContext().shard(items) == items and DistContext().gather("x") == ["x"]
 
 
+def test_cost_balanced_shards_cover_every_item_once_and_even_out_the_load() -> None:
+    from biomedvr_cli.benchmark.distributed import balanced_assignment
+
+    # A skewed list where i % world puts every long item on rank 0.
+    costs = [100.0, 1.0, 100.0, 1.0, 100.0, 1.0, 100.0, 1.0]
+    items = [f"job{i}" for i in range(len(costs))]
+    parts = [DistContext(rank=r, world=2).shard_by_cost(items, costs) for r in range(2)]
+    assert sorted(parts[0] + parts[1]) == sorted(items)
+    assert all(part == [i for i in items if i in part] for part in parts)  # original order kept
+    loads = [sum(costs[items.index(i)] for i in part) for part in parts]
+    modulo = [sum(costs[i] for i in range(len(costs)) if i % 2 == r) for r in range(2)]
+    assert max(loads) == 202.0 < max(modulo) == 400.0
+    assert balanced_assignment(costs, 2) == balanced_assignment(list(costs), 2)  # same on every rank
+    assert balanced_assignment([5.0, 5.0, 5.0], 1) == [0, 0, 0] and balanced_assignment([], 3) == []
+    assert DistContext().shard_by_cost(items, costs) == items
+
+
+def test_job_cost_estimates_order_methods_by_their_work() -> None:
+    from biomedvr_cli.benchmark.methods import METHODS, Overrides, estimated_cost
+
+    def cost(method: str, shots: int = 16, overrides: Overrides | None = None) -> float:
+        return estimated_cost(METHODS[method], overrides or Overrides(), shots=shots, classes=5, val_per_class=4,
+                              test_images=400)
+
+    assert cost("zs-attributes") < cost("linear-probe") < cost("biomedvr") < cost("biomedvr-paper")
+    assert cost("biomedvr-no-negative") < cost("biomedvr")  # one VR view instead of two
+    assert cost("biomedvr", shots=1) < cost("biomedvr", shots=4) < cost("biomedvr", shots=16)
+    assert cost("biomedvr", overrides=Overrides(epoch_scale=0.1)) < cost("biomedvr")
+    assert cost("coop", shots=1) < cost("coop", shots=16)
+
+
 def test_benchmark_two_ranks_equal_one_process(tree: Path, local_backbone: str, tmp_path: Path) -> None:
     args = ["benchmark", str(tree), "--backbone", local_backbone, "--methods",
             "zs-classname,linear-probe,coop,biomedvr-vr-mask", "--shots", "1", "--seeds", "2",

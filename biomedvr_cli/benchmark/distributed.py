@@ -3,8 +3,10 @@
 Nothing here does anything in a plain single process: ``torch.distributed`` is only
 initialised when ``WORLD_SIZE > 1`` (gloo on CPU, nccl on CUDA; Python objects always
 travel over a gloo group so that results can be gathered on any backend). Item ``i``
-of a work list goes to rank ``i % world``; rank 0 gathers everything after the others
-are done and writes the merged outputs.
+of a work list goes to rank ``i % world`` (``shard``, for equal-cost items such as
+predict's batches), or items are spread by estimated cost (``shard_by_cost``, for the
+benchmark's jobs, whose costs differ by orders of magnitude); rank 0 gathers everything
+after the others are done and writes the merged outputs.
 """
 
 from __future__ import annotations
@@ -53,6 +55,11 @@ class DistContext:
         """
         return [item for i, item in enumerate(items) if (i // chunk) % self.world == self.rank]
 
+    def shard_by_cost(self, items: Sequence[T], costs: Sequence[float]) -> list[T]:
+        """This rank's items under :func:`balanced_assignment`, in their original order."""
+        owners = balanced_assignment(costs, self.world)
+        return [item for item, owner in zip(items, owners) if owner == self.rank]
+
     def gather(self, obj: Any) -> list[Any] | None:
         """Every rank's ``obj`` on rank 0 (in rank order), None elsewhere; a barrier for all."""
         if not self.active:
@@ -76,6 +83,22 @@ class DistContext:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+
+
+def balanced_assignment(costs: Sequence[float], world: int) -> list[int]:
+    """The rank of each item: longest first, each to the least-loaded rank (ties: lower rank).
+
+    Deterministic from the costs alone, so every rank computes the same assignment without
+    talking to the others. Greedy longest-first keeps the slowest rank within 4/3 of the
+    best possible finish time, where ``i % world`` can leave one rank with all the long items.
+    """
+    loads = [0.0] * max(1, world)
+    owners = [0] * len(costs)
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        rank = min(range(len(loads)), key=lambda r: (loads[r], r))
+        owners[i] = rank
+        loads[rank] += costs[i]
+    return owners
 
 
 def merge_shards(parts: Sequence[Sequence[T]], chunk: int = 1) -> list[T]:

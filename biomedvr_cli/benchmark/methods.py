@@ -141,6 +141,33 @@ def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
     return sig
 
 
+# Relative costs for balancing jobs over ranks, in image-tower forward passes. Rough on purpose
+# (measured once on the sandbox: a backward pass costs about two forwards; a CoOp step through
+# the text tower costs about half an image forward per class prompt); only the order matters.
+_BACKWARD_FACTOR = 3.0
+_COOP_PROMPT_FACTOR = 0.5
+
+
+def estimated_cost(spec: MethodSpec, overrides: Overrides, *, shots: int, classes: int, val_per_class: int,
+                   test_images: int) -> float:
+    """A job's expected compute relative to other jobs of the same run (for sharding, not reporting)."""
+    train = shots * classes
+    val = val_per_class * classes
+    if spec.family == "zero-shot":
+        return float(test_images)
+    if spec.family == "linear-probe":
+        return float(train + val + test_images)
+    if spec.family == "coop":
+        recipe = overrides.coop()
+        steps = recipe.epochs_for(shots) * max(1, -(-train // recipe.batch_size))
+        return steps * classes * _BACKWARD_FACTOR * _COOP_PROMPT_FACTOR + train + val + test_images
+    assert spec.config is not None and spec.recipe is not None
+    recipe = overrides.recipe(spec.recipe)
+    views = 2 if spec.config.negative else 1
+    evaluations = recipe.epochs // max(1, recipe.eval_every) + 2
+    return views * (recipe.epochs * train * _BACKWARD_FACTOR + evaluations * val + test_images)
+
+
 @dataclass
 class JobInputs:
     """A job's data: the drawn support and validation records, the dataset (with its caches), the backbone."""

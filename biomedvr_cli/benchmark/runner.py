@@ -20,7 +20,7 @@ import torch
 from biomedvr_cli import __version__
 from biomedvr_cli.benchmark.datasets import LoadedDataset, load_dataset
 from biomedvr_cli.benchmark.distributed import DistContext, rank_device
-from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, method_signature, run_method
+from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, estimated_cost, method_signature, run_method
 from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names, make_jobs
 from biomedvr_cli.benchmark.report import summarize, write_reports
 from biomedvr_cli.benchmark.store import JobStore, settings_hash
@@ -152,7 +152,13 @@ def run_benchmark(
 
     store = JobStore(request.out)
     request.out.mkdir(parents=True, exist_ok=True)
-    mine = dist.shard(jobs)
+    # Jobs differ in cost by orders of magnitude (zero-shot vs the paper recipe), so they are
+    # spread over the ranks by estimated cost; results are merged by job key below.
+    costs = [estimated_cost(METHODS[j.method], request.overrides, shots=j.shots,
+                            classes=len(datasets[j.dataset].classes),
+                            val_per_class=min(j.shots, 4) if request.val_shots is None else request.val_shots,
+                            test_images=len(datasets[j.dataset].test)) for j in jobs]
+    mine = dist.shard_by_cost(jobs, costs)
     results: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     text_cache: dict = {}
