@@ -1,7 +1,8 @@
 """Writing a task as an image-folder dataset: train/ and test/ class folders of PNGs.
 
 Layout: ``OUT/train/<class>/<class-slug>-0000.png``, ``OUT/test/<class>/...``,
-``OUT/classes.txt`` (one class name a line, label order) and ``OUT/attributes.json``
+``OUT/classes.txt`` (one class name a line, in the task file's order; readers of the image
+folders sort the class folders by name, and labels match by name) and ``OUT/attributes.json``
 (the task's hand-written attributes file, when it has one). The tree is built in a
 temporary sibling folder and renamed into place, so a failure leaves nothing half-made.
 """
