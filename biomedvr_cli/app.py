@@ -21,6 +21,11 @@ from biomedvr_cli.errors import EXIT_INTERRUPTED, BiomedVRError
 class _BoundaryGroup(TyperGroup):
     """A click group that maps library errors and Ctrl-C to exit codes."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from biomedvr_cli.commands.registry import help_order
+
+        return help_order(list(super().list_commands(ctx)))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

@@ -87,3 +87,15 @@ def test_console_is_wide_when_not_a_terminal(monkeypatch) -> None:
     assert render._make_console().width == render.LOG_WIDTH  # pytest's stderr is not a terminal
     monkeypatch.setenv("COLUMNS", "100")
     assert render._make_console().width == 100
+
+
+def test_help_lists_commands_in_workflow_order() -> None:
+    from typer.testing import CliRunner
+
+    from biomedvr_cli.app import app
+    from biomedvr_cli.commands.registry import COMMAND_MODULES
+
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0
+    listed = [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines() if line.startswith("  ")]
+    assert listed == list(COMMAND_MODULES)
