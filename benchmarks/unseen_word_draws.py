@@ -39,7 +39,8 @@ def main() -> None:
         return [task_properties(backbone, t, n_per_class=args.per_class)["class_name_zero_shot_no_shift"] for t in tasks]
 
     names = [t.name for t in tasks]
-    print("draw".ljust(10) + "".join(n.rjust(20) for n in names) + "   (chance " + ", ".join(f"{1 / len(t.class_names):.2f}" for t in tasks) + ")")
+    chance = ", ".join(f"{1 / len(t.class_names):.2f}" for t in tasks)
+    print("draw".ljust(10) + "".join(n.rjust(20) for n in names) + f"   (chance {chance})")
     print("as loaded".ljust(10) + "".join(f"{v:20.3f}" for v in measure()))
     columns: list[list[float]] = [[] for _ in tasks]
     for seed in range(args.first_seed, args.first_seed + args.draws):

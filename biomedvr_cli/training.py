@@ -22,7 +22,8 @@ from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.recipes import Recipe
 
 SELECTION_BEST_VAL = (
-    "best validation accuracy (ties: lower validation NLL), evaluated before training (epoch 0) and every {every} epoch(s)"
+    "best validation accuracy (ties: lower validation NLL), "
+    "evaluated before training (epoch 0) and every {every} epoch(s)"
 )
 SELECTION_LAST = "last epoch (no validation split)"
 

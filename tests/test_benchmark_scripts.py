@@ -33,3 +33,14 @@ def test_peak_table() -> None:
     assert gpu_check.peak_for("NVIDIA H200") == 989.0
     assert gpu_check.peak_for("NVIDIA A100-SXM4-80GB") == 312.0
     assert gpu_check.peak_for("Some Future GPU") is None
+
+
+def test_unseen_word_draws_reproduces_the_shipped_draw() -> None:
+    """Redrawing with the shipped seed gives back exactly the shipped weights' class-name zero-shot."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unseen_word_draws.py"), "--draws", "2",
+                          "--per-class", "6"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {line.split("  ")[0].strip(): line.split()[-2:] for line in out.stdout.splitlines()[1:]}
+    assert rows["as loaded"] == rows["seed 1000"]
+    assert set(rows) == {"as loaded", "seed 1000", "seed 1001", "mean", "max"}
+    assert all(0.0 <= float(v) <= 1.0 for values in rows.values() for v in values)

@@ -132,7 +132,13 @@ def pretrain(
     import torch
     import torch.nn.functional as F
 
-    from biomedvr_cli.sandbox.modelio import UNSEEN_WORDS_SEED_OFFSET, create_model, draw_unseen_words, get_tokenizer, save_weights
+    from biomedvr_cli.sandbox.modelio import (
+        UNSEEN_WORDS_SEED_OFFSET,
+        create_model,
+        draw_unseen_words,
+        get_tokenizer,
+        save_weights,
+    )
     from biomedvr_cli.sandbox.properties import quick_alignment
 
     cfg = cfg or PretrainConfig()
