@@ -118,3 +118,29 @@ def test_shipped_unseen_word_rows_are_the_documented_draw() -> None:
     unseen[sorted(caption_token_ids(tokenizer))] = False
     expected = model.token_embedding.weight.detach()[unseen].to(torch.float16)
     assert torch.equal(shipped[unseen], expected)
+
+
+@pytest.mark.slow
+@needs_weights
+def test_shipped_model_meets_every_task_property() -> None:
+    """The per-task properties the README reports, at the same sample size (100 test images a class)."""
+    import torch
+
+    from biomedvr_cli.sandbox.properties import (
+        NO_SHIFT_HEADROOM_MAX,
+        SHIFT_BAND,
+        SHIFT_DROP_MIN,
+        load_default_backbone,
+        task_properties,
+    )
+    from biomedvr_cli.sandbox.tasks import list_tasks
+
+    torch.set_num_threads(2)
+    backbone = load_default_backbone()
+    reports = [task_properties(backbone, task, n_per_class=100, seed=0) for task in list_tasks()]
+    for r in reports:
+        assert r["class_name_zero_shot_no_shift"] <= r["chance"] + 0.15, r["task"]
+        assert SHIFT_BAND[0] <= r["attribute_zero_shot_shift"] <= SHIFT_BAND[1], r["task"]
+        assert r["shift_drop"] >= SHIFT_DROP_MIN, r["task"]
+        assert r["designed_pairs_are_most_confused"], r["task"]
+    assert min(r["attribute_zero_shot_no_shift"] for r in reports) < NO_SHIFT_HEADROOM_MAX
