@@ -59,6 +59,7 @@ def _to_float(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+@torch.no_grad()  # evaluation only: no autograd graph through the VR pattern and the backbone
 def predict_logits(
     head: BioMedVRHead,
     encode: Callable[[torch.Tensor], torch.Tensor],
