@@ -1,8 +1,10 @@
-"""Reading a user's UTF-8 text file with one clear error per problem (exit 3)."""
+"""Reading a user's UTF-8 text or JSON file with one clear error per problem (exit 3)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from biomedvr_cli.errors import InvalidInputError
 
@@ -26,4 +28,15 @@ def read_user_text(path: Path, *, missing_hint: str, folder_hint: str) -> str:
         raise InvalidInputError(
             f"{path.name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} on line {line})",
             "save the file as UTF-8 text",
+        ) from None
+
+
+def read_user_json(path: Path, *, missing_hint: str, fix_hint: str) -> Any:
+    """The parsed JSON of a user's file; read errors as :func:`read_user_text`, bad JSON with its position."""
+    text = read_user_text(path, missing_hint=missing_hint, folder_hint=missing_hint)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(
+            f"{Path(path).name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", fix_hint
         ) from None

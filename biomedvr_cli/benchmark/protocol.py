@@ -11,12 +11,12 @@ Jobs are listed dataset -> method -> shots -> seed, so that under ``torchrun`` t
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from biomedvr_cli.attributes.textfile import read_user_json
 from biomedvr_cli.errors import InvalidInputError, UsageError
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
@@ -191,12 +191,7 @@ def load_suite(path: Path) -> Suite:
          "backbone": "sandbox", "methods": ["all"], "shots": [1, 4, 16], "seeds": 3, "epoch_scale": 0.2}
     """
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(f"suite file {path.name} does not exist", "check the --suite path")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{path.name} is not valid JSON: {exc}", "fix the suite file") from None
+    doc = read_user_json(path, missing_hint="check the --suite path", fix_hint="fix the suite file")
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), list) or not doc["datasets"]:
         raise InvalidInputError(f"{path.name} must be an object with a non-empty 'datasets' list",
                                 "see `biomedvr benchmark --help` for the suite format")

@@ -25,6 +25,7 @@ from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names
 from biomedvr_cli.benchmark.report import summarize, write_reports
 from biomedvr_cli.benchmark.store import JobStore, settings_hash
 from biomedvr_cli.data import DecodeOptions, sample_few_shot
+from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import BiomedVRError, UsageError
 
 SELECTION = "validation split drawn beside the support set (never the test set)"
@@ -156,7 +157,7 @@ def run_benchmark(
     # spread over the ranks by estimated cost; results are merged by job key below.
     costs = [estimated_cost(METHODS[j.method], request.overrides, shots=j.shots,
                             classes=len(datasets[j.dataset].classes),
-                            val_per_class=min(j.shots, 4) if request.val_shots is None else request.val_shots,
+                            val_per_class=default_val_shots(j.shots) if request.val_shots is None else request.val_shots,
                             test_images=len(datasets[j.dataset].test)) for j in jobs]
     mine = dist.shard_by_cost(jobs, costs)
     results: list[dict[str, Any]] = []

@@ -25,6 +25,13 @@ from biomedvr_cli.data.records import ImageRecord
 from biomedvr_cli.errors import InvalidInputError, UsageError
 
 _DEFAULT_MAX_VAL_SHOTS = 4
+
+
+def default_val_shots(shots: int) -> int:
+    """Validation images per class when the user gives none: ``min(shots, 4)``."""
+    return min(shots, _DEFAULT_MAX_VAL_SHOTS)
+
+
 # Tries with fresh random orders when whole-group assignment misses a target; cheap and
 # deterministic, and it rescues most cases a single greedy pass gets wrong.
 _ATTEMPTS = 16
@@ -147,7 +154,7 @@ def sample_few_shot(
     """
     if shots < 1:
         raise UsageError(f"shots must be at least 1, got {shots}", "pass --shots 1 or more")
-    val_target = min(shots, _DEFAULT_MAX_VAL_SHOTS) if val_shots is None else val_shots
+    val_target = default_val_shots(shots) if val_shots is None else val_shots
     if val_target < 0:
         raise UsageError(f"validation shots must be 0 or more, got {val_target}", "pass 0 to skip validation")
     wanted = set(classes)

@@ -8,13 +8,13 @@ pretrained model has never seen them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from biomedvr_cli.attributes.textfile import read_user_json
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.sandbox import TASKS_DIR
 from biomedvr_cli.sandbox.render import FAMILY_NAMES, render_batch
@@ -123,12 +123,7 @@ def load_task(name_or_path: str | Path) -> TaskSpec:
             names = ", ".join(t.name for t in list_tasks())
             raise InvalidInputError(f"no built-in task named {name_or_path!r}", f"built-in tasks: {names}; or pass --task-file")
         p = builtin
-    if not p.is_file():
-        raise InvalidInputError(f"task file {p} does not exist", "check the path")
-    try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"{p.name} is not valid JSON: {exc}", "fix the task file") from None
+    doc = read_user_json(p, missing_hint="check the --task-file path", fix_hint="fix the task file")
     spec = _validate(doc, p.name)
     spec.source = p
     return spec
