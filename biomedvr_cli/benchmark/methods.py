@@ -143,7 +143,8 @@ def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
 
 # Relative costs for balancing jobs over ranks, in image-tower forward passes. Rough on purpose
 # (measured once on the sandbox: a backward pass costs about two forwards; a CoOp step through
-# the text tower costs about half an image forward per class prompt); only the order matters.
+# the text tower costs about half an image forward per class prompt). Only relative sizes
+# matter; the `paper` recipe's jobs come out about 3x too cheap (see the README).
 _BACKWARD_FACTOR = 3.0
 _COOP_PROMPT_FACTOR = 0.5
 

@@ -36,7 +36,7 @@ def csv_columns(path_column: str, label_column: str):
     return CsvColumns(path=path_column, label=label_column)
 
 
-def decode_options(window: str | None, max_pixels: int = 64_000_000):
+def decode_options(window: str | None, max_pixels: int):
     """DecodeOptions from --window and --max-pixels."""
     from biomedvr_cli.data import DecodeOptions, parse_window
 
