@@ -1,6 +1,6 @@
 """Allow ``python -m biomedvr_cli``."""
 
-from biomedvr_cli.app import main
+from biomedvr_cli.cli.app import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """GPU check: a BioMedVR fit step and predict for a random-init ViT-B/16 at batch 256 in bf16 on CUDA.
 
-    .venv/bin/python benchmarks/gpu_check.py                 # ViT-B-16, batch 256, bf16
-    .venv/bin/python benchmarks/gpu_check.py --peak-tflops 756 --json
+    .venv/bin/python experiments/gpu_check.py                 # ViT-B-16, batch 256, bf16
+    .venv/bin/python experiments/gpu_check.py --peak-tflops 756 --json
 
 Prints images/s for (1) a training step of the BioMedVR head exactly as ``fit`` runs it
 (random resized crop + flip, two VR views through the frozen encoder in bf16 autocast,
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from harness import bare_backward_step, count_flops, head_train_step, random_backbone, random_head, time_calls
 
-    from biomedvr_cli.training import predict_logits
+    from biomedvr_cli.method.training import predict_logits
 
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"

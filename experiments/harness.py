@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from biomedvr_cli.augment import random_resized_crop
+from biomedvr_cli.method.augment import random_resized_crop
 from biomedvr_cli.backbones.loader import Backbone
 from biomedvr_cli.backbones.specs import BackboneSpec
 from biomedvr_cli.method.head import BioMedVRHead, MethodConfig

@@ -3,7 +3,7 @@
 How the default recipe (`fast`) was chosen: it must reach at least the `paper` recipe's
 validation accuracy on the built-in sandbox tasks in at most a quarter of its wall time.
 
-    .venv/bin/python benchmarks/recipe_search.py --recipes paper,fast --seeds 0,1,2 --shots 16
+    .venv/bin/python experiments/recipe_search.py --recipes paper,fast --seeds 0,1,2 --shots 16
 
 Each (task, recipe, seed) fits a BioMedVR head (defaults otherwise) on K shots with the
 task's default shift, selects on the validation split as `fit` does, and reports the
@@ -24,11 +24,11 @@ from pathlib import Path
 import torch
 
 from biomedvr_cli.backbones import load_backbone
-from biomedvr_cli.fitting import ResolvedAttributes, build_head
+from biomedvr_cli.pipeline.fit import ResolvedAttributes, build_head
 from biomedvr_cli.method.head import MethodConfig
-from biomedvr_cli.recipes import Recipe, load_recipe
+from biomedvr_cli.method.recipes import Recipe, load_recipe
 from biomedvr_cli.sandbox.tasks import generate_task_arrays, load_task
-from biomedvr_cli.training import predict_logits, train_head
+from biomedvr_cli.method.training import predict_logits, train_head
 
 
 def _parse_candidate(text: str) -> Recipe:

@@ -1,7 +1,7 @@
 """CPU speed benchmark: what BioMedVR costs on top of the frozen encoder, and raw ViT-B/16 images/s.
 
-    .venv/bin/python benchmarks/speed.py                       # sandbox backbone + ViT-B/16, ~1-2 minutes
-    .venv/bin/python benchmarks/speed.py --threads 2 --json
+    .venv/bin/python experiments/speed.py                       # sandbox backbone + ViT-B/16, ~1-2 minutes
+    .venv/bin/python experiments/speed.py --threads 2 --json
 
 (a) a BioMedVR training step (crop/flip, two VR views, CS loss, backward to the VR
     patterns, SGD step; exactly ``fit``'s step) against the bare frozen encoder forward +
@@ -45,7 +45,7 @@ def _sandbox_backbone():
 def measure(backbone, label: str, batch: int, steps: int, warmup: int, rows: list[dict]) -> None:
     import torch
 
-    from biomedvr_cli.training import predict_logits
+    from biomedvr_cli.method.training import predict_logits
     from harness import bare_backward_step, head_train_step, random_head, time_calls
 
     head = random_head(backbone)

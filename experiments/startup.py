@@ -1,6 +1,6 @@
 """Startup time of `biomedvr --help` and `--version` (goal: under 0.5 s; torch is never imported).
 
-    .venv/bin/python benchmarks/startup.py --runs 10
+    .venv/bin/python experiments/startup.py --runs 10
 """
 
 from __future__ import annotations

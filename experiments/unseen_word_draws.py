@@ -7,7 +7,7 @@ seeds ``first-seed .. first-seed + draws - 1`` (everything the model learned sta
 and prints each task's class-name zero-shot accuracy, first for the rows as loaded:
 it shows how far from chance a single draw can land.
 
-    .venv/bin/python benchmarks/unseen_word_draws.py --draws 8 --per-class 60
+    .venv/bin/python experiments/unseen_word_draws.py --draws 8 --per-class 60
 """
 
 from __future__ import annotations

@@ -9,15 +9,55 @@ import torch
 from safetensors.torch import save_file
 
 from biomedvr_cli.adapter import FORMAT_VERSION, load_adapter, read_metadata, save_adapter
+from biomedvr_cli.adapter.config import AdapterConfig, AdapterConfigWarning
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputExistsError
 
 
-def _config() -> dict:
+def _config_dict() -> dict:
     return {
-        "biomedvr_version": "0", "backbone": {"label": "x", "fingerprint": "sha256:abc"},
-        "preprocessing": {"image_size": 32}, "classes": ["a", "b"], "attributes": {"sentences": {}},
-        "method": {}, "training": {}, "selection": {"rule": "last"}, "validation": {},
+        "biomedvr_version": "0",
+        "backbone": {"label": "x", "fingerprint": "sha256:abc", "logit_scale": 50.0, "embed_dim": 8},
+        "preprocessing": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        "classes": ["a", "b"], "attributes": {"source": "file", "sentences": {}},
+        "method": {}, "training": {"seed": 0, "shots": 1, "val_shots": 0, "train_images": 2, "val_images": 0,
+                                   "recipe": {"name": "fast"}},
+        "selection": {"rule": "last", "epoch": 3}, "validation": {"accuracy": None, "nll": None, "images": 0},
     }
+
+
+def _config() -> AdapterConfig:
+    return AdapterConfig.from_dict(_config_dict())
+
+
+def _raw(path, config: dict, tensors=None) -> None:
+    save_file(tensors or {"w": torch.zeros(1)}, str(path),
+              metadata={"format": "biomedvr-adapter", "format_version": FORMAT_VERSION, "config": json.dumps(config)})
+
+
+def test_config_round_trips_through_dict() -> None:
+    config = _config()
+    assert AdapterConfig.from_dict(config.to_dict()) == config
+    assert config.backbone.logit_scale == 50.0 and config.selection.epoch == 3 and config.training.recipe == {"name": "fast"}
+
+
+def test_unknown_keys_from_newer_versions_warn_and_load(tmp_path) -> None:
+    data = _config_dict()
+    data["future_section"] = {"x": 1}
+    data["training"]["future_knob"] = 2
+    path = tmp_path / "newer.safetensors"
+    _raw(path, data)
+    with pytest.warns(AdapterConfigWarning, match="future_section") as record:
+        adapter = load_adapter(path)
+    assert any("future_knob" in str(w.message) for w in record)
+    assert adapter.config.training.shots == 1
+
+
+def test_non_finite_tensors_are_refused(tmp_path) -> None:
+    path = tmp_path / "nan.safetensors"
+    _raw(path, _config_dict(), {"w": torch.tensor([0.0, float("nan")])})
+    with pytest.raises(AdapterError, match="non-finite") as info:
+        load_adapter(path)
+    assert info.value.exit_code == 4
 
 
 def test_round_trip_and_metadata(tmp_path) -> None:
@@ -57,18 +97,22 @@ def test_corrupt_and_foreign_files(tmp_path) -> None:
 def test_future_major_version_refused(tmp_path) -> None:
     path = tmp_path / "v9.safetensors"
     save_file({"w": torch.zeros(1)}, str(path),
-              metadata={"format": "biomedvr-adapter", "format_version": "9.0", "config": json.dumps(_config())})
+              metadata={"format": "biomedvr-adapter", "format_version": "9.0", "config": json.dumps(_config_dict())})
     with pytest.raises(AdapterError, match="format 9.0"):
         load_adapter(path)
 
 
 def test_missing_config_keys(tmp_path) -> None:
     path = tmp_path / "partial.safetensors"
-    config = _config()
+    config = _config_dict()
     del config["classes"]
-    save_file({"w": torch.zeros(1)}, str(path),
-              metadata={"format": "biomedvr-adapter", "format_version": FORMAT_VERSION, "config": json.dumps(config)})
+    _raw(path, config)
     with pytest.raises(AdapterError, match="classes"):
+        load_adapter(path)
+    config = _config_dict()
+    del config["backbone"]["fingerprint"]
+    _raw(path, config)
+    with pytest.raises(AdapterError, match="fingerprint"):
         load_adapter(path)
 
 
@@ -81,6 +125,11 @@ def test_backbone_mismatch_is_exit_4(tmp_path) -> None:
     assert info.value.exit_code == 4 and "sha256:abc" in info.value.message and "sha256:other" in info.value.message
     with pytest.raises(AdapterError):
         adapter.check_backbone("sha256:abc", 64)
+    adapter.check_backbone("sha256:abc", 32, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    with pytest.raises(AdapterError, match="mean") as info:
+        adapter.check_backbone("sha256:abc", 32, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28))
+    assert info.value.exit_code == 4
+    adapter.check_backbone("sha256:abc", 32, (0.48, 0.46, 0.41), (0.27, 0.26, 0.28), accept_preprocessing=True)
 
 
 def test_written_files_get_normal_permissions(tmp_path) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 from biomedvr_cli.attributes import load_attributes
 from biomedvr_cli.attributes.generate import GenerationSettings, generate, plan_generation
 from biomedvr_cli.attributes.prompts import load_prompts
@@ -333,7 +333,7 @@ def test_ctrl_c_stops_at_once_and_writes_nothing(env: Path, stub: Stub, tmp_path
 
 
 def test_ctrl_c_in_cli_exits_130(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import biomedvr_cli.commands.attributes as command
+    import biomedvr_cli.cli.commands.attributes as command
 
     def interrupted(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
@@ -694,7 +694,7 @@ def test_sdk_loggers_never_log_request_bodies(env: Path, stub: Stub, caplog: pyt
 
 def test_command_module_does_not_import_anthropic_or_torch() -> None:
     code = (
-        "import sys; import biomedvr_cli.commands.attributes, biomedvr_cli.attributes; "
+        "import sys; import biomedvr_cli.cli.commands.attributes, biomedvr_cli.attributes; "
         "print('anthropic' in sys.modules, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

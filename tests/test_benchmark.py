@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 from biomedvr_cli.benchmark.methods import GROUPS, METHODS, resolve_methods
 from biomedvr_cli.benchmark.protocol import DatasetSpec, make_jobs, parse_shots
 from biomedvr_cli.benchmark.report import best_rows, pct, summarize, table_rows

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 from biomedvr_cli.backbones import load_backbone
 from biomedvr_cli.benchmark.coop import CoOpPrompts, TextTower
 from tests.conftest import TINY_CONFIG, make_color_tree, write_color_attributes

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
-from biomedvr_cli.benchmark.distributed import DistContext, merge_shards
+from biomedvr_cli.cli.app import app
+from biomedvr_cli.distributed import DistContext, merge_shards
 from biomedvr_cli.benchmark.runner import VOLATILE_KEYS
 from tests.conftest import TINY_CONFIG, make_color_tree, write_color_attributes
 
@@ -75,7 +75,7 @@ def test_shard_and_merge_round_trip() -> None:
 
 
 def test_cost_balanced_shards_cover_every_item_once_and_even_out_the_load() -> None:
-    from biomedvr_cli.benchmark.distributed import balanced_assignment
+    from biomedvr_cli.distributed import balanced_assignment
 
     # A skewed list where i % world puts every long item on rank 0.
     costs = [100.0, 1.0, 100.0, 1.0, 100.0, 1.0, 100.0, 1.0]

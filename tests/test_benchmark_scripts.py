@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.py: exits 0 with a clear line where there is no CUDA; peak table lookup."""
+"""experiments/gpu_check.py: exits 0 with a clear line where there is no CUDA; peak table lookup."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     return module
@@ -20,7 +20,7 @@ def _load(name: str):
 
 def test_gpu_check_without_cuda_says_so_and_exits_0() -> None:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py")], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "gpu_check.py")], capture_output=True, text=True,
                          env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "CUDA is not available" in out.stdout
@@ -37,7 +37,7 @@ def test_peak_table() -> None:
 
 def test_unseen_word_draws_reproduces_the_shipped_draw() -> None:
     """Redrawing with the shipped seed gives back exactly the shipped weights' class-name zero-shot."""
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "unseen_word_draws.py"), "--draws", "2",
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "unseen_word_draws.py"), "--draws", "2",
                           "--per-class", "6"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {line.split("  ")[0].strip(): line.split()[-2:] for line in out.stdout.splitlines()[1:]}

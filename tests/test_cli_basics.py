@@ -9,7 +9,7 @@ import time
 from typer.testing import CliRunner
 
 from biomedvr_cli import __version__
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 
 runner = CliRunner()
 
@@ -18,7 +18,7 @@ def test_help_and_version_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from biomedvr_cli.app import app\n"
+        "from biomedvr_cli.cli.app import app\n"
         "r = CliRunner().invoke(app, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(app, ['--version'])\n"
@@ -81,7 +81,7 @@ def test_backbones_lists_presets_as_json() -> None:
 
 
 def test_console_is_wide_when_not_a_terminal(monkeypatch) -> None:
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
 
     monkeypatch.delenv("COLUMNS", raising=False)
     assert render._make_console().width == render.LOG_WIDTH  # pytest's stderr is not a terminal
@@ -92,8 +92,8 @@ def test_console_is_wide_when_not_a_terminal(monkeypatch) -> None:
 def test_help_lists_commands_in_workflow_order() -> None:
     from typer.testing import CliRunner
 
-    from biomedvr_cli.app import app
-    from biomedvr_cli.commands.registry import COMMAND_MODULES
+    from biomedvr_cli.cli.app import app
+    from biomedvr_cli.cli.registry import COMMAND_MODULES
 
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 from tests.conftest import make_color_tree, write_color_attributes
 
 runner = CliRunner()
@@ -97,7 +97,7 @@ def test_max_pixels_option_refuses_larger_images(fitted: Path, tree: Path, tiny_
     assert runner.invoke(app, [*base, "--max-pixels", str(pixels)]).exit_code == 0
     assert runner.invoke(app, [*base, "--max-pixels", "0"]).exit_code == 2
     # the option's default is the library's default
-    from biomedvr_cli.commands.options import MaxPixelsOption
+    from biomedvr_cli.cli.options import MaxPixelsOption
 
     assert MaxPixelsOption.default == DecodeOptions().max_pixels
 
@@ -106,7 +106,7 @@ def test_reloaded_adapter_predicts_identically(fitted: Path, tree: Path, tiny_ba
     import torch
 
     from biomedvr_cli.data import decode_to_tensors
-    from biomedvr_cli.inference import load_predictor
+    from biomedvr_cli.pipeline.predictor import load_predictor
 
     paths = sorted((tree / "test" / "beta cell").glob("*.png"))
     a = load_predictor(fitted, backbone=tiny_backbone_spec, device="cpu")
@@ -180,7 +180,7 @@ def test_eval_unknown_class_is_exit_3(fitted: Path, tmp_path: Path, tiny_backbon
 
 
 def test_interrupt_leaves_nothing(tmp_path: Path, tiny_backbone_spec: str, monkeypatch) -> None:
-    import biomedvr_cli.fitting as fitting
+    import biomedvr_cli.pipeline.fit as fitting
 
     make_color_tree(tmp_path / "imgs", per_class=4)
 
@@ -198,7 +198,7 @@ def test_interrupt_leaves_nothing(tmp_path: Path, tiny_backbone_spec: str, monke
 def test_nan_loss_exits_1_and_writes_nothing(tmp_path: Path, tiny_backbone_spec: str, monkeypatch) -> None:
     import torch
 
-    import biomedvr_cli.training as training
+    import biomedvr_cli.method.training as training
 
     make_color_tree(tmp_path / "imgs", per_class=4)
     monkeypatch.setattr(training, "biomedvr_loss", lambda *a, **k: (torch.tensor(float("nan"), requires_grad=True), {}))

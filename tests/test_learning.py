@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "biomedvr_cli" / "sandbox" / "model" / "sandbox.safetensors"
 pytestmark = pytest.mark.skipif(not WEIGHTS.is_file(), reason="sandbox weights not built yet")
@@ -33,7 +33,7 @@ def _zero_shot_accuracy(tree: Path) -> float:
     from biomedvr_cli.attributes import load_attributes
     from biomedvr_cli.backbones import load_backbone
     from biomedvr_cli.data import decode_to_tensors, open_source
-    from biomedvr_cli.zero_shot import image_features, zero_shot_logits
+    from biomedvr_cli.method.zero_shot import image_features, zero_shot_logits
 
     backbone = load_backbone("sandbox", device="cpu")
     source = open_source(tree)

@@ -12,8 +12,8 @@ from biomedvr_cli.method.losses import biomedvr_loss, confusion_suppression
 from biomedvr_cli.method.scoring import knn_attribute_logits
 from biomedvr_cli.method.textbanks import TextBank
 from biomedvr_cli.method.vr import FullVR, MaskVR, PaddingVR, inner_size
-from biomedvr_cli.recipes import available_recipes, load_recipe
-from biomedvr_cli.training import predict_logits, train_head
+from biomedvr_cli.method.recipes import available_recipes, load_recipe
+from biomedvr_cli.method.training import predict_logits, train_head
 
 
 def test_knn_matches_reference_and_never_duplicates() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from biomedvr_cli.app import app
+from biomedvr_cli.cli.app import app
 
 runner = CliRunner()
 

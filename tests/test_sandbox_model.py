@@ -35,7 +35,7 @@ def test_shipped_weights_load_offline_and_retrieve_captions() -> None:
 
     from biomedvr_cli.sandbox.captions import make_caption
     from biomedvr_cli.sandbox.properties import load_default_backbone
-    from biomedvr_cli.sandbox.render import render_batch
+    from biomedvr_cli.sandbox.draw import render_batch
     from biomedvr_cli.sandbox.world import attrs_to_dict, sample_attrs
 
     torch.set_num_threads(2)
@@ -61,7 +61,7 @@ def test_properties_command_runs_small(tmp_path) -> None:
 
     from typer.testing import CliRunner
 
-    from biomedvr_cli.app import app
+    from biomedvr_cli.cli.app import app
 
     res = CliRunner().invoke(app, ["sandbox", "properties", "--json", "--n-align", "60", "--per-class", "6"])
     assert res.exit_code == 0, res.output

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from biomedvr_cli.sandbox.captions import make_caption
-from biomedvr_cli.sandbox.render import FAMILY_NAMES, render_batch
+from biomedvr_cli.sandbox.draw import FAMILY_NAMES, render_batch
 from biomedvr_cli.sandbox.tasks import generate_task_arrays, list_tasks, load_task
 from biomedvr_cli.sandbox.vocabulary import FAMILIES
 from biomedvr_cli.sandbox.world import attrs_to_dict, hard_negative_pairs, pretraining_batch, sample_attrs

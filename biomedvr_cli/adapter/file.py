@@ -16,63 +16,74 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from biomedvr_cli.adapter.config import AdapterConfig
 from biomedvr_cli.atomic import write_with_atomic
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError
 
 ADAPTER_FORMAT = "biomedvr-adapter"
 FORMAT_VERSION = "1.0"
-REQUIRED_CONFIG_KEYS = (
-    "biomedvr_version",
-    "backbone",
-    "preprocessing",
-    "classes",
-    "attributes",
-    "method",
-    "training",
-    "selection",
-    "validation",
-)
 
 
 @dataclass
 class Adapter:
-    """An adapter as loaded: its tensors (on CPU) and its config."""
+    """An adapter as loaded: its tensors (on CPU) and its typed config."""
 
     tensors: dict[str, torch.Tensor]
-    config: dict[str, Any]
+    config: AdapterConfig
 
     @property
     def classes(self) -> list[str]:
         """Ordered class names."""
-        return list(self.config["classes"])
+        return list(self.config.classes)
 
-    def check_backbone(self, fingerprint: str, image_size: int) -> None:
-        """Refuse a backbone whose weights or input size differ from the training one."""
-        expected = self.config["backbone"]
-        if expected.get("fingerprint") != fingerprint:
+    def check_backbone(self, fingerprint: str, image_size: int, mean: tuple[float, ...] | None = None,
+                       std: tuple[float, ...] | None = None, *, accept_preprocessing: bool = False) -> None:
+        """Refuse a backbone whose weights, input size or normalisation differ from the training one."""
+        expected = self.config.backbone
+        if expected.fingerprint != fingerprint:
             raise BackboneUnavailableError(
-                f"this adapter was trained on backbone {expected.get('label')!r} ({expected.get('fingerprint')}), "
+                f"this adapter was trained on backbone {expected.label!r} ({expected.fingerprint}), "
                 f"but the loaded backbone has fingerprint {fingerprint}",
-                f"pass --backbone {expected.get('label')} (the weights it was trained with)",
+                _backbone_hint(expected.label),
             )
-        size = int(self.config["preprocessing"]["image_size"])
+        size = int(self.config.preprocessing.image_size)
         if size != image_size:
             raise AdapterError(
                 f"adapter expects {size}px inputs but the backbone takes {image_size}px",
                 "use the backbone the adapter was trained with",
             )
+        if mean is None or std is None or accept_preprocessing:
+            return
+        stored = self.config.preprocessing
+        if not (_close(stored.mean, mean) and _close(stored.std, std)):
+            raise AdapterError(
+                f"the backbone normalises with mean {_fmt(mean)} / std {_fmt(std)}, but the adapter was trained "
+                f"with mean {_fmt(stored.mean)} / std {_fmt(stored.std)}",
+                "load the backbone with the preprocessing it was fitted with, or pass --accept-preprocessing",
+            )
+
+
+def _backbone_hint(label: str) -> str:
+    if label == "local-dir" or label.endswith(":local-file"):
+        return "pass --backbone with the same local-dir:FOLDER (or MODEL:WEIGHTS file) that fit used"
+    return f"pass --backbone {label} (the weights it was trained with)"
+
+
+def _close(a, b, tol: float = 1e-4) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) <= tol for x, y in zip(a, b))
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{float(v):.4g}" for v in values) + ")"
 
 
 def _canonical(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any], *, force: bool) -> None:
+def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterConfig, *, force: bool) -> None:
     """Write the adapter atomically; an existing file needs ``force``."""
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
-    if missing:
-        raise ValueError(f"adapter config lacks {missing}")
-    metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": _canonical(config)}
+    metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": _canonical(config.to_dict())}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     write_with_atomic(Path(path), lambda tmp: save_file(cpu, str(tmp), metadata=metadata), force=force)
 
@@ -94,7 +105,7 @@ def read_metadata(path: Path) -> dict[str, str]:
         ) from None
 
 
-def parse_config(metadata: dict[str, str], name: str) -> dict[str, Any]:
+def parse_config(metadata: dict[str, str], name: str) -> AdapterConfig:
     """Check format and version, and return the JSON config."""
     if metadata.get("format") != ADAPTER_FORMAT:
         raise AdapterError(f"{name} is not a biomedvr adapter", "pass an adapter written by `biomedvr fit`")
@@ -106,20 +117,23 @@ def parse_config(metadata: dict[str, str], name: str) -> dict[str, Any]:
         )
     try:
         config = json.loads(metadata.get("config", ""))
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise AdapterError(f"{name} has a corrupt config", "refit the adapter") from None
-    missing = [key for key in REQUIRED_CONFIG_KEYS if key not in config]
-    if missing:
-        raise AdapterError(f"{name} lacks config keys {missing}", "refit the adapter with this biomedvr")
-    return config
+    if not isinstance(config, dict):
+        raise AdapterError(f"{name} has a corrupt config", "refit the adapter")
+    return AdapterConfig.from_dict(config, name=name)
 
 
 def load_adapter(path: Path) -> Adapter:
-    """Load and validate an adapter (format, version, keys); shapes are checked by the head."""
+    """Load and validate an adapter (format, version, config, finite tensors); shapes are checked by the head."""
     path = Path(path)
     config = parse_config(read_metadata(path), path.name)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise AdapterError(f"cannot read tensors of {path.name}: {exc}", "refit the adapter") from None
+    bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
+    if bad:
+        raise AdapterError(f"{path.name} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}",
+                           "the file is damaged or was edited; refit the adapter")
     return Adapter(tensors=tensors, config=config)

@@ -76,6 +76,10 @@ class AttributeFile:
         )
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
+    def sentence_sets(self, classes: list[str] | None = None) -> dict[str, dict[str, list[str]]]:
+        """``{class: {set: [sentences]}}`` for ``classes`` (default: every class, in file order)."""
+        return {name: self.classes[name].as_dict() for name in (classes if classes is not None else self.classes)}
+
     @property
     def class_names(self) -> list[str]:
         """Class names in file order."""

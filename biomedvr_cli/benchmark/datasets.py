@@ -19,7 +19,7 @@ import torch
 from biomedvr_cli.benchmark.protocol import DatasetSpec
 from biomedvr_cli.data import CsvColumns, DecodeOptions, ImageRecord, decode_to_tensors, open_source, test_records
 from biomedvr_cli.errors import InvalidInputError
-from biomedvr_cli.fitting import ResolvedAttributes, resolve_attributes
+from biomedvr_cli.pipeline.fit import ResolvedAttributes, resolve_attributes
 from biomedvr_cli.method.textbanks import class_name_sentences
 
 Notify = Callable[[str], None]
@@ -82,7 +82,7 @@ class LoadedDataset:
 
     def features(self, backbone, records: list[ImageRecord]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen L2-normalised image features [N, D] (CPU) and labels, computed once per backbone."""
-        from biomedvr_cli.zero_shot import image_features
+        from biomedvr_cli.method.zero_shot import image_features
 
         fp = backbone.fingerprint
         self._load_missing(records, backbone.image_size)

@@ -108,7 +108,7 @@ class Overrides:
     batch_size: int | None = None
 
     def recipe(self, name: str):
-        from biomedvr_cli.recipes import load_recipe
+        from biomedvr_cli.method.recipes import load_recipe
 
         recipe = load_recipe(name)
         epochs = self.epochs
@@ -223,7 +223,7 @@ class _CachedTexts:
 
 
 def run_zero_shot(spec: MethodSpec, job: JobInputs) -> MethodOutput:
-    from biomedvr_cli.zero_shot import zero_shot_logits
+    from biomedvr_cli.method.zero_shot import zero_shot_logits
 
     feats, labels = job.features("test")
     start = time.perf_counter()
@@ -280,8 +280,8 @@ def run_coop(spec: MethodSpec, job: JobInputs) -> MethodOutput:
 
 
 def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
-    from biomedvr_cli.fitting import ResolvedAttributes, build_head
-    from biomedvr_cli.training import predict_logits, train_head
+    from biomedvr_cli.pipeline.fit import ResolvedAttributes, build_head
+    from biomedvr_cli.method.training import predict_logits, train_head
 
     assert spec.config is not None and spec.recipe is not None
     train_x, train_y = job.pixels("train")

@@ -19,7 +19,7 @@ import torch
 
 from biomedvr_cli import __version__
 from biomedvr_cli.benchmark.datasets import LoadedDataset, load_dataset
-from biomedvr_cli.benchmark.distributed import DistContext, rank_device
+from biomedvr_cli.distributed import DistContext, rank_device
 from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, estimated_cost, method_signature, run_method
 from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names, make_jobs
 from biomedvr_cli.benchmark.report import summarize, write_reports
@@ -95,7 +95,7 @@ def _support_hash(records: list) -> str:
 
 def _job_result(job: Job, job_hash: str, dataset: LoadedDataset, inputs: JobInputs | None, output, rank: int,
                 device: str) -> dict[str, Any]:
-    from biomedvr_cli.evaluation import compute_metrics
+    from biomedvr_cli.method.metrics import compute_metrics
 
     probs = torch.softmax(output.logits.float(), dim=1).numpy()
     metrics = compute_metrics(output.labels.numpy(), probs, dataset.classes)

@@ -22,7 +22,7 @@ class _BoundaryGroup(TyperGroup):
     """A click group that maps library errors and Ctrl-C to exit codes."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        from biomedvr_cli.commands.registry import help_order
+        from biomedvr_cli.cli.registry import help_order
 
         return help_order(list(super().list_commands(ctx)))
 
@@ -30,12 +30,12 @@ class _BoundaryGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except BiomedVRError as exc:
-            from biomedvr_cli import render
+            from biomedvr_cli.cli import console as render
 
             render.error(exc.one_line())
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            from biomedvr_cli import render
+            from biomedvr_cli.cli import console as render
 
             render.error("interrupted; partial outputs were removed")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -69,7 +69,7 @@ def _root(
 
 def _register() -> None:
     # Imported here so the import order is explicit; none of these import torch at module level.
-    from biomedvr_cli.commands import registry
+    from biomedvr_cli.cli import registry
 
     registry.register_all(app)
 

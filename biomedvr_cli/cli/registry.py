@@ -27,7 +27,7 @@ COMMAND_MODULES = (
 def register_all(app: typer.Typer) -> None:
     """Register each command module's commands on ``app`` in a fixed order."""
     for name in COMMAND_MODULES:
-        importlib.import_module(f"biomedvr_cli.commands.{name}").register(app)
+        importlib.import_module(f"biomedvr_cli.cli.commands.{name}").register(app)
 
 
 def help_order(names: list[str]) -> list[str]:

@@ -30,7 +30,7 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from biomedvr_cli.data.decode import DecodeOptions, InvalidImageError, safe_reason, too_large
+from biomedvr_cli.data.limits import DecodeOptions, InvalidImageError, safe_reason, too_large
 from biomedvr_cli.data.scaling import minmax_to_uint8, range_to_uint8
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

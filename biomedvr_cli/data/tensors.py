@@ -15,6 +15,10 @@ from biomedvr_cli.data.decode import DecodeOptions, InvalidImageError, decode_im
 from biomedvr_cli.errors import UsageError
 
 
+# Above this aspect ratio the centre square is cut out before resizing (bounded memory).
+THIN_RATIO = 4
+
+
 @dataclass
 class DecodedBatch:
     """Images that decoded (uint8, ``[N, 3, size, size]``), which inputs they are, and the failures.
@@ -36,6 +40,14 @@ def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
     """
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
+    if long > THIN_RATIO * short:
+        # Resizing first would allocate size x (size * long / short) pixels: unbounded for a
+        # 1 x 20,000,000 strip. The centre square is all the crop keeps, so cut it out first.
+        lo = (long - short) // 2
+        box = (lo, 0, lo + short, height) if width > height else (0, lo, width, lo + short)
+        image = image.crop(box)
+        width, height = image.size
+        short = long = min(width, height)
     if short != size:
         new_long = int(size * long / short)
         new_size = (size, new_long) if width <= height else (new_long, size)

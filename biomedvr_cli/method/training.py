@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from biomedvr_cli.augment import random_resized_crop
+from biomedvr_cli.method.augment import random_resized_crop
 from biomedvr_cli.errors import TrainingError
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
-from biomedvr_cli.recipes import Recipe
+from biomedvr_cli.method.recipes import Recipe
 
 SELECTION_BEST_VAL = (
     "best validation accuracy (ties: lower validation NLL), "

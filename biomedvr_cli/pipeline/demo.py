@@ -77,13 +77,13 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
     from biomedvr_cli.attributes import load_attributes
     from biomedvr_cli.backbones import load_backbone
     from biomedvr_cli.data import decode_to_tensors, open_source
-    from biomedvr_cli.evaluation_run import evaluate_adapter
-    from biomedvr_cli.fitting import FitRequest, fit_adapter
-    from biomedvr_cli.inference import load_predictor
-    from biomedvr_cli.prediction import predict_files
+    from biomedvr_cli.pipeline.evaluate import evaluate_adapter
+    from biomedvr_cli.pipeline.fit import FitRequest, fit_adapter
+    from biomedvr_cli.pipeline.predictor import load_predictor
+    from biomedvr_cli.pipeline.predict import predict_files
     from biomedvr_cli.sandbox.dataset import make_task_dataset
     from biomedvr_cli.sandbox.tasks import load_task
-    from biomedvr_cli.zero_shot import image_features, zero_shot_logits
+    from biomedvr_cli.method.zero_shot import image_features, zero_shot_logits
 
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
@@ -107,8 +107,7 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
     labels = torch.tensor([classes.index(test[i].label) for i in batch.kept])
     feats = image_features(backbone, batch.images)
     attrs = load_attributes(data / "attributes.json")
-    sets = {c: {"descriptive": list(a.descriptive), "distinctive": list(a.distinctive), "confusion": list(a.confusion)}
-            for c, a in attrs.classes.items()}
+    sets = attrs.sentence_sets()
     zs_names = float((zero_shot_logits(backbone, feats, classes, None).argmax(1) == labels).float().mean())
     zs_attrs = float((zero_shot_logits(backbone, feats, classes, sets).argmax(1) == labels).float().mean())
 

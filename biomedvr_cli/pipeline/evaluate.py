@@ -9,8 +9,8 @@ import numpy as np
 
 from biomedvr_cli.data import CsvColumns, DecodeOptions, decode_to_tensors, open_source
 from biomedvr_cli.errors import InvalidInputError, UsageError
-from biomedvr_cli.evaluation import compute_metrics, write_plots
-from biomedvr_cli.inference import Predictor, load_predictor
+from biomedvr_cli.method.metrics import compute_metrics, write_plots
+from biomedvr_cli.pipeline.predictor import Predictor, load_predictor
 
 SPLIT_CHOICES = ("auto", "test", "val", "train", "all")
 
@@ -68,7 +68,7 @@ def evaluate_adapter(
     probs = predictor.probabilities(batch.images).numpy()
     metrics = compute_metrics(labels, probs, classes)
     result: dict[str, Any] = {"adapter": adapter.name, "split": split_name, "metrics": metrics, "warnings": warnings,
-                              "selection": predictor.adapter.config["selection"]["rule"]}
+                              "selection": predictor.adapter.config.selection.rule}
     if plots is not None:
         result["plots"] = [str(p) for p in write_plots(metrics, plots)]
     return result

@@ -17,14 +17,23 @@ import torch
 
 from biomedvr_cli import __version__
 from biomedvr_cli.adapter import save_adapter
+from biomedvr_cli.adapter.config import (
+    AdapterConfig,
+    AttributeRecord,
+    BackboneRecord,
+    Preprocessing,
+    SelectionRecord,
+    TrainingRecord,
+    ValidationRecord,
+)
 from biomedvr_cli.atomic import check_writable
 from biomedvr_cli.backbones import load_backbone
 from biomedvr_cli.data import CsvColumns, DecodeOptions, ImageRecord, decode_to_tensors, open_source, sample_few_shot
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
 from biomedvr_cli.method.textbanks import BANK_SETS, class_name_sentences, collect_sentences, encode_bank
-from biomedvr_cli.recipes import DEFAULT_RECIPE, Recipe, load_recipe
-from biomedvr_cli.training import EpochReport, train_head
+from biomedvr_cli.method.recipes import DEFAULT_RECIPE, Recipe, load_recipe
+from biomedvr_cli.method.training import EpochReport, train_head
 
 ATTRIBUTES_BESIDE = "attributes.json"
 
@@ -124,12 +133,7 @@ def resolve_attributes(images: Path, explicit: Path | None, classes: list[str], 
             "classes do not match the attributes file (" + "; ".join(parts) + ")",
             "make the class folder/label names and the attribute file's class names identical",
         )
-    sets = {
-        c: {"descriptive": list(attrs.classes[c].descriptive), "distinctive": list(attrs.classes[c].distinctive),
-            "confusion": list(attrs.classes[c].confusion)}
-        for c in classes
-    }
-    return ResolvedAttributes(sets, "file", attrs.task, attrs.content_hash())
+    return ResolvedAttributes(attrs.sentence_sets(classes), "file", attrs.task, attrs.content_hash())
 
 
 def build_head(backbone, classes: list[str], attributes: ResolvedAttributes, method: MethodConfig) -> tuple[BioMedVRHead, dict[str, list[str]]]:
@@ -146,6 +150,16 @@ def build_head(backbone, classes: list[str], attributes: ResolvedAttributes, met
         used[set_name] = sentences
     head = BioMedVRHead(method, len(classes), backbone.image_size, backbone.embed_dim, backbone.logit_scale, banks)
     return head, used
+
+
+def backbone_record(backbone) -> BackboneRecord:
+    """The path-free description of a loaded backbone stored in adapters."""
+    spec = backbone.spec
+    return BackboneRecord(
+        label=backbone.label, fingerprint=backbone.fingerprint, logit_scale=backbone.logit_scale,
+        embed_dim=backbone.embed_dim, model=spec.model if spec.kind != "local-dir" else "local-dir",
+        pretrained=spec.pretrained if spec.kind in ("preset", "tag") else None,
+    )
 
 
 def _labels(records: list[ImageRecord], classes: list[str]) -> torch.Tensor:
@@ -196,24 +210,21 @@ def fit_adapter(
         head, backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
         seed=request.seed, device=backbone.device, shots=request.shots, progress=progress,
     )
-    config = {
-        "biomedvr_version": __version__,
-        "created_with": {"torch": torch.__version__, "python": platform.python_version()},
-        "backbone": {"label": backbone.label, "model": backbone.spec.model if backbone.spec.kind != "local-dir" else "local-dir",
-                     "pretrained": backbone.spec.pretrained if backbone.spec.kind in ("preset", "tag") else None,
-                     "fingerprint": backbone.fingerprint, "logit_scale": backbone.logit_scale, "embed_dim": backbone.embed_dim},
-        "preprocessing": {"image_size": backbone.image_size, "mean": list(backbone.mean), "std": list(backbone.std),
-                          "resize": "shorter side to image_size, centre crop"},
-        "classes": classes,
-        "attributes": {"source": attributes.source, "task": attributes.task, "hash": attributes.content_hash,
-                       "sentences": used_sentences},
-        "method": request.method.to_dict(),
-        "training": {"seed": request.seed, "shots": request.shots, "val_shots": len(split.val) // max(1, len(classes)),
-                     "train_images": len(train_kept), "val_images": int(val_x.shape[0]), "recipe": recipe.to_dict(),
-                     "device": backbone.device.type, "seconds": round(result.seconds, 2)},
-        "selection": {"rule": result.selection_rule, "epoch": result.selected_epoch, "split": "validation"},
-        "validation": {"accuracy": result.val_accuracy, "nll": result.val_nll, "images": int(val_x.shape[0])},
-    }
+    config = AdapterConfig(
+        biomedvr_version=__version__,
+        created_with={"torch": torch.__version__, "python": platform.python_version()},
+        backbone=backbone_record(backbone),
+        preprocessing=Preprocessing(image_size=backbone.image_size, mean=list(backbone.mean), std=list(backbone.std)),
+        classes=classes,
+        attributes=AttributeRecord(source=attributes.source, sentences=used_sentences, task=attributes.task,
+                                   hash=attributes.content_hash),
+        method=request.method.to_dict(),
+        training=TrainingRecord(seed=request.seed, shots=request.shots, val_shots=len(split.val) // max(1, len(classes)),
+                                train_images=len(train_kept), val_images=int(val_x.shape[0]), recipe=recipe.to_dict(),
+                                device=backbone.device.type, seconds=round(result.seconds, 2)),
+        selection=SelectionRecord(rule=result.selection_rule, epoch=result.selected_epoch),
+        validation=ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=int(val_x.shape[0])),
+    )
     head_cpu = head.to("cpu")
     save_adapter(request.out, head_cpu.state_dict(), config, force=request.force)
     return FitResult(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.data import DecodeOptions, decode_to_tensors
-from biomedvr_cli.inference import Predictor
+from biomedvr_cli.pipeline.predictor import Predictor
 
 
 @dataclass

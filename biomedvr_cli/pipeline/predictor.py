@@ -12,16 +12,16 @@ from biomedvr_cli.backbones import Backbone, load_backbone
 from biomedvr_cli.errors import AdapterError, UsageError
 from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
 from biomedvr_cli.method.textbanks import TextBank
-from biomedvr_cli.training import predict_logits
+from biomedvr_cli.method.training import predict_logits
 
 
 def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMedVRHead:
     """Rebuild the head from an adapter's config and tensors, checking every shape."""
     config = adapter.config
     try:
-        method = MethodConfig.from_dict(config["method"])
-        classes = list(config["classes"])
-        sentences = config["attributes"]["sentences"]
+        method = MethodConfig.from_dict(config.method)
+        classes = list(config.classes)
+        sentences = config.attributes.sentences
         banks = {}
         for name, texts in sentences.items():
             emb = adapter.tensors[f"bank_{name}"]
@@ -29,9 +29,9 @@ def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMe
             if emb.shape[0] != len(texts) or owner.shape[0] != len(texts):
                 raise AdapterError(f"bank {name!r} holds {emb.shape[0]} vectors for {len(texts)} sentences", "refit the adapter")
             banks[name] = TextBank(emb, owner, list(texts))
-        dim = feature_dim or int(config["backbone"]["embed_dim"])
-        head = BioMedVRHead(method, len(classes), int(config["preprocessing"]["image_size"]), dim,
-                            float(config["backbone"]["logit_scale"]), banks)
+        dim = feature_dim or int(config.backbone.embed_dim)
+        head = BioMedVRHead(method, len(classes), int(config.preprocessing.image_size), dim,
+                            float(config.backbone.logit_scale), banks)
         head.load_state_dict(adapter.tensors, strict=True)
     except AdapterError:
         raise
@@ -68,7 +68,7 @@ class Predictor:
         head = self.head
         x = image[None].to(self.backbone.device).float() / 255.0
         out = head(x, self.backbone.encode_images)
-        sentences = self.adapter.config["attributes"]["sentences"]
+        sentences = self.adapter.config.attributes.sentences
         result: dict[str, list[tuple[str, float]]] = {}
         for name in head.bank_names:
             feats = out.neg_features if name == "confusion" else out.pos_features
@@ -87,12 +87,12 @@ def load_predictor(adapter_path: Path, *, backbone: str | None = None, device: s
                    allow_download: bool | None = None) -> Predictor:
     """Load an adapter and the backbone it was trained on (or ``backbone``), and check they match."""
     adapter = load_adapter(adapter_path)
-    label = backbone or adapter.config["backbone"]["label"]
+    label = backbone or adapter.config.backbone.label
     if backbone is None and (label == "local-dir" or label.endswith(":local-file")):
         raise UsageError("this adapter was trained on a local backbone whose path is not stored",
                          "pass --backbone with the same local-dir:FOLDER or MODEL:WEIGHTS used for fit")
     loaded = load_backbone(label, device=device, allow_download=allow_download)
-    adapter.check_backbone(loaded.fingerprint, loaded.image_size)
+    adapter.check_backbone(loaded.fingerprint, loaded.image_size, loaded.mean, loaded.std)
     head = head_from_adapter(adapter, loaded.embed_dim).to(loaded.device)
     head.eval()
     return Predictor(adapter, loaded, head)

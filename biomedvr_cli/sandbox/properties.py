@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from biomedvr_cli.attributes import load_attributes
 from biomedvr_cli.sandbox.captions import make_caption
-from biomedvr_cli.sandbox.render import FAMILY_NAMES, render_batch
+from biomedvr_cli.sandbox.draw import FAMILY_NAMES, render_batch
 from biomedvr_cli.sandbox.vocabulary import FAMILIES, KEPT_FAMILIES, family_prompt
 from biomedvr_cli.sandbox.world import attrs_to_dict, sample_attrs
 
@@ -94,17 +95,6 @@ SHIFT_DROP_MIN = 0.15
 NO_SHIFT_HEADROOM_MAX = 0.80
 
 
-def load_attribute_sets(path) -> dict[str, dict[str, list[str]]]:
-    """Our attributes format -> {class: {set: [sentences]}} (sentences under 20 chars dropped)."""
-    import json
-    from pathlib import Path
-
-    doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {
-        c: {k: [s for s in v if len(s) >= 20] for k, v in sets.items()} for c, sets in doc["classes"].items()
-    }
-
-
 def _attribute_bank(backbone, task, attribute_sets: dict, sets: tuple[str, ...]):
     """Sentence embeddings [M, D] and their class owners [M] for the chosen attribute sets."""
     import torch
@@ -149,7 +139,7 @@ def task_properties(backbone, task, *, n_per_class: int = 100, seed: int = 0, k:
     attr_path = task.attributes_path()
     if attr_path is None:
         raise ValueError(f"task {task.name} has no attributes file")
-    sets = load_attribute_sets(attr_path)
+    sets = load_attributes(attr_path).sentence_sets()
     bank, owner = _attribute_bank(backbone, task, sets, ("descriptive", "distinctive"))
     names_feat = backbone.encode_texts([f"a photo of a {c}." for c in task.class_names])
     C = len(task.class_names)

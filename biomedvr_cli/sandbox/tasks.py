@@ -17,7 +17,7 @@ import numpy as np
 from biomedvr_cli.attributes.textfile import read_user_json
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.sandbox import TASKS_DIR
-from biomedvr_cli.sandbox.render import FAMILY_NAMES, render_batch
+from biomedvr_cli.sandbox.draw import FAMILY_NAMES, render_batch
 from biomedvr_cli.sandbox.shifts import SHIFTS, apply_shift
 from biomedvr_cli.sandbox.vocabulary import FAMILIES
 from biomedvr_cli.sandbox.world import fix_conditionals

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from biomedvr_cli.sandbox.captions import caption_from_plan, caption_plan
-from biomedvr_cli.sandbox.render import FAMILY_NAMES, FI, render_batch
+from biomedvr_cli.sandbox.draw import FAMILY_NAMES, FI, render_batch
 from biomedvr_cli.sandbox.vocabulary import CONDITIONAL, FAMILIES
 
 

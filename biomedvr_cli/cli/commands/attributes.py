@@ -16,7 +16,7 @@ import click
 import typer
 from rich.markup import escape
 
-from biomedvr_cli import render
+from biomedvr_cli.cli import console as render
 from biomedvr_cli.attributes import AttributeFile, load_attributes, read_class_list, save_attributes
 from biomedvr_cli.attributes.cache import CACHE_ENV, default_cache_dir, entry_path
 from biomedvr_cli.attributes.classlist import class_list_from_options

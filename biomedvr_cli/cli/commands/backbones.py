@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 
 def backbones(json_out: bool = options.JsonOption) -> None:
     """List backbone presets and whether their weights are on this machine (downloads nothing)."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.backbones import load_presets, parse_backbone
     from biomedvr_cli.backbones.loader import describe_availability
 

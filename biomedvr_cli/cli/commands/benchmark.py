@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 HELP = """Compare BioMedVR with baselines and ablations on the same frozen backbone, shots and seeds.
 
@@ -24,7 +24,7 @@ sharded over the ranks and rank 0 writes the merged outputs.
 
 
 def _list_methods() -> None:
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.benchmark.methods import GROUPS, METHODS
 
     render.rows_table("benchmark methods", ["method", "what it is"], [[m.name, m.description] for m in METHODS.values()])
@@ -34,7 +34,7 @@ def _list_methods() -> None:
 def _print_table(outcome, title: str) -> None:
     from rich.table import Table
 
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.benchmark.report import TABLE_COLUMNS, best_rows, table_rows
 
     table = Table(title=title, title_justify="left")
@@ -88,12 +88,12 @@ def benchmark(
     force: bool = typer.Option(False, "--force", help="Redo stored jobs whose settings changed (instead of refusing)."),
     json_out: bool = options.JsonOption,
 ) -> None:
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
 
     if list_methods:
         _list_methods()
         return
-    from biomedvr_cli.benchmark.distributed import init_distributed
+    from biomedvr_cli.distributed import init_distributed
     from biomedvr_cli.benchmark.methods import Overrides, resolve_methods
     from biomedvr_cli.benchmark.protocol import DEFAULT_SEEDS, DEFAULT_SHOTS, DatasetSpec, load_suite, parse_shots, seed_list
     from biomedvr_cli.benchmark.runner import BenchmarkRequest, run_benchmark

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 
 def demo(
@@ -18,8 +18,8 @@ def demo(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Make a sandbox task, fit 8 shots, eval, predict one image; print each equivalent command."""
-    from biomedvr_cli import render
-    from biomedvr_cli.demo import run_demo
+    from biomedvr_cli.cli import console as render
+    from biomedvr_cli.pipeline.demo import run_demo
 
     with render.EpochProgress("fit") as bar:
         result = run_demo(workdir, task=task, shots=shots, seed=seed, force=force, progress=bar.update, notify=render.info)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 
 def evaluate(
@@ -25,8 +25,8 @@ def evaluate(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
-    from biomedvr_cli import render
-    from biomedvr_cli.evaluation_run import evaluate_adapter
+    from biomedvr_cli.cli import console as render
+    from biomedvr_cli.pipeline.evaluate import evaluate_adapter
 
     result = evaluate_adapter(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,

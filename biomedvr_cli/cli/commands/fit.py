@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 from biomedvr_cli.method.config import MethodConfig
 
 # CLI defaults come from the method's own defaults (one source of truth; no torch import).
@@ -50,9 +50,9 @@ def fit(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Fit an adapter (VR patterns + gate + text banks) on K images per class; writes one .safetensors file."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.errors import UsageError
-    from biomedvr_cli.fitting import FitRequest, fit_adapter
+    from biomedvr_cli.pipeline.fit import FitRequest, fit_adapter
 
     try:
         method = MethodConfig(vr=vr, vr_frame=vr_frame, vr_eps=vr_eps, gate=gate, combine=combine, negative=not no_negative,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 
 def info(
@@ -14,30 +14,29 @@ def info(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Show an adapter's backbone, classes, attributes, method, training and validation metrics."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.adapter import parse_config, read_metadata
 
     metadata = read_metadata(adapter)
     config = parse_config(metadata, adapter.name)
     if json_out:
-        render.emit_json({"format": metadata.get("format"), "format_version": metadata.get("format_version"), "config": config})
+        render.emit_json({"format": metadata.get("format"), "format_version": metadata.get("format_version"),
+                          "config": config.to_dict()})
         return
-    training = config["training"]
-    attributes = config["attributes"]
-    method = config["method"]
+    attributes, training = config.attributes, config.training
     render.key_value_table(
-        f"{adapter.name} (format {metadata.get('format_version')}, biomedvr {config['biomedvr_version']})",
+        f"{adapter.name} (format {metadata.get('format_version')}, biomedvr {config.biomedvr_version})",
         [
-            ("backbone", f"{config['backbone']['label']} ({config['backbone']['fingerprint']})"),
-            ("input", f"{config['preprocessing']['image_size']}px"),
-            ("classes", ", ".join(config["classes"])),
-            ("attributes", f"{attributes['source']}" + (f" (task: {attributes['task']})" if attributes.get("task") else "")
-             + ", " + ", ".join(f"{k}: {len(v)}" for k, v in attributes["sentences"].items())),
-            ("method", ", ".join(f"{k}={v}" for k, v in method.items())),
-            ("shots / seed", f"{training['shots']} / {training['seed']}"),
-            ("recipe", f"{training['recipe']['name']} ({training['recipe']['epochs']} epochs)"),
-            ("selection", f"{config['selection']['rule']}; epoch {config['selection']['epoch']}"),
-            ("validation accuracy", config["validation"].get("accuracy")),
+            ("backbone", f"{config.backbone.label} ({config.backbone.fingerprint})"),
+            ("input", f"{config.preprocessing.image_size}px"),
+            ("classes", ", ".join(config.classes)),
+            ("attributes", attributes.source + (f" (task: {attributes.task})" if attributes.task else "")
+             + ", " + ", ".join(f"{k}: {len(v)}" for k, v in attributes.sentences.items())),
+            ("method", ", ".join(f"{k}={v}" for k, v in config.method.items())),
+            ("shots / seed", f"{training.shots} / {training.seed}"),
+            ("recipe", f"{training.recipe.get('name')} ({training.recipe.get('epochs')} epochs)"),
+            ("selection", f"{config.selection.rule}; epoch {config.selection.epoch}"),
+            ("validation accuracy", config.validation.accuracy),
         ],
     )
 

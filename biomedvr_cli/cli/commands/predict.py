@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 FORMATS = ("table", "json", "csv")
 
@@ -48,12 +48,12 @@ def predict(
     force: bool = options.ForceOption,
 ) -> None:
     """Predict classes with probabilities. Exit code 3 when any input could not be read (the rest are still predicted)."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.atomic import check_writable, write_text_atomic
     from biomedvr_cli.data import collect_inputs
     from biomedvr_cli.errors import EXIT_INVALID_INPUT, UsageError
-    from biomedvr_cli.inference import load_predictor
-    from biomedvr_cli.prediction import predict_files
+    from biomedvr_cli.pipeline.predictor import load_predictor
+    from biomedvr_cli.pipeline.predict import predict_files
 
     if output_format not in FORMATS:
         raise UsageError(f"unknown --format {output_format!r}", f"choose one of {', '.join(FORMATS)}")
@@ -62,7 +62,7 @@ def predict(
     files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
     from rich.progress import Progress
 
-    from biomedvr_cli.benchmark.distributed import init_distributed, merge_shards
+    from biomedvr_cli.distributed import init_distributed, merge_shards
 
     # Under torchrun (WORLD_SIZE > 1) batch i of the inputs goes to rank i % world; rank 0 writes them in input order.
     dist = init_distributed(device)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from biomedvr_cli.commands import options
+from biomedvr_cli.cli import options
 
 sandbox_app = typer.Typer(
     name="sandbox",
@@ -33,7 +33,7 @@ def make(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Write a task as an image-folder dataset with its attributes file."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.sandbox.dataset import make_task_dataset
     from biomedvr_cli.sandbox.tasks import load_task
@@ -54,7 +54,7 @@ def make(
 @sandbox_app.command("tasks")
 def tasks(json_out: bool = options.JsonOption) -> None:
     """List the built-in tasks."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.sandbox.tasks import list_tasks
 
     rows = [
@@ -84,7 +84,7 @@ def pretrain(
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
 ) -> None:
     """Contrastively pretrain the sandbox model from scratch on generated image-caption pairs."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.atomic import check_writable
     from biomedvr_cli.sandbox.pretrain import PretrainConfig, pretrain as run
 
@@ -111,7 +111,7 @@ def properties(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Measure the shipped model's properties (alignment, per-task zero-shot, shift drop, confusions)."""
-    from biomedvr_cli import render
+    from biomedvr_cli.cli import console as render
     from biomedvr_cli.sandbox.properties import load_default_backbone, measure_properties
 
     backbone = load_default_backbone(weights)
