@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from biomedvr_cli.errors import InvalidInputError, OutputExistsError
+from biomedvr_cli.errors import InvalidInputError, OutputExistsError, OutputNotWritableError
 
 
 def check_writable(path: Path, *, force: bool) -> None:
@@ -22,6 +22,57 @@ def check_writable(path: Path, *, force: bool) -> None:
         raise OutputExistsError(path.name)
     if path.exists() and path.is_dir():
         raise InvalidInputError(f"{path.name} is a folder", "give a file name for the output")
+
+
+def not_writable(path: Path, exc: OSError) -> OutputNotWritableError:
+    """The one-line error for an output that cannot be written (read-only, not a folder, disk full)."""
+    reason = exc.strerror or type(exc).__name__
+    return OutputNotWritableError(f"cannot write {path.name} ({reason})",
+                                  "choose an --out in a folder you can write to, with free space")
+
+
+def _missing_parents(folder: Path) -> list[Path]:
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+@contextlib.contextmanager
+def reserve_output(path: Path, *, force: bool) -> Iterator[None]:
+    """Before long work: check ``path`` can be written and hold it against a second run.
+
+    Creates missing parent folders and a ``.NAME.lock`` beside ``path`` (exclusively, so a
+    second run writing the same file fails at once instead of after its training). On the
+    way out the lock goes, and so do folders this call created if nothing was written.
+    """
+    path = Path(path)
+    check_writable(path, force=force)
+    created = _missing_parents(path.parent)
+    lock = path.parent / f".{path.name}.lock"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise OutputExistsError(path.name, busy=True) from None
+    except OSError as exc:
+        _remove_folders(created)
+        raise not_writable(path, exc) from None
+    os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        if not path.exists():
+            _remove_folders(created)
+
+
+def _remove_folders(folders: list[Path]) -> None:
+    for folder in folders:  # innermost first; a folder someone else filled stays
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -33,8 +84,11 @@ def atomic_path(path: Path, *, force: bool) -> Iterator[Path]:
     """
     path = Path(path)
     check_writable(path, force=force)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise not_writable(path, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -44,9 +98,11 @@ def atomic_path(path: Path, *, force: bool) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError):  # disk full, quota, the folder made read-only meanwhile
+            raise not_writable(path, exc) from None
         raise
 
 

@@ -7,7 +7,6 @@ prints a single line; library code never prints and never exits.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_UNEXPECTED = 1
 EXIT_USAGE = 2
 EXIT_INVALID_INPUT = 3
@@ -64,24 +63,25 @@ class ProviderError(BiomedVRError):
 
 
 class OutputExistsError(BiomedVRError):
-    """Refusing to overwrite a file the user already has."""
+    """Refusing to overwrite a file the user already has (or one another run is writing)."""
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, path_name: str) -> None:
-        super().__init__(f"{path_name} already exists", "pass --force to overwrite it, or choose another --out")
+    def __init__(self, path_name: str, *, busy: bool = False) -> None:
+        if busy:
+            super().__init__(f"another biomedvr run is writing {path_name}",
+                             f"wait for it, or choose another --out (delete .{path_name}.lock if no run is active)")
+        else:
+            super().__init__(f"{path_name} already exists", "pass --force to overwrite it, or choose another --out")
+
+
+class OutputNotWritableError(BiomedVRError):
+    """An output cannot be written: read-only folder, a file where a folder should be, disk full."""
+
+    exit_code = EXIT_USAGE
 
 
 class TrainingError(BiomedVRError):
     """Training diverged (NaN or infinite loss) or could not start."""
 
     exit_code = EXIT_UNEXPECTED
-
-
-class Interrupted(BiomedVRError):
-    """The user pressed Ctrl-C; partial outputs were removed."""
-
-    exit_code = EXIT_INTERRUPTED
-
-    def __init__(self) -> None:
-        super().__init__("interrupted", "nothing was written; run the command again to redo the work")

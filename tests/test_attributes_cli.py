@@ -553,6 +553,47 @@ def test_existing_out_is_not_overwritten_without_force(env: Path, stub: Stub) ->
     assert not [p for p in env.iterdir() if p.name.endswith(".tmp")]
 
 
+# ---------------------------------------------------------------- `generate` and the next step
+
+
+FIT_HINT = "next: biomedvr fit IMAGES --attributes attributes.json --shots 8"
+
+
+def test_generate_subcommand_is_the_plain_spelling(env: Path, stub: Stub) -> None:
+    result = run("generate", "--classes", "classes.txt", "--task", "breast ultrasound", "--per-class", "2", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "" and "wrote attributes.json" in result.stderr
+    assert FIT_HINT in result.stderr
+    assert len(stub.requests) == 3
+    # The spelling without `generate` is the same request: answered from the cache, same content.
+    plain = run("--classes", "classes.txt", "--task", "breast ultrasound", "--per-class", "2", "--out", "plain.json", *FAST)
+    assert plain.exit_code == 0, plain.stderr
+    assert "from the cache" in plain.stderr and len(stub.requests) == 3
+    assert load_attributes(env / "plain.json").content_hash() == load_attributes(env / "attributes.json").content_hash()
+    again = run("generate", "--classes", "classes.txt", "--task", "breast ultrasound", "--per-class", "2", *FAST)
+    assert "already up to date" in again.stderr and FIT_HINT in again.stderr
+    misplaced = run("--classes", "classes.txt", "generate", *FAST)
+    assert misplaced.exit_code == 2 and "put the options after `generate`" in misplaced.stderr
+    assert run("generate", *FAST).exit_code == 2  # no classes
+    assert "generate" in run("--help").stdout
+
+
+def test_fit_hint_names_the_chosen_out_path_shell_quoted(env: Path, stub: Stub) -> None:
+    import shlex
+
+    (env / "my attrs").mkdir()
+    result = run("generate", "--class", "cyst", "--class", "solid mass", "--out", "my attrs/derm's.json", *FAST)
+    assert result.exit_code == 0, result.stderr
+    line = next(line for line in result.stderr.splitlines() if line.startswith("next: "))
+    assert shlex.split(line) == ["next:", "biomedvr", "fit", "IMAGES", "--attributes", "my attrs/derm's.json",
+                                 "--shots", "8"]
+    # --json keeps stderr free of human hints; a dry run writes no file to suggest.
+    as_json = run("generate", "--class", "cyst", "--class", "solid mass", "--out", "j.json", "--json", *FAST)
+    assert as_json.exit_code == 0 and "next:" not in as_json.stderr
+    dry = run("--class", "cyst", "--class", "solid mass", "--dry-run")
+    assert dry.exit_code == 0 and "next:" not in dry.stderr + dry.stdout
+
+
 # ---------------------------------------------------------------- validate and import
 
 
@@ -594,6 +635,7 @@ def test_import_subcommand(env: Path) -> None:
     result = run(*args, "--classes", "two.txt", "--task", "breast ultrasound")
     assert result.exit_code == 0, result.stderr
     assert "dropped 3 sentences" in result.stderr and "normal tissue" in result.stderr
+    assert FIT_HINT in result.stderr
     attrs = load_attributes(env / "attributes.json")
     assert attrs.class_names == ["malignant tumor", "benign tumor"]
     assert attrs.task == "breast ultrasound"

@@ -13,6 +13,7 @@ from biomedvr_cli.cli.app import app
 from biomedvr_cli.benchmark.methods import GROUPS, METHODS, resolve_methods
 from biomedvr_cli.benchmark.protocol import DatasetSpec, make_jobs, parse_shots
 from biomedvr_cli.benchmark.report import best_rows, pct, summarize, table_rows
+from biomedvr_cli.errors import InvalidInputError, UsageError
 from tests.conftest import make_color_tree, write_color_attributes
 
 runner = CliRunner()
@@ -164,3 +165,82 @@ def test_protocol_helpers() -> None:
     assert rows[0]["accuracy"]["mean"] == pytest.approx(0.6) and rows[0]["accuracy"]["std"] == pytest.approx(0.1414, abs=1e-4)
     assert pct(rows[0]["accuracy"]) == "60.0 ± 14.1" and rows[0]["auroc_ovr"]["mean"] is None
     assert best_rows(rows) == {1}
+
+
+# ---------------------------------------------------------------- suite paths and the option merge
+
+
+def _task_suite(folder: Path) -> Path:
+    """A suite in ``folder`` naming a task file by a path relative to the suite, plus a built-in task."""
+    from biomedvr_cli.sandbox import TASKS_DIR
+
+    (folder / "tasks").mkdir(parents=True)
+    (folder / "tasks" / "mine.json").write_text((TASKS_DIR / "blood-smear.json").read_text(encoding="utf-8"),
+                                                encoding="utf-8")
+    suite = folder / "suite.json"
+    suite.write_text(json.dumps({"datasets": [
+        {"name": "mine", "sandbox_task": "tasks/mine.json", "pool_per_class": 3, "test_per_class": 2},
+        {"name": "builtin", "sandbox_task": "cervical-cytology", "pool_per_class": 3, "test_per_class": 2},
+    ], "methods": ["zs-classname"], "shots": [1], "seeds": 1}))
+    return suite
+
+
+def test_suite_task_file_is_relative_to_the_suite_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli.benchmark.protocol import load_suite
+    from biomedvr_cli.sandbox.tasks import load_task
+
+    suite = _task_suite(tmp_path / "suites")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    mine, builtin = load_suite(suite).datasets
+    assert Path(mine.sandbox_task) == (tmp_path / "suites" / "tasks" / "mine.json").resolve()
+    assert load_task(mine.sandbox_task).name == load_task("blood-smear").name
+    assert builtin.sandbox_task == "cervical-cytology"  # a built-in name is not a path
+    assert mine.describe()["sandbox_task"] == "mine.json"  # reports carry names, not paths
+    suite.write_text(json.dumps({"datasets": [{"name": "x", "sandbox_task": 3}]}))
+    with pytest.raises(InvalidInputError, match="sandbox_task"):
+        load_suite(suite)
+
+
+def test_suite_with_a_task_file_runs_from_another_folder(tiny_backbone_spec: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = _task_suite(tmp_path / "suites")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["benchmark", "--suite", str(suite), "--backbone", tiny_backbone_spec, "--out", "out",
+                                 "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert [d["sandbox_task"] for d in doc["benchmark"]["datasets"]] == ["mine.json", "cervical-cytology"]
+    assert [(r["dataset"], r["method"]) for r in doc["summary"]] == [("mine", "zs-classname"), ("builtin", "zs-classname")]
+    assert str(tmp_path) not in (elsewhere / "out" / "summary.json").read_text()
+
+
+def test_build_request_merges_suite_and_command_line(tmp_path: Path) -> None:
+    from biomedvr_cli.benchmark.request import BenchmarkOptions, build_request
+
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"datasets": [{"name": "blood", "sandbox_task": "blood-smear"}],
+                                 "backbone": "sandbox", "methods": ["zs-classname", "ar"], "shots": [1, 4], "seeds": 2,
+                                 "epoch_scale": 0.5, "val_shots": 1}))
+    from_suite = build_request(BenchmarkOptions(out=tmp_path / "o", suite=suite))
+    assert (from_suite.backbone, from_suite.methods, from_suite.shots, from_suite.seeds, from_suite.val_shots) == (
+        "sandbox", ["zs-classname", "ar"], [1, 4], [0, 1], 1)
+    assert (from_suite.overrides.epochs, from_suite.overrides.epoch_scale) == (None, 0.5)
+    # The command line wins, and --epochs replaces the suite's epoch_scale rather than clashing with it.
+    cli = build_request(BenchmarkOptions(out=tmp_path / "o", suite=suite, backbone="biomedclip", methods="ar",
+                                         shots="2", seeds=1, epochs=3, val_shots=0, window="40,400"))
+    assert (cli.backbone, cli.methods, cli.shots, cli.seeds, cli.val_shots) == ("biomedclip", ["ar"], [2], [0], 0)
+    assert (cli.overrides.epochs, cli.overrides.epoch_scale) == (3, None)
+    assert cli.decode.window == (40.0, 400.0)
+    single = build_request(BenchmarkOptions(out=tmp_path / "o", images=tmp_path / "data.csv", label_column="y"))
+    assert single.datasets[0].name == "data" and single.datasets[0].label_column == "y"
+    assert (single.backbone, single.shots, single.seeds) == ("biomedclip", [1, 2, 4, 8, 16], [0, 1, 2])
+    for bad, message in ((BenchmarkOptions(out=tmp_path), "either IMAGES or --suite"),
+                         (BenchmarkOptions(out=tmp_path, suite=suite, name="x"), "describe one dataset"),
+                         (BenchmarkOptions(out=tmp_path, suite=suite, epochs=1, epoch_scale=0.5), "both set"),
+                         (BenchmarkOptions(out=tmp_path, suite=suite, epochs=0), "at least 1")):
+        with pytest.raises(UsageError, match=message):
+            build_request(bad)

@@ -29,7 +29,7 @@ def fitted(tree: Path, tiny_backbone_spec: str, tmp_path_factory) -> Path:
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["attributes"] == "file" and summary["train_images"] == 9 and summary["val_images"] == 9
-    assert "attributes.json found beside the images" in result.stderr
+    assert "using attributes from attributes.json inside the images folder" in result.stderr
     return out
 
 
@@ -64,12 +64,18 @@ def test_predict_csv_json_and_unreadable_file(fitted: Path, tree: Path, tiny_bac
     bad.write_bytes(b"\x89PNG\r\n\x1a\n broken")
     good = next((tree / "test" / "alpha cell").glob("*.png"))
     result = runner.invoke(app, ["predict", str(good), str(bad), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
-                                 "--format", "json", "--top-k", "2", "--explain"])
+                                 "--format", "json", "--top-k", "3", "--explain"])
     assert result.exit_code == 3
     rows = json.loads(result.stdout)["predictions"]
-    assert rows[0]["prediction"] in ("alpha cell", "beta cell", "gamma cell") and len(rows[0]["top"]) == 2
-    assert abs(sum(t["probability"] for t in rows[0]["top"])) <= 1.0 + 1e-6
-    assert "descriptive" in rows[0]["explain"]
+    top = [t["probability"] for t in rows[0]["top"]]
+    assert rows[0]["prediction"] == rows[0]["top"][0]["class"] and len(top) == 3
+    assert top == sorted(top, reverse=True) and sum(top) == pytest.approx(1.0, abs=1e-5)
+    explain = rows[0]["explain"]
+    assert "descriptive" in explain["sentences"]
+    score = explain["score"]
+    assert score["total"] == pytest.approx(score["sentences"] + score["feature_head"], abs=1e-3)
+    assert score["sentence_share"] == pytest.approx(
+        abs(score["sentences"]) / (abs(score["sentences"]) + abs(score["feature_head"])), abs=1e-3)
     assert "error" in rows[1]
     out = tmp_path / "preds.csv"
     result = runner.invoke(app, ["predict", str(tree / "test"), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
@@ -80,6 +86,16 @@ def test_predict_csv_json_and_unreadable_file(fitted: Path, tree: Path, tiny_bac
     again = runner.invoke(app, ["predict", str(good), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
                                 "--format", "csv", "--out", str(out)])
     assert again.exit_code == 2  # no overwrite without --force
+    # --out takes its format from the suffix; a table is never silently written as JSON
+    as_json = tmp_path / "preds.json"
+    result = runner.invoke(app, ["predict", str(good), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--out", str(as_json)])
+    assert result.exit_code == 0 and json.loads(as_json.read_text())["predictions"][0]["file"].endswith(good.name)
+    for extra in (["--format", "table"], []):
+        result = runner.invoke(app, ["predict", str(good), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                     "--out", str(tmp_path / "preds.txt"), *extra])
+        assert result.exit_code == 2 and "--format csv" in result.stderr
+        assert not (tmp_path / "preds.txt").exists()
 
 
 def test_max_pixels_option_refuses_larger_images(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:

@@ -99,7 +99,8 @@ def test_selection_keeps_the_untrained_start_when_training_does_not_beat_it() ->
     labels = torch.tensor([0, 1, 2] * 3)
     recipe = load_recipe("fast").with_overrides(epochs=3, eval_every=1)
     # Validation labels that contradict the training labels: training can only get worse there.
-    head = BioMedVRHead(MethodConfig(vr="full"), 3, 16, 16, 20.0, _banks())
+    # (Stage 1 only: the feature head would then be fitted on both sets together.)
+    head = BioMedVRHead(MethodConfig(vr="full", feature_head=False), 3, 16, 16, 20.0, _banks())
     start = head.trainable_state()
     start_logits = predict_logits(head, _encoder(), images, device=torch.device("cpu")).argmax(1)
     result = train_head(head, _encoder(), images, (start_logits + 1) % 3, images, start_logits, recipe, seed=0,
@@ -156,3 +157,53 @@ def test_invalid_method_choices() -> None:
         MethodConfig(vr="swirl")
     with pytest.raises(ValueError):
         MethodConfig(gate="everything")
+
+
+def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
+    """The penalty is chosen by cross-validation; noise features never beat the sentence scores."""
+    import math
+
+    from biomedvr_cli.method.feature_head import fit_feature_head, solve
+
+    torch.manual_seed(0)
+    classes, dim, per_class = 4, 32, 10
+    labels = torch.arange(classes * per_class) % classes
+    noise = F.normalize(torch.randn(labels.numel(), dim), dim=1)
+    offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(labels.numel(), 1) < 0.6)  # a 60%-right start
+    fit = fit_feature_head(offsets, noise, labels, classes, max_folds=5, seed=0)
+    assert math.isinf(fit.penalty) and torch.count_nonzero(fit.weight) == 0 and fit.folds == 5
+    prototypes = F.normalize(torch.randn(classes, dim), dim=1)
+    signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
+    fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, max_folds=5, seed=0)
+    assert not math.isinf(fit.penalty) and fit.cv_accuracy > 0.9 > fit.start_cv_accuracy
+    # a stronger penalty keeps the head closer to the start
+    weak, _, _ = solve(offsets, signal, labels, classes, 0.001)
+    strong, _, _ = solve(offsets, signal, labels, classes, 1.0)
+    assert strong.norm() < weak.norm()
+
+
+def test_feature_head_needs_two_images_of_some_class() -> None:
+    import math
+
+    from biomedvr_cli.method.feature_head import fit_feature_head
+
+    fit = fit_feature_head(torch.zeros(3, 3), F.normalize(torch.randn(3, 8), dim=1), torch.tensor([0, 1, 2]), 3,
+                           max_folds=5, seed=0)
+    assert math.isinf(fit.penalty) and fit.cv_accuracy is None and "not fitted" in fit.describe()
+
+
+def test_signed_combination_starts_at_the_positive_expert() -> None:
+    head = BioMedVRHead(MethodConfig(vr="full", combine="signed"), 3, 16, 16, 20.0, _banks())
+    out = head(torch.rand(2, 3, 16, 16), _encoder())
+    assert out.negative is not None and torch.equal(out.fused, out.positive)
+    with torch.no_grad():
+        head.gate.weight.fill_(-0.5)
+    out = head(torch.rand(2, 3, 16, 16), _encoder())
+    assert torch.allclose(out.fused, out.positive - 0.5 * out.negative, atol=1e-6)
+
+
+def test_class_scores_stay_fp32_under_bf16_autocast() -> None:
+    head = BioMedVRHead(MethodConfig(vr="full"), 3, 16, 16, 20.0, _banks())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(torch.rand(2, 3, 16, 16), _encoder())
+    assert out.positive.dtype == torch.float32 and out.fused.dtype == torch.float32

@@ -1,10 +1,11 @@
-"""``biomedvr sandbox make`` / ``tasks`` through the real Typer app."""
+"""``biomedvr sandbox make`` / ``tasks`` / ``pretrain`` through the real Typer app."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from biomedvr_cli.cli.app import app
@@ -67,3 +68,43 @@ def test_made_tree_is_read_by_the_image_folder_source(tmp_path: Path) -> None:
     for split in ("train", "test"):
         src = open_source(out / split)
         assert sorted(src.classes) == sorted(classes) and len(src.records) == len(classes)
+
+
+def test_pretrain_options_default_to_pretrain_config() -> None:
+    """One source of defaults: every PretrainConfig field is an option with the field's default."""
+    import inspect
+    from dataclasses import asdict
+
+    import typer
+
+    from biomedvr_cli.sandbox.pretrain import PretrainConfig, pretrain
+
+    group = typer.main.get_command(app).commands["sandbox"]
+    params = {p.name: p for p in group.commands["pretrain"].params}
+    for name, default in asdict(PretrainConfig()).items():
+        assert params[name].default == default, name
+    assert params["out"].required  # no default output, least of all inside the installed package
+    assert inspect.signature(pretrain).parameters["out"].default is inspect.Parameter.empty
+
+
+def test_pretrain_refuses_existing_out_without_force(tmp_path: Path) -> None:
+    assert runner.invoke(app, ["sandbox", "pretrain"]).exit_code == 2
+    out = tmp_path / "w.safetensors"
+    out.write_bytes(b"keep")
+    res = runner.invoke(app, ["sandbox", "pretrain", "--out", str(out), "--steps", "1"])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert out.read_bytes() == b"keep"
+
+
+@pytest.mark.slow
+def test_pretrain_tiny_run_writes_weights_with_its_command(tmp_path: Path) -> None:
+    from biomedvr_cli.sandbox.modelio import read_metadata
+
+    out = tmp_path / "w.safetensors"
+    res = runner.invoke(app, ["sandbox", "pretrain", "--out", str(out), "--steps", "2", "--batch-size", "8",
+                              "--workers", "0", "--threads", "1", "--lr", "0.002", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert summary["steps_done"] == 2 and summary["stopped_by"] == "steps"
+    assert summary["command"].endswith("--seed 0 --batch-size 8 --lr 0.002 --threads 1 --workers 0")
+    assert json.loads(read_metadata(out)["config"])["lr"] == 0.002

@@ -64,7 +64,7 @@ class TrainingRecord:
     recipe: dict[str, Any]
     device: str = "cpu"
     seconds: float = 0.0
-    images_digest: str | None = None  # digest of the training+validation image identities
+    image_hashes: list[str] = field(default_factory=list)  # short content hashes of the fitted images, no paths
 
 
 @dataclass

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from biomedvr_cli.adapter.config import AdapterConfig
 from biomedvr_cli.atomic import write_with_atomic
-from biomedvr_cli.errors import AdapterError, BackboneUnavailableError
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputNotWritableError
 
 ADAPTER_FORMAT = "biomedvr-adapter"
 FORMAT_VERSION = "1.0"
@@ -85,7 +85,15 @@ def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterCo
     """Write the adapter atomically; an existing file needs ``force``."""
     metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": _canonical(config.to_dict())}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    write_with_atomic(Path(path), lambda tmp: save_file(cpu, str(tmp), metadata=metadata), force=force)
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(cpu, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # safetensors wraps I/O errors (a full disk) in its own type
+            raise OutputNotWritableError(f"cannot write {Path(path).name} ({str(exc).splitlines()[0][:120]})",
+                                         "choose an --out in a folder you can write to, with free space") from None
+
+    write_with_atomic(Path(path), write, force=force)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

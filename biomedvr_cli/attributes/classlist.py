@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from biomedvr_cli.attributes.textfile import read_user_text
-from biomedvr_cli.errors import InvalidInputError
+from biomedvr_cli.errors import InvalidInputError, UsageError
 
 
 def normalise_class_name(raw: str) -> str:
@@ -82,3 +82,20 @@ def class_list_from_options(values: Iterable[str]) -> list[str]:
         if not name:
             raise InvalidInputError(f"{label} is empty", "give a class name after --class")
     return check_class_names(pairs, "--class")
+
+
+def class_names_from(classes_file: Path | None, names: Sequence[str] | None, *, required: bool) -> list[str] | None:
+    """The class list of ``--classes FILE`` or of repeated ``--class NAME`` (not both).
+
+    None when neither is given and the caller can do without (``required=False``);
+    :class:`UsageError` (exit 2) when both are given, or neither while ``required``.
+    """
+    if classes_file is not None and names:
+        raise UsageError("--classes and --class were both given", "use a classes file or repeated --class, not both")
+    if classes_file is not None:
+        return read_class_list(classes_file)
+    if names:
+        return class_list_from_options(names)
+    if required:
+        raise UsageError("no classes given", "pass --classes classes.txt (one class per line) or repeat --class NAME")
+    return None

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from biomedvr_cli.errors import UsageError
-from biomedvr_cli.method.head import MethodConfig
+from biomedvr_cli.method.config import MethodConfig, paper_method
 
 LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
@@ -44,6 +44,7 @@ class MethodSpec:
 
 
 _BASE = MethodConfig()
+_PUBLISHED_NO_NEGATIVE = MethodConfig(vr="padding", negative=False, confusion_loss=False, feature_head=False)
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("zs-classname", "zero-shot", "zero-shot, class-name templates (k-nearest over the templates)", text="class-names"),
     MethodSpec("zs-attributes", "zero-shot", "zero-shot, Des + Dist attributes (k-nearest scoring)"),
@@ -51,31 +52,41 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
                text="none"),
     MethodSpec("coop", "coop", "CoOp: 4 learned context tokens, class token at the end, on frozen features",
                text="class-names"),
-    MethodSpec("ar", "vr", "AR: padding VR scored against class-name templates, cross-entropy",
-               text="class-names", config=MethodConfig(vr="padding", negative=False, confusion_loss=False), recipe="fast"),
-    MethodSpec("attrvr", "vr", "AttrVR as published: padding VR + Des/Dist attributes, no negative expert",
-               config=MethodConfig(vr="padding", negative=False, confusion_loss=False), recipe="fast"),
-    MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults (recipe fast)", config=_BASE, recipe="fast"),
-    MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR and the reference recipe (recipe paper)",
-               config=MethodConfig(vr="padding"), recipe="paper"),
+    MethodSpec("ar", "vr", "AR as published: padding VR scored against class-name templates, recipe paper",
+               text="class-names", config=_PUBLISHED_NO_NEGATIVE, recipe="paper"),
+    MethodSpec("attrvr", "vr", "AttrVR as published: padding VR + Des/Dist attributes, no negative expert, recipe paper",
+               config=_PUBLISHED_NO_NEGATIVE, recipe="paper"),
+    MethodSpec("ar-fast", "vr", "variant: AR on the fast recipe", text="class-names", config=_PUBLISHED_NO_NEGATIVE,
+               recipe="fast"),
+    MethodSpec("attrvr-fast", "vr", "variant: AttrVR on the fast recipe", config=_PUBLISHED_NO_NEGATIVE, recipe="fast"),
+    MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults: signed negative expert from 0, feature head (recipe fast)",
+               config=_BASE, recipe="fast"),
+    MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR, softmax gate adding the experts, recipe paper",
+               config=paper_method(), recipe="paper"),
+    MethodSpec("biomedvr-no-head", "vr", "ablation: no feature head (sentence scores only)",
+               config=replace(_BASE, feature_head=False), recipe="fast"),
+    MethodSpec("biomedvr-gate-add", "vr", "ablation: the reference's softmax gate adding the experts (starts at 0.5/0.5)",
+               config=replace(_BASE, combine="add"), recipe="fast"),
     MethodSpec("biomedvr-no-cs", "vr", "ablation: no Confusion-Suppression loss (cross-entropy only)",
-               config=MethodConfig(confusion_loss=False), recipe="fast"),
+               config=replace(_BASE, confusion_loss=False), recipe="fast"),
     MethodSpec("biomedvr-no-negative", "vr", "ablation: no negative expert (one VR view, Des/Dist attributes, cross-entropy)",
-               config=MethodConfig(negative=False, confusion_loss=False), recipe="fast"),
-    MethodSpec("biomedvr-gate-class", "vr", "ablation: per-class gate", config=MethodConfig(gate="class"), recipe="fast"),
-    MethodSpec("biomedvr-gate-sample", "vr", "ablation: per-sample gate (MLP on the positive feature)",
-               config=MethodConfig(gate="sample"), recipe="fast"),
+               config=replace(_BASE, negative=False, confusion_loss=False), recipe="fast"),
+    MethodSpec("biomedvr-gate-class", "vr", "ablation: per-class negative weight", config=replace(_BASE, gate="class"),
+               recipe="fast"),
+    MethodSpec("biomedvr-gate-sample", "vr", "ablation: per-sample negative weight (MLP on the positive feature)",
+               config=replace(_BASE, gate="sample"), recipe="fast"),
     MethodSpec("biomedvr-vr-padding", "vr", "ablation: padding VR (the reference's) instead of full-image VR",
-               config=MethodConfig(vr="padding"), recipe="fast"),
-    MethodSpec("biomedvr-vr-mask", "vr", "ablation: sample-specific mask VR", config=MethodConfig(vr="mask"), recipe="fast"),
-    MethodSpec("biomedvr-subtract", "vr", "variant: subtract the negative expert instead of adding it (not in 'all')",
-               config=MethodConfig(combine="subtract"), recipe="fast"),
+               config=replace(_BASE, vr="padding"), recipe="fast"),
+    MethodSpec("biomedvr-vr-mask", "vr", "ablation: sample-specific mask VR", config=replace(_BASE, vr="mask"), recipe="fast"),
+    MethodSpec("biomedvr-subtract", "vr", "variant: softmax gate subtracting the negative expert (not in 'all')",
+               config=replace(_BASE, combine="subtract"), recipe="fast"),
 )}
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "baselines": ("zs-classname", "zs-attributes", "linear-probe", "coop", "ar", "attrvr"),
     "ours": ("biomedvr", "biomedvr-paper"),
-    "ablations": ("biomedvr-no-cs", "biomedvr-no-negative", "biomedvr-gate-class", "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
+    "ablations": ("biomedvr-no-head", "biomedvr-gate-add", "biomedvr-no-cs", "biomedvr-no-negative", "biomedvr-gate-class",
+                  "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
 }
 GROUPS["all"] = GROUPS["baselines"] + GROUPS["ours"] + GROUPS["ablations"]
 
@@ -280,7 +291,7 @@ def run_coop(spec: MethodSpec, job: JobInputs) -> MethodOutput:
 
 
 def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
-    from biomedvr_cli.pipeline.fit import ResolvedAttributes, build_head
+    from biomedvr_cli.method.build import build_head
     from biomedvr_cli.method.training import predict_logits, train_head
 
     assert spec.config is not None and spec.recipe is not None
@@ -289,14 +300,14 @@ def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     test_x, test_y = job.pixels("test")
     recipe = job.overrides.recipe(spec.recipe)
     start = time.perf_counter()
-    torch.manual_seed(job.seed)  # the head's random parts (mask net, sample gate) start the same in any process
-    sets = ResolvedAttributes(job.sets(spec), "benchmark", "", None)
-    head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, sets, spec.config)
+    head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, job.sets(spec), spec.config,
+                         seed=job.seed)
     result = train_head(head, job.backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
                         seed=job.seed, device=job.backbone.device, shots=job.shots)
     seconds = time.perf_counter() - start
     logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
-    return MethodOutput(logits, test_y, seconds, result.selection_rule, result.selected_epoch, result.val_accuracy)
+    rule = result.selection_rule + (f"; {result.feature_head.describe()}" if result.feature_head else "")
+    return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy)
 
 
 RUNNERS: dict[str, Callable[[MethodSpec, JobInputs], MethodOutput]] = {

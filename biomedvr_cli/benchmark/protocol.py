@@ -64,7 +64,9 @@ class DatasetSpec:
     def describe(self) -> dict[str, Any]:
         """Path-free description for reports."""
         if self.is_sandbox:
-            return {"name": self.name, "sandbox_task": self.sandbox_task, "shift": self.shift,
+            assert self.sandbox_task is not None
+            task = Path(self.sandbox_task).name if is_task_file(self.sandbox_task) else self.sandbox_task
+            return {"name": self.name, "sandbox_task": task, "shift": self.shift,
                     "pool_per_class": self.pool_per_class, "test_per_class": self.test_per_class,
                     "data_seed": self.data_seed}
         return {"name": self.name, "images": self.images.name if self.images else None,
@@ -145,6 +147,18 @@ def _path(base: Path, value: Any, where: str) -> Path:
     return path if path.is_absolute() else base / path
 
 
+def is_task_file(sandbox_task: str) -> bool:
+    """Whether a ``sandbox_task`` value names a task file rather than a built-in task (``load_task``'s rule)."""
+    return Path(sandbox_task).suffix == ".json"
+
+
+def _sandbox_task(base: Path, value: Any, where: str) -> str:
+    """A built-in task name as is; a task file path resolved against the suite's folder, like ``images``."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInputError(f"{where} must be a built-in task name or a task file path", "fix the suite file")
+    return str(_path(base, value, where)) if is_task_file(value) else value
+
+
 def _dataset_from(doc: Any, base: Path, index: int) -> DatasetSpec:
     where = f"suite dataset #{index + 1}"
     if not isinstance(doc, dict):
@@ -160,7 +174,7 @@ def _dataset_from(doc: Any, base: Path, index: int) -> DatasetSpec:
                                 "point 'images' at a folder/CSV, or name a built-in sandbox task")
     kwargs: dict[str, Any] = {"name": name.strip()}
     if "sandbox_task" in doc:
-        kwargs["sandbox_task"] = str(doc["sandbox_task"])
+        kwargs["sandbox_task"] = _sandbox_task(base, doc["sandbox_task"], f"{where} ({name}) sandbox_task")
         kwargs["shift"] = str(doc.get("shift", "none"))
         for key in ("pool_per_class", "test_per_class", "data_seed"):
             if key in doc:
@@ -181,7 +195,8 @@ def _dataset_from(doc: Any, base: Path, index: int) -> DatasetSpec:
 
 
 def load_suite(path: Path) -> Suite:
-    """Read a suite file (JSON). Relative paths are relative to the suite file's folder.
+    """Read a suite file (JSON). Relative paths (images, test, attributes and a ``sandbox_task``
+    ending in ``.json``) are relative to the suite file's folder, wherever the command runs.
 
     Format::
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +27,9 @@ from biomedvr_cli.benchmark.store import JobStore, settings_hash
 from biomedvr_cli.data import DecodeOptions, sample_few_shot
 from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import BiomedVRError, UsageError
+
+if TYPE_CHECKING:  # the loader pulls in open_clip; it is imported when a backbone is really loaded
+    from biomedvr_cli.backbones.loader import Backbone
 
 SELECTION = "validation split drawn beside the support set (never the test set)"
 VOLATILE_KEYS = ("fit_seconds", "rank", "finished_at")  # differ between otherwise identical runs
@@ -118,17 +121,38 @@ def _job_result(job: Job, job_hash: str, dataset: LoadedDataset, inputs: JobInpu
     }
 
 
-def run_benchmark(
-    request: BenchmarkRequest,
-    *,
-    dist: DistContext | None = None,
-    on_job: Callable[[JobEvent], None] | None = None,
-    notify: Callable[[str], None] = lambda message: None,
-) -> BenchmarkOutcome | None:
-    """Run (or resume) the sweep; rank 0 returns the merged outcome, other ranks return None."""
-    from biomedvr_cli.backbones import load_backbone
+@dataclass
+class _Sweep:
+    """What every job of one run shares: the request, loaded datasets, backbone, job list and store."""
 
-    dist = dist or DistContext()
+    request: BenchmarkRequest
+    datasets: dict[str, LoadedDataset]
+    backbone: Backbone
+    jobs: list[Job]
+    shot_free: set[str]
+    signatures: dict[str, dict[str, Any]]
+    store: JobStore
+    text_cache: dict = field(default_factory=dict)  # class-text features, shared by the jobs of this process
+
+    def job_hash(self, job: Job) -> str:
+        """The hash of everything that changes ``job``'s result (what the store compares on resume)."""
+        return settings_hash({"dataset": self.datasets[job.dataset].fingerprint, "backbone": self.backbone.fingerprint,
+                              "method": self.signatures[job.method], "shots": job.shots, "seed": job.seed,
+                              "val_shots": self.request.val_shots, "allow_fewer": self.request.allow_fewer})
+
+
+@dataclass
+class _ShardResult:
+    """One rank's share of the sweep, in the form sent to rank 0."""
+
+    results: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    ran: int = 0
+    skipped: int = 0
+
+
+def _check_request(request: BenchmarkRequest) -> None:
+    """Refuse a request that cannot run, before any dataset or backbone is loaded."""
     if not request.datasets:
         raise UsageError("no dataset given", "pass IMAGES (with --test or a test split) or --suite FILE")
     check_unique_names(request.datasets)
@@ -137,91 +161,106 @@ def run_benchmark(
         raise UsageError(f"unknown method(s) {', '.join(unknown)}", "see --list-methods")
     if request.val_shots is not None and request.val_shots < 0:
         raise UsageError("--val-shots must be 0 or more", "pass 0 to train without validation (last epoch kept)")
+
+
+def _prepare(request: BenchmarkRequest, dist: DistContext, notify: Callable[[str], None]) -> _Sweep:
+    """Load the datasets and the backbone, list the jobs and open the store (creating ``request.out``)."""
+    from biomedvr_cli.backbones import load_backbone
+
     datasets = {spec.name: load_dataset(spec, notify=notify if dist.is_main else (lambda m: None), decode=request.decode)
                 for spec in request.datasets}
     _check_methods(request, list(datasets.values()))
     backbone = load_backbone(request.backbone, device=rank_device(dist, request.device), allow_download=request.allow_download)
-
     shot_free = {m for m in request.methods if METHODS[m].shot_free}
     jobs = make_jobs(request.datasets, request.methods, request.shots, request.seeds, shot_free)
     signatures = {m: method_signature(METHODS[m], request.overrides) for m in request.methods}
-
-    def job_hash(job: Job) -> str:
-        return settings_hash({"dataset": datasets[job.dataset].fingerprint, "backbone": backbone.fingerprint,
-                              "method": signatures[job.method], "shots": job.shots, "seed": job.seed,
-                              "val_shots": request.val_shots, "allow_fewer": request.allow_fewer})
-
     store = JobStore(request.out)
     request.out.mkdir(parents=True, exist_ok=True)
+    return _Sweep(request, datasets, backbone, jobs, shot_free, signatures, store)
+
+
+def _my_jobs(sweep: _Sweep, dist: DistContext) -> list[Job]:
+    """This rank's share of the jobs."""
+    request = sweep.request
     # Jobs differ in cost by orders of magnitude (zero-shot vs the paper recipe), so they are
-    # spread over the ranks by estimated cost; results are merged by job key below.
+    # spread over the ranks by estimated cost; results are merged by job key in _merge.
     costs = [estimated_cost(METHODS[j.method], request.overrides, shots=j.shots,
-                            classes=len(datasets[j.dataset].classes),
+                            classes=len(sweep.datasets[j.dataset].classes),
                             val_per_class=default_val_shots(j.shots) if request.val_shots is None else request.val_shots,
-                            test_images=len(datasets[j.dataset].test)) for j in jobs]
-    mine = dist.shard_by_cost(jobs, costs)
-    results: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
-    text_cache: dict = {}
-    ran = skipped = 0
+                            test_images=len(sweep.datasets[j.dataset].test)) for j in sweep.jobs]
+    return dist.shard_by_cost(sweep.jobs, costs)
+
+
+def _run_job(sweep: _Sweep, job: Job, expected: str, rank: int) -> dict[str, Any]:
+    """Draw the support set, fit and score one job; its result record (not yet stored)."""
+    request, dataset = sweep.request, sweep.datasets[job.dataset]
+    if job.method in sweep.shot_free:
+        inputs = JobInputs(dataset, sweep.backbone, [], [], 0, 0, request.overrides, sweep.text_cache)
+    else:
+        split = sample_few_shot(dataset.pool, dataset.classes, job.shots, seed=job.seed,
+                                val_shots=request.val_shots, allow_fewer=request.allow_fewer)
+        inputs = JobInputs(dataset, sweep.backbone, split.train, split.val, job.shots, job.seed, request.overrides,
+                           sweep.text_cache)
+    output = run_method(job.method, inputs)
+    return _job_result(job, expected, dataset, inputs if job.method not in sweep.shot_free else None, output,
+                       rank, sweep.backbone.device.type)
+
+
+def _run_shard(sweep: _Sweep, mine: list[Job], rank: int,
+               on_job: Callable[[JobEvent], None] | None) -> _ShardResult:
+    """Run (or take from the store) each of ``mine``; a failing job is recorded and the others go on."""
+    shard = _ShardResult()
     for n, job in enumerate(mine, 1):
-        expected = job_hash(job)
-        stored = store.done(job, expected, force=request.force)
+        expected = sweep.job_hash(job)
+        stored = sweep.store.done(job, expected, force=sweep.request.force)
         if stored is not None:
-            results.append(stored)
-            skipped += 1
+            shard.results.append(stored)
+            shard.skipped += 1
             if on_job:
                 on_job(JobEvent(job, n, len(mine), "skipped", accuracy=stored["metrics"]["accuracy"]))
             continue
-        dataset = datasets[job.dataset]
         start = time.perf_counter()
         try:
-            if job.method in shot_free:
-                inputs = JobInputs(dataset, backbone, [], [], 0, 0, request.overrides, text_cache)
-            else:
-                split = sample_few_shot(dataset.pool, dataset.classes, job.shots, seed=job.seed,
-                                        val_shots=request.val_shots, allow_fewer=request.allow_fewer)
-                inputs = JobInputs(dataset, backbone, split.train, split.val, job.shots, job.seed, request.overrides,
-                                   text_cache)
-            output = run_method(job.method, inputs)
-            result = _job_result(job, expected, dataset, inputs if job.method not in shot_free else None, output,
-                                 dist.rank, backbone.device.type)
+            result = _run_job(sweep, job, expected, rank)
         except BiomedVRError as exc:
-            failed.append({**job.to_dict(), "error": exc.one_line(), "exit_code": exc.exit_code})
+            shard.failed.append({**job.to_dict(), "error": exc.one_line(), "exit_code": exc.exit_code})
             if on_job:
                 on_job(JobEvent(job, n, len(mine), "failed", time.perf_counter() - start, error=exc.one_line()))
             continue
-        store.save(job, result)
-        results.append(result)
-        ran += 1
+        sweep.store.save(job, result)
+        shard.results.append(result)
+        shard.ran += 1
         if on_job:
             on_job(JobEvent(job, n, len(mine), "done", time.perf_counter() - start, result["metrics"]["accuracy"]))
+    return shard
 
-    gathered = dist.gather({"results": results, "failed": failed, "ran": ran, "skipped": skipped})
-    if not dist.is_main:
-        return None
-    assert gathered is not None
+
+def _merge(sweep: _Sweep, gathered: list[dict[str, Any]]) -> _ShardResult:
+    """Rank 0: every rank's results in job order (stored here too when missing) and the summed counts."""
     by_key: dict[str, dict[str, Any]] = {}
-    all_failed: list[dict[str, Any]] = []
-    ran = skipped = 0
+    totals = _ShardResult()
     for part in gathered:
         for r in part["results"]:
             by_key[Job(r["dataset"], r["method"], int(r["shots"]), int(r["seed"])).key] = r
-        all_failed.extend(part["failed"])
-        ran += part["ran"]
-        skipped += part["skipped"]
-    merged: list[dict[str, Any]] = []
-    for job in jobs:  # the original job order, whatever the ranks
+        totals.failed.extend(part["failed"])
+        totals.ran += part["ran"]
+        totals.skipped += part["skipped"]
+    for job in sweep.jobs:  # the original job order, whatever the ranks
         r = by_key.get(job.key)
         if r is None:
             continue
-        on_disk = store.load(job)
+        on_disk = sweep.store.load(job)
         if on_disk is None or on_disk.get("settings_hash") != r["settings_hash"]:
-            store.save(job, {k: v for k, v in r.items() if k != "store_version"})  # rank on another node
-        merged.append({k: v for k, v in r.items() if k != "store_version"})
-    order = list(dict.fromkeys((j.dataset, j.method, j.shots) for j in jobs))
-    rows = summarize(merged, order)
-    document = {
+            sweep.store.save(job, {k: v for k, v in r.items() if k != "store_version"})  # rank on another node
+        totals.results.append({k: v for k, v in r.items() if k != "store_version"})
+    return totals
+
+
+def _document(sweep: _Sweep, world: int, rows: list[dict[str, Any]], merged: list[dict[str, Any]],
+              failed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary.json document: the run's settings, the summary rows, every job and the failures."""
+    request, datasets, backbone = sweep.request, sweep.datasets, sweep.backbone
+    return {
         "benchmark": {
             "biomedvr_version": __version__,
             "backbone": backbone.label,
@@ -231,19 +270,41 @@ def run_benchmark(
                                             "attributes": datasets[spec.name].attributes.source}
                          for spec in request.datasets],
             "methods": {m: METHODS[m].description for m in request.methods},
-            "method_settings": signatures,
+            "method_settings": sweep.signatures,
             "shots": request.shots,
             "seeds": request.seeds,
             "seed_meaning": "the seed draws the support and validation sets and initialises training",
             "selection": SELECTION,
             "val_shots": request.val_shots if request.val_shots is not None else "min(shots, 4) per class",
             "std": "sample standard deviation over seeds (ddof=1)",
-            "world_size": dist.world,
-            "jobs": len(jobs),
+            "world_size": world,
+            "jobs": len(sweep.jobs),
         },
         "summary": rows,
         "jobs": merged,
-        "failed": all_failed,
+        "failed": failed,
     }
-    outputs = write_reports(request.out, rows, merged, document)
-    return BenchmarkOutcome(document, rows, merged, all_failed, outputs, ran, skipped)
+
+
+def run_benchmark(
+    request: BenchmarkRequest,
+    *,
+    dist: DistContext | None = None,
+    on_job: Callable[[JobEvent], None] | None = None,
+    notify: Callable[[str], None] = lambda message: None,
+) -> BenchmarkOutcome | None:
+    """Run (or resume) the sweep; rank 0 returns the merged outcome, other ranks return None."""
+    dist = dist or DistContext()
+    _check_request(request)
+    sweep = _prepare(request, dist, notify)
+    shard = _run_shard(sweep, _my_jobs(sweep, dist), dist.rank, on_job)
+    gathered = dist.gather({"results": shard.results, "failed": shard.failed, "ran": shard.ran, "skipped": shard.skipped})
+    if not dist.is_main:
+        return None
+    assert gathered is not None
+    merged = _merge(sweep, gathered)
+    order = list(dict.fromkeys((j.dataset, j.method, j.shots) for j in sweep.jobs))
+    rows = summarize(merged.results, order)
+    document = _document(sweep, dist.world, rows, merged.results, merged.failed)
+    outputs = write_reports(request.out, rows, merged.results, document)
+    return BenchmarkOutcome(document, rows, merged.results, merged.failed, outputs, merged.ran, merged.skipped)

@@ -47,9 +47,36 @@ class SampleGate(nn.Module):
         return g[:, 0:1], g[:, 1:2]
 
 
-def make_gate(kind: str, num_classes: int, feature_dim: int) -> nn.Module:
-    """Build a gate by name."""
+class SignedWeight(nn.Module):
+    """A signed weight on the negative expert, starting at 0 (``combine="signed"``).
+
+    Returned as the pair (1, w) so that the fusion code is the same as for the softmax gates:
+    ``z = pos + w * neg``. ``kind`` sets its shape like the gates: one scalar, one per class,
+    or one per sample from a zero-initialised MLP on the positive feature.
+    """
+
+    def __init__(self, kind: str, num_classes: int, feature_dim: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "sample":
+            self.mlp = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
+        else:
+            self.weight = nn.Parameter(torch.zeros(num_classes if kind == "class" else 1))
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        one = torch.ones((), device=features.device, dtype=features.dtype)
+        if self.kind == "sample":
+            return one, self.mlp(features.detach())
+        return one, (self.weight.unsqueeze(0) if self.kind == "class" else self.weight[0])
+
+
+def make_gate(kind: str, num_classes: int, feature_dim: int, *, signed: bool = False) -> nn.Module:
+    """Build a gate by name: a softmax gate over the experts, or with ``signed`` a signed weight."""
     gates = {"global": GlobalGate, "class": ClassGate, "sample": SampleGate}
     if kind not in gates:
         raise ValueError(f"unknown gate {kind!r}; choose from {GATE_KINDS}")
+    if signed:
+        return SignedWeight(kind, num_classes, feature_dim)
     return gates[kind](num_classes, feature_dim)

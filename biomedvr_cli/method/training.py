@@ -1,8 +1,10 @@
-"""The fit loop: a plain function that trains a BioMedVR head and selects on validation.
+"""Training a BioMedVR head: the VR stage (SGD/AdamW, validation-based selection), then the feature head.
 
-It reports through a callback and never prints. Selection uses the validation split
-only (never test): the state with the best validation accuracy wins, ties going to the
-lower validation NLL; without a validation split the last epoch is kept.
+Plain functions that report through a callback and never print. Stage 1 trains the VR
+patterns and the gate; the untrained head is epoch 0, so a trained epoch is kept only when
+it beats the start on the validation split (accuracy, then NLL). Stage 2 fits the feature
+head on every labelled image (``method.feature_head``). Without a validation split the
+last epoch is kept.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from biomedvr_cli.method.augment import random_resized_crop
 from biomedvr_cli.errors import TrainingError
+from biomedvr_cli.method.augment import random_resized_crop
+from biomedvr_cli.method.feature_head import FeatureHeadFit, fit_feature_head
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.method.recipes import Recipe
@@ -26,6 +29,8 @@ SELECTION_BEST_VAL = (
     "evaluated before training (epoch 0) and every {every} epoch(s)"
 )
 SELECTION_LAST = "last epoch (no validation split)"
+
+Encode = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -52,31 +57,22 @@ class TrainResult:
     val_nll: float | None
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    feature_head: FeatureHeadFit | None = None
+
+
+@dataclass
+class LabelledImages:
+    """uint8 images [N,3,S,S] and their class indices."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
 
 
 def _to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-
-
-@torch.no_grad()
-@torch.no_grad()  # evaluation only: no autograd graph through the VR pattern and the backbone
-def predict_logits(
-    head: BioMedVRHead,
-    encode: Callable[[torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    *,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-) -> torch.Tensor:
-    """Fused logits for uint8 or [0,1] images, in bounded batches (no augmentation)."""
-    device = device or next(head.buffers()).device
-    head.eval()
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = _to_float(images[start : start + batch_size].to(device))
-        with _autocast(device):
-            out.append(head(batch, encode).fused.float().cpu())
-    return torch.cat(out) if out else torch.empty(0, head.num_classes)
 
 
 def _autocast(device: torch.device):
@@ -84,6 +80,32 @@ def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()  # evaluation only: no autograd graph through the VR pattern and the backbone
+def head_outputs(head: BioMedVRHead, encode: Encode, images: torch.Tensor, *, batch_size: int = 256,
+                 device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(fused logits, sentence logits, positive-view features) on the CPU, in bounded batches."""
+    device = device or next(head.buffers()).device
+    head.eval()
+    fused, sentences, features = [], [], []
+    for start in range(0, images.shape[0], batch_size):
+        batch = _to_float(images[start : start + batch_size].to(device))
+        with _autocast(device):
+            out = head(batch, encode)
+        fused.append(out.fused.float().cpu())
+        sentences.append(out.sentences.float().cpu())
+        features.append(out.pos_features.float().cpu())
+    if not fused:
+        empty = torch.empty(0, head.num_classes)
+        return empty, empty, torch.empty(0, 0)
+    return torch.cat(fused), torch.cat(sentences), torch.cat(features)
+
+
+def predict_logits(head: BioMedVRHead, encode: Encode, images: torch.Tensor, *, batch_size: int = 256,
+                   device: torch.device | None = None) -> torch.Tensor:
+    """Fused logits for uint8 or [0,1] images, in bounded batches (no augmentation)."""
+    return head_outputs(head, encode, images, batch_size=batch_size, device=device)[0]
 
 
 def _make_optimizer(head: BioMedVRHead, recipe: Recipe) -> torch.optim.Optimizer:
@@ -102,109 +124,120 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train_head(
-    head: BioMedVRHead,
-    encode: Callable[[torch.Tensor], torch.Tensor],
-    train_images: torch.Tensor,
-    train_labels: torch.Tensor,
-    val_images: torch.Tensor | None,
-    val_labels: torch.Tensor | None,
-    recipe: Recipe,
-    *,
-    seed: int,
-    device: torch.device,
-    shots: int,
-    progress: Callable[[EpochReport], None] | None = None,
-) -> TrainResult:
-    """Train ``head`` on uint8 images [N,3,S,S]; return the selected state."""
+class _Selector:
+    """Keeps the state with the best validation (accuracy, -NLL); epoch 0 is the untrained head."""
+
+    def __init__(self, head: BioMedVRHead, encode: Encode, val: LabelledImages | None, device: torch.device) -> None:
+        self.head, self.encode, self.val, self.device = head, encode, val, device
+        self.best_key: tuple[float, float] | None = None
+        self.epoch, self.accuracy, self.nll = 0, None, None
+        self.state = head.trainable_state()
+
+    def consider(self, epoch: int) -> dict[str, float]:
+        """Evaluate the current state on validation; keep it when strictly better."""
+        assert self.val is not None
+        logits = predict_logits(self.head, self.encode, self.val.images, device=self.device)
+        accuracy = float((logits.argmax(1) == self.val.labels).float().mean())
+        nll = float(F.cross_entropy(logits, self.val.labels))
+        if self.best_key is None or (accuracy, -nll) > self.best_key:
+            self.best_key = (accuracy, -nll)
+            self.epoch, self.accuracy, self.nll = epoch, accuracy, nll
+            self.state = self.head.trainable_state()
+        return {"val_accuracy": accuracy, "val_nll": nll}
+
+
+def _train_epoch(head: BioMedVRHead, encode: Encode, train: LabelledImages, optimizer, scheduler, recipe: Recipe, *,
+                 batch_size: int, generator: torch.Generator, device: torch.device, epoch: int) -> float:
+    """One pass over the support set with augmentation; returns the mean loss."""
+    head.train()
+    n = len(train)
+    beta = head.config.beta if head.config.confusion_loss else 0.0
+    order = torch.randperm(n, generator=generator).to(device)
+    total = 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        batch = random_resized_crop(_to_float(train.images[idx]), generator, scale=recipe.crop_scale, flip=recipe.flip)
+        with _autocast(device):
+            out = head(batch, encode)
+            loss, _ = biomedvr_loss(out.fused.float(), None if out.negative is None else out.negative.float(),
+                                    train.labels[idx], beta=beta, margin=head.config.margin)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"the training loss became {float(loss.detach())} at epoch {epoch}; nothing was written",
+                "lower the learning rate (--lr) or use --recipe paper; check the images are not blank",
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += float(loss.detach()) * idx.numel()
+    return total / n
+
+
+def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: LabelledImages | None, recipe: Recipe, *,
+             seed: int, device: torch.device, shots: int,
+             progress: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Stage 1: train the VR patterns and gate on uint8 images; keep the selected state in ``head``."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     head.to(device)
-    optimizer = _make_optimizer(head, recipe)
+    train = LabelledImages(train.images.to(device), train.labels.to(device))
+    has_val = val is not None and len(val) > 0
     batch_size = recipe.batch_size_one_shot if shots == 1 else recipe.batch_size
-    n = train_images.shape[0]
-    steps_per_epoch = max(1, math.ceil(n / batch_size))
-    total_steps = recipe.epochs * steps_per_epoch
-    warmup_steps = recipe.warmup_epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps, warmup_steps))
-    beta = head.config.beta if head.config.confusion_loss else 0.0
-    has_val = val_images is not None and val_images.shape[0] > 0
-    rule = SELECTION_BEST_VAL.format(every=recipe.eval_every) if has_val else SELECTION_LAST
-    train_images = train_images.to(device)
-    train_labels = train_labels.to(device)
-
-    best: tuple[float, float, int] | None = None  # (accuracy, -nll, epoch)
-    best_state = head.trainable_state()
-    best_acc = best_nll = None
+    steps_per_epoch = max(1, math.ceil(len(train) / batch_size))
+    total_steps, warmup = recipe.epochs * steps_per_epoch, recipe.warmup_epochs * steps_per_epoch
+    optimizer = _make_optimizer(head, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps, warmup))
+    selector = _Selector(head, encode, val if has_val else None, device)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     if has_val:
-        # The untrained head (zero VR pattern, initial gate) is a candidate too: when training
-        # does not beat it on validation, the adapter keeps the start instead of ending below it.
-        logits = predict_logits(head, encode, val_images, device=device)  # type: ignore[arg-type]
-        best_acc = float((logits.argmax(1) == val_labels).float().mean())
-        best_nll = float(F.cross_entropy(logits, val_labels))
-        best = (best_acc, -best_nll, 0)
-        history.append({"epoch": 0, "val_accuracy": best_acc, "val_nll": best_nll})
+        history.append({"epoch": 0, **selector.consider(0)})
     for epoch in range(1, recipe.epochs + 1):
-        head.train()
-        order = torch.randperm(n, generator=generator).to(device)
-        epoch_loss = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * batch_size : (step + 1) * batch_size]
-            batch = _to_float(train_images[idx])
-            batch = random_resized_crop(batch, generator, scale=recipe.crop_scale, flip=recipe.flip)
-            with _autocast(device):
-                out = head(batch, encode)
-                loss, _ = biomedvr_loss(
-                    out.fused.float(),
-                    None if out.negative is None else out.negative.float(),
-                    train_labels[idx],
-                    beta=beta,
-                    margin=head.config.margin,
-                )
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the training loss became {float(loss.detach())} at epoch {epoch}; nothing was written",
-                    "lower the learning rate (--lr) or use --recipe paper; check the images are not blank",
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            epoch_loss += float(loss.detach()) * idx.numel()
-        epoch_loss /= n
-        record: dict[str, float] = {"epoch": epoch, "loss": epoch_loss}
-        val_acc = None
+        loss = _train_epoch(head, encode, train, optimizer, scheduler, recipe, batch_size=batch_size,
+                            generator=generator, device=device, epoch=epoch)
+        record: dict[str, float] = {"epoch": epoch, "loss": loss}
         if has_val and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs):
-            logits = predict_logits(head, encode, val_images, device=device)  # type: ignore[arg-type]
-            val_acc = float((logits.argmax(1) == val_labels).float().mean())
-            val_nll = float(F.cross_entropy(logits, val_labels))
-            record.update(val_accuracy=val_acc, val_nll=val_nll)
-            key = (val_acc, -val_nll, epoch)
-            if best is None or key[:2] > best[:2]:
-                best = key
-                best_state = head.trainable_state()
-                best_acc, best_nll = val_acc, val_nll
+            record.update(selector.consider(epoch))
         history.append(record)
-        elapsed = time.perf_counter() - start
         if progress is not None:
-            progress(
-                EpochReport(epoch, recipe.epochs, epoch_loss, val_acc, best_acc, elapsed,
-                            elapsed / epoch * (recipe.epochs - epoch))
-            )
-    if not has_val:
-        best_state = head.trainable_state()
-        selected = recipe.epochs
+            elapsed = time.perf_counter() - start
+            progress(EpochReport(epoch, recipe.epochs, loss, record.get("val_accuracy"), selector.accuracy, elapsed,
+                                 elapsed / epoch * (recipe.epochs - epoch)))
+    if has_val:
+        head.load_state_dict(selector.state, strict=False)
+        rule, selected = SELECTION_BEST_VAL.format(every=recipe.eval_every), selector.epoch
     else:
-        selected = best[2] if best else recipe.epochs
-    head.load_state_dict(best_state, strict=False)
-    return TrainResult(
-        state=best_state,
-        selected_epoch=selected,
-        selection_rule=rule,
-        val_accuracy=best_acc,
-        val_nll=best_nll,
-        seconds=time.perf_counter() - start,
-        history=history,
-    )
+        rule, selected = SELECTION_LAST, recipe.epochs
+    return TrainResult(state=head.trainable_state(), selected_epoch=selected, selection_rule=rule,
+                       val_accuracy=selector.accuracy, val_nll=selector.nll, seconds=time.perf_counter() - start,
+                       history=history)
+
+
+def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledImages, *, seed: int,
+                         device: torch.device) -> FeatureHeadFit:
+    """Stage 2: fit the feature head on the (reprogrammed) features of every labelled image."""
+    _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
+    fit = fit_feature_head(sentences, features, labelled.labels.cpu(), head.num_classes,
+                           max_folds=head.config.head_folds, seed=seed)
+    head.head_weight.copy_((fit.weight / head.tau).to(head.head_weight.device))
+    head.head_bias.copy_(fit.bias.to(head.head_bias.device))
+    head.sentence_scale.fill_(fit.scale)
+    return fit
+
+
+def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, train_labels: torch.Tensor,
+               val_images: torch.Tensor | None, val_labels: torch.Tensor | None, recipe: Recipe, *, seed: int,
+               device: torch.device, shots: int, progress: Callable[[EpochReport], None] | None = None) -> TrainResult:
+    """Both stages: VR training with selection, then (with ``feature_head``) the feature head on all images."""
+    train = LabelledImages(train_images, train_labels)
+    val = LabelledImages(val_images, val_labels) if val_images is not None and val_labels is not None else None
+    result = train_vr(head, encode, train, val, recipe, seed=seed, device=device, shots=shots, progress=progress)
+    if head.config.feature_head:
+        start = time.perf_counter()
+        everything = train if val is None or len(val) == 0 else LabelledImages(
+            torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
+        result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device)
+        result.seconds += time.perf_counter() - start
+        result.state = head.trainable_state()
+    return result

@@ -1,8 +1,9 @@
 """``fit`` as a library call: images + attributes + backbone -> one adapter file.
 
-Steps: read the image source, resolve the attributes, draw the few-shot split, load the
-frozen backbone, decode the chosen images once, encode the text banks once, train the
-head with validation-based selection, and write the adapter atomically.
+Steps: reserve the output, read the image source, resolve the attributes, load the frozen
+backbone, draw and decode the few-shot split (from files that decode), encode the text banks
+once, train the head (VR stage with validation-based selection, then the feature head),
+and write the adapter atomically.
 """
 
 from __future__ import annotations
@@ -26,16 +27,25 @@ from biomedvr_cli.adapter.config import (
     TrainingRecord,
     ValidationRecord,
 )
-from biomedvr_cli.atomic import check_writable
+from biomedvr_cli.atomic import reserve_output
 from biomedvr_cli.backbones import load_backbone
-from biomedvr_cli.data import CsvColumns, DecodeOptions, ImageRecord, decode_to_tensors, open_source, sample_few_shot
+from biomedvr_cli.data import CsvColumns, DecodeOptions, open_source
 from biomedvr_cli.errors import InvalidInputError, UsageError
-from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
-from biomedvr_cli.method.textbanks import BANK_SETS, class_name_sentences, collect_sentences, encode_bank
+from biomedvr_cli.method.build import build_head, trained_config
+from biomedvr_cli.method.config import MethodConfig
+from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.recipes import DEFAULT_RECIPE, Recipe, load_recipe
-from biomedvr_cli.method.training import EpochReport, train_head
+from biomedvr_cli.method.training import EpochReport, TrainResult, train_head
+from biomedvr_cli.pipeline.fit_inputs import (
+    DecodedSplit,
+    ResolvedAttributes,
+    draw_readable,
+    find_attributes,
+    image_hashes,
+    resolve_attributes,
+)
 
-ATTRIBUTES_BESIDE = "attributes.json"
+__all__ = ["FitRequest", "FitResult", "ResolvedAttributes", "find_attributes", "fit_adapter", "resolve_attributes"]
 
 
 @dataclass
@@ -62,7 +72,7 @@ class FitRequest:
 
 @dataclass
 class FitResult:
-    """Summary of a finished fit (also what ``--json`` prints)."""
+    """Summary of a finished fit (also what ``--json`` prints); ``head`` is the trained head, in memory."""
 
     out: Path
     classes: list[str]
@@ -77,79 +87,18 @@ class FitResult:
     backbone: str
     recipe: str
     warnings: list[str]
+    feature_head: str | None = None
+    head: BioMedVRHead | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the output name only, never a full path)."""
         return {
-            "adapter": self.out.name,
-            "classes": self.classes,
-            "train_images": self.train_images,
-            "val_images": self.val_images,
-            "attributes": self.attribute_source,
-            "backbone": self.backbone,
-            "recipe": self.recipe,
-            "selected_epoch": self.selected_epoch,
-            "selection_rule": self.selection_rule,
-            "val_accuracy": self.val_accuracy,
-            "val_nll": self.val_nll,
-            "seconds": round(self.seconds, 2),
-            "warnings": self.warnings,
+            "adapter": self.out.name, "classes": self.classes, "train_images": self.train_images,
+            "val_images": self.val_images, "attributes": self.attribute_source, "backbone": self.backbone,
+            "recipe": self.recipe, "selected_epoch": self.selected_epoch, "selection_rule": self.selection_rule,
+            "feature_head": self.feature_head, "val_accuracy": self.val_accuracy, "val_nll": self.val_nll,
+            "seconds": round(self.seconds, 2), "warnings": self.warnings,
         }
-
-
-@dataclass
-class ResolvedAttributes:
-    """Per-class sentence sets plus where they came from."""
-
-    sets: dict[str, dict[str, list[str]]]
-    source: str  # "file" | "class-name templates"
-    task: str
-    content_hash: str | None
-
-
-def resolve_attributes(images: Path, explicit: Path | None, classes: list[str], notify: Callable[[str], None]) -> ResolvedAttributes:
-    """Attributes from ``--attributes``, else ``attributes.json`` beside the images, else class-name templates."""
-    from biomedvr_cli.attributes import load_attributes
-
-    path = explicit
-    if path is None:
-        beside = (images if images.is_dir() else images.parent) / ATTRIBUTES_BESIDE
-        if beside.is_file():
-            notify(f"using {ATTRIBUTES_BESIDE} found beside the images")
-            path = beside
-    if path is None:
-        notify("no attributes file: scoring against class-name templates (the AR baseline); pass --attributes for BioMedVR")
-        return ResolvedAttributes(class_name_sentences(classes), "class-name templates", "", None)
-    attrs = load_attributes(path)
-    missing = [c for c in classes if c not in attrs.classes]
-    extra = [c for c in attrs.classes if c not in classes]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"image classes missing from the attributes file: {', '.join(missing)}")
-        if extra:
-            parts.append(f"attribute classes with no images: {', '.join(extra)}")
-        raise InvalidInputError(
-            "classes do not match the attributes file (" + "; ".join(parts) + ")",
-            "make the class folder/label names and the attribute file's class names identical",
-        )
-    return ResolvedAttributes(attrs.sentence_sets(classes), "file", attrs.task, attrs.content_hash())
-
-
-def build_head(backbone, classes: list[str], attributes: ResolvedAttributes, method: MethodConfig) -> tuple[BioMedVRHead, dict[str, list[str]]]:
-    """Encode the text banks once and build the head; returns the head and the sentences used."""
-    banks = {}
-    used: dict[str, list[str]] = {}
-    for set_name in BANK_SETS:
-        sentences, owners = collect_sentences(classes, attributes.sets, set_name, method.m)
-        if not sentences:
-            continue
-        if set_name == "confusion" and not method.negative:
-            continue
-        banks[set_name] = encode_bank(backbone.encode_texts, sentences, owners)
-        used[set_name] = sentences
-    head = BioMedVRHead(method, len(classes), backbone.image_size, backbone.embed_dim, backbone.logit_scale, banks)
-    return head, used
 
 
 def backbone_record(backbone) -> BackboneRecord:
@@ -162,17 +111,36 @@ def backbone_record(backbone) -> BackboneRecord:
     )
 
 
-def _labels(records: list[ImageRecord], classes: list[str]) -> torch.Tensor:
-    index = {c: i for i, c in enumerate(classes)}
-    return torch.tensor([index[r.label] for r in records], dtype=torch.long)
+def adapter_config(request: FitRequest, backbone, classes: list[str], attributes: ResolvedAttributes,
+                   sentences: dict[str, list[str]], head: BioMedVRHead, split: DecodedSplit, recipe: Recipe,
+                   result: TrainResult) -> AdapterConfig:
+    """The adapter's config for a finished fit."""
+    rule = result.selection_rule + (f"; {result.feature_head.describe()}" if result.feature_head else "")
+    n_val = int(split.val_images.shape[0])
+    return AdapterConfig(
+        biomedvr_version=__version__,
+        created_with={"torch": torch.__version__, "python": platform.python_version()},
+        backbone=backbone_record(backbone),
+        preprocessing=Preprocessing(image_size=backbone.image_size, mean=list(backbone.mean), std=list(backbone.std)),
+        classes=classes,
+        attributes=AttributeRecord(source=attributes.source, sentences=sentences, task=attributes.task,
+                                   hash=attributes.content_hash),
+        method=trained_config(request.method, head).to_dict(),
+        training=TrainingRecord(seed=request.seed, shots=request.shots, val_shots=n_val // max(1, len(classes)),
+                                train_images=len(split.train), val_images=n_val, recipe=recipe.to_dict(),
+                                device=backbone.device.type, seconds=round(result.seconds, 2),
+                                image_hashes=image_hashes(split.train + split.val)),
+        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch),
+        validation=ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=n_val),
+    )
 
 
-def _decode(records: list[ImageRecord], classes: list[str], size: int, options: DecodeOptions, warnings: list[str], what: str):
-    batch = decode_to_tensors([r.path for r in records], size, options)
-    if batch.failures:
-        warnings.append(f"{len(batch.failures)} {what} image(s) could not be read and were skipped")
-    kept = [records[i] for i in batch.kept]
-    return batch.images, _labels(kept, classes), kept
+def _check_request(request: FitRequest) -> Recipe:
+    if request.shots < 1:
+        raise UsageError("--shots must be at least 1", "pass --shots 8 (images per class to learn from)")
+    if request.val_shots is not None and request.val_shots < 0:
+        raise UsageError("--val-shots must be 0 or more", "pass --val-shots 4, or 0 to keep the last epoch")
+    return load_recipe(request.recipe).with_overrides(**request.recipe_overrides)
 
 
 def fit_adapter(
@@ -182,54 +150,30 @@ def fit_adapter(
     notify: Callable[[str], None] = lambda message: None,
 ) -> FitResult:
     """Run a whole fit and write the adapter; raises BiomedVRError subclasses on bad input."""
-    if request.shots < 1:
-        raise UsageError("--shots must be at least 1", "pass --shots 8 (images per class to learn from)")
-    check_writable(request.out, force=request.force)
-    recipe: Recipe = load_recipe(request.recipe).with_overrides(**request.recipe_overrides)
-    source = open_source(request.images, columns=request.columns)
-    classes = list(source.classes)
-    if len(classes) < 2:
-        raise InvalidInputError(f"found {len(classes)} class(es) in the images", "give at least two classes (one folder per class)")
-    warnings: list[str] = []
-    if source.skipped:
-        warnings.append(f"{len(source.skipped)} file(s) were skipped (hidden, not images, or listed but missing)")
-    attributes = resolve_attributes(request.images, request.attributes, classes, notify)
-    split = sample_few_shot(source.records, classes, request.shots, seed=request.seed, val_shots=request.val_shots,
-                            allow_fewer=request.allow_fewer)
-    warnings.extend(split.warnings)
-
-    backbone = load_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
-    train_x, train_y, train_kept = _decode(split.train, classes, backbone.image_size, request.decode, warnings, "training")
-    val_x, val_y, _ = _decode(split.val, classes, backbone.image_size, request.decode, warnings, "validation")
-    lacking = [c for i, c in enumerate(classes) if not bool((train_y == i).any())]
-    if lacking:
-        raise InvalidInputError(f"no readable training image for class(es) {', '.join(lacking)}", "add readable images for them")
-
-    head, used_sentences = build_head(backbone, classes, attributes, request.method)
-    result = train_head(
-        head, backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
-        seed=request.seed, device=backbone.device, shots=request.shots, progress=progress,
-    )
-    config = AdapterConfig(
-        biomedvr_version=__version__,
-        created_with={"torch": torch.__version__, "python": platform.python_version()},
-        backbone=backbone_record(backbone),
-        preprocessing=Preprocessing(image_size=backbone.image_size, mean=list(backbone.mean), std=list(backbone.std)),
-        classes=classes,
-        attributes=AttributeRecord(source=attributes.source, sentences=used_sentences, task=attributes.task,
-                                   hash=attributes.content_hash),
-        method=request.method.to_dict(),
-        training=TrainingRecord(seed=request.seed, shots=request.shots, val_shots=len(split.val) // max(1, len(classes)),
-                                train_images=len(train_kept), val_images=int(val_x.shape[0]), recipe=recipe.to_dict(),
-                                device=backbone.device.type, seconds=round(result.seconds, 2)),
-        selection=SelectionRecord(rule=result.selection_rule, epoch=result.selected_epoch),
-        validation=ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=int(val_x.shape[0])),
-    )
-    head_cpu = head.to("cpu")
-    save_adapter(request.out, head_cpu.state_dict(), config, force=request.force)
+    recipe = _check_request(request)
+    with reserve_output(request.out, force=request.force):
+        source = open_source(request.images, columns=request.columns)
+        classes = list(source.classes)
+        if len(classes) < 2:
+            raise InvalidInputError(f"found {len(classes)} class(es) in the images",
+                                    "give at least two classes (one folder per class)")
+        warnings = [f"{len(source.skipped)} file(s) were skipped (hidden, not images, or listed but missing)"] \
+            if source.skipped else []
+        attributes = resolve_attributes(request.images, request.attributes, classes, notify)
+        backbone = load_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
+        split = draw_readable(source.records, classes, request.shots, seed=request.seed, val_shots=request.val_shots,
+                              allow_fewer=request.allow_fewer, size=backbone.image_size, options=request.decode)
+        warnings.extend(split.warnings)
+        head, sentences = build_head(backbone, classes, attributes.sets, request.method, seed=request.seed)
+        result = train_head(head, backbone.encode_images, split.train_images, split.labels("train", classes),
+                            split.val_images, split.labels("val", classes), recipe, seed=request.seed,
+                            device=backbone.device, shots=request.shots, progress=progress)
+        config = adapter_config(request, backbone, classes, attributes, sentences, head, split, recipe, result)
+        save_adapter(request.out, head.to("cpu").state_dict(), config, force=request.force)
     return FitResult(
-        out=request.out, classes=classes, train_images=len(train_kept), val_images=int(val_x.shape[0]),
+        out=request.out, classes=classes, train_images=len(split.train), val_images=len(split.val),
         attribute_source=attributes.source, selected_epoch=result.selected_epoch, selection_rule=result.selection_rule,
         val_accuracy=result.val_accuracy, val_nll=result.val_nll, seconds=result.seconds, backbone=backbone.label,
         recipe=recipe.name, warnings=warnings,
+        feature_head=result.feature_head.describe() if result.feature_head else None, head=head,
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.data import DecodeOptions, decode_to_tensors
-from biomedvr_cli.pipeline.predictor import Predictor
+from biomedvr_cli.pipeline.predictor import Explanation, Predictor
 
 
 @dataclass
@@ -18,7 +18,7 @@ class Prediction:
     path: Path
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
-    explanation: dict[str, list[tuple[str, float]]] | None = None
+    explanation: Explanation | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": str(self.path)}
@@ -28,7 +28,7 @@ class Prediction:
             data["prediction"] = self.top[0][0]
             data["top"] = [{"class": c, "probability": round(p, 6)} for c, p in self.top]
         if self.explanation is not None:
-            data["explain"] = {k: [{"sentence": s, "cosine": round(v, 4)} for s, v in rows] for k, rows in self.explanation.items()}
+            data["explain"] = self.explanation.to_dict()
         return data
 
 

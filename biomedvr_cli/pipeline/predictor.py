@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +43,30 @@ def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMe
 
 
 @dataclass
+class Explanation:
+    """The sentences behind one class's score, and the score split into its two parts (logits)."""
+
+    sentences: dict[str, list[tuple[str, float]]]
+    sentence_score: float
+    feature_score: float
+
+    @property
+    def sentence_share(self) -> float:
+        """Fraction of the score's magnitude that came from the sentences (1.0 without a feature head)."""
+        total = abs(self.sentence_score) + abs(self.feature_score)
+        return 1.0 if total == 0 else abs(self.sentence_score) / total
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for ``predict --explain``."""
+        return {
+            "sentences": {k: [{"sentence": s, "cosine": round(v, 4)} for s, v in rows] for k, rows in self.sentences.items()},
+            "score": {"sentences": round(self.sentence_score, 4), "feature_head": round(self.feature_score, 4),
+                      "total": round(self.sentence_score + self.feature_score, 4),
+                      "sentence_share": round(self.sentence_share, 4)},
+        }
+
+
+@dataclass
 class Predictor:
     """A loaded adapter on its backbone, ready to score decoded images."""
 
@@ -63,24 +88,27 @@ class Predictor:
         return torch.softmax(logits, dim=1)
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, class_index: int, top: int = 3) -> dict[str, list[tuple[str, float]]]:
-        """Sentences of ``class_index`` that matched best, and the confusion sentences that fired."""
+    def explain(self, image: torch.Tensor, class_index: int, top: int = 3) -> Explanation:
+        """Why ``class_index`` scored as it did: its best-matching sentences, the confusion sentences
+        that fired, and how much of its logit came from the sentences and from the feature head."""
         head = self.head
         x = image[None].to(self.backbone.device).float() / 255.0
+        head.eval()
         out = head(x, self.backbone.encode_images)
         sentences = self.adapter.config.attributes.sentences
-        result: dict[str, list[tuple[str, float]]] = {}
+        matched: dict[str, list[tuple[str, float]]] = {}
         for name in head.bank_names:
             feats = out.neg_features if name == "confusion" else out.pos_features
-            sims = (feats @ getattr(head, f"bank_{name}").t())[0].cpu()
+            sims = (feats.float() @ getattr(head, f"bank_{name}").t())[0].cpu()
             owner = getattr(head, f"owner_{name}").cpu()
             if name == "confusion":
                 idx = torch.arange(len(owner))  # any class's confusion sentence may fire
             else:
                 idx = (owner == class_index).nonzero(as_tuple=True)[0]
             order = idx[sims[idx].argsort(descending=True)][:top]
-            result[name] = [(sentences[name][i], float(sims[i])) for i in order]
-        return result
+            matched[name] = [(sentences[name][i], float(sims[i])) for i in order]
+        feature = 0.0 if out.feature is None else float(out.feature[0, class_index])
+        return Explanation(matched, float(out.sentences[0, class_index]), feature)
 
 
 def load_predictor(adapter_path: Path, *, backbone: str | None = None, device: str = "auto",

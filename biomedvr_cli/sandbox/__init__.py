@@ -1,7 +1,7 @@
 """The sandbox: a procedural microscopy-like world, its captions, tasks and a tiny pretrained VLM.
 
 Real pretrained weights cannot be downloaded here, so the project carries its own world
-(``world.py`` + ``render.py``), captions in that world's words (``captions.py``), downstream
+(``world.py`` + ``draw.py``), captions in that world's words (``captions.py``), downstream
 tasks defined as data (``tasks/*.json``, ``tasks.py``), a reproducible contrastive
 pretraining (``pretrain.py``) and the measurement of the shipped model's properties
 (``properties.py``). Nothing here imports typer or rich, and nothing prints.

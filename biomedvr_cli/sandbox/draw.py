@@ -8,6 +8,8 @@ is a (possibly wobbly) rotated ellipse, the nucleus a union of up to four small 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from biomedvr_cli.sandbox.vocabulary import FAMILIES
@@ -41,16 +43,32 @@ def _stamp(canvas: np.ndarray, b: np.ndarray, y: np.ndarray, x: np.ndarray, w: n
             np.add.at(canvas, (b, yy, xx), w * fall)
 
 
-def _scatter_in_cell(rng, n, cx, cy, R, aspect, cos, sin, spread):
+@dataclass(frozen=True)
+class _Cell:
+    """Per-image cell geometry that every layer drawn inside the cell shares ([B] arrays, mask [B,H,W])."""
+
+    R: np.ndarray
+    aspect: np.ndarray
+    cx: np.ndarray
+    cy: np.ndarray
+    theta: np.ndarray
+    cos: np.ndarray
+    sin: np.ndarray
+    mask: np.ndarray
+
+
+def _scatter_in_cell(
+    rng: np.random.Generator, n: np.ndarray, cell: _Cell, spread: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Uniform points in each image's (rotated) cell ellipse; n[i] points for image i."""
     total = int(n.sum())
     b = np.repeat(np.arange(len(n)), n)
     r = np.sqrt(rng.random(total)) * spread
     t = rng.random(total) * 2 * np.pi
-    u = r * np.cos(t) * R[b]
-    v = r * np.sin(t) * R[b] * aspect[b]
-    x = cx[b] + u * cos[b] - v * sin[b]
-    y = cy[b] + u * sin[b] + v * cos[b]
+    u = r * np.cos(t) * cell.R[b]
+    v = r * np.sin(t) * cell.R[b] * cell.aspect[b]
+    x = cell.cx[b] + u * cell.cos[b] - v * cell.sin[b]
+    y = cell.cy[b] + u * cell.sin[b] + v * cell.cos[b]
     return b, np.round(y).astype(np.int64), np.round(x).astype(np.int64)
 
 
@@ -60,13 +78,21 @@ def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) ->
     ``attrs[:, FI[family]]`` indexes ``FAMILIES[family]``; -1 marks an absent family
     (granule colour without granules).
     """
-    B = attrs.shape[0]
-    s = size / 64.0  # all geometry is designed at 64 px
+    # Layers are drawn in a fixed order: each consumes ``rng`` in turn, so reordering them
+    # would change every image of a seed (and the shipped model's training data).
     grid = np.arange(size, dtype=np.float32) + 0.5
     X = grid[None, None, :]
     Y = grid[None, :, None]
+    cell = _cell_body(attrs, rng, size, X, Y)
+    nucleus = _nucleus(attrs[:, FI["nucleus"]], attrs[:, FI["nucleus_size"]], rng, cell, X, Y)
+    vac, gran = _vacuoles_and_granules(attrs, rng, cell, size)
+    return _compose(attrs, rng, cell.mask, nucleus, vac, gran)
 
-    # --- cell body -------------------------------------------------------------------
+
+def _cell_body(attrs: np.ndarray, rng: np.random.Generator, size: int, X: np.ndarray, Y: np.ndarray) -> _Cell:
+    """Place, size and rotate each cell; its mask is a (possibly wobbly) rotated ellipse."""
+    B = attrs.shape[0]
+    s = size / 64.0  # all geometry is designed at 64 px
     R = (CELL_RADIUS[attrs[:, FI["size"]]] * rng.uniform(0.92, 1.08, B) * s).astype(np.float32)
     shape = attrs[:, FI["shape"]]
     aspect = np.where(shape == 1, rng.uniform(0.55, 0.66, B), rng.uniform(0.9, 1.0, B)).astype(np.float32)
@@ -88,26 +114,22 @@ def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) ->
     wobble = 1 + amp * np.sin(k1 * phi + rng.uniform(0, 6.3, B).astype(np.float32)[:, None, None]) + 0.5 * amp * np.sin(
         (k1 + 2) * phi + rng.uniform(0, 6.3, B).astype(np.float32)[:, None, None]
     )
-    cell = _soft((wobble - rn) * R[:, None, None])
+    mask = _soft((wobble - rn) * R[:, None, None])
+    return _Cell(R=R, aspect=aspect, cx=cx, cy=cy, theta=theta, cos=cos, sin=sin, mask=mask)
 
-    # --- nucleus: union of up to 4 lobes, minus a notch for kidney shapes ---------------
-    nform = attrs[:, FI["nucleus"]]
-    # Relative to the short axis for oval cells so the nucleus stays inside the cell.
-    rnuc = (R * np.minimum(1.0, aspect * 1.3) * NUCLEUS_FRACTION[attrs[:, FI["nucleus_size"]]]
-            * rng.uniform(0.92, 1.08, B)).astype(np.float32)
-    ncx = cx + rng.uniform(-0.12, 0.12, B).astype(np.float32) * R
-    ncy = cy + rng.uniform(-0.12, 0.12, B).astype(np.float32) * R
-    # Lobes line up with the cell's long axis (random for round cells, whose axis is random anyway).
-    alpha = (theta + rng.uniform(-0.35, 0.35, B)).astype(np.float32)
-    ca, sa = np.cos(alpha), np.sin(alpha)
-    lobe_off = np.zeros((B, 4, 2), np.float32)  # offsets in units of rnuc along (alpha, alpha+90)
-    lobe_r = np.ones((B, 4, 2), np.float32)  # semi-axes in units of rnuc
+
+def _lobe_layout(nform: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per nucleus form, up to 4 lobes: offsets [B,4,2] and semi-axes [B,4,2] in units of the
+    nucleus radius (along the lobe axis and across it), and which lobes are drawn [B,4]."""
+    B = nform.shape[0]
+    lobe_off = np.zeros((B, 4, 2), np.float32)
+    lobe_r = np.ones((B, 4, 2), np.float32)
     active = np.zeros((B, 4), bool)
     # round
     m = nform == 0
     lobe_r[m, 0] = [1.0, 0.9]
     active[m, 0] = True
-    # kidney: one wide ellipse (notch below)
+    # kidney: one wide ellipse (the notch is cut in _nucleus)
     m = nform == 1
     lobe_r[m, 0] = [1.25, 0.8]
     active[m, 0] = True
@@ -117,7 +139,7 @@ def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) ->
     lobe_off[m, 1] = [0.72, 0.0]
     lobe_r[m, :2] = [0.56, 0.56]
     active[m, :2] = True
-    # multilobed: 3-4 lobes along an arc
+    # multilobed: 3-4 lobes along an arc (drawn for every image, used where multilobed)
     m = nform == 3
     four = rng.random(B) < 0.5
     arc = np.array([[-1.05, 0.3], [-0.36, -0.22], [0.36, -0.22], [1.05, 0.3]], np.float32)
@@ -126,6 +148,24 @@ def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) ->
     lobe_r[m] = 0.38
     active[m] = True
     active[m & ~four, 3] = False
+    return lobe_off, lobe_r, active
+
+
+def _nucleus(
+    nform: np.ndarray, nsize: np.ndarray, rng: np.random.Generator, cell: _Cell, X: np.ndarray, Y: np.ndarray
+) -> np.ndarray:
+    """Nucleus mask [B,H,W]: union of up to 4 lobes, minus a notch for kidney shapes, inside the cell."""
+    B = nform.shape[0]
+    R = cell.R
+    # Relative to the short axis for oval cells so the nucleus stays inside the cell.
+    rnuc = (R * np.minimum(1.0, cell.aspect * 1.3) * NUCLEUS_FRACTION[nsize]
+            * rng.uniform(0.92, 1.08, B)).astype(np.float32)
+    ncx = cell.cx + rng.uniform(-0.12, 0.12, B).astype(np.float32) * R
+    ncy = cell.cy + rng.uniform(-0.12, 0.12, B).astype(np.float32) * R
+    # Lobes line up with the cell's long axis (random for round cells, whose axis is random anyway).
+    alpha = (cell.theta + rng.uniform(-0.35, 0.35, B)).astype(np.float32)
+    ca, sa = np.cos(alpha), np.sin(alpha)
+    lobe_off, lobe_r, active = _lobe_layout(nform, rng)
     off_x = (lobe_off[..., 0] * ca[:, None] - lobe_off[..., 1] * sa[:, None]) * rnuc[:, None] + ncx[:, None]
     off_y = (lobe_off[..., 0] * sa[:, None] + lobe_off[..., 1] * ca[:, None]) * rnuc[:, None] + ncy[:, None]
     lx = X[:, None] - off_x[..., None, None]
@@ -144,29 +184,47 @@ def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) ->
         dn = np.sqrt((X - nx[:, None, None]) ** 2 + (Y - ny[:, None, None]) ** 2)
         notch = _soft((rnuc[:, None, None] * 0.7 - dn))
         nucleus = np.where(kid[:, None, None], nucleus * (1 - notch), nucleus)
-    nucleus *= cell
+    nucleus *= cell.mask
+    return nucleus
 
-    # --- texture: vacuoles as pale round holes in the cytoplasm ------------------------
+
+def _vacuoles_and_granules(
+    attrs: np.ndarray, rng: np.random.Generator, cell: _Cell, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dot layers [B,H,W] inside the cell: vacuoles (pale round holes) and fine or coarse granules."""
+    B = attrs.shape[0]
+    s = size / 64.0
     vac = np.zeros((B, size, size), np.float32)
     vac_n = np.where(attrs[:, FI["texture"]] == 1, rng.integers(6, 10, B), 0)
-    if vac_n.sum():
-        b, y, x = _scatter_in_cell(rng, vac_n, cx, cy, R, aspect, cos, sin, 0.85)
-        _stamp(vac, b, y, x, np.full(len(b), 0.9, np.float32), max(1, round(1.6 * s)))
-    vac = np.clip(vac, 0, 0.9) * cell
+    _scatter_dots(vac, rng, vac_n, cell, 0.85, 0.9, max(1, round(1.6 * s)))
+    vac = np.clip(vac, 0, 0.9) * cell.mask
 
-    # --- granules ------------------------------------------------------------------------
     gran = np.zeros((B, size, size), np.float32)
     gtype = attrs[:, FI["granules"]]
+    # granule value -> (count range, dot half-size, weight): many faint fine dots or a few coarse ones
     for g, (lo, hi, rad, w) in {1: (70, 110, 0, 0.55), 2: (14, 22, max(1, round(s)), 0.8)}.items():
         n = np.where(gtype == g, rng.integers(lo, hi, B), 0)
-        if n.sum():
-            b, y, x = _scatter_in_cell(rng, n, cx, cy, R, aspect, cos, sin, 0.9)
-            _stamp(gran, b, y, x, np.full(len(b), w, np.float32), rad)
-    gran = np.clip(gran, 0, 0.95) * cell
+        _scatter_dots(gran, rng, n, cell, 0.9, w, rad)
+    gran = np.clip(gran, 0, 0.95) * cell.mask
+    return vac, gran
 
-    # --- compose -------------------------------------------------------------------------
-    jit = lambda lo, hi: rng.uniform(lo, hi, (B, 1, 1, 1)).astype(np.float32)  # noqa: E731
-    light = jit(0.88, 1.04)
+
+def _scatter_dots(
+    canvas: np.ndarray, rng: np.random.Generator, n: np.ndarray, cell: _Cell, spread: float, weight: float, radius: int
+) -> None:
+    """Stamp n[i] dots of ``weight`` at uniform points of image i's cell into ``canvas``."""
+    if n.sum():  # no draw at all when no image has dots, so other layers' draws do not move
+        b, y, x = _scatter_in_cell(rng, n, cell, spread)
+        _stamp(canvas, b, y, x, np.full(len(b), weight, np.float32), radius)
+
+
+def _compose(
+    attrs: np.ndarray, rng: np.random.Generator, cell: np.ndarray, nucleus: np.ndarray, vac: np.ndarray,
+    gran: np.ndarray,
+) -> np.ndarray:
+    """Paint background, cytoplasm, vacuoles, granules and nucleus with lighting, colour jitter and noise."""
+    B, size = cell.shape[:2]
+    light = rng.uniform(0.88, 1.04, (B, 1, 1, 1)).astype(np.float32)
     bg = BACKGROUND_RGB[None, None, None] * light
     bg = bg + (rng.normal(0, 0.012, (B, 1, 1, 3)).astype(np.float32))
     img = np.broadcast_to(bg, (B, size, size, 3)).copy()
@@ -176,7 +234,8 @@ def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) ->
     gidx = np.clip(attrs[:, FI["granule_colour"]], 0, 1)
     gcol = GRANULE_RGB[gidx][:, None, None, :] + rng.normal(0, 0.03, (B, 1, 1, 3)).astype(np.float32)
     img += (gcol * light - img) * gran[..., None]
-    ncol = NUCLEUS_RGB[None, None, None] * jit(0.85, 1.15) + rng.normal(0, 0.03, (B, 1, 1, 3)).astype(np.float32)
+    stain = rng.uniform(0.85, 1.15, (B, 1, 1, 1)).astype(np.float32)
+    ncol = NUCLEUS_RGB[None, None, None] * stain + rng.normal(0, 0.03, (B, 1, 1, 3)).astype(np.float32)
     # Chromatin: the nucleus is darker at its core than at its rim.
     img += (ncol * light - img) * (nucleus[..., None] * 0.95)
     img += rng.normal(0, 0.012, img.shape).astype(np.float32)

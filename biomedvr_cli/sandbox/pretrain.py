@@ -8,24 +8,19 @@ cap that stops early if the machine is slower than planned. The weights are save
 safetensors with the settings, the step count and the wall time in the metadata,
 periodically (so a stopped run leaves usable weights) and at the end.
 
-Run: ``python -m biomedvr_cli.sandbox.pretrain --out FILE --steps N --minutes M --seed S``
-(or ``biomedvr sandbox pretrain``).
+Run: ``biomedvr sandbox pretrain --out FILE`` (the one entry point; its option defaults are
+``PretrainConfig``'s). Only the standard library is imported at module level, because the
+command line reads ``PretrainConfig`` for its ``--help``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-
-from biomedvr_cli.sandbox import WEIGHTS_PATH
 
 
 @dataclass
@@ -48,8 +43,14 @@ class PretrainConfig:
     save_every_minutes: float = 5.0
 
 
-def _batch_tensors(seed: int, step: int, cfg: PretrainConfig, tokenizer) -> tuple[Any, Any]:
-    """Generate batch ``step`` deterministically: normalised images and token ids."""
+# Fixed images for the progress and final metrics, so runs and their saves compare directly.
+ALIGNMENT_SEED = 12345
+ALIGNMENT_N = 400
+
+
+def _batch_tensors(seed: int, step: int, cfg: PretrainConfig, tokenizer) -> tuple[Any, Any, Any]:
+    """Generate batch ``step`` deterministically: normalised images, token ids and attribute indices."""
+    import numpy as np
     import torch
 
     from biomedvr_cli.sandbox.modelio import MEAN, STD
@@ -96,6 +97,7 @@ def _progress(step: int, elapsed_s: float, cfg: PretrainConfig) -> float:
 
 
 def _lr_at(step: int, frac: float, cfg: PretrainConfig) -> float:
+    """Learning rate: linear warmup over ``warmup`` steps, then a cosine over the run's progress ``frac``."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
@@ -120,129 +122,190 @@ def _pair_loss(img, txt, scale):
 
 
 def pretrain(
-    out: Path = WEIGHTS_PATH,
+    out: Path,
     cfg: PretrainConfig | None = None,
     progress: Callable[[dict], None] | None = None,
+    *,
+    force: bool = False,
 ) -> dict:
-    """Train from scratch and write ``out``; return a summary (steps, wall time, last metrics)."""
+    """Train from scratch and write ``out``; return the weights' metadata (steps, wall time, last metrics).
+
+    ``out`` has no default, so nothing lands in the installed package unless asked for, and an
+    existing file (the shipped weights included) is only replaced with ``force``.
+    """
     import os
 
+    from biomedvr_cli.atomic import check_writable
+
+    check_writable(Path(out), force=force)  # before minutes of training, not at the first save
     # Sleep instead of spinning when cores are shared (must precede the first torch import).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
-    import torch.nn.functional as F
 
-    from biomedvr_cli.sandbox.modelio import (
-        UNSEEN_WORDS_SEED_OFFSET,
-        create_model,
-        draw_unseen_words,
-        get_tokenizer,
-        save_weights,
-    )
+    from biomedvr_cli.sandbox.modelio import UNSEEN_WORDS_SEED_OFFSET, create_model, draw_unseen_words, get_tokenizer
     from biomedvr_cli.sandbox.properties import quick_alignment
 
     cfg = cfg or PretrainConfig()
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    # The order of the draws from torch's seeded generator (model, then heads) fixes the weights.
     model = create_model()
     model.train()
     tokenizer = get_tokenizer()
     # Rows of words no caption contains never train; see draw_unseen_words.
     unseen_rows = draw_unseen_words(model, tokenizer, cfg.seed + UNSEEN_WORDS_SEED_OFFSET)
-    # Per-family linear heads on the image embedding: a contrastive model alone sits at a
-    # saddle for attributes neither tower separates yet (shape, texture); the heads make the
-    # image tower see them, then the contrastive loss aligns the words. Not saved.
+    heads = _aux_heads(model)
+    opt = _optimiser(model, heads, cfg)
+    run = _Run(out=Path(out), cfg=cfg, unseen_rows=unseen_rows)
+    _train(model, heads, opt, tokenizer, run, progress)
+    model.eval()
+    run.metrics = quick_alignment(model, tokenizer, seed=ALIGNMENT_SEED, n=ALIGNMENT_N)
+    _save(model, run)
+    return run.meta()
+
+
+@dataclass
+class _Run:
+    """A run in progress: what the weights' metadata records about it."""
+
+    out: Path
+    cfg: PretrainConfig
+    unseen_rows: int
+    t0: float = field(default_factory=time.time)
+    step: int = 0
+    stopped_by: str = "steps"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def meta(self) -> dict:
+        """The metadata saved with the weights (and returned by ``pretrain``)."""
+        from biomedvr_cli.sandbox.modelio import UNSEEN_WORDS_SEED_OFFSET
+
+        return {
+            "format": "biomedvr-sandbox-weights",
+            "config": asdict(self.cfg),
+            "steps_done": self.step,
+            "wall_seconds": round(time.time() - self.t0, 1),
+            "stopped_by": self.stopped_by,
+            "unseen_word_rows": {"count": self.unseen_rows, "seed": self.cfg.seed + UNSEEN_WORDS_SEED_OFFSET},
+            "metrics": self.metrics,
+            "command": command_line(self.out, self.cfg),
+        }
+
+
+def command_line(out: Path, cfg: PretrainConfig) -> str:
+    """The ``biomedvr sandbox pretrain`` call that repeats a run: steps, minutes, seed and any other non-default."""
+    defaults = PretrainConfig()
+    parts = [f"biomedvr sandbox pretrain --out {out}"]
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("steps", "minutes", "seed") or value != getattr(defaults, f.name):
+            parts.append(f"--{f.name.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def _aux_heads(model):
+    """Per-family linear heads on the image embedding (trained, never saved).
+
+    A contrastive model alone sits at a saddle for attributes neither tower separates yet
+    (shape, texture); the heads make the image tower see them, then the contrastive loss
+    aligns the words.
+    """
+    import torch
+
     from biomedvr_cli.sandbox.vocabulary import FAMILIES
 
     embed_dim = int(model.text_projection.shape[1])
-    heads = torch.nn.ModuleList([torch.nn.Linear(embed_dim, len(v)) for v in FAMILIES.values()])
+    return torch.nn.ModuleList([torch.nn.Linear(embed_dim, len(v)) for v in FAMILIES.values()])
+
+
+def _optimiser(model, heads, cfg: PretrainConfig):
+    """AdamW with weight decay on matrices only (not on embeddings, biases, norms or the logit scale)."""
+    import torch
+
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n] + list(heads.parameters())
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, 0.98),
         eps=1e-6,
     )
-    t0 = time.time()
-    last_save = t0
-    metrics: dict[str, Any] = {}
-    step = 0
-    stopped_by = "steps"
 
-    def meta() -> dict:
-        return {
-            "format": "biomedvr-sandbox-weights",
-            "config": asdict(cfg),
-            "steps_done": step,
-            "wall_seconds": round(time.time() - t0, 1),
-            "stopped_by": stopped_by,
-            "unseen_word_rows": {"count": unseen_rows, "seed": cfg.seed + UNSEEN_WORDS_SEED_OFFSET},
-            "metrics": metrics,
-            "command": f"biomedvr sandbox pretrain --out {out} --steps {cfg.steps} --minutes {cfg.minutes} --seed {cfg.seed}",
-        }
 
-    n_pairs = int(cfg.batch_size * cfg.hard_fraction) // 2
+def _train(model, heads, opt, tokenizer, run: _Run, progress: Callable[[dict], None] | None) -> None:
+    """The optimisation loop: one step per generated batch until the step or minute budget is spent.
+
+    Saves ``run.out`` every ``save_every_minutes`` so a stopped run leaves usable weights;
+    leaves ``run.step`` (steps done), ``run.stopped_by`` and ``run.metrics`` set.
+    """
+    from biomedvr_cli.sandbox.properties import quick_alignment
+
+    cfg = run.cfg
+    last_save = run.t0
     for step, (x, tokens, attrs) in enumerate(_Batches(cfg)):
-        frac = _progress(step, time.time() - t0, cfg)
+        run.step = step
+        frac = _progress(step, time.time() - run.t0, cfg)
         if frac >= 1.0:
-            stopped_by = "minutes" if step < cfg.steps else "steps"
+            run.stopped_by = "minutes" if step < cfg.steps else "steps"
             break
         lr = _lr_at(step, frac, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        img, txt, scale = model(x, tokens)[:3]
-        logits = scale * img @ txt.t()
-        labels = torch.arange(len(x))
-        loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
-        if n_pairs and cfg.pair_weight:
-            loss = loss + cfg.pair_weight * _pair_loss(img[: 2 * n_pairs], txt[: 2 * n_pairs], scale)
-        if cfg.aux_weight:
-            loss = loss + cfg.aux_weight * sum(
-                F.cross_entropy(head(10.0 * img), attrs[:, j], ignore_index=-1) for j, head in enumerate(heads)
-            ) / len(heads)
-        if not torch.isfinite(loss):
-            from biomedvr_cli.errors import TrainingError
-
-            raise TrainingError(f"pretraining diverged at step {step}", "lower --lr or change --seed")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))
-        elapsed = time.time() - t0
-        info = {"step": step, "loss": float(loss.detach()), "lr": lr, "elapsed_s": round(elapsed, 1)}
+        loss = _step(model, heads, opt, (x, tokens, attrs), lr, step, cfg)
+        info = {"step": step, "loss": loss, "lr": lr, "elapsed_s": round(time.time() - run.t0, 1)}
         if cfg.eval_every and (step + 1) % cfg.eval_every == 0:
             model.eval()
-            metrics = quick_alignment(model, tokenizer, seed=12345, n=400)
+            run.metrics = quick_alignment(model, tokenizer, seed=ALIGNMENT_SEED, n=ALIGNMENT_N)
             model.train()
-            info.update(metrics)
+            info.update(run.metrics)
         if progress:
             progress(info)
         if time.time() - last_save >= cfg.save_every_minutes * 60:
-            save_weights(model, out, meta())
+            _save(model, run)
             last_save = time.time()
     else:
-        step = cfg.steps
-    model.eval()
-    metrics = quick_alignment(model, tokenizer, seed=12345, n=400)
-    save_weights(model, out, meta())
-    return meta()
+        run.step = cfg.steps
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m biomedvr_cli.sandbox.pretrain``: JSON lines of progress on stdout."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
-    d = PretrainConfig()
-    for f, v in asdict(d).items():
-        p.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
-    a = vars(p.parse_args(argv))
-    out = a.pop("out")
-    summary = pretrain(out, PretrainConfig(**a), progress=lambda i: print(json.dumps(i), flush=True))
-    print(json.dumps({"done": True, **summary}), flush=True)
+def _step(model, heads, opt, batch: tuple[Any, Any, Any], lr: float, step: int, cfg: PretrainConfig) -> float:
+    """One optimiser step on ``batch`` (images, token ids, attribute indices) at ``lr``; returns the loss."""
+    import torch
+
+    from biomedvr_cli.errors import TrainingError
+
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss = _loss(model, heads, *batch, cfg)
+    if not torch.isfinite(loss):
+        raise TrainingError(f"pretraining diverged at step {step}", "lower --lr or change --seed")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    return float(loss.detach())
 
 
-if __name__ == "__main__":
-    main()
+def _loss(model, heads, x, tokens, attrs, cfg: PretrainConfig):
+    """CLIP's symmetric InfoNCE, plus the two-way loss inside hard-negative pairs and the auxiliary heads' loss."""
+    import torch
+    import torch.nn.functional as F
+
+    img, txt, scale = model(x, tokens)[:3]
+    logits = scale * img @ txt.t()
+    labels = torch.arange(len(x))
+    loss = 0.5 * (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels))
+    n_pairs = int(cfg.batch_size * cfg.hard_fraction) // 2  # the pairs come first in each batch
+    if n_pairs and cfg.pair_weight:
+        loss = loss + cfg.pair_weight * _pair_loss(img[: 2 * n_pairs], txt[: 2 * n_pairs], scale)
+    if cfg.aux_weight:
+        loss = loss + cfg.aux_weight * sum(
+            F.cross_entropy(head(10.0 * img), attrs[:, j], ignore_index=-1) for j, head in enumerate(heads)
+        ) / len(heads)
+    return loss
+
+
+def _save(model, run: _Run) -> None:
+    """Write the weights and the run's metadata to ``run.out`` (replacing an earlier save of this run)."""
+    from biomedvr_cli.sandbox.modelio import save_weights
+
+    save_weights(model, run.out, run.meta())

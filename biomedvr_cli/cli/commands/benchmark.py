@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from types import ModuleType
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from biomedvr_cli.cli import options
 
+if TYPE_CHECKING:  # the runner imports torch; the command imports it only when it runs
+    from biomedvr_cli.benchmark.runner import BenchmarkOutcome, BenchmarkRequest
+
 HELP = """Compare BioMedVR with baselines and ablations on the same frozen backbone, shots and seeds.
 
 One dataset: IMAGES (class-per-folder tree or CSV) with a test split, or --test IMAGES, and
 --attributes FILE. Several: --suite FILE (JSON: {"datasets": [{"name": ..., "images": ...,
-"test": ..., "attributes": ...} or {"name": ..., "sandbox_task": "blood-smear", "shift":
-"default"}], optional "backbone", "methods", "shots", "seeds", "epochs", "epoch_scale",
-"val_shots"; command-line options win). The seed draws the support set; selection uses a
+"test": ..., "attributes": ...} or {"name": ..., "sandbox_task": "blood-smear" or a task .json
+file, "shift": "default"}], optional "backbone", "methods", "shots", "seeds", "epochs",
+"epoch_scale", "val_shots"; relative paths are relative to the suite file; command-line
+options win). The seed draws the support set; selection uses a
 validation split, never the test set. Each finished (dataset, method, shots, seed) is stored
 in --out/jobs at once: rerunning the command resumes. Writes summary.json, summary.csv,
 jobs.csv, summary.md and accuracy_vs_shots.png to --out. Under torchrun the jobs are
@@ -88,57 +93,21 @@ def benchmark(
     force: bool = typer.Option(False, "--force", help="Redo stored jobs whose settings changed (instead of refusing)."),
     json_out: bool = options.JsonOption,
 ) -> None:
+    """Run (or resume) the sweep described by IMAGES or --suite and the options; print the table or JSON."""
     from biomedvr_cli.cli import console as render
 
     if list_methods:
         _list_methods()
         return
+    from biomedvr_cli.benchmark.request import BenchmarkOptions, build_request
     from biomedvr_cli.distributed import init_distributed
-    from biomedvr_cli.benchmark.methods import Overrides, resolve_methods
-    from biomedvr_cli.benchmark.protocol import DEFAULT_SEEDS, DEFAULT_SHOTS, DatasetSpec, load_suite, parse_shots, seed_list
-    from biomedvr_cli.benchmark.runner import BenchmarkRequest, run_benchmark
-    from biomedvr_cli.errors import UsageError
 
-    if (images is None) == (suite is None):
-        raise UsageError("give either IMAGES or --suite FILE", "e.g. `biomedvr benchmark data/ --attributes a.json` or `--suite suite.json`")
-    if suite is not None:
-        if test is not None or attributes is not None or name is not None:
-            raise UsageError("--test, --attributes and --name describe one dataset; with --suite put them in the suite file",
-                             "move them into the suite's dataset entries")
-        loaded = load_suite(suite)
-        datasets = loaded.datasets
-    else:
-        assert images is not None
-        loaded = None
-        dataset_name = name or (images.resolve().stem if images.suffix.lower() == ".csv" else images.resolve().name) or "images"
-        datasets = [DatasetSpec(name=dataset_name, images=images, test=test, attributes=attributes,
-                                path_column=path_column, label_column=label_column)]
-
-    def pick(cli, from_suite, default):
-        return cli if cli is not None else (from_suite if from_suite is not None else default)
-
-    if epochs is not None and epoch_scale is not None:
-        raise UsageError("--epochs and --epoch-scale both set", "use one: --epochs N for all, or --epoch-scale F per recipe")
-    if epoch_scale is not None and epoch_scale <= 0 or epochs is not None and epochs < 1:
-        raise UsageError("--epochs must be at least 1 and --epoch-scale positive", "e.g. --epoch-scale 0.2")
-    suite_epochs = loaded.epochs if loaded and epoch_scale is None else None
-    suite_scale = loaded.epoch_scale if loaded and epochs is None else None
-    request = BenchmarkRequest(
-        datasets=datasets,
-        out=out,
-        backbone=pick(backbone, loaded.backbone if loaded else None, "biomedclip"),
-        methods=resolve_methods(pick(methods, loaded.methods if loaded else None, "all")),
-        shots=parse_shots(pick(shots, loaded.shots if loaded else None, list(DEFAULT_SHOTS))),
-        seeds=seed_list(pick(seeds, loaded.seeds if loaded else None, DEFAULT_SEEDS)),
-        overrides=Overrides(epochs=pick(epochs, suite_epochs, None), epoch_scale=pick(epoch_scale, suite_scale, None),
-                            batch_size=batch_size),
-        val_shots=pick(val_shots, loaded.val_shots if loaded else None, None),
-        allow_fewer=allow_fewer,
-        device=device,
-        allow_download=allow_download,
-        force=force,
-        decode=options.decode_options(window, max_pixels),
-    )
+    request = build_request(BenchmarkOptions(
+        out=out, images=images, test=test, attributes=attributes, suite=suite, name=name, backbone=backbone,
+        methods=methods, shots=shots, seeds=seeds, epochs=epochs, epoch_scale=epoch_scale, batch_size=batch_size,
+        val_shots=val_shots, allow_fewer=allow_fewer, path_column=path_column, label_column=label_column,
+        window=window, max_pixels=max_pixels, device=device, allow_download=allow_download, force=force,
+    ))
     dist = init_distributed(device)
     try:
         outcome = _run(request, dist, render)
@@ -146,19 +115,24 @@ def benchmark(
         dist.close()
     if outcome is None:  # not rank 0: rank 0 reports
         return
+    _report(outcome, request, json_out, render)
+    if outcome.failed:
+        raise typer.Exit(outcome.failed[0]["exit_code"])
+
+
+def _report(outcome: BenchmarkOutcome, request: BenchmarkRequest, json_out: bool, render: ModuleType) -> None:
+    """Rank 0's output: one warning per failed job, then the JSON document or the table and a summary line."""
     for failure in outcome.failed:
         render.warn(f"{failure['dataset']} / {failure['method']} / {failure['shots']} shots / seed {failure['seed']}: {failure['error']}")
     if json_out:
         render.emit_json({**outcome.document, "run": {"jobs_run": outcome.ran, "jobs_stored": outcome.skipped},
                           "outputs": {k: str(v) for k, v in outcome.outputs.items()}})
-    else:
-        seeds_text = f"{len(request.seeds)} seed(s)"
-        _print_table(outcome, f"benchmark on {request.backbone}: test metrics, mean ± std over {seeds_text}; "
-                              f"selection on validation")
-        render.info(f"{outcome.ran} job(s) run, {outcome.skipped} already stored; reports in {out}/ "
-                    "(summary.csv, jobs.csv, summary.md, summary.json, accuracy_vs_shots.png)")
-    if outcome.failed:
-        raise typer.Exit(outcome.failed[0]["exit_code"])
+        return
+    seeds_text = f"{len(request.seeds)} seed(s)"
+    _print_table(outcome, f"benchmark on {request.backbone}: test metrics, mean ± std over {seeds_text}; "
+                          f"selection on validation")
+    render.info(f"{outcome.ran} job(s) run, {outcome.skipped} already stored; reports in {request.out}/ "
+                "(summary.csv, jobs.csv, summary.md, summary.json, accuracy_vs_shots.png)")
 
 
 def _run(request, dist, render):

@@ -31,11 +31,38 @@ def _csv_text(rows: list[dict], top_k: int) -> str:
     return buffer.getvalue()
 
 
+def _render_explanation(render, row: dict) -> None:
+    score = row["explain"]["score"]
+    render.info(f"{row['file']}: score of {row['prediction']} = sentences {score['sentences']:.2f} + feature head "
+                f"{score['feature_head']:.2f} ({score['sentence_share']:.0%} from the sentences)")
+    for set_name, items in row["explain"]["sentences"].items():
+        render.info(f"  [{set_name}] " + " | ".join(f"{i['sentence']} ({i['cosine']:.3f})" for i in items))
+
+
+def output_format_for(output_format: str | None, out: Path | None) -> str:
+    """The format to write: as given, else from the --out suffix (.csv, .json), else a table on stderr."""
+    from biomedvr_cli.errors import UsageError
+
+    if output_format is None:
+        if out is None:
+            return "table"
+        by_suffix = {".csv": "csv", ".json": "json"}.get(out.suffix.lower())
+        if by_suffix is None:
+            raise UsageError(f"cannot tell the format of {out.name} from its name", "pass --format csv or --format json")
+        return by_suffix
+    if output_format not in FORMATS:
+        raise UsageError(f"unknown format {output_format!r}", f"choose one of {', '.join(FORMATS)}")
+    if output_format == "table" and out is not None:
+        raise UsageError("a table is printed to the terminal, not written to --out", "pass --format csv or --format json")
+    return output_format
+
+
 def predict(
     paths: list[Path] = typer.Argument(..., help="Image files, folders (searched recursively) or CSV manifests."),
     adapter: Path = options.AdapterOption,
     top_k: int = typer.Option(3, "--top-k", help="How many classes to list per image."),
-    output_format: str = typer.Option("table", "--format", help="table (stderr), json or csv (stdout or --out)."),
+    output_format: Optional[str] = typer.Option(
+        None, "--format", help="table (stderr), json or csv (stdout or --out); default: table, or from the --out suffix."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file."),
     explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class."),
     batch_size: int = typer.Option(64, "--batch-size", help="Images decoded and scored per batch."),
@@ -55,8 +82,7 @@ def predict(
     from biomedvr_cli.pipeline.predictor import load_predictor
     from biomedvr_cli.pipeline.predict import predict_files
 
-    if output_format not in FORMATS:
-        raise UsageError(f"unknown --format {output_format!r}", f"choose one of {', '.join(FORMATS)}")
+    output_format = output_format_for(output_format, out)
     if out is not None:
         check_writable(out, force=force)
     files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
@@ -93,12 +119,10 @@ def predict(
         render.rows_table(f"predictions ({adapter.name})", ["file", "prediction", f"top {k}"], table_rows)
         if explain:
             for r in rows:
-                for set_name, items in r.get("explain", {}).items():
-                    render.info(f"{r['file']} [{set_name}]: " + " | ".join(f"{i['sentence']} ({i['cosine']:.3f})" for i in items))
+                if "explain" in r:
+                    _render_explanation(render, r)
     else:
         text = _csv_text(rows, k) if output_format == "csv" else json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
-        if output_format == "table":  # --out with the default format: write JSON
-            text = json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
         if out is not None:
             write_text_atomic(out, text, force=force)
             render.info(f"wrote {len(rows)} predictions to {out}")

@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from biomedvr_cli.cli import options
+from biomedvr_cli.sandbox.pretrain import PretrainConfig
 
 sandbox_app = typer.Typer(
     name="sandbox",
@@ -73,32 +74,70 @@ def tasks(json_out: bool = options.JsonOption) -> None:
     )
 
 
+# The one source of pretraining defaults; the module imports only the standard library,
+# so --help stays fast.
+_PRETRAIN = PretrainConfig()
+
+
 @sandbox_app.command("pretrain")
 def pretrain(
-    out: Path = typer.Option(..., "--out", help="Weights file to write (safetensors, fp16)."),
-    steps: int = typer.Option(2400, "--steps", help="Optimiser steps (the cosine schedule spans them)."),
-    minutes: float = typer.Option(48.0, "--minutes", help="Wall-clock budget: the cosine schedule compresses to end by then."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the initialisation and of every generated batch."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Image-caption pairs per step."),
-    threads: int = typer.Option(2, "--threads", help="torch threads for the model step."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    out: Path = typer.Option(
+        ..., "--out", help="Weights file to write (safetensors, fp16); an existing file needs --force."
+    ),
+    steps: int = typer.Option(_PRETRAIN.steps, "--steps", help="Optimiser steps (the cosine schedule spans them)."),
+    minutes: float = typer.Option(
+        _PRETRAIN.minutes, "--minutes", help="Wall-clock budget: the cosine schedule compresses to end by then."
+    ),
+    seed: int = typer.Option(_PRETRAIN.seed, "--seed", help="Seed of the initialisation and of every generated batch."),
+    batch_size: int = typer.Option(_PRETRAIN.batch_size, "--batch-size", help="Image-caption pairs per step."),
+    lr: float = typer.Option(_PRETRAIN.lr, "--lr", help="Peak learning rate of AdamW."),
+    warmup: int = typer.Option(_PRETRAIN.warmup, "--warmup", help="Linear warmup steps before the cosine."),
+    weight_decay: float = typer.Option(
+        _PRETRAIN.weight_decay, "--weight-decay", help="AdamW weight decay (matrices only)."
+    ),
+    hard_fraction: float = typer.Option(
+        _PRETRAIN.hard_fraction, "--hard-fraction", help="Share of each batch drawn as hard-negative caption pairs."
+    ),
+    pair_weight: float = typer.Option(
+        _PRETRAIN.pair_weight, "--pair-weight", help="Weight of the two-way loss inside each hard-negative pair."
+    ),
+    aux_weight: float = typer.Option(
+        _PRETRAIN.aux_weight, "--aux-weight", help="Weight of the per-family heads' loss (heads are not saved)."
+    ),
+    threads: int = typer.Option(_PRETRAIN.threads, "--threads", help="torch threads for the model step."),
+    workers: int = typer.Option(
+        _PRETRAIN.workers, "--workers", help="DataLoader processes drawing batches (0: draw in the main process)."
+    ),
+    eval_every: int = typer.Option(
+        _PRETRAIN.eval_every, "--eval-every", help="Steps between progress measurements (0: only at the end)."
+    ),
+    save_every_minutes: float = typer.Option(
+        _PRETRAIN.save_every_minutes, "--save-every-minutes", help="Minutes between saves of OUT during the run."
+    ),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists (the shipped weights included)."),
+    json_out: bool = options.JsonOption,
 ) -> None:
     """Contrastively pretrain the sandbox model from scratch on generated image-caption pairs."""
     from biomedvr_cli.cli import console as render
-    from biomedvr_cli.atomic import check_writable
-    from biomedvr_cli.sandbox.pretrain import PretrainConfig, pretrain as run
+    from biomedvr_cli.sandbox.pretrain import pretrain as run
 
-    check_writable(out, force=force)
-    cfg = PretrainConfig(steps=steps, minutes=minutes, seed=seed, batch_size=batch_size, threads=threads)
+    cfg = PretrainConfig(
+        steps=steps, minutes=minutes, seed=seed, batch_size=batch_size, lr=lr, warmup=warmup,
+        weight_decay=weight_decay, hard_fraction=hard_fraction, pair_weight=pair_weight, aux_weight=aux_weight,
+        threads=threads, workers=workers, eval_every=eval_every, save_every_minutes=save_every_minutes,
+    )
 
     def progress(info: dict) -> None:
-        if "retrieval_top1_of10" in info:
+        if "retrieval_top1_of10" in info and not json_out:
             render.info(
                 f"step {info['step'] + 1}/{steps}  loss {info['loss']:.3f}  retrieval {info['retrieval_top1_of10']:.2f}"
                 f"  family zero-shot {info['family_zero_shot_mean']:.2f}  ({info['elapsed_s'] / 60:.1f} min)"
             )
 
-    summary = run(out, cfg, progress=progress)
+    summary = run(out, cfg, progress=progress, force=force)
+    if json_out:
+        render.emit_json(summary)
+        return
     render.info(f"wrote {out}: {summary['steps_done']} steps in {summary['wall_seconds'] / 60:.1f} min")
 
 

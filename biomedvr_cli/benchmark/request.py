@@ -1,0 +1,121 @@
+"""From command-line values and an optional suite file to one ``BenchmarkRequest``.
+
+The command line describes either one dataset (IMAGES with --test, --attributes, --name) or
+points at a suite file listing several. Settings such as the backbone, methods, shots and
+seeds can come from both: a value given on the command line wins, then the suite's, then
+the default. Everything here is checked before any dataset or backbone is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from biomedvr_cli.benchmark.methods import Overrides, resolve_methods
+from biomedvr_cli.benchmark.protocol import (
+    DEFAULT_SEEDS,
+    DEFAULT_SHOTS,
+    DatasetSpec,
+    Suite,
+    load_suite,
+    parse_shots,
+    seed_list,
+)
+from biomedvr_cli.benchmark.runner import BenchmarkRequest
+from biomedvr_cli.data import DecodeOptions, parse_window
+from biomedvr_cli.errors import UsageError
+
+T = TypeVar("T")
+
+DEFAULT_BACKBONE = "biomedclip"
+DEFAULT_METHODS = "all"
+
+
+@dataclass
+class BenchmarkOptions:
+    """The ``benchmark`` command line as given: None means "not given" (the suite or the default decides)."""
+
+    out: Path
+    images: Path | None = None
+    test: Path | None = None
+    attributes: Path | None = None
+    suite: Path | None = None
+    name: str | None = None
+    backbone: str | None = None
+    methods: str | None = None  # comma-separated methods or groups
+    shots: str | None = None  # comma-separated shots
+    seeds: int | None = None
+    epochs: int | None = None
+    epoch_scale: float | None = None
+    batch_size: int | None = None
+    val_shots: int | None = None
+    allow_fewer: bool = False
+    path_column: str = "path"
+    label_column: str = "label"
+    device: str = "auto"
+    allow_download: bool | None = None
+    force: bool = False
+    window: str | None = None  # DICOM "CENTER,WIDTH"
+    max_pixels: int = DecodeOptions.max_pixels
+
+
+def _pick(cli: T | None, from_suite: T | None, default: T) -> T:
+    """The command line's value, else the suite's, else the default."""
+    if cli is not None:
+        return cli
+    return from_suite if from_suite is not None else default
+
+
+def _datasets(options: BenchmarkOptions) -> tuple[list[DatasetSpec], Suite | None]:
+    """The datasets to run, and the suite they came from (None for a single IMAGES dataset)."""
+    if (options.images is None) == (options.suite is None):
+        raise UsageError("give either IMAGES or --suite FILE",
+                         "e.g. `biomedvr benchmark data/ --attributes a.json` or `--suite suite.json`")
+    if options.suite is not None:
+        if options.test is not None or options.attributes is not None or options.name is not None:
+            raise UsageError("--test, --attributes and --name describe one dataset; with --suite put them in the suite file",
+                             "move them into the suite's dataset entries")
+        suite = load_suite(options.suite)
+        return suite.datasets, suite
+    images = options.images
+    assert images is not None
+    name = options.name or (images.resolve().stem if images.suffix.lower() == ".csv" else images.resolve().name) or "images"
+    return [DatasetSpec(name=name, images=images, test=options.test, attributes=options.attributes,
+                        path_column=options.path_column, label_column=options.label_column)], None
+
+
+def _overrides(options: BenchmarkOptions, suite: Suite | None) -> Overrides:
+    """Training overrides; --epochs and --epoch-scale exclude each other, and either replaces both of the suite's."""
+    epochs, epoch_scale = options.epochs, options.epoch_scale
+    if epochs is not None and epoch_scale is not None:
+        raise UsageError("--epochs and --epoch-scale both set", "use one: --epochs N for all, or --epoch-scale F per recipe")
+    if epoch_scale is not None and epoch_scale <= 0 or epochs is not None and epochs < 1:
+        raise UsageError("--epochs must be at least 1 and --epoch-scale positive", "e.g. --epoch-scale 0.2")
+    # A suite may set epochs or epoch_scale; one given on the command line replaces the suite's choice.
+    suite_epochs = suite.epochs if suite and epoch_scale is None else None
+    suite_scale = suite.epoch_scale if suite and epochs is None else None
+    return Overrides(epochs=_pick(epochs, suite_epochs, None), epoch_scale=_pick(epoch_scale, suite_scale, None),
+                     batch_size=options.batch_size)
+
+
+def build_request(options: BenchmarkOptions) -> BenchmarkRequest:
+    """Merge the command line with the suite file (command line wins) into a checked ``BenchmarkRequest``."""
+    datasets, suite = _datasets(options)
+    overrides = _overrides(options, suite)
+    return BenchmarkRequest(
+        datasets=datasets,
+        out=options.out,
+        backbone=_pick(options.backbone, suite.backbone if suite else None, DEFAULT_BACKBONE),
+        methods=resolve_methods(_pick(options.methods, suite.methods if suite else None, DEFAULT_METHODS)),
+        shots=parse_shots(_pick(options.shots, suite.shots if suite else None, list(DEFAULT_SHOTS))),
+        seeds=seed_list(_pick(options.seeds, suite.seeds if suite else None, DEFAULT_SEEDS)),
+        overrides=overrides,
+        val_shots=_pick(options.val_shots, suite.val_shots if suite else None, None),
+        allow_fewer=options.allow_fewer,
+        device=options.device,
+        allow_download=options.allow_download,
+        force=options.force,
+        decode=DecodeOptions(window=parse_window(options.window) if options.window else None,
+                             max_pixels=options.max_pixels),
+    )

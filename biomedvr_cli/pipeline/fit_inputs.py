@@ -1,0 +1,140 @@
+"""What ``fit`` reads before training: the attributes file it uses, and a support set that decodes.
+
+Attributes are looked up the way a user expects after ``biomedvr attributes``: the
+``--attributes`` file, else ``attributes.json`` inside IMAGES, else beside IMAGES, else in
+the current folder. Unreadable images are never silently part of the draw: the split is
+redrawn from the files that decode, and each skipped file is named with its reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from biomedvr_cli.data import DecodeOptions, ImageRecord, decode_to_tensors, sample_few_shot
+from biomedvr_cli.errors import InvalidInputError
+from biomedvr_cli.method.textbanks import class_name_sentences
+
+ATTRIBUTES_NAME = "attributes.json"
+
+
+@dataclass
+class ResolvedAttributes:
+    """Per-class sentence sets plus where they came from."""
+
+    sets: dict[str, dict[str, list[str]]]
+    source: str  # "file" | "class-name templates"
+    task: str = ""
+    content_hash: str | None = None
+    path: Path | None = None
+
+
+def find_attributes(images: Path, explicit: Path | None, cwd: Path | None = None) -> tuple[Path | None, str]:
+    """The attributes file fit will use and how it was found (``--attributes``, inside, beside, current folder)."""
+    if explicit is not None:
+        return explicit, "--attributes"
+    folder = images if images.is_dir() else images.parent
+    places = [(folder / ATTRIBUTES_NAME, "inside the images folder" if images.is_dir() else "beside the manifest"),
+              (folder.parent / ATTRIBUTES_NAME, "beside the images folder"),
+              ((cwd or Path.cwd()) / ATTRIBUTES_NAME, "in the current folder")]
+    seen: set[Path] = set()
+    for path, where in places:
+        resolved = path.resolve()
+        if resolved in seen:
+            continue
+        seen.add(resolved)
+        if path.is_file():
+            return path, where
+    return None, ""
+
+
+def resolve_attributes(images: Path, explicit: Path | None, classes: list[str],
+                       notify: Callable[[str], None]) -> ResolvedAttributes:
+    """The sentence sets for ``classes``: from the attributes file found, else class-name templates."""
+    from biomedvr_cli.attributes import load_attributes
+
+    path, where = find_attributes(images, explicit)
+    if path is None:
+        notify("no attributes file (looked inside and beside the images and in the current folder): scoring against "
+               "class-name templates, the AR baseline; run `biomedvr attributes` or pass --attributes for BioMedVR")
+        return ResolvedAttributes(class_name_sentences(classes), "class-name templates")
+    attrs = load_attributes(path)
+    missing = [c for c in classes if c not in attrs.classes]
+    extra = [c for c in attrs.classes if c not in classes]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"image classes missing from {path.name}: {', '.join(missing)}")
+        if extra:
+            parts.append(f"classes in {path.name} with no images: {', '.join(extra)}")
+        raise InvalidInputError(
+            "classes do not match the attributes file (" + "; ".join(parts) + ")",
+            "make the class folder/label names and the attribute file's class names identical, or pass --attributes",
+        )
+    if explicit is None:
+        notify(f"using attributes from {path.name} {where}")
+    return ResolvedAttributes(attrs.sentence_sets(classes), "file", attrs.task, attrs.content_hash(), path)
+
+
+@dataclass
+class DecodedSplit:
+    """The drawn support and validation images, decoded, and what was skipped on the way."""
+
+    train: list[ImageRecord]
+    val: list[ImageRecord]
+    train_images: torch.Tensor
+    val_images: torch.Tensor
+    warnings: list[str] = field(default_factory=list)
+
+    def labels(self, which: str, classes: list[str]) -> torch.Tensor:
+        """Class indices of the ``train`` or ``val`` records."""
+        index = {c: i for i, c in enumerate(classes)}
+        return torch.tensor([index[r.label] for r in getattr(self, which)], dtype=torch.long)
+
+
+def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *, seed: int, val_shots: int | None,
+                  allow_fewer: bool, size: int, options: DecodeOptions) -> DecodedSplit:
+    """Draw K + V images per class from files that decode; an unreadable pick is replaced by a redraw.
+
+    The draw depends only on the seed and the set of readable records, so the result equals a
+    draw from a folder where the unreadable files had never been.
+    """
+    pool = list(records)
+    decoded: dict[Path, torch.Tensor] = {}
+    skipped: list[str] = []
+    while True:
+        split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer)
+        todo = [r for r in split.train + split.val if r.path not in decoded]
+        batch = decode_to_tensors([r.path for r in todo], size, options)
+        for row, i in enumerate(batch.kept):
+            decoded[todo[i].path] = batch.images[row]
+        if not batch.failures:
+            break
+        bad = {str(path) for path, _ in batch.failures}
+        skipped.extend(reason for _, reason in batch.failures)
+        pool = [r for r in pool if str(r.path) not in bad]
+    warnings = list(split.warnings)
+    if skipped:
+        warnings.append(f"{len(skipped)} unreadable image(s) were skipped and replaced in the draw: " + "; ".join(skipped[:5])
+                        + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
+
+    def stack(chosen: list[ImageRecord]) -> torch.Tensor:
+        return torch.stack([decoded[r.path] for r in chosen]) if chosen else torch.empty(0, 3, size, size, dtype=torch.uint8)
+
+    return DecodedSplit(split.train, split.val, stack(split.train), stack(split.val), warnings)
+
+
+def image_hashes(records: list[ImageRecord]) -> list[str]:
+    """Short content hashes of image files (sorted): lets ``eval`` spot reuse without storing any path."""
+    out = []
+    for record in records:
+        digest = hashlib.sha256()
+        with open(record.path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        out.append(digest.hexdigest()[:16])
+    return sorted(out)
