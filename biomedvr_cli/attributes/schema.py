@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.atomic import write_text_atomic
-from biomedvr_cli.attributes.textfile import read_user_text
+from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, json_depth, read_user_text
 from biomedvr_cli.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
@@ -234,6 +234,10 @@ def parse_attributes_text(text: str) -> AttributeFile:
         raise _fail("", f"key {json.dumps(exc.key, ensure_ascii=False)} appears twice in one object") from None
     except json.JSONDecodeError as exc:
         raise _fail("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # the C parser recurses once per nesting level
+        raise _fail("", f"nested more than {MAX_JSON_DEPTH} levels deep") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise _fail("", f"nested more than {MAX_JSON_DEPTH} levels deep")
     return validate_attributes(data)
 
 

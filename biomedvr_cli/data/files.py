@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
+
+from biomedvr_cli.errors import InvalidInputError
 
 #: Extensions treated as images without opening the file (compared lower-case).
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm"})
 
 # Folders that archive tools or operating systems add and that never hold real data.
 _SKIPPED_FOLDERS = frozenset({"__MACOSX"})
+
+# Caps on files read whole into memory. Class lists, attribute files, task and suite files
+# are kilobytes; a manifest with a million rows is about 100 MB.
+MAX_USER_TEXT_BYTES = 16 * 1024 * 1024
+MAX_MANIFEST_BYTES = 256 * 1024 * 1024
 
 _DICOM_PREAMBLE = 128
 _DICOM_MAGIC = b"DICM"
@@ -66,3 +74,40 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 skipped.append((path, "not an image file"))
     images.sort()
     return images, skipped
+
+
+def read_regular_file(path: Path, *, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of a user's regular file of at most ``max_bytes``; anything else is an InvalidInputError.
+
+    Opened non-blocking and checked on the open handle, so a FIFO is refused instead of
+    waiting for a writer, and a device (``/dev/zero``) or a file that keeps growing is never
+    read past the cap. Messages name the file, never its folder.
+    """
+    path = Path(path)
+    name = path.name or str(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise InvalidInputError(f"{name} not found", "check the path") from None
+    except OSError as exc:
+        raise InvalidInputError(f"{name} cannot be read: {exc.strerror}", "check the path and its permissions") from None
+    with os.fdopen(fd, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise InvalidInputError(f"{name} is a folder", f"give the {what} itself")
+        if not stat.S_ISREG(mode):
+            raise InvalidInputError(f"{name} is not a regular file (a pipe, socket or device)",
+                                    f"save the {what} to disk and pass that file")
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise InvalidInputError(f"{name} cannot be read: {exc.strerror}", "check the file") from None
+    if len(data) > max_bytes:
+        raise InvalidInputError(f"{name} is larger than the {max_bytes // (1024 * 1024)} MiB allowed for a {what}",
+                                f"check that this is the right file; a {what} is much smaller")
+    return data
+
+
+def printable_path(path: Path | str) -> str:
+    """``path`` as text that encodes to UTF-8: bytes of a non-UTF-8 file name become ``\\xNN``."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")

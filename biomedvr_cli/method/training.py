@@ -1,10 +1,16 @@
-"""Training a BioMedVR head: the VR stage (SGD/AdamW, validation-based selection), then the feature head.
+"""Training a BioMedVR head: the feature head on the start's features, then the VR stage.
 
-Plain functions that report through a callback and never print. Stage 1 trains the VR
-patterns and the gate; the untrained head is epoch 0, so a trained epoch is kept only when
-it beats the start on the validation split (accuracy, then NLL). Stage 2 fits the feature
-head on every labelled image (``method.feature_head``). Without a validation split the
-last epoch is kept.
+Plain functions that report through a callback and never print.
+
+1. With ``feature_head``, the head is fitted first, on the features of the untrained views
+   of every labelled image, its penalty chosen by cross-validation (``method.feature_head``).
+   Those features are not fitted to anything yet, so the cross-validation is honest.
+2. The VR patterns and the negative expert's weight are then trained through the whole head
+   (SGD/AdamW, augmentation). The start is epoch 0 of the selection; a trained epoch is kept
+   only when it is *clearly* better on the validation split (a paired check, see
+   :func:`feature_head.clearly_better`), and among those the best accuracy, then NLL, wins.
+   A few validation images cannot otherwise tell a better epoch from a lucky one.
+Without a validation split the last epoch is kept.
 """
 
 from __future__ import annotations
@@ -19,14 +25,14 @@ import torch.nn.functional as F
 
 from biomedvr_cli.errors import TrainingError
 from biomedvr_cli.method.augment import random_resized_crop
-from biomedvr_cli.method.feature_head import FeatureHeadFit, fit_feature_head
+from biomedvr_cli.method.feature_head import FeatureHeadFit, clearly_better, fit_feature_head
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.method.recipes import Recipe
 
 SELECTION_BEST_VAL = (
-    "best validation accuracy (ties: lower validation NLL), "
-    "evaluated before training (epoch 0) and every {every} epoch(s)"
+    "the untrained start (epoch 0) unless an epoch is clearly better on validation (paired check); "
+    "then best validation accuracy (ties: lower NLL), evaluated every {every} epoch(s)"
 )
 SELECTION_LAST = "last epoch (no validation split)"
 
@@ -125,21 +131,28 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 class _Selector:
-    """Keeps the state with the best validation (accuracy, -NLL); epoch 0 is the untrained head."""
+    """Keeps the untrained start unless an epoch is clearly better on validation, then the best such epoch."""
 
     def __init__(self, head: BioMedVRHead, encode: Encode, val: LabelledImages | None, device: torch.device) -> None:
         self.head, self.encode, self.val, self.device = head, encode, val, device
         self.best_key: tuple[float, float] | None = None
+        self.start_correct: torch.Tensor | None = None
         self.epoch, self.accuracy, self.nll = 0, None, None
         self.state = head.trainable_state()
 
     def consider(self, epoch: int) -> dict[str, float]:
-        """Evaluate the current state on validation; keep it when strictly better."""
+        """Evaluate the current state on validation; keep it when clearly better than the start and the best so far."""
         assert self.val is not None
         logits = predict_logits(self.head, self.encode, self.val.images, device=self.device)
-        accuracy = float((logits.argmax(1) == self.val.labels).float().mean())
+        correct = logits.argmax(1) == self.val.labels
+        accuracy = float(correct.float().mean())
         nll = float(F.cross_entropy(logits, self.val.labels))
-        if self.best_key is None or (accuracy, -nll) > self.best_key:
+        if self.start_correct is None:
+            self.start_correct = correct
+            keep = True
+        else:
+            keep = clearly_better(correct, self.start_correct) and (accuracy, -nll) > self.best_key
+        if keep:
             self.best_key = (accuracy, -nll)
             self.epoch, self.accuracy, self.nll = epoch, accuracy, nll
             self.state = self.head.trainable_state()
@@ -229,15 +242,17 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
 def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, train_labels: torch.Tensor,
                val_images: torch.Tensor | None, val_labels: torch.Tensor | None, recipe: Recipe, *, seed: int,
                device: torch.device, shots: int, progress: Callable[[EpochReport], None] | None = None) -> TrainResult:
-    """Both stages: VR training with selection, then (with ``feature_head``) the feature head on all images."""
+    """The feature head on every labelled image (with ``feature_head``), then VR training with selection."""
     train = LabelledImages(train_images, train_labels)
     val = LabelledImages(val_images, val_labels) if val_images is not None and val_labels is not None else None
-    result = train_vr(head, encode, train, val, recipe, seed=seed, device=device, shots=shots, progress=progress)
+    fitted = None
+    start = time.perf_counter()
     if head.config.feature_head:
-        start = time.perf_counter()
         everything = train if val is None or len(val) == 0 else LabelledImages(
             torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
-        result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device)
-        result.seconds += time.perf_counter() - start
-        result.state = head.trainable_state()
+        fitted = fit_head_on_features(head.to(device), encode, everything, seed=seed, device=device)
+    head_seconds = time.perf_counter() - start
+    result = train_vr(head, encode, train, val, recipe, seed=seed, device=device, shots=shots, progress=progress)
+    result.feature_head = fitted
+    result.seconds += head_seconds
     return result

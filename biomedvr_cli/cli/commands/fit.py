@@ -31,11 +31,15 @@ def fit(
     vr_frame: Optional[int] = typer.Option(None, "--vr-frame", help="Padding VR frame width in px (default: image shrunk to 6/7 of the input)."),
     vr_eps: float = typer.Option(_DEFAULTS.vr_eps, "--vr-eps", help="Bound of the additive pattern for --vr full and mask (pixel units in [0,1])."),
     gate: str = typer.Option(_DEFAULTS.gate, "--gate", help="Expert gate: global (reference), class or sample."),
-    combine: str = typer.Option(_DEFAULTS.combine, "--combine", help="Fuse experts by add (reference) or subtract."),
+    combine: str = typer.Option(
+        _DEFAULTS.combine, "--combine",
+        help="Fuse the experts: signed (a learned weight on the negative expert, from 0), add (reference) or subtract."),
     beta: float = typer.Option(_DEFAULTS.beta, "--beta", help="Weight of the Confusion-Suppression loss."),
     margin: float = typer.Option(_DEFAULTS.margin, "--margin", help="Margin of the Confusion-Suppression loss (logit units)."),
     no_confusion_loss: bool = typer.Option(False, "--no-confusion-loss", help="Train with cross-entropy only."),
     no_negative: bool = typer.Option(False, "--no-negative", help="Drop the negative expert (AttrVR)."),
+    no_feature_head: bool = typer.Option(False, "--no-feature-head", help="Sentence scores only (no linear head on the image feature)."),
+    paper: bool = typer.Option(False, "--paper", help="BioMedVR exactly as published: padding VR, softmax gate adding the experts, no feature head, recipe paper."),
     k: int = typer.Option(_DEFAULTS.k, "--k", help="Top-k sentences averaged per class."),
     m: int = typer.Option(_DEFAULTS.m or 20, "--m", help="At most m sentences per class and set (never resampled)."),
     val_shots: Optional[int] = typer.Option(None, "--val-shots", help="Validation images per class (default min(K, 4); 0 = keep last epoch)."),
@@ -49,14 +53,17 @@ def fit(
     force: bool = options.ForceOption,
     json_out: bool = options.JsonOption,
 ) -> None:
-    """Fit an adapter (VR patterns + gate + text banks) on K images per class; writes one .safetensors file."""
+    """Fit an adapter (VR patterns, expert weights, feature head, text banks) on K images per class; writes one .safetensors file."""
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.pipeline.fit import FitRequest, fit_adapter
 
     try:
+        if paper:
+            vr, combine, no_feature_head, recipe = "padding", "add", True, "paper"
         method = MethodConfig(vr=vr, vr_frame=vr_frame, vr_eps=vr_eps, gate=gate, combine=combine, negative=not no_negative,
-                              confusion_loss=not no_confusion_loss, beta=beta, margin=margin, k=k, m=m)
+                              confusion_loss=not no_confusion_loss, beta=beta, margin=margin, k=k, m=m,
+                              feature_head=not no_feature_head)
     except ValueError as exc:
         raise UsageError(str(exc), "see `biomedvr fit --help` for the allowed values") from None
     out_path = out or options.default_adapter_name(images, backbone, shots)
@@ -80,7 +87,8 @@ def fit(
         [("classes", len(result.classes)), ("train / val images", f"{result.train_images} / {result.val_images}"),
          ("attributes", result.attribute_source), ("backbone", result.backbone), ("recipe", result.recipe),
          ("selected epoch", result.selected_epoch), ("validation accuracy", result.val_accuracy),
-         ("selection", result.selection_rule), ("seconds", round(result.seconds, 1))],
+         ("selection", result.selection_rule), ("feature head", result.feature_head or "off"),
+         ("seconds", round(result.seconds, 1))],
     )
 
 
