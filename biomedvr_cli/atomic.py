@@ -17,18 +17,39 @@ from biomedvr_cli.errors import InvalidInputError, OutputExistsError, OutputNotW
 
 
 def check_writable(path: Path, *, force: bool) -> None:
-    """Fail early, before any work, when ``path`` exists and ``force`` is not set."""
+    """Fail early, before any work: ``path`` exists without ``force``, or its folder cannot be written.
+
+    The folder check looks at the nearest existing ancestor (missing folders are created
+    later): a regular file where a folder should be, or a folder without write permission
+    (or on a read-only file system), is an :class:`OutputNotWritableError`.
+    """
+    path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(path.name)
     if path.exists() and path.is_dir():
         raise InvalidInputError(f"{path.name} is a folder", "give a file name for the output")
+    check_folder_writable(path)
+
+
+def check_folder_writable(path: Path) -> None:
+    """Refuse ``path`` when the folder it would be created in cannot be (a file in the way, no permission)."""
+    path = Path(path)
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputNotWritableError(f"cannot write {path.name}: {folder.name} is a file, not a folder",
+                                     "choose an output path in a folder you can write to")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputNotWritableError(f"cannot write {path.name}: no permission to write in {folder.name or folder}",
+                                     "choose an output path in a folder you can write to")
 
 
 def not_writable(path: Path, exc: OSError) -> OutputNotWritableError:
     """The one-line error for an output that cannot be written (read-only, not a folder, disk full)."""
     reason = exc.strerror or type(exc).__name__
     return OutputNotWritableError(f"cannot write {path.name} ({reason})",
-                                  "choose an --out in a folder you can write to, with free space")
+                                  "choose an output path in a folder you can write to, with free space")
 
 
 def _missing_parents(folder: Path) -> list[Path]:

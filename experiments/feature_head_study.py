@@ -33,7 +33,12 @@ def main() -> None:
     parser.add_argument("--shots", default="1,4,16")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--z", type=float, default=None, help="override feature_head.CLEAR_Z")
     args = parser.parse_args()
+    if args.z is not None:
+        import biomedvr_cli.method.feature_head as feature_head
+
+        feature_head.CLEAR_Z = args.z
     suite = load_suite(args.suite)
     backbone = load_backbone("sandbox", device="cpu")
     print("| dataset | K | zs-attributes | linear-probe | feature head | chosen penalties |")

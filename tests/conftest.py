@@ -92,3 +92,116 @@ def write_color_attributes(path: Path) -> Path:
                            "created_at": "2026-11-30T00:00:00Z"}}
     path.write_text(json.dumps(data))
     return path
+
+
+# ---------------------------------------------------------------- a tiny BiomedCLIP in a Hugging Face cache
+
+BIOMEDCLIP_REPO = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+BIOMEDBERT_REPO = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+# Every word of the colour tree's class names, templates and attribute sentences, so nothing is [UNK].
+_WORDPIECE = ("a an the of photo image showing picture microscopy medical type finding this is that looks but cell cells "
+              "alpha beta gamma red green blue filling whole field uniform staining everywhere only class entirely "
+              "tinted differently").split()
+
+
+def write_hf_repo(hub: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    """Lay ``files`` out as the Hugging Face cache does after ``hf download``: blobs, a snapshot of symlinks, refs/main."""
+    import hashlib
+
+    base = hub / ("models--" + repo_id.replace("/", "--"))
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = base / "snapshots" / commit
+    (base / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (base / "refs").mkdir(exist_ok=True)
+    (base / "refs" / "main").write_text(commit)
+    for name, data in files.items():
+        blob = base / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot
+
+
+def tiny_biomedclip_files(seed: int = 0) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """(BiomedCLIP repo files, BiomedBERT repo files): the real repos' layout and config structure, tiny random weights.
+
+    A timm test ViT (160 px) stands in for ViT-B/16 and a one-layer BERT with a WordPiece vocab for
+    PubMedBERT; open_clip_config.json has the real keys (timm tower, HF text tower with an MLP
+    projection and CLS pooling, preprocessing), the weights are ``open_clip_pytorch_model.bin``.
+    """
+    import io
+    import json
+    import math
+    import tempfile
+
+    import torch
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", *_WORDPIECE, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
+    bert_config = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 1,
+                   "num_attention_heads": 2, "intermediate_size": 37, "vocab_size": len(vocab),
+                   "max_position_embeddings": 64, "type_vocab_size": 2, "pad_token_id": 0, "hidden_act": "gelu",
+                   "layer_norm_eps": 1e-12, "initializer_range": 0.02}
+    text = {"config.json": json.dumps(bert_config).encode(), "vocab.txt": ("\n".join(vocab) + "\n").encode(),
+            "tokenizer_config.json": json.dumps({"do_lower_case": True}).encode()}
+    config = {"model_cfg": {"embed_dim": 16,
+                            "vision_cfg": {"timm_model_name": "test_vit", "timm_model_pretrained": False, "timm_pool": "",
+                                           "timm_proj": "linear", "image_size": 160},
+                            "text_cfg": {"hf_model_name": BIOMEDBERT_REPO, "hf_tokenizer_name": BIOMEDBERT_REPO,
+                                         "hf_proj_type": "mlp", "hf_pooler_type": "cls_last_hidden_state_pooler",
+                                         "context_length": 32}},
+              "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "config.json").write_bytes(text["config.json"])
+        local_cfg = json.loads(json.dumps(config["model_cfg"]))
+        local_cfg["text_cfg"]["hf_model_name"] = tmp
+        torch.manual_seed(seed)  # the BERT config is read from the temporary folder, not the hub
+        model = _build_custom_text_clip(local_cfg)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(60.0))  # BiomedCLIP's learned temperature is not CLIP's 100
+    buffer = io.BytesIO()
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, buffer)
+    clip_files = {"open_clip_config.json": json.dumps(config, indent=2).encode(), "open_clip_pytorch_model.bin": buffer.getvalue()}
+    return clip_files, text
+
+
+def _build_custom_text_clip(model_cfg: dict):
+    from open_clip.model import CustomTextCLIP
+
+    return CustomTextCLIP(embed_dim=model_cfg["embed_dim"], vision_cfg=model_cfg["vision_cfg"],
+                          text_cfg={**model_cfg["text_cfg"], "hf_model_pretrained": False})
+
+
+@pytest.fixture(scope="session")
+def tiny_biomedclip_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An HF_HOME whose hub cache holds the tiny BiomedCLIP and BiomedBERT repos (read-only by convention)."""
+    home = tmp_path_factory.mktemp("hf-home")
+    clip_files, text_files = tiny_biomedclip_files()
+    write_hf_repo(home / "hub", BIOMEDCLIP_REPO, clip_files)
+    write_hf_repo(home / "hub", BIOMEDBERT_REPO, text_files)
+    return home
+
+
+def use_hf_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """Point this process (and subprocesses) at ``home`` as HF_HOME, with the hub offline."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HOME", str(home))
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    return home
+
+
+@pytest.fixture()
+def biomedclip_hf_home(tiny_biomedclip_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HF_HOME pointed at the tiny BiomedCLIP cache, offline, for this test."""
+    return use_hf_home(monkeypatch, tiny_biomedclip_home)
+
+
+@pytest.fixture()
+def empty_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HF_HOME pointed at an empty folder, offline, for this test."""
+    (tmp_path / "empty-hf-home" / "hub").mkdir(parents=True)
+    return use_hf_home(monkeypatch, tmp_path / "empty-hf-home")

@@ -235,3 +235,18 @@ def test_vr_frame_option_is_recorded(tmp_path: Path, tiny_backbone_spec: str) ->
     assert result.exit_code == 0, result.stderr
     info = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)["config"]["method"]
     assert (info["vr_frame"], info["gate"], info["combine"]) == (3, "sample", "subtract")
+
+
+def test_python_api_classify_takes_paths_and_pil_images(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    from PIL import Image
+
+    from biomedvr_cli.pipeline.predict import predict_files
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec, device="cpu")
+    path = next((tree / "test" / "beta cell").glob("*.png"))
+    by_path, by_image = predictor.classify([path, Image.open(path)])
+    assert list(by_path) == predictor.classes and sum(by_path.values()) == pytest.approx(1.0, abs=1e-5)
+    assert by_path == pytest.approx(by_image, abs=1e-6)
+    (row,) = predict_files(predictor, [path], top_k=3)
+    assert {c: p for c, p in row.top} == pytest.approx(by_path, abs=1e-6)

@@ -129,10 +129,11 @@ def test_clearly_better_is_a_paired_check() -> None:
     from biomedvr_cli.method.feature_head import clearly_better
 
     start = torch.tensor([True] * 10 + [False] * 10)
-    assert clearly_better(torch.ones(20, dtype=torch.bool), start)  # +10 net, 2 * sqrt(10) = 6.3
+    assert clearly_better(torch.ones(20, dtype=torch.bool), start)  # +10 net > 1.5 * sqrt(10) = 4.7
     assert not clearly_better(start.clone(), start)  # no change
     swapped = torch.tensor([False] * 4 + [True] * 6 + [True] * 8 + [False] * 2)  # gains 8, loses 4
-    assert not clearly_better(swapped, start)  # +4 net < 2 * sqrt(12) = 6.9
+    assert not clearly_better(swapped, start)  # +4 net < 1.5 * sqrt(12) = 5.2
+    assert clearly_better(swapped, start, z=1.0)  # +4 net > sqrt(12) = 3.5
 
 
 def test_no_negative_expert_has_no_gate() -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from biomedvr_cli.adapter.config import AdapterConfig
 from biomedvr_cli.atomic import write_with_atomic
+from biomedvr_cli.attributes.privacy import check_stored_class_names
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputNotWritableError
 
 ADAPTER_FORMAT = "biomedvr-adapter"
@@ -82,7 +83,12 @@ def _canonical(config: dict[str, Any]) -> str:
 
 
 def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterConfig, *, force: bool) -> None:
-    """Write the adapter atomically; an existing file needs ``force``."""
+    """Write the adapter atomically; an existing file needs ``force``.
+
+    Class names that look like patient identifiers are refused (InvalidInputError, exit 3):
+    adapters are shared, and hold no paths or identifiers.
+    """
+    check_stored_class_names(config.classes)
     metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": _canonical(config.to_dict())}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
 

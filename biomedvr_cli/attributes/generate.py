@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli import __version__
+from biomedvr_cli.atomic import check_folder_writable
 from biomedvr_cli.attributes import cache, privacy
 from biomedvr_cli.attributes.prompts import PromptRequest, PromptSet, load_prompts, render_request, render_retry
 from biomedvr_cli.attributes.schema import (
@@ -131,6 +132,8 @@ def generate(
         if cached is not None and existing is not None and existing.same_content(cached):
             return GenerationResult(cached, True, 0, written=False, unchanged=True)
         raise OutputExistsError(out.name)
+    if out is not None:
+        check_folder_writable(out)  # before any paid request, not after the replies came back
     if cached is not None:
         attrs, sent, warning = cached, 0, None
     elif offline:

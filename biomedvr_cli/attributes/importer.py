@@ -10,7 +10,6 @@ and repeats are dropped and counted, so a reference file imports as it would be 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,6 +24,8 @@ from biomedvr_cli.attributes.schema import (
     AttributeFile,
     validate_attributes,
 )
+from biomedvr_cli.attributes.textfile import parse_user_json
+from biomedvr_cli.data.files import MAX_USER_TEXT_BYTES, read_regular_file
 from biomedvr_cli.errors import InvalidInputError
 
 
@@ -44,18 +45,14 @@ def _match_key(name: str) -> str:
 def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], str]:
     """One reference file as ``{display name: sentences}`` and its sha256."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInputError(f"{path.name} (--{set_name}) not found", "check the path")
-    raw = path.read_bytes()
+    raw = read_regular_file(path, max_bytes=MAX_USER_TEXT_BYTES, what="reference JSON file")
     try:
-        data = json.loads(raw.decode("utf-8-sig"))
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path.name} is not valid UTF-8 (byte {exc.start})", "save it as UTF-8") from None
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(
-            f"{path.name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            "give the reference implementation's JSON file",
-        ) from None
+    data = parse_user_json(text, path.name, "give the reference implementation's JSON file")
     if not isinstance(data, dict) or not data:
         raise InvalidInputError(
             f"{path.name} must be a non-empty JSON object of class name -> list of sentences",

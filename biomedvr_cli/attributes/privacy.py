@@ -1,5 +1,8 @@
 """The guard on everything that leaves the machine: class names and the task text.
 
+The same rules guard the class names an adapter stores (``check_stored_class_names``):
+adapters are shared like attribute files and must hold no identifiers either.
+
 Nothing else is ever sent to an LLM (no pixels, no file names, no DICOM headers). Class
 names and the task are typed by people who may paste a patient's record number, a scan
 date or a folder path by mistake, so both are checked before any request is built.
@@ -20,6 +23,8 @@ from biomedvr_cli.errors import InvalidInputError
 
 MAX_CLASS_NAME_CHARS = 100
 MAX_TASK_CHARS = 300
+# What an attributes file accepts as a class name; a stored name is not sent anywhere.
+MAX_STORED_CLASS_NAME_CHARS = 200
 
 _MONTH = (
     r"(?:january|february|march|april|may|june|july|august|september|october|november|december"
@@ -84,20 +89,30 @@ def check_outgoing(class_names: Sequence[str], task: str) -> None:
         _check_one("the --task text", task, MAX_TASK_CHARS, "describe the imaging task in a few plain words")
 
 
-def _check_one(label: str, text: str, limit: int, fix: str) -> None:
+_SENT_WHY = "only class names and the task text are sent to the LLM and they must not hold patient data"
+_STORED_WHY = "class names are stored in the adapter, which must not hold patient data"
+
+
+def check_stored_class_names(class_names: Sequence[str], source: str = "class") -> None:
+    """Refuse class names that could carry patient identifiers before they go into an adapter.
+
+    The same rules as :func:`check_outgoing` (adapters are shared like attribute files);
+    ``source`` says where the names came from ("class folder", "label"). Raises
+    :class:`InvalidInputError` (exit 3) naming the entry with the suspicious part masked.
+    """
+    total = len(class_names)
+    for index, name in enumerate(class_names, start=1):
+        _check_one(f"{source} {index} of {total}", name, MAX_STORED_CLASS_NAME_CHARS,
+                   f"rename the {source} to its diagnosis or finding", why=_STORED_WHY, kept="stored")
+
+
+def _check_one(label: str, text: str, limit: int, fix: str, *, why: str = _SENT_WHY, kept: str = "sent to the LLM") -> None:
     if len(text) > limit:
-        raise InvalidInputError(
-            f"{label} is {len(text)} characters long; at most {limit} may be sent to the LLM",
-            fix,
-        )
+        raise InvalidInputError(f"{label} is {len(text)} characters long; at most {limit} may be {kept}", fix)
     found = find_identifier(text)
     if found is not None:
         what, masked = found
-        raise InvalidInputError(
-            f"{label} looks like it contains {what}: {_quote(masked)}; only class names and the task "
-            "text are sent to the LLM and they must not hold patient data",
-            fix,
-        )
+        raise InvalidInputError(f"{label} looks like it contains {what}: {_quote(masked)}; {why}", fix)
 
 
 def _mask_controls(text: str) -> str:

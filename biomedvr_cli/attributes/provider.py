@@ -22,11 +22,14 @@ from biomedvr_cli.errors import ProviderError
 
 PROVIDERS: tuple[str, ...] = ("anthropic", "bedrock", "vertex")
 MODEL_ENV = "BIOMEDVR_MODEL"
-# A current, low-cost model that follows JSON schemas well; each platform names it its own way.
-# Bedrock's in-region id is used so that no request leaves the user's region unless they pick
-# a cross-region inference profile (us./eu./global.) themselves.
+# Attributes take one request per class, once per task (then the cache answers), so the default
+# favours quality over price: the newest Opus the installed anthropic SDK lists (claude-opus-5-5).
+# Bedrock and Vertex keep Claude Haiku 4.5, whose platform ids are known to work on demand in
+# region; Bedrock's in-region id is used so that no request leaves the user's region unless they
+# pick a cross-region inference profile (us./eu./global.) themselves. --model or BIOMEDVR_MODEL
+# choose another model on any platform.
 DEFAULT_MODELS: dict[str, str] = {
-    "anthropic": "claude-haiku-4-5",
+    "anthropic": "claude-opus-5-5",
     "bedrock": "anthropic.claude-haiku-4-5-20251001-v1:0",
     "vertex": "claude-haiku-4-5@20251001",
 }

@@ -1,24 +1,46 @@
-"""Load a frozen open_clip backbone with its tokenizer, preprocessing and fingerprint."""
+"""Load a frozen open_clip backbone with its tokenizer, preprocessing and fingerprint.
+
+Files are found in the caches first (``availability``); what is missing is downloaded on
+first use (``downloads``) unless downloads are off; then open_clip builds the model with
+the hub forced offline and its logging quiet, so a load either works or fails with one
+:class:`BackboneUnavailableError` (exit 4) that says how to fix it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from biomedvr_cli.backbones.availability import check_hf_hub, check_tag
+from biomedvr_cli.backbones.availability import Availability, check_hf_hub, check_tag, hf_cached, read_model_cfg, text_needs
+from biomedvr_cli.backbones.checkpoints import (
+    is_torchscript,
+    load_state_into,
+    looks_like_openai,
+    openai_release,
+    torchscript_state_dict,
+)
 from biomedvr_cli.backbones.device import resolve_device
-from biomedvr_cli.backbones.fingerprint import weights_fingerprint
+from biomedvr_cli.backbones.downloads import (
+    ALLOW_DOWNLOAD_ENV,
+    DownloadReporter,
+    current_reporter,
+    downloads_allowed,
+    fetch_from_hub,
+    fetch_hint,
+    hub_offline,
+    offline_reason,
+    quiet_loading,
+)
+from biomedvr_cli.backbones.fingerprint import legacy_fingerprint, weights_fingerprint
+from biomedvr_cli.backbones.localdir import LocalDir, local_tokenizer, read_local_dir, text_cfg_override
 from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
-from biomedvr_cli.errors import BackboneUnavailableError
+from biomedvr_cli.errors import BackboneUnavailableError, BiomedVRError
 
-ALLOW_DOWNLOAD_ENV = "BIOMEDVR_ALLOW_DOWNLOAD"
+__all__ = ["ALLOW_DOWNLOAD_ENV", "Backbone", "allow_download_default", "describe_availability", "load_backbone"]
 
 
 @dataclass
@@ -34,11 +56,19 @@ class Backbone:
     logit_scale: float
     fingerprint: str
     device: torch.device
+    model_cfg: dict = field(default_factory=dict)  # the open_clip model config it was built from
 
     @property
     def label(self) -> str:
         """Path-free backbone name (for adapters and logs)."""
         return self.spec.label
+
+    def fingerprint_for(self, recorded: str) -> str:
+        """The fingerprint to compare with one an adapter recorded: ``recorded`` itself when it is
+        this model's biomedvr 0.1.0 fingerprint (computed the old way), else the current one."""
+        if recorded != self.fingerprint and recorded == legacy_fingerprint(self.model):
+            return recorded
+        return self.fingerprint
 
     def normalize(self, images01: torch.Tensor) -> torch.Tensor:
         """Map [0,1] pixels to the backbone's normalised input."""
@@ -78,97 +108,150 @@ class Backbone:
 
 
 def allow_download_default() -> bool:
-    """Downloads are off unless the user set BIOMEDVR_ALLOW_DOWNLOAD=1."""
-    return os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip().lower() in {"1", "true", "yes"}
+    """Whether a backbone missing from the caches is downloaded when no option says otherwise."""
+    return downloads_allowed(None)
 
 
-@contextlib.contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """Force Hugging Face offline mode so that cached files load without network calls."""
-    if not offline:
-        yield
-        return
-    import huggingface_hub.constants as hub_constants
+def _source_name(spec: BackboneSpec) -> str:
+    """What the user typed, for commands in hints (`biomedvr backbones export SOURCE DIR`)."""
+    return spec.model if spec.kind == "local-dir" else spec.label
 
-    saved_env = os.environ.get("HF_HUB_OFFLINE")
-    saved_const = hub_constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = saved_const
-        if saved_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved_env
+
+def _builtin_text_needs(model_name: str) -> Availability | None:
+    """Missing hub repos of a built-in open_clip config's HF text tower (e.g. roberta-ViT-B-32)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(model_name)
+    needs = text_needs(cfg) if cfg else []
+    return Availability(False, missing=tuple(n.repo for n in needs), needs=tuple(needs)) if needs else None
+
+
+def _find_files(spec: BackboneSpec) -> tuple[Availability, LocalDir | None]:
+    """What is on this machine for ``spec`` and what a download would fetch; no network."""
+    import open_clip
+
+    preset = spec.preset
+    if preset is not None and preset.config_path is not None:
+        if preset.weights_path is None or not preset.weights_path.is_file():
+            raise _unavailable(spec, "reinstall biomedvr: the shipped sandbox weights are missing from the package")
+        return Availability(True, checkpoint=preset.weights_path), None
+    if spec.model.startswith("hf-hub:"):
+        return check_hf_hub(spec, preset.hf_repos if preset else ()), None
+    if spec.kind == "local-dir":
+        assert spec.local_path is not None
+        local = read_local_dir(spec.local_path)
+        return Availability(not local.needs, missing=tuple(n.repo for n in local.needs), needs=tuple(local.needs)), local
+    if spec.kind == "file":
+        assert spec.local_path is not None
+        if not spec.local_path.is_file():
+            raise BackboneUnavailableError(f"weights file {spec.local_path.name} does not exist",
+                                           "check the path after MODEL: in --backbone")
+        if spec.model not in open_clip.list_models():
+            raise BackboneUnavailableError(f"{spec.model!r} is not an open_clip model name", "see open_clip.list_models()")
+        found = Availability(True, checkpoint=spec.local_path)
+    else:
+        assert spec.pretrained is not None
+        found = check_tag(spec.model, spec.pretrained)
+    return (_builtin_text_needs(spec.model) or found) if found.available else found, None
 
 
 def _unavailable(spec: BackboneSpec, hint: str) -> BackboneUnavailableError:
     return BackboneUnavailableError(f"weights for backbone {spec.label!r} are not available on this machine", hint)
 
 
-def _create(spec: BackboneSpec, allow_download: bool) -> tuple[torch.nn.Module, object]:
-    """Build the open_clip model and tokenizer for ``spec`` without unexpected downloads."""
+def _ensure_files(spec: BackboneSpec, allow_download: bool | None,
+                  reporter: DownloadReporter) -> tuple[Availability, LocalDir | None]:
+    """Find the files, downloading what is missing when allowed (config first, then what it names)."""
+    hint_repos = list(spec.preset.hf_repos) if spec.preset else []
+    for _ in range(3):
+        found, local = _find_files(spec)
+        if found.available:
+            return found, local
+        repos = list(dict.fromkeys([*found.missing, *hint_repos]))
+        hub_repos = [r for r in repos if "://" not in r]
+        if not found.needs:  # an open_clip tag with only a URL
+            raise _unavailable(spec, f"download {found.missing[0]} into ~/.cache/clip/ on a connected machine, "
+                                     f"or pass --backbone {spec.model}:PATH_TO_WEIGHTS")
+        if not downloads_allowed(allow_download):
+            reason = offline_reason(allow_download)
+            how = {"HF_HUB_OFFLINE=1 is set": "unset HF_HUB_OFFLINE", "--offline was given": "drop --offline"}.get(
+                reason, f"unset {ALLOW_DOWNLOAD_ENV}")
+            raise BackboneUnavailableError(
+                f"backbone {spec.label!r} is not on this machine and downloads are off ({reason})",
+                f"{how} to download it on first use; or {fetch_hint(hub_repos, _source_name(spec))}")
+        fetch_from_hub(list(found.needs), _source_name(spec), reporter, hub_repos)
+    raise _unavailable(spec, "the download did not provide every file; run again, or " +
+                       fetch_hint(list(found.missing), _source_name(spec)))
+
+
+def _build_named(model_name: str, checkpoint: Path, quick_gelu: bool, preprocess: dict) -> tuple[torch.nn.Module, dict]:
+    """A built-in open_clip architecture with weights from ``checkpoint`` (a state dict or an OpenAI TorchScript archive)."""
     import open_clip
 
-    # open_clip logs at INFO/WARNING about its resolution steps; keep our stderr tidy.
-    logging.getLogger("open_clip").setLevel(logging.ERROR)
-    kwargs: dict = {}
-    model_name, pretrained = spec.model, spec.pretrained
+    if is_torchscript(checkpoint):
+        quick_gelu = True  # only OpenAI ships CLIP as TorchScript, trained with QuickGELU
+        model = open_clip.create_model(model_name, pretrained=None, force_quick_gelu=True, pretrained_text=False,
+                                       force_preprocess_cfg=preprocess)
+        load_state_into(model, torchscript_state_dict(checkpoint))
+    else:
+        model = open_clip.create_model(model_name, pretrained=str(checkpoint), force_quick_gelu=quick_gelu,
+                                       force_preprocess_cfg=preprocess)
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    if quick_gelu:
+        model_cfg["quick_gelu"] = True
+    return model, model_cfg
+
+
+def _build(spec: BackboneSpec, found: Availability, local: LocalDir | None,
+           reporter: DownloadReporter) -> tuple[torch.nn.Module, object, dict]:
+    """(model, tokenizer, model config) for files that are all on this machine."""
+    import open_clip
+
     preset = spec.preset
     if preset is not None and preset.config_path is not None:
         open_clip.add_model_config(preset.config_path)
-        weights = preset.weights_path
-        if weights is None or not weights.is_file():
-            raise _unavailable(spec, "reinstall biomedvr: the shipped sandbox weights are missing from the package")
-        pretrained = str(weights)
-    elif spec.kind in ("preset", "tag") and pretrained:
-        found = check_tag(model_name, pretrained)
-        if found.available and found.checkpoint is not None:
-            tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-            kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
-            kwargs["force_preprocess_cfg"] = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
-            pretrained = str(found.checkpoint)
-        elif not allow_download:
-            raise _unavailable(spec, found.fetch_hint)
-    elif spec.kind in ("preset", "hf-hub") and model_name.startswith("hf-hub:"):
-        found = check_hf_hub(spec, preset.hf_repos if preset else ())
-        if not found.available and not allow_download:
-            raise _unavailable(spec, found.fetch_hint)
-    elif spec.kind == "local-dir":
-        assert spec.local_path is not None
-        if not (spec.local_path / "open_clip_config.json").is_file():
-            raise BackboneUnavailableError(
-                "the local-dir backbone folder has no open_clip_config.json",
-                "point local-dir: at a folder holding open_clip_config.json and the weights file",
-            )
-    elif spec.kind == "file":
-        assert spec.local_path is not None
-        if not spec.local_path.is_file():
-            raise BackboneUnavailableError(
-                f"weights file {spec.local_path.name} does not exist", "check the path after MODEL: in --backbone"
-            )
-        if spec.model not in open_clip.list_models():
-            raise BackboneUnavailableError(f"{spec.model!r} is not an open_clip model name", "see open_clip.list_models()")
-        pretrained = str(spec.local_path)
+        model, cfg = _build_named(spec.model, preset.weights_path, False, {})  # type: ignore[arg-type]
+        return model, open_clip.get_tokenizer(spec.model), cfg
+    if local is not None:
+        override = text_cfg_override(local)
+        model = open_clip.create_model(f"local-dir:{local.folder}", **({"text_cfg": override} if override else {}))
+        return model, local_tokenizer(local), local.model_cfg
+    if spec.model.startswith("hf-hub:"):
+        config = hf_cached(spec.model[len("hf-hub:"):], "open_clip_config.json")
+        cfg = read_model_cfg(config) if config else {}
+        return open_clip.create_model(spec.model), open_clip.get_tokenizer(spec.model), cfg
+    assert found.checkpoint is not None
+    if spec.kind == "file":
+        quick = looks_like_openai(spec.model, found.checkpoint)
+        if not quick and openai_release(spec.model).get("quick_gelu"):
+            reporter.notify(f"{spec.model}:FILE builds GELU activations (LAION/DataComp weights); if the file holds "
+                            f"OpenAI's weights, pass --backbone {spec.model}-quickgelu:FILE instead")
+        model, cfg = _build_named(spec.model, found.checkpoint, quick, {})
+    else:
+        tag_cfg = open_clip.get_pretrained_cfg(spec.model, spec.pretrained)
+        preprocess = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+        model, cfg = _build_named(spec.model, found.checkpoint, bool(tag_cfg.get("quick_gelu", False)), preprocess)
+    return model, open_clip.get_tokenizer(spec.model), cfg
 
-    with _hub_offline(not allow_download):
+
+def _create(spec: BackboneSpec, allow_download: bool | None,
+            reporter: DownloadReporter) -> tuple[torch.nn.Module, object, dict, LocalDir | None]:
+    """Build the model and tokenizer for ``spec``, downloading missing files first when allowed."""
+    found, local = _ensure_files(spec, allow_download, reporter)
+    with hub_offline(), quiet_loading():
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
-            tokenizer = open_clip.get_tokenizer(model_name)
-        except BackboneUnavailableError:
+            model, tokenizer, cfg = _build(spec, found, local, reporter)
+        except BiomedVRError:
             raise
-        except Exception as exc:  # open_clip/hub raise many types; all mean "cannot load"
-            hint = (
-                "check the backbone files, or pass --allow-download on a connected machine"
-                if not allow_download
-                else "check the model name and your connection"
-            )
+        except Exception as exc:  # open_clip/transformers raise many types; all mean "cannot load"
+            cached = spec.kind in ("preset", "hf-hub", "tag")
+            hint = ("the cached files may be damaged: remove the model's folder under HF_HOME/hub "
+                    "(~/.cache/huggingface/hub/models--ORG--NAME) and run again to download it" if cached else
+                    "check that the weights file belongs to this architecture and that the folder is complete")
             raise BackboneUnavailableError(
-                f"could not load backbone {spec.label!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", hint
-            ) from None
-    return model, tokenizer
+                f"could not load backbone {spec.label!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                hint) from None
+    return model, tokenizer, cfg, local
 
 
 def _image_size(model: torch.nn.Module) -> int:
@@ -180,42 +263,48 @@ def _image_size(model: torch.nn.Module) -> int:
     return int(size)
 
 
+def _check_export_fingerprint(local: LocalDir | None, fingerprint: str) -> None:
+    manifest = (local.manifest if local else None) or {}
+    recorded = manifest.get("fingerprint")
+    if recorded and manifest.get("fingerprint_version") == 2 and recorded != fingerprint:
+        raise BackboneUnavailableError(
+            f"the weights in the exported folder do not match its manifest ({fingerprint}, manifest {recorded})",
+            "copy the folder again, or export it again with `biomedvr backbones export`")
+
+
 def load_backbone(
     spec: str | BackboneSpec,
     *,
     device: str | torch.device = "cpu",
     allow_download: bool | None = None,
+    reporter: DownloadReporter | None = None,
 ) -> Backbone:
     """Load a frozen backbone (eval mode, no gradients on its weights).
 
-    Raises :class:`BackboneUnavailableError` (exit 4) quickly, with the fetch command,
-    when the weights are not on this machine and downloads are not allowed.
+    Missing files are downloaded into the Hugging Face cache on first use, announced through
+    ``reporter`` (default: the installed one), unless ``allow_download`` is False or
+    HF_HUB_OFFLINE / BIOMEDVR_ALLOW_DOWNLOAD=0 say otherwise; then a missing backbone raises
+    :class:`BackboneUnavailableError` (exit 4) at once, with the commands that fetch it.
     """
     if isinstance(spec, str):
         spec = parse_backbone(spec)
-    if allow_download is None:
-        allow_download = allow_download_default()
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
-    model, tokenizer = _create(spec, allow_download)
+    model, tokenizer, model_cfg, local = _create(spec, allow_download, reporter or current_reporter())
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
     fingerprint = weights_fingerprint(model)
+    _check_export_fingerprint(local, fingerprint)
     model.to(torch_device)
     preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
     mean = tuple(float(v) for v in preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073)))
     std = tuple(float(v) for v in preprocess.get("std", (0.26862954, 0.26130258, 0.27577711)))
     logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     return Backbone(
-        spec=spec,
-        model=model,
-        tokenizer=tokenizer,
-        image_size=_image_size(model),
+        spec=spec, model=model, tokenizer=tokenizer, image_size=_image_size(model),
         mean=mean,  # type: ignore[arg-type]
         std=std,  # type: ignore[arg-type]
-        logit_scale=logit_scale,
-        fingerprint=fingerprint,
-        device=torch_device,
+        logit_scale=logit_scale, fingerprint=fingerprint, device=torch_device, model_cfg=model_cfg,
     )
 
 
@@ -231,4 +320,7 @@ def describe_availability(spec: BackboneSpec) -> tuple[bool, str]:
         found = check_tag(spec.model, spec.pretrained)
     else:
         return Path(spec.local_path or "").exists(), "local files"
-    return found.available, "cached locally" if found.available else f"missing: {', '.join(found.missing)}"
+    if found.available:
+        jit = found.checkpoint is not None and is_torchscript(found.checkpoint)
+        return True, "cached locally" + (" (OpenAI TorchScript archive, converted on load)" if jit else "")
+    return False, f"not cached ({', '.join(found.missing)}): downloads on first use"

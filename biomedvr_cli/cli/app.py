@@ -1,44 +1,146 @@
 """The Typer application: wires the command modules and is the one error boundary.
 
 Every expected failure is a ``BiomedVRError``; it is caught here, printed as one line
-with its fix, and turned into its exit code. Nothing below this module prints a
-traceback for an expected error. Command modules import torch lazily so that
-``biomedvr --help`` and ``--version`` stay fast.
+with its fix, and turned into its exit code. Click's own usage errors (a bad option
+value, a missing argument) get the same ``error: ... (fix: ...)`` line and exit 2. A
+last-resort handler turns what no layer anticipated into one line as well:
+OSError (PermissionError included), RecursionError and MemoryError exit 3, anything
+else exits 1. A traceback, and third-party warnings (pydicom, torch, ...), are shown only
+with ``biomedvr --debug`` or ``BIOMEDVR_DEBUG=1``. Command modules import torch lazily so
+that ``biomedvr --help`` and ``--version`` stay fast.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from biomedvr_cli import __version__
-from biomedvr_cli.errors import EXIT_INTERRUPTED, BiomedVRError
+from biomedvr_cli.errors import EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_UNEXPECTED, BiomedVRError
+
+DEBUG_ENV = "BIOMEDVR_DEBUG"
+# Click's error base class, wherever this Typer keeps Click (newer Typers vendor it).
+ClickException: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_DEBUG_HINT = f"rerun with `biomedvr --debug ...` (or {DEBUG_ENV}=1) to see the traceback"
+
+
+def debug_enabled(ctx: typer.Context | None = None) -> bool:
+    """True with ``biomedvr --debug`` or ``BIOMEDVR_DEBUG`` set to anything but empty, 0, false or no."""
+    if ctx is not None and ctx.find_root().params.get("debug"):
+        return True
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _show_own_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: Any = None, line: str | None = None) -> None:
+    from biomedvr_cli.cli import console as render
+
+    render.warn(str(message))
+
+
+@contextlib.contextmanager
+def _warnings_for_users(debug: bool) -> Iterator[None]:
+    """Third-party warnings (with their site-packages paths) are silenced unless debugging;
+    biomedvr's own warnings are printed as ``warning: ...`` lines."""
+    if debug:
+        yield
+        return
+    with warnings.catch_warnings():  # restores the filters and showwarning on the way out
+        warnings.simplefilter("ignore")
+        warnings.filterwarnings("default", module=r"biomedvr_cli(\.|$)")
+        warnings.showwarning = _show_own_warning
+        yield
+
+
+def _last_resort(exc: BaseException) -> tuple[str, int]:
+    """One line and an exit code for an exception no layer turned into a BiomedVRError."""
+    if isinstance(exc, OSError):
+        name = Path(os.fsdecode(exc.filename)).name if exc.filename else ""
+        what = f"cannot use {name}: " if name else "a file could not be read or written: "
+        return (f"{what}{exc.strerror or type(exc).__name__} (fix: check that it exists, that you may read it "
+                "or write to its folder, and that the disk has free space)", EXIT_INVALID_INPUT)
+    if isinstance(exc, RecursionError):
+        return ("an input is nested too deeply to process (fix: check the JSON or other structured input files; "
+                f"{_DEBUG_HINT})", EXIT_INVALID_INPUT)
+    if isinstance(exc, MemoryError):
+        return ("out of memory (fix: use smaller or fewer images, a lower --max-pixels or --batch-size)",
+                EXIT_INVALID_INPUT)
+    detail = (str(exc).splitlines() or [""])[0][:200]
+    return (f"unexpected {type(exc).__name__}" + (f": {detail}" if detail else "")
+            + f" (fix: {_DEBUG_HINT}, and report it)", EXIT_UNEXPECTED)
+
+
+def _usage_error(exc: Any) -> NoReturn:
+    """Click's parsing errors as one ``error: ... (fix: ...)`` line."""
+    from biomedvr_cli.cli import console as render
+
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `biomedvr` alone prints the help, as before
+        exc.show()
+        sys.exit(exc.exit_code)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "biomedvr"
+    message = " ".join(exc.format_message().split())
+    render.error(f"{message} (fix: see `{command} --help`)")
+    sys.exit(exc.exit_code)
 
 
 class _BoundaryGroup(TyperGroup):
-    """A click group that maps library errors and Ctrl-C to exit codes."""
+    """A click group that maps library errors, parsing errors and Ctrl-C to exit codes."""
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         from biomedvr_cli.cli.registry import help_order
 
         return help_order(list(super().list_commands(ctx)))
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the command; in standalone mode print click's errors in biomedvr's own format."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
-            return super().invoke(ctx)
-        except BiomedVRError as exc:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except ClickException as exc:
+            _usage_error(exc)
+        except typer.Abort:
             from biomedvr_cli.cli import console as render
 
-            render.error(exc.one_line())
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            from biomedvr_cli.cli import console as render
+            render.error("aborted")
+            sys.exit(EXIT_UNEXPECTED)
+        sys.exit(code if isinstance(code, int) else 0)
 
-            render.error("interrupted; partial outputs were removed")
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+    def invoke(self, ctx: typer.Context) -> Any:
+        debug = debug_enabled(ctx)
+        with _warnings_for_users(debug):
+            try:
+                return super().invoke(ctx)
+            except (typer.Exit, typer.Abort, ClickException):
+                raise
+            except BiomedVRError as exc:
+                self._fail(exc.one_line(), exc.exit_code, debug)
+            except KeyboardInterrupt:
+                self._fail("interrupted; partial outputs were removed (fix: run the command again)", EXIT_INTERRUPTED, False)
+            except Exception as exc:  # MemoryError and RecursionError are Exceptions too
+                if debug:
+                    raise
+                self._fail(*_last_resort(exc), False)
+
+    @staticmethod
+    def _fail(line: str, code: int, show_traceback: bool) -> NoReturn:
+        from biomedvr_cli.cli import console as render
+
+        if show_traceback:
+            traceback.print_exc(file=sys.stderr)
+        render.error(line)
+        raise typer.Exit(code) from None
 
 
 app = typer.Typer(
@@ -62,6 +164,10 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug",
+        help=f"Show the traceback of an error and third-party warnings (also {DEBUG_ENV}=1). Goes before the command.",
     ),
 ) -> None:
     """Adapt a frozen vision-language model to your biomedical classes from a few labelled images."""

@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
 DeviceOption = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")
+
+
+def _download_display(value: Optional[bool]) -> Optional[bool]:
+    """Every command that may load a backbone shows its download notices and progress."""
+    from biomedvr_cli.cli.downloads import install
+
+    install()
+    return value
+
+
+# " /--offline-backbone": click's syntax for a second name of the off switch (the pre-0.2 flag).
 AllowDownloadOption = typer.Option(
     None,
-    "--allow-download/--offline-backbone",
-    help="Let open_clip download missing backbone weights (default: off, or BIOMEDVR_ALLOW_DOWNLOAD=1).",
+    "--allow-download/--offline",
+    " /--offline-backbone",
+    help="A backbone missing from the Hugging Face cache is downloaded on first use (the default; --allow-download "
+         "is accepted). --offline (alias --offline-backbone, or HF_HUB_OFFLINE=1, or BIOMEDVR_ALLOW_DOWNLOAD=0) "
+         "never touches the network.",
     show_default=False,
+    callback=_download_display,
+)
+AcceptPreprocessingOption = typer.Option(
+    False, "--accept-preprocessing",
+    help="Go on (with a warning) when the backbone normalises images with another mean/std than the adapter was "
+         "fitted with; without it that is an error (exit 4).",
 )
 JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout instead of tables.")
 ForceOption = typer.Option(False, "--force", help="Overwrite an existing output file.")

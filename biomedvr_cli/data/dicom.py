@@ -30,10 +30,14 @@ from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from biomedvr_cli.data.files import has_dicom_magic
 from biomedvr_cli.data.limits import DecodeOptions, InvalidImageError, safe_reason, too_large
 from biomedvr_cli.data.scaling import minmax_to_uint8, range_to_uint8
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Elements nearly every DICOM object carries; one of them tells a header-only DICOM file
+# (no preamble) from a file of another kind that merely has a .dcm name.
+_HEADER_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "Rows")
 _COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "YBR_PARTIAL_422"})
 
 # pip packages that add decoders, by transfer syntax family (UID prefix or UID).
@@ -94,9 +98,16 @@ def _read(path: Path) -> Dataset:
         ds = pydicom.dcmread(path, force=True, defer_size=_DEFER)
     except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, struct/ValueError ...
         raise InvalidImageError(f"{name}: not a readable DICOM file ({safe_reason(exc, path)})") from None
+    if not has_dicom_magic(path) and not any(keyword in ds for keyword in (*_PIXEL_KEYWORDS, *_HEADER_KEYWORDS)):
+        # force=True reads any bytes as some dataset; without the marker or a single familiar
+        # element this is another kind of file with a .dcm name, not an image-less DICOM.
+        raise InvalidImageError(
+            f"{name}: not a DICOM file (no DICM marker and no DICOM header)",
+            "pass DICOM files, or give the file the extension of its real format (.png, .jpg, ...)",
+        )
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise InvalidImageError(
-            f"{name}: DICOM file holds no image (no Pixel Data; e.g. a report or structure set)",
+            f"{name}: DICOM file holds no image (no Pixel Data: a truncated file, or e.g. a report or structure set)",
             "pass image DICOM files only",
         )
     meta = ds.file_meta

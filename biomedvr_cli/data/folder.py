@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biomedvr_cli.data.files import is_hidden, is_image_file, walk_images
+from biomedvr_cli.data.files import is_hidden, is_image_file, printable_path, walk_images
 from biomedvr_cli.data.records import ImageRecord, ImageSource
 from biomedvr_cli.data.splits import normalise_split
 from biomedvr_cli.errors import InvalidInputError
@@ -28,11 +28,12 @@ class _Listing:
     def add_classes(self, subdirs: list[Path], loose: list[Path], split: str | None) -> None:
         """Add the images of each class folder, then the loose files."""
         for class_dir in subdirs:
+            name = _class_name(class_dir)
             # A class folder without images still names a class: sampling then says so clearly.
-            self.classes.add(class_dir.name)
+            self.classes.add(name)
             images, passed_over = walk_images(class_dir)
             self.skipped.extend(passed_over)
-            self.records.extend(ImageRecord(path=p, label=class_dir.name, split=split) for p in images)
+            self.records.extend(ImageRecord(path=p, label=name, split=split) for p in images)
         self.add_loose(loose, split)
 
     def add_loose(self, loose: list[Path], split: str | None) -> None:
@@ -58,6 +59,19 @@ class _Listing:
             else:
                 files.append(entry)
         return subdirs, files
+
+
+def _class_name(folder: Path) -> str:
+    """A class folder's name, which must be text: it is stored in adapters and printed."""
+    name = folder.name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the name came back as surrogate escapes
+        raise InvalidInputError(
+            f'class folder "{printable_path(name)}" has a name that is not valid UTF-8',
+            "rename the folder to the class name in plain text (class names are stored in the adapter)",
+        ) from None
+    return name
 
 
 def read_folder_tree(root: Path, *, require_labels: bool = True) -> ImageSource:

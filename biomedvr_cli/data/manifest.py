@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from biomedvr_cli.data.files import is_image_file
+from biomedvr_cli.data.files import MAX_MANIFEST_BYTES, is_image_file, read_regular_file
 from biomedvr_cli.data.records import CsvColumns, ImageRecord, ImageSource
 from biomedvr_cli.data.splits import known_split_names, normalise_split
 from biomedvr_cli.errors import InvalidInputError
@@ -97,15 +97,12 @@ def _raise_nothing_usable(name: str, skipped: list[tuple[Path, str]]) -> None:
 
 
 def _read_text(csv_path: Path) -> str:
-    """The manifest as text; a BOM from spreadsheet exports is dropped."""
+    """The manifest as text; a BOM from spreadsheet exports is dropped. Only regular files, up to a size cap."""
+    raw = read_regular_file(csv_path, max_bytes=MAX_MANIFEST_BYTES, what="CSV manifest")
     try:
-        return csv_path.read_text(encoding="utf-8-sig")
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise InvalidInputError(f"{csv_path.name} is not UTF-8 text", "save the manifest as CSV UTF-8") from None
-    except OSError as exc:
-        raise InvalidInputError(
-            f"cannot read {csv_path.name}: {exc.strerror}", "check the file's permissions"
-        ) from None
 
 
 def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool) -> _Layout:

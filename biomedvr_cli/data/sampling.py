@@ -57,6 +57,15 @@ def test_records(records: Sequence[ImageRecord]) -> list[ImageRecord]:
 test_records.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
 
 
+def _class_seed(seed: int, name: str) -> bytes:
+    """The seed of one class's random stream.
+
+    The same bytes ``random.Random`` would take from the text for any UTF-8 name (so draws
+    are unchanged), and still a seed for a name holding undecodable file-name bytes.
+    """
+    return f"biomedvr-few-shot:{seed}:{name}".encode("utf-8", "surrogateescape")
+
+
 def _sort_key(record: ImageRecord) -> tuple[str, str, str, str]:
     return (record.label or "", str(record.path), record.split or "", record.group or "")
 
@@ -177,7 +186,7 @@ def sample_few_shot(
     for name in order:
         train_pool, val_pool = pools[name]
         targets = _targets(len(train_pool), len(val_pool), shots, val_target, explicit_val, allow_fewer)
-        rng = random.Random(f"biomedvr-few-shot:{seed}:{name}")
+        rng = random.Random(_class_seed(seed, name))
         draw = _draw_class(train_pool, val_pool, targets, owners, rng)
         short = len(draw.train) < shots or len(draw.val) < val_target
         if short and (not allow_fewer or not draw.train):

@@ -47,21 +47,26 @@ def open_source(path: Path, *, columns: CsvColumns = CsvColumns(), require_label
 def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> list[Path]:
     """The image files to predict on, in order, each once.
 
-    Files are taken as given (an unreadable one is reported later, when decoding); folders
-    are searched recursively for image and DICOM files (sorted, hidden entries skipped); CSV
+    Files are taken as given: a missing or unreadable one stays in the list and gets its own
+    error row when decoding, as a broken file inside a folder does (only when none of the
+    given paths exists is that an error here, before any model is loaded). Folders are
+    searched recursively for image and DICOM files (sorted, hidden entries skipped); CSV
     manifests expand to their path column in row order (a label column is optional; listed
     files that are missing stay in, so decoding reports them).
     """
+    given = [Path(p) for p in paths]
+    missing = [p for p in given if not p.exists()]
+    if missing and len(missing) == len(given):
+        _require_exists(missing[0])
     found: list[Path] = []
-    for given in paths:
-        path = Path(given)
-        _require_exists(path)
+    for path in given:
         if path.is_dir():
             images, _ = walk_images(path)
             if not images:
                 raise InvalidInputError(f"no image files found in {path.name}", "check the folder, or pass image files")
             found.extend(images)
         elif _is_manifest(path):
+            _require_exists(path)  # a manifest lists the inputs; without it there is nothing to report per row
             found.extend(manifest_paths(path, columns))
         else:
             found.append(path)

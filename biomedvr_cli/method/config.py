@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -42,8 +43,13 @@ class MethodConfig:
             raise ValueError(f"unknown combination {self.combine!r}; choose from {', '.join(COMBINE_KINDS)}")
         if self.k < 1 or (self.m is not None and self.m < 1):
             raise ValueError("k and m must be at least 1")
-        if self.beta < 0 or self.margin < 0:
-            raise ValueError("beta and margin must not be negative")
+        if not (math.isfinite(self.beta) and math.isfinite(self.margin)) or self.beta < 0 or self.margin < 0:
+            raise ValueError("beta and margin must be numbers of 0 or more")
+        if not (math.isfinite(self.vr_eps) and 0 < self.vr_eps <= 1):
+            raise ValueError(f"vr_eps must be above 0 and at most 1 (pixel units), got {self.vr_eps}")
+        # Whether the frame fits depends on the backbone's input size, known only when it is loaded.
+        if self.vr_frame is not None and self.vr_frame < 0:
+            raise ValueError(f"vr_frame must be 0 or more pixels, got {self.vr_frame}")
         if self.head_folds < 2:
             raise ValueError("head_folds must be at least 2")
 

@@ -37,7 +37,7 @@ class HeadOutput:
     negative: torch.Tensor | None
     pos_features: torch.Tensor
     neg_features: torch.Tensor | None
-    sentences: torch.Tensor  # the experts fused by the gate
+    sentences: torch.Tensor  # the experts fused by the gate (before the feature head's weight ``a``)
     feature: torch.Tensor | None  # the feature head's part (None without one)
 
 
@@ -123,9 +123,7 @@ class BioMedVRHead(nn.Module):
         pos_feat, neg_feat = self.encode_views(images01, encode)
         sentences, positive, negative = self.sentence_logits(pos_feat, neg_feat)
         feature = self.feature_logits(pos_feat)
-        if feature is not None:
-            sentences = self.sentence_scale * sentences
-        fused = sentences if feature is None else sentences + feature
+        fused = sentences if feature is None else self.sentence_scale * sentences + feature
         return HeadOutput(fused, positive, negative, pos_feat, neg_feat, sentences, feature)
 
     def trainable_state(self) -> dict[str, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from biomedvr_cli.errors import UsageError
 
 RECIPE_DIR = Path(__file__).with_name("recipes")
 DEFAULT_RECIPE = "fast"
+OPTIMIZERS = ("sgd", "adamw")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,27 @@ class Recipe:
     flip: bool = True
     eval_every: int = 1
 
+    def __post_init__(self) -> None:
+        # A recipe comes from a shipped file, --epochs/--lr/--batch-size or a benchmark suite;
+        # a bad value must stop here (exit 2), not as a traceback or a silently useless fit.
+        _at_least("epochs", self.epochs, 1, "--epochs")
+        _at_least("batch size", self.batch_size, 1, "--batch-size")
+        _at_least("one-shot batch size", self.batch_size_one_shot, 1, "--batch-size")
+        _at_least("warmup epochs", self.warmup_epochs, 0, "the recipe's warmup_epochs")
+        _at_least("eval_every", self.eval_every, 1, "the recipe's eval_every")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UsageError(f"the learning rate must be a positive number, got {self.lr}", "pass --lr above 0, e.g. --lr 0.05")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
+            raise UsageError(f"momentum must be in [0, 1), got {self.momentum}", "fix the recipe's momentum")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UsageError(f"weight decay must be 0 or more, got {self.weight_decay}", "fix the recipe's weight_decay")
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}", f"choose one of {', '.join(OPTIMIZERS)}")
+        low, high = (float(v) for v in self.crop_scale)
+        if not 0 < low <= high <= 1:
+            raise UsageError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}",
+                             "fix the recipe's crop_scale")
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for adapters and reports."""
         data = asdict(self)
@@ -38,8 +61,16 @@ class Recipe:
         return data
 
     def with_overrides(self, **overrides: Any) -> Recipe:
-        """A copy with the non-None overrides applied (from CLI options)."""
+        """A copy with the non-None overrides applied (from CLI options); bad values raise UsageError."""
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _at_least(what: str, value: int, low: int, option: str) -> None:
+    """Refuse a count below ``low`` (or not a whole number); ``option`` is where the user sets it."""
+    # bool is an int subclass; a float such as 2.5 from a JSON file is no count either.
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        fix = f"pass {option} {low} or more" if option.startswith("--") else f"fix {option}"
+        raise UsageError(f"{what} must be a whole number of at least {low}, got {value}", fix)
 
 
 def available_recipes() -> list[str]:

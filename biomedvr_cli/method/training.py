@@ -2,14 +2,15 @@
 
 Plain functions that report through a callback and never print.
 
-1. With ``feature_head``, the head is fitted first, on the features of the untrained views
-   of every labelled image, its penalty chosen by cross-validation (``method.feature_head``).
-   Those features are not fitted to anything yet, so the cross-validation is honest.
-2. The VR patterns and the negative expert's weight are then trained through the whole head
+1. With ``feature_head``, the head is fitted first on the support images' features through
+   the untrained views, its penalty chosen by cross-validation (``method.feature_head``).
+2. The VR patterns and the negative expert's weight are trained through the whole head
    (SGD/AdamW, augmentation). The start is epoch 0 of the selection; a trained epoch is kept
    only when it is *clearly* better on the validation split (a paired check, see
    :func:`feature_head.clearly_better`), and among those the best accuracy, then NLL, wins.
    A few validation images cannot otherwise tell a better epoch from a lucky one.
+3. The feature head is fitted again, on every labelled image (support and validation) through
+   the kept views, its penalty again chosen by cross-validation.
 Without a validation split the last epoch is kept.
 """
 
@@ -242,17 +243,22 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
 def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, train_labels: torch.Tensor,
                val_images: torch.Tensor | None, val_labels: torch.Tensor | None, recipe: Recipe, *, seed: int,
                device: torch.device, shots: int, progress: Callable[[EpochReport], None] | None = None) -> TrainResult:
-    """The feature head on every labelled image (with ``feature_head``), then VR training with selection."""
+    """Feature head on the support set, VR training selected on validation, feature head refitted on all."""
     train = LabelledImages(train_images, train_labels)
     val = LabelledImages(val_images, val_labels) if val_images is not None and val_labels is not None else None
-    fitted = None
+    head.to(device)
     start = time.perf_counter()
     if head.config.feature_head:
-        everything = train if val is None or len(val) == 0 else LabelledImages(
-            torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
-        fitted = fit_head_on_features(head.to(device), encode, everything, seed=seed, device=device)
+        # Fitted on the support set only, so that validation stays unseen for the VR selection.
+        fit_head_on_features(head, encode, train, seed=seed, device=device)
     head_seconds = time.perf_counter() - start
     result = train_vr(head, encode, train, val, recipe, seed=seed, device=device, shots=shots, progress=progress)
-    result.feature_head = fitted
+    if head.config.feature_head:
+        start = time.perf_counter()
+        everything = train if val is None or len(val) == 0 else LabelledImages(
+            torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
+        result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device)
+        result.state = head.trainable_state()
+        head_seconds += time.perf_counter() - start
     result.seconds += head_seconds
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ class DemoResult:
     prediction: dict[str, Any]
     commands: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    workdir: Path | None = None  # where the task, adapter and images are (kept after the run)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,11 +42,12 @@ class DemoResult:
                          "biomedvr_adapter": self.adapted["accuracy"]},
             "adapter_metrics": {k: self.adapted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")},
             "prediction": self.prediction, "commands": self.commands, "seconds": round(self.seconds, 1),
+            "workdir": str(self.workdir) if self.workdir is not None else None,
         }
 
 
 def run_demo(
-    workdir: Path,
+    workdir: Path | None = None,
     *,
     task: str = "blood-smear",
     shots: int = 8,
@@ -55,14 +58,23 @@ def run_demo(
     progress=None,
     notify: Callable[[str], None] = lambda message: None,
 ) -> DemoResult:
-    """Run the whole pipeline in ``workdir``; an interrupted run removes what it created."""
+    """Run the whole pipeline in ``workdir``; an interrupted run removes what it created.
+
+    Without ``workdir`` the run gets a new folder under the system's temporary folder (never
+    the current folder, which may be a repository), announced through ``notify``.
+    """
     import time
 
     start = time.perf_counter()
-    workdir = Path(workdir)
-    if workdir.exists() and not force:
-        raise OutputExistsError(workdir.name)
-    created = not workdir.exists()
+    if workdir is None:
+        workdir = Path(tempfile.mkdtemp(prefix="biomedvr-demo-"))
+        created = True
+        notify(f"working in {workdir} (a new temporary folder; pass --workdir DIR to choose one)")
+    else:
+        workdir = Path(workdir)
+        if workdir.exists() and not force:
+            raise OutputExistsError(workdir.name)
+        created = not workdir.exists()
     try:
         result = _run(workdir, task, shots, seed, per_class, test_per_class, progress, notify)
     except BaseException:
@@ -70,6 +82,7 @@ def run_demo(
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     result.seconds = time.perf_counter() - start
+    result.workdir = workdir
     return result
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from biomedvr_cli.atomic import check_folder_writable, not_writable
 from biomedvr_cli.data import CsvColumns, DecodeOptions, decode_to_tensors, open_source
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.metrics import compute_metrics, write_plots
@@ -30,6 +31,14 @@ def select_split(records: list, split: str) -> tuple[list, str]:
     return chosen, f"{split} split"
 
 
+def skipped_warning(failures: list[tuple[Path, str]], shown: int = 5) -> str:
+    """One line naming the unreadable images that were left out and why (the first ``shown``, then a count)."""
+    # Each reason already starts with the file's name (never its folder).
+    reasons = [reason for _, reason in failures]
+    more = f"; and {len(reasons) - shown} more" if len(reasons) > shown else ""
+    return f"{len(reasons)} image(s) could not be read and were left out: " + "; ".join(reasons[:shown]) + more
+
+
 def evaluate_adapter(
     images: Path,
     adapter: Path,
@@ -47,6 +56,8 @@ def evaluate_adapter(
 
     ``predictor`` may be passed when the caller already loaded the adapter (it is not reloaded).
     """
+    if plots is not None:
+        check_folder_writable(plots / "confusion_matrix.png")  # before any image is scored
     source = open_source(images, columns=columns)
     if predictor is None:
         predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
@@ -61,7 +72,7 @@ def evaluate_adapter(
     batch = decode_to_tensors([r.path for r in records], predictor.image_size, decode)
     warnings = []
     if batch.failures:
-        warnings.append(f"{len(batch.failures)} image(s) could not be read and were left out")
+        warnings.append(skipped_warning(batch.failures))
     if not batch.kept:
         raise InvalidInputError("no readable images to evaluate", "check the image files")
     labels = np.array([classes.index(records[i].label) for i in batch.kept])
@@ -70,5 +81,8 @@ def evaluate_adapter(
     result: dict[str, Any] = {"adapter": adapter.name, "split": split_name, "metrics": metrics, "warnings": warnings,
                               "selection": predictor.adapter.config.selection.rule}
     if plots is not None:
-        result["plots"] = [str(p) for p in write_plots(metrics, plots)]
+        try:
+            result["plots"] = [str(p) for p in write_plots(metrics, plots)]
+        except OSError as exc:  # disk full, or the folder changed meanwhile
+            raise not_writable(plots, exc) from None
     return result

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.data import DecodeOptions, decode_to_tensors
+from biomedvr_cli.errors import UsageError
 from biomedvr_cli.pipeline.predictor import Explanation, Predictor
 
 
@@ -32,6 +33,14 @@ class Prediction:
         return data
 
 
+def check_predict_options(*, top_k: int, batch_size: int) -> None:
+    """Refuse option values that cannot work (UsageError, exit 2), before any model is loaded."""
+    if top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {top_k}", "pass --top-k 1 or more (default 3)")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}", "pass --batch-size 1 or more (default 64)")
+
+
 def predict_files(
     predictor: Predictor,
     paths: Sequence[Path],
@@ -43,6 +52,7 @@ def predict_files(
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Prediction]:
     """Predict every path in order; files that cannot be read carry their error."""
+    check_predict_options(top_k=top_k, batch_size=batch_size)
     results: list[Prediction] = []
     classes = predictor.classes
     k = max(1, min(top_k, len(classes)))

@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from biomedvr_cli.atomic import check_folder_writable
 from biomedvr_cli.attributes import AttributeFile, load_attributes, save_attributes
 from biomedvr_cli.attributes.classlist import class_names_from
 from biomedvr_cli.attributes.importer import import_reference
@@ -93,6 +94,7 @@ def import_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
 ) -> None:
     """Convert the reference implementation's three JSON files into one attributes file."""
+    check_folder_writable(out)  # a folder that cannot be written fails before the files are read
     names = class_names_from(classes, class_, required=False)
     report = import_reference(descriptive, distinctive, confusion, class_names=names, task=" ".join(task.split()))
     attrs = report.attributes

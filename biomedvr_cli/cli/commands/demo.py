@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -10,17 +11,23 @@ from biomedvr_cli.cli import options
 
 
 def demo(
-    workdir: Path = typer.Option(Path("biomedvr-demo"), "--workdir", help="Working folder for the generated task and adapter."),
+    workdir: Optional[Path] = typer.Option(
+        None, "--workdir",
+        help="Folder for the generated task, adapter and images (default: a new folder under the system's temporary "
+             "folder; where it went is printed)."),
     task: str = typer.Option("blood-smear", "--task", help="Built-in sandbox task (`biomedvr sandbox tasks` lists them)."),
-    shots: int = typer.Option(8, "--shots", help="Training images per class."),
+    shots: int = typer.Option(8, "--shots", min=1, help="Training images per class."),
     seed: int = typer.Option(0, "--seed", help="Seed for the task images, the few-shot draw and training."),
     force: bool = typer.Option(False, "--force", help="Reuse an existing working folder."),
     json_out: bool = options.JsonOption,
 ) -> None:
     """Make a sandbox task, fit 8 shots, eval, predict one image; print each equivalent command."""
     from biomedvr_cli.cli import console as render
+    from biomedvr_cli.atomic import check_folder_writable
     from biomedvr_cli.pipeline.demo import run_demo
 
+    if workdir is not None:
+        check_folder_writable(workdir)  # before generating anything
     with render.EpochProgress("fit") as bar:
         result = run_demo(workdir, task=task, shots=shots, seed=seed, force=force, progress=bar.update, notify=render.info)
     if json_out:
@@ -39,6 +46,7 @@ def demo(
     render.info("The same steps as commands:")
     for command in result.commands:
         render.info(f"  {command}")
+    render.info(f"The task, adapter and images are in {result.workdir} (delete the folder when done).")
 
 
 def register(app: typer.Typer) -> None:

@@ -22,16 +22,22 @@ def evaluate(
     max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
+    accept_preprocessing: bool = options.AcceptPreprocessingOption,
     json_out: bool = options.JsonOption,
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.pipeline.evaluate import evaluate_adapter
+    from biomedvr_cli.pipeline.predictor import load_predictor
 
+    predictor = None
+    if accept_preprocessing:  # evaluate_adapter loads the adapter itself otherwise
+        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
+                                   accept_preprocessing=True, notify=render.warn)
     result = evaluate_adapter(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
         columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window, max_pixels),
-        plots=plots,
+        plots=plots, predictor=predictor,
     )
     metrics = result["metrics"]
     for warning in result["warnings"]:

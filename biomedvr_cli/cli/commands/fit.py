@@ -73,6 +73,7 @@ def fit(
         device=device, force=force, allow_fewer=allow_fewer, allow_download=allow_download,
         columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window, max_pixels),
     )
+    _refuse_identifier_class_names(request)
     if out is None:
         render.info(f"adapter will be written to {out_path}")
     with render.EpochProgress("fit") as bar:
@@ -90,6 +91,18 @@ def fit(
          ("selection", result.selection_rule), ("feature head", result.feature_head or "off"),
          ("seconds", round(result.seconds, 1))],
     )
+
+
+def _refuse_identifier_class_names(request) -> None:
+    """Class names end up in the adapter: refuse identifier-like ones (exit 3) before any training.
+
+    The adapter writer checks again; this check only moves the refusal ahead of the work.
+    """
+    from biomedvr_cli.attributes.privacy import check_stored_class_names
+    from biomedvr_cli.data import open_source
+
+    source = open_source(request.images, columns=request.columns)
+    check_stored_class_names(source.classes, "class folder" if request.images.is_dir() else "label")
 
 
 def register(app: typer.Typer) -> None:

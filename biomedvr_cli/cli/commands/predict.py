@@ -16,6 +16,8 @@ FORMATS = ("table", "json", "csv")
 
 
 def _csv_text(rows: list[dict], top_k: int) -> str:
+    from biomedvr_cli.data.files import printable_path
+
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     header = ["file", "prediction"]
@@ -23,11 +25,13 @@ def _csv_text(rows: list[dict], top_k: int) -> str:
         header += [f"class_{i}", f"probability_{i}"]
     writer.writerow([*header, "error"])
     for row in rows:
-        cells = [row["file"], row.get("prediction", "")]
+        # A file name holding bytes that are not UTF-8 is written with \xNN escapes, so the
+        # CSV stays UTF-8 and no prediction is lost to an encoding error.
+        cells = [printable_path(row["file"]), row.get("prediction", "")]
         top = row.get("top", [])
         for i in range(top_k):
             cells += [top[i]["class"], f"{top[i]['probability']:.6f}"] if i < len(top) else ["", ""]
-        writer.writerow([*cells, row.get("error", "")])
+        writer.writerow([*cells, printable_path(row.get("error", ""))])
     return buffer.getvalue()
 
 
@@ -72,19 +76,21 @@ def predict(
     max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
+    accept_preprocessing: bool = options.AcceptPreprocessingOption,
     force: bool = options.ForceOption,
 ) -> None:
     """Predict classes with probabilities. Exit code 3 when any input could not be read (the rest are still predicted)."""
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.atomic import check_writable, write_text_atomic
     from biomedvr_cli.data import collect_inputs
-    from biomedvr_cli.errors import EXIT_INVALID_INPUT, UsageError
+    from biomedvr_cli.errors import EXIT_INVALID_INPUT
     from biomedvr_cli.pipeline.predictor import load_predictor
-    from biomedvr_cli.pipeline.predict import predict_files
+    from biomedvr_cli.pipeline.predict import check_predict_options, predict_files
 
     output_format = output_format_for(output_format, out)
+    check_predict_options(top_k=top_k, batch_size=batch_size)
     if out is not None:
-        check_writable(out, force=force)
+        check_writable(out, force=force)  # existing file, or a folder that cannot be written: before any work
     files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
     from rich.progress import Progress
 
@@ -94,7 +100,8 @@ def predict(
     dist = init_distributed(device)
     try:
         mine = dist.shard(files, chunk=max(1, batch_size))
-        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
+        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
+                                   accept_preprocessing=accept_preprocessing, notify=render.warn)
         with Progress(console=render.console, transient=True, disable=len(mine) <= batch_size or not dist.is_main) as bar:
             task = bar.add_task("predict", total=len(mine))
             shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
@@ -110,17 +117,7 @@ def predict(
     failed = sum(1 for r in results if r.error)
     k = max(1, min(top_k, len(predictor.classes)))
     if output_format == "table" and out is None:
-        table_rows = []
-        for r in rows:
-            if "error" in r:
-                table_rows.append([r["file"], "[red]error[/red]", r["error"]])
-            else:
-                table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])])
-        render.rows_table(f"predictions ({adapter.name})", ["file", "prediction", f"top {k}"], table_rows)
-        if explain:
-            for r in rows:
-                if "explain" in r:
-                    _render_explanation(render, r)
+        _render_table(render, rows, adapter.name, k, explain)
     else:
         text = _csv_text(rows, k) if output_format == "csv" else json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
         if out is not None:
@@ -131,6 +128,21 @@ def predict(
     if failed:
         render.warn(f"{failed} of {len(rows)} input(s) could not be read")
         raise typer.Exit(EXIT_INVALID_INPUT)
+
+
+def _render_table(render, rows: list[dict], adapter_name: str, k: int, explain: bool) -> None:
+    """The predictions as a table on stderr (and the explanations after it)."""
+    table_rows = []
+    for r in rows:
+        if "error" in r:
+            table_rows.append([r["file"], "[red]error[/red]", r["error"]])
+        else:
+            table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])])
+    render.rows_table(f"predictions ({adapter_name})", ["file", "prediction", f"top {k}"], table_rows)
+    if explain:
+        for r in rows:
+            if "explain" in r:
+                _render_explanation(render, r)
 
 
 def register(app: typer.Typer) -> None:

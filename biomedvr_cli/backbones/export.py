@@ -1,0 +1,201 @@
+"""``biomedvr backbones export NAME DIR``: a self-contained backbone folder for air-gapped machines.
+
+Export on a connected machine, copy the folder, and pass ``--backbone local-dir:DIR`` on a
+machine with an empty Hugging Face cache and no network. The folder holds:
+
+- ``open_clip_config.json``: the model config, its HF text tower and tokenizer pointing at
+  ``./text`` (and ``./tokenizer`` when they come from different repos), and the preprocessing;
+- ``open_clip_model.safetensors``: every weight of the model, as loaded (fp32 stays fp32);
+- ``text/`` (``tokenizer/``): the text tower's ``config.json`` and tokenizer files;
+- ``biomedvr-export.json``: source, fingerprint, and each file's size and SHA-256;
+- ``SHA256SUMS``: the same checksums for ``sha256sum -c SHA256SUMS``.
+
+The folder is written beside DIR under a temporary name, loaded back offline and compared
+by fingerprint, then renamed into place, so an interrupted export leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from biomedvr_cli import __version__
+from biomedvr_cli.backbones.availability import TOKENIZER_FILES, hf_cached, text_tower_names
+from biomedvr_cli.backbones.downloads import DownloadReporter
+from biomedvr_cli.backbones.loader import Backbone, load_backbone
+from biomedvr_cli.backbones.localdir import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    MANIFEST_FORMAT,
+    SUMS_FILE,
+    WEIGHTS_FILE,
+    read_local_dir,
+)
+from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
+from biomedvr_cli.errors import BackboneUnavailableError, OutputExistsError, OutputNotWritableError, UsageError
+
+TEXT_DIR = "text"
+TOKENIZER_DIR = "tokenizer"
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode", "fill_color")
+
+
+@dataclass
+class ExportResult:
+    """What ``export_backbone`` wrote."""
+
+    folder: Path
+    source: str
+    fingerprint: str
+    files: dict[str, int]  # relative name -> bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """Size of the whole folder."""
+        return sum(self.files.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for ``--json``."""
+        return {"folder": str(self.folder), "source": self.source, "fingerprint": self.fingerprint,
+                "files": self.files, "bytes": self.total_bytes, "backbone": f"local-dir:{self.folder}"}
+
+
+def _source_files(name: str | None, wanted: tuple[str, ...]) -> dict[str, Path]:
+    """Files of a text tower or tokenizer: from a local folder, else from the Hugging Face cache."""
+    if not name:
+        return {}
+    folder = Path(name)
+    if folder.is_dir():
+        return {f: folder / f for f in wanted if (folder / f).is_file()}
+    found = {f: hf_cached(name, f) for f in wanted}
+    return {f: p for f, p in found.items() if p is not None}
+
+
+def _text_sources(spec: BackboneSpec, backbone: Backbone) -> tuple[str | None, str | None]:
+    """Where the text tower's config and the tokenizer come from: local folders or hub names."""
+    if spec.kind == "local-dir":
+        assert spec.local_path is not None
+        local = read_local_dir(spec.local_path)
+        return local.text_model, local.text_tokenizer
+    return text_tower_names(backbone.model_cfg)
+
+
+def _copy_text_tower(spec: BackboneSpec, backbone: Backbone, staging: Path) -> dict[str, str]:
+    """Copy the text config and tokenizer files; returns the config's new relative names."""
+    model_src, tokenizer_src = _text_sources(spec, backbone)
+    names: dict[str, str] = {}
+    if model_src:
+        files = _source_files(model_src, ("config.json",))
+        if "config.json" not in files:
+            raise BackboneUnavailableError(f"the text tower config of {spec.label!r} is not on this machine",
+                                           f"load the backbone once (e.g. `biomedvr backbones export {spec.label} DIR` "
+                                           "with downloads on), then export again")
+        _copy_into(files, staging / TEXT_DIR)
+        names["hf_model_name"] = f"./{TEXT_DIR}"
+    if tokenizer_src:
+        target = TEXT_DIR if tokenizer_src == model_src or not model_src else TOKENIZER_DIR
+        files = _source_files(tokenizer_src, TOKENIZER_FILES)
+        if not files:
+            raise BackboneUnavailableError(f"the tokenizer files of {spec.label!r} are not on this machine",
+                                           "load the backbone once with downloads on, then export again")
+        _copy_into(files, staging / target)
+        names["hf_tokenizer_name"] = f"./{target}"
+    return names
+
+
+def _copy_into(files: dict[str, Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in files.items():
+        shutil.copyfile(path, folder / name)  # follows the cache's symlinks: the copy holds the bytes
+
+
+def _config_document(backbone: Backbone, text_names: dict[str, str]) -> dict[str, Any]:
+    model_cfg = copy.deepcopy(backbone.model_cfg)
+    text_cfg = model_cfg.setdefault("text_cfg", {})
+    text_cfg.update(text_names)
+    text_cfg.pop("hf_model_pretrained", None)
+    if "timm_model_pretrained" in model_cfg.get("vision_cfg", {}):
+        model_cfg["vision_cfg"]["timm_model_pretrained"] = False  # the checkpoint has the weights
+    preprocess = getattr(backbone.model.visual, "preprocess_cfg", {}) or {}
+    kept = {k: list(v) if isinstance(v, tuple) else v for k, v in preprocess.items() if k in _PREPROCESS_KEYS}
+    return {"model_cfg": model_cfg, "preprocess_cfg": kept}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(staging: Path, backbone: Backbone) -> dict[str, int]:
+    files = sorted(p for p in staging.rglob("*") if p.is_file())
+    entries = {p.relative_to(staging).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    manifest = {"format": MANIFEST_FORMAT, "format_version": 1, "source": backbone.label,
+                "fingerprint": backbone.fingerprint, "fingerprint_version": 2, "biomedvr_version": __version__,
+                "files": entries}
+    (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    entries[MANIFEST_FILE] = {"bytes": (staging / MANIFEST_FILE).stat().st_size, "sha256": _sha256(staging / MANIFEST_FILE)}
+    sums = "".join(f"{e['sha256']}  {name}\n" for name, e in sorted(entries.items()))
+    (staging / SUMS_FILE).write_text(sums, encoding="utf-8")
+    sizes = {name: int(e["bytes"]) for name, e in entries.items()}
+    sizes[SUMS_FILE] = (staging / SUMS_FILE).stat().st_size
+    return sizes
+
+
+def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
+    if spec.kind == "local-dir" and spec.local_path is not None and spec.local_path.resolve() == out.resolve():
+        raise UsageError("the export folder is the backbone folder itself", "choose another DIR")
+    if out.exists() and not out.is_dir():
+        raise OutputNotWritableError(f"{out.name} exists and is not a folder", "choose another DIR")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise OutputExistsError(out.name)
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Move the finished folder into place, replacing an old one only once the new one is complete."""
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_backbone(source: str, out: Path, *, force: bool = False, allow_download: bool | None = None,
+                    reporter: DownloadReporter | None = None) -> ExportResult:
+    """Write a self-contained ``local-dir`` folder for backbone ``source`` (downloading it first if needed)."""
+    spec = parse_backbone(source)
+    out = Path(out).expanduser()
+    _check_target(spec, out, force)
+    backbone = load_backbone(spec, device="cpu", allow_download=allow_download, reporter=reporter)
+    from safetensors.torch import save_file
+
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        staging.mkdir(parents=True)
+        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in backbone.model.state_dict().items()}
+        save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        del state
+        document = _config_document(backbone, _copy_text_tower(spec, backbone, staging))
+        (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        files = _write_manifest(staging, backbone)
+        check = load_backbone(f"local-dir:{staging}", device="cpu", allow_download=False)
+        if check.fingerprint != backbone.fingerprint:
+            raise BackboneUnavailableError(
+                f"the exported folder loads as {check.fingerprint}, not {backbone.fingerprint}",
+                "report this as a bug; use the Hugging Face cache route meanwhile")
+        _swap_in(staging, out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputNotWritableError(f"cannot write {out.name} ({exc.strerror or exc})",
+                                     "choose a DIR in a folder you can write to, with free space") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out, backbone.label, backbone.fingerprint, files)

@@ -1,0 +1,143 @@
+"""``local-dir:FOLDER`` backbones: an open_clip config and weights in a folder, self-contained when exported.
+
+open_clip's own ``local-dir:`` reads the config and weights from the folder but builds an
+HF text tower with ``AutoConfig.from_pretrained(<hub name>)``, which needs the Hugging Face
+cache or a network. Here a text-tower or tokenizer name that is a folder inside FOLDER (as
+``biomedvr backbones export`` writes them: ``./text``) is resolved against FOLDER, so a copied
+folder works on a machine with an empty cache and no network. Hub names still work when the
+cache has them (or a download is allowed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from biomedvr_cli.backbones.availability import TEXT_FILES, text_needs, text_tower_names
+from biomedvr_cli.backbones.downloads import HubNeed
+from biomedvr_cli.errors import BackboneUnavailableError
+
+CONFIG_FILE = "open_clip_config.json"
+WEIGHTS_FILE = "open_clip_model.safetensors"
+MANIFEST_FILE = "biomedvr-export.json"
+SUMS_FILE = "SHA256SUMS"
+MANIFEST_FORMAT = "biomedvr-backbone-export"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+_ROOT_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt")
+
+
+@dataclass
+class LocalDir:
+    """A local-dir backbone folder as read (and checked against its manifest, when it has one)."""
+
+    folder: Path
+    model_cfg: dict
+    preprocess_cfg: dict
+    manifest: dict | None = None
+    text_model: str | None = None  # an absolute folder, or a hub name
+    text_tokenizer: str | None = None  # an absolute folder (FOLDER itself for root files), or a hub name
+    needs: list[HubNeed] = field(default_factory=list)
+
+
+def _fail(message: str, hint: str) -> BackboneUnavailableError:
+    return BackboneUnavailableError(message, hint)
+
+
+def _resolve(folder: Path, name: str | None) -> str | None:
+    if not name:
+        return None
+    local = folder / name
+    return str(local.resolve()) if not Path(name).is_absolute() and local.is_dir() else name
+
+
+def check_manifest(folder: Path, manifest: dict) -> None:
+    """Every file the export manifest lists is present with its recorded size (a cheap copy check)."""
+    for name, entry in sorted((manifest.get("files") or {}).items()):
+        path = folder / name
+        if not path.is_file():
+            raise _fail(f"the exported backbone folder lacks {name}",
+                        f"copy the whole folder again (check it with `sha256sum -c {SUMS_FILE}` inside it)")
+        if entry.get("bytes") is not None and path.stat().st_size != int(entry["bytes"]):
+            raise _fail(f"{name} in the exported backbone folder has {path.stat().st_size} bytes, "
+                        f"its manifest says {entry['bytes']} (an incomplete copy?)",
+                        f"copy the folder again (check it with `sha256sum -c {SUMS_FILE}` inside it)")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _fail(f"cannot read {path.name} in the local-dir backbone folder ({str(exc).splitlines()[0][:120]})",
+                    "point local-dir: at a folder written by `biomedvr backbones export` or an open_clip model repo") \
+            from None
+    if not isinstance(data, dict):
+        raise _fail(f"{path.name} in the local-dir backbone folder is not a JSON object",
+                    "point local-dir: at a folder written by `biomedvr backbones export` or an open_clip model repo")
+    return data
+
+
+def read_local_dir(folder: Path) -> LocalDir:
+    """Read and check a local-dir folder; raises BackboneUnavailableError (exit 4) with the fix."""
+    if not folder.is_dir():
+        raise _fail(f"local-dir backbone folder {folder} does not exist", "check the path after local-dir:")
+    config_path = folder / CONFIG_FILE
+    if not config_path.is_file():
+        raise _fail("the local-dir backbone folder has no open_clip_config.json",
+                    "point local-dir: at a folder holding open_clip_config.json and the weights file "
+                    "(`biomedvr backbones export NAME DIR` writes one)")
+    raw = _read_json(config_path)
+    model_cfg = raw.get("model_cfg")
+    if not isinstance(model_cfg, dict) or "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
+        raise _fail("open_clip_config.json in the local-dir folder has no model_cfg with vision_cfg and text_cfg",
+                    "use the open_clip_config.json of an open_clip model repo, or re-export the backbone")
+    manifest = _read_json(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).is_file() else None
+    if manifest is not None:
+        check_manifest(folder, manifest)
+    if not any(p.suffix in _WEIGHT_SUFFIXES and p.is_file() for p in folder.iterdir()):
+        raise _fail("the local-dir backbone folder has no weights file",
+                    "put open_clip_model.safetensors (or open_clip_pytorch_model.bin) beside open_clip_config.json")
+    model_name, tokenizer_name = text_tower_names(model_cfg)
+    text_tokenizer = _resolve(folder, tokenizer_name)
+    needed_cfg = model_cfg
+    if tokenizer_name and text_tokenizer == tokenizer_name and _has_root_tokenizer(folder):
+        # open_clip's convention for local-dir: tokenizer files beside the config win over the hub name.
+        text_tokenizer = str(folder.resolve())
+        needed_cfg = {**model_cfg, "text_cfg": {**model_cfg["text_cfg"], "hf_tokenizer_name": None}}
+    needs = text_needs(needed_cfg, local_base=folder)
+    return LocalDir(folder, model_cfg, raw.get("preprocess_cfg") or {}, manifest,
+                    _resolve(folder, model_name), text_tokenizer, needs)
+
+
+def _has_root_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _ROOT_TOKENIZER_FILES)
+
+
+def text_cfg_override(local: LocalDir) -> dict | None:
+    """The text config with local folders resolved, for ``create_model(..., text_cfg=...)``; None without an HF tower."""
+    if not local.text_model:
+        return None
+    text_cfg = dict(local.model_cfg["text_cfg"])
+    text_cfg["hf_model_name"] = local.text_model
+    if local.text_tokenizer:
+        text_cfg["hf_tokenizer_name"] = local.text_tokenizer
+    # The folder's checkpoint holds the trained text tower; never fetch the base model's weights.
+    text_cfg["hf_model_pretrained"] = False
+    return text_cfg
+
+
+def local_tokenizer(local: LocalDir):
+    """The tokenizer for a local-dir model: the resolved HF tokenizer, else open_clip's choice."""
+    import open_clip
+
+    text_cfg = local.model_cfg.get("text_cfg", {})
+    if local.text_tokenizer:
+        from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
+
+        return HFTokenizer(local.text_tokenizer, context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+                           tokenizer_mode=text_cfg.get("tokenizer_mode"), **text_cfg.get("tokenizer_kwargs", {}))
+    return open_clip.get_tokenizer(f"local-dir:{local.folder}")
+
+
+__all__ = ["CONFIG_FILE", "LocalDir", "MANIFEST_FILE", "MANIFEST_FORMAT", "SUMS_FILE", "TEXT_FILES", "WEIGHTS_FILE",
+           "check_manifest", "local_tokenizer", "read_local_dir", "text_cfg_override"]
