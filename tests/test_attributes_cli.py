@@ -215,7 +215,7 @@ def test_success_writes_valid_file_one_request_per_class(env: Path, stub: Stub) 
     assert attrs.task == "breast ultrasound"
     assert all(len(getattr(a, s)) == 3 for a in attrs.classes.values() for s in SETS)
     prov = attrs.provenance
-    assert prov["provider"] == "anthropic" and prov["model"] == "claude-haiku-4-5"
+    assert prov["provider"] == "anthropic" and prov["model"] == "claude-opus-5-5"
     assert prov["prompt_version"] == "attributes-v1" and prov["per_class"] == 3 and prov["created_at"]
 
     assert sorted(stub.classes_asked()) == ["benign", "malignant", "normal"]
@@ -223,7 +223,7 @@ def test_success_writes_valid_file_one_request_per_class(env: Path, stub: Stub) 
     for req in stub.requests:
         assert req.path == "/v1/messages"
         assert req.headers.get("x-api-key") == TEST_KEY or req.headers.get("authorization") == f"Bearer {TEST_KEY}"
-        assert req.body["model"] == "claude-haiku-4-5"
+        assert req.body["model"] == "claude-opus-5-5"
         assert req.body["output_config"]["format"] == {"type": "json_schema", "schema": schema}
         assert req.body["system"] == load_prompts().system
         # Only the class names and the task travel: nothing else from the machine.

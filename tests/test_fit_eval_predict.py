@@ -250,3 +250,18 @@ def test_python_api_classify_takes_paths_and_pil_images(fitted: Path, tree: Path
     assert by_path == pytest.approx(by_image, abs=1e-6)
     (row,) = predict_files(predictor, [path], top_k=3)
     assert {c: p for c, p in row.top} == pytest.approx(by_path, abs=1e-6)
+
+
+def test_eval_warns_when_it_scores_images_the_adapter_was_fitted_on(fitted: Path, tree: Path,
+                                                                     tiny_backbone_spec: str) -> None:
+    base = ["eval", str(tree), "--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--json"]
+    on_test = json.loads(runner.invoke(app, base).stdout)
+    assert not any("used to fit" in w for w in on_test["warnings"])
+    on_train = runner.invoke(app, [*base, "--split", "train"])
+    assert on_train.exit_code == 0, on_train.stderr
+    (warning,) = [w for w in json.loads(on_train.stdout)["warnings"] if "used to fit" in w]
+    # 3 shots + 3 validation images of each of 3 classes were drawn from the 6 training images a class
+    assert warning.startswith("18 of the 18 evaluated images")
+    config = json.loads(runner.invoke(app, ["info", str(fitted), "--json"]).stdout)["config"]
+    hashes = config["training"]["image_hashes"]
+    assert len(hashes) == 18 and all(len(h) == 16 for h in hashes) and hashes == sorted(hashes)

@@ -105,6 +105,8 @@ def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterCo
 def read_metadata(path: Path) -> dict[str, str]:
     """The raw ``__metadata__`` of a safetensors file, without loading tensors."""
     path = Path(path)
+    if path.exists() and not path.is_file():  # a folder, a FIFO or a device: never opened
+        raise AdapterError(f"adapter {path.name} is not a regular file", "pass the .safetensors file `biomedvr fit` wrote")
     if not path.is_file():
         raise AdapterError(f"adapter {path.name} does not exist", "check the --adapter path (fit writes one)")
     try:

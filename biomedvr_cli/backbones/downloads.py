@@ -165,12 +165,16 @@ class HubNeed:
         chosen = next((name for name in self.one_of if name in listing), None)
         if self.one_of and chosen is None:
             missing.append(" or ".join(self.one_of))
+        names = [*self.required, *([chosen] if chosen else []), *(n for n in self.optional if n in listing)]
+        if not names and self.optional:
+            missing.append(" or ".join(self.optional[:3]) + " ...")
         if missing:
             raise BackboneUnavailableError(
                 f"Hugging Face repo {self.repo} has no {', '.join(missing)}",
-                "check the backbone name: it must be an open_clip model repo (hf-hub:ORG/REPO)",
+                "check the backbone name: it must be an open_clip model repo (hf-hub:ORG/REPO) whose text tower "
+                "repo holds a config and tokenizer",
             )
-        return [*self.required, *([chosen] if chosen else []), *(n for n in self.optional if n in listing)]
+        return names
 
 
 def fetch_hint(repos: list[str], source: str) -> str:
@@ -222,6 +226,13 @@ def _progress_class(reporter: DownloadReporter, label: str):
             shown = super().update(n)
             reporter.progress(label, int(self.n), int(self.total) if self.total else None)
             return shown
+
+        # Having these makes Xet downloads use this one bar (bytes written) instead of two.
+        def update_transfer(self, n: int = 1) -> None:
+            return None
+
+        def set_transfer_postfix_str(self, *args, **kwargs) -> None:
+            return None
 
     return _Forward
 

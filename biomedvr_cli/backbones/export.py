@@ -184,6 +184,8 @@ def export_backbone(source: str, out: Path, *, force: bool = False, allow_downlo
         del state
         document = _config_document(backbone, _copy_text_tower(spec, backbone, staging))
         (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        # safetensors creates its file owner-only; give it the umask's mode like every other file here.
+        os.chmod(staging / WEIGHTS_FILE, (staging / CONFIG_FILE).stat().st_mode & 0o777)
         files = _write_manifest(staging, backbone)
         check = load_backbone(f"local-dir:{staging}", device="cpu", allow_download=False)
         if check.fingerprint != backbone.fingerprint:

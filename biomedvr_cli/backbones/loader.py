@@ -323,4 +323,5 @@ def describe_availability(spec: BackboneSpec) -> tuple[bool, str]:
     if found.available:
         jit = found.checkpoint is not None and is_torchscript(found.checkpoint)
         return True, "cached locally" + (" (OpenAI TorchScript archive, converted on load)" if jit else "")
-    return False, f"not cached ({', '.join(found.missing)}): downloads on first use"
+    later = "downloads on first use" if downloads_allowed(None) else f"downloads are off ({offline_reason(None)})"
+    return False, f"not cached ({', '.join(found.missing)}): {later}"

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomedvr_cli.backbones.availability import TEXT_FILES, text_needs, text_tower_names
+from biomedvr_cli.backbones.availability import text_needs, text_tower_names
 from biomedvr_cli.backbones.downloads import HubNeed
 from biomedvr_cli.errors import BackboneUnavailableError
 
@@ -139,5 +139,5 @@ def local_tokenizer(local: LocalDir):
     return open_clip.get_tokenizer(f"local-dir:{local.folder}")
 
 
-__all__ = ["CONFIG_FILE", "LocalDir", "MANIFEST_FILE", "MANIFEST_FORMAT", "SUMS_FILE", "TEXT_FILES", "WEIGHTS_FILE",
+__all__ = ["CONFIG_FILE", "LocalDir", "MANIFEST_FILE", "MANIFEST_FORMAT", "SUMS_FILE", "WEIGHTS_FILE",
            "check_manifest", "local_tokenizer", "read_local_dir", "text_cfg_override"]

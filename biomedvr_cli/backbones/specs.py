@@ -5,7 +5,8 @@ Accepted forms:
 - ``hf-hub:ORG/REPO`` (an open_clip model on the Hugging Face hub);
 - ``local-dir:PATH`` (a folder with ``open_clip_config.json`` and weights);
 - ``MODEL:TAG`` (an open_clip model name and pretrained tag, e.g. ``ViT-B-16:openai``);
-- ``MODEL:PATH`` (an open_clip model name and a local weights file).
+- ``MODEL:PATH`` (an open_clip model name and a local weights file; OpenAI weights are built
+  with QuickGELU when they are recognisable as such, ``MODEL-quickgelu:PATH`` forces it).
 """
 
 from __future__ import annotations

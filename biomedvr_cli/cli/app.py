@@ -64,7 +64,8 @@ def _warnings_for_users(debug: bool) -> Iterator[None]:
 def _last_resort(exc: BaseException) -> tuple[str, int]:
     """One line and an exit code for an exception no layer turned into a BiomedVRError."""
     if isinstance(exc, OSError):
-        name = Path(os.fsdecode(exc.filename)).name if exc.filename else ""
+        given = exc.filename if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+        name = Path(os.fsdecode(given)).name if given else ""  # the file's name only, as everywhere, never its folder
         what = f"cannot use {name}: " if name else "a file could not be read or written: "
         return (f"{what}{exc.strerror or type(exc).__name__} (fix: check that it exists, that you may read it "
                 "or write to its folder, and that the disk has free space)", EXIT_INVALID_INPUT)
@@ -113,7 +114,7 @@ class _BoundaryGroup(TyperGroup):
         except typer.Abort:
             from biomedvr_cli.cli import console as render
 
-            render.error("aborted")
+            render.error("aborted (fix: run the command again)")
             sys.exit(EXIT_UNEXPECTED)
         sys.exit(code if isinstance(code, int) else 0)
 
@@ -122,8 +123,8 @@ class _BoundaryGroup(TyperGroup):
         with _warnings_for_users(debug):
             try:
                 return super().invoke(ctx)
-            except (typer.Exit, typer.Abort, ClickException):
-                raise
+            except (typer.Exit, typer.Abort, ClickException, BrokenPipeError):
+                raise  # Click's own exits and errors; a closed pipe (`| head`) is Typer's to quiet
             except BiomedVRError as exc:
                 self._fail(exc.one_line(), exc.exit_code, debug)
             except KeyboardInterrupt:

@@ -10,7 +10,8 @@ Plain functions that report through a callback and never print.
    :func:`feature_head.clearly_better`), and among those the best accuracy, then NLL, wins.
    A few validation images cannot otherwise tell a better epoch from a lucky one.
 3. The feature head is fitted again, on every labelled image (support and validation) through
-   the kept views, its penalty again chosen by cross-validation.
+   the kept views. Its penalty is chosen by cross-validation through the untrained views: the
+   trained views have been fitted to the support images, which would bias that choice.
 Without a validation split the last epoch is kept.
 """
 
@@ -19,14 +20,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 
 from biomedvr_cli.errors import TrainingError
 from biomedvr_cli.method.augment import random_resized_crop
-from biomedvr_cli.method.feature_head import FeatureHeadFit, clearly_better, fit_feature_head
+from biomedvr_cli.method.feature_head import FeatureHeadFit, clearly_better, fit_feature_head, solve
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.method.recipes import Recipe
@@ -228,15 +229,36 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
                        history=history)
 
 
+def _set_feature_head(head: BioMedVRHead, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> None:
+    head.head_weight.copy_((weight / head.tau).to(head.head_weight.device))
+    head.head_bias.copy_(bias.to(head.head_bias.device))
+    head.sentence_scale.fill_(scale)
+
+
 def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledImages, *, seed: int,
-                         device: torch.device) -> FeatureHeadFit:
-    """Stage 2: fit the feature head on the (reprogrammed) features of every labelled image."""
-    _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-    fit = fit_feature_head(sentences, features, labelled.labels.cpu(), head.num_classes,
-                           max_folds=head.config.head_folds, seed=seed)
-    head.head_weight.copy_((fit.weight / head.tau).to(head.head_weight.device))
-    head.head_bias.copy_(fit.bias.to(head.head_bias.device))
-    head.sentence_scale.fill_(fit.scale)
+                         device: torch.device, choose_with: dict[str, torch.Tensor] | None = None) -> FeatureHeadFit:
+    """Fit the feature head on the (reprogrammed) features of ``labelled``, its penalty by cross-validation.
+
+    With ``choose_with`` (a state of the head's views), the penalty is chosen on the features
+    through those views instead, and only the final fit uses the current views: after VR
+    training the support images' own scores are fitted, which would make cross-validation
+    over them favour the sentence scores.
+    """
+    labels = labelled.labels.cpu()
+    if choose_with is None:
+        _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
+        fit = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds, seed=seed)
+    else:
+        current = head.trainable_state()
+        head.load_state_dict(choose_with, strict=False)
+        _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
+        chosen = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds,
+                                  seed=seed)
+        head.load_state_dict(current, strict=False)
+        _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
+        weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty)
+        fit = replace(chosen, weight=weight, bias=bias, scale=scale)
+    _set_feature_head(head, fit.weight, fit.bias, fit.scale)
     return fit
 
 
@@ -247,6 +269,7 @@ def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, t
     train = LabelledImages(train_images, train_labels)
     val = LabelledImages(val_images, val_labels) if val_images is not None and val_labels is not None else None
     head.to(device)
+    untrained = head.trainable_state()
     start = time.perf_counter()
     if head.config.feature_head:
         # Fitted on the support set only, so that validation stays unseen for the VR selection.
@@ -257,7 +280,9 @@ def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, t
         start = time.perf_counter()
         everything = train if val is None or len(val) == 0 else LabelledImages(
             torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
-        result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device)
+        views = {k: v for k, v in untrained.items() if not k.startswith(("head_", "sentence_scale"))}
+        result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device,
+                                                   choose_with=views if result.selected_epoch > 0 else None)
         result.state = head.trainable_state()
         head_seconds += time.perf_counter() - start
     result.seconds += head_seconds

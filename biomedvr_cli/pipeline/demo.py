@@ -104,7 +104,7 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
     task = load_task(task_name)
     q = shlex.quote
     commands = [
-        f"biomedvr sandbox make {q(str(data))} --task {task_name} --per-class {per_class} --test-per-class {test_per_class} --seed {seed} --force",
+        f"biomedvr sandbox make {q(str(data))} --task {task_name} --train-per-class {per_class} --test-per-class {test_per_class} --seed {seed} --force",
         f"biomedvr fit {q(str(data))} --shots {shots} --backbone sandbox --seed {seed} --out {q(str(adapter))} --force",
         f"biomedvr eval {q(str(data))} --adapter {q(str(adapter))}",
     ]

@@ -11,6 +11,7 @@ from biomedvr_cli.atomic import check_folder_writable, not_writable
 from biomedvr_cli.data import CsvColumns, DecodeOptions, decode_to_tensors, open_source
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.metrics import compute_metrics, write_plots
+from biomedvr_cli.pipeline.fit_inputs import image_hashes
 from biomedvr_cli.pipeline.predictor import Predictor, load_predictor
 
 SPLIT_CHOICES = ("auto", "test", "val", "train", "all")
@@ -37,6 +38,12 @@ def skipped_warning(failures: list[tuple[Path, str]], shown: int = 5) -> str:
     reasons = [reason for _, reason in failures]
     more = f"; and {len(reasons) - shown} more" if len(reasons) > shown else ""
     return f"{len(reasons)} image(s) could not be read and were left out: " + "; ".join(reasons[:shown]) + more
+
+
+def fitted_overlap(records: list, fitted_hashes: list[str]) -> int:
+    """How many of ``records`` have the content of an image the adapter was fitted or selected on."""
+    fitted = set(fitted_hashes)
+    return sum(1 for h in image_hashes(records, sort=False) if h in fitted) if fitted else 0
 
 
 def evaluate_adapter(
@@ -75,6 +82,10 @@ def evaluate_adapter(
         warnings.append(skipped_warning(batch.failures))
     if not batch.kept:
         raise InvalidInputError("no readable images to evaluate", "check the image files")
+    overlap = fitted_overlap([records[i] for i in batch.kept], predictor.adapter.config.training.image_hashes)
+    if overlap:
+        warnings.append(f"{overlap} of the {len(batch.kept)} evaluated images were used to fit or select this adapter, "
+                        "so these metrics are optimistic; evaluate on images it has not seen (a test split)")
     labels = np.array([classes.index(records[i].label) for i in batch.kept])
     probs = predictor.probabilities(batch.images).numpy()
     metrics = compute_metrics(labels, probs, classes)

@@ -164,7 +164,10 @@ def fit_adapter(
         split = draw_readable(source.records, classes, request.shots, seed=request.seed, val_shots=request.val_shots,
                               allow_fewer=request.allow_fewer, size=backbone.image_size, options=request.decode)
         warnings.extend(split.warnings)
-        head, sentences = build_head(backbone, classes, attributes.sets, request.method, seed=request.seed)
+        try:
+            head, sentences = build_head(backbone, classes, attributes.sets, request.method, seed=request.seed)
+        except ValueError as exc:  # a setting that does not fit this backbone, e.g. a VR frame wider than its input
+            raise UsageError(str(exc), "see `biomedvr fit --help`; the frame must fit the backbone's input size") from None
         result = train_head(head, backbone.encode_images, split.train_images, split.labels("train", classes),
                             split.val_images, split.labels("val", classes), recipe, seed=request.seed,
                             device=backbone.device, shots=request.shots, progress=progress)

@@ -128,8 +128,8 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
     return DecodedSplit(split.train, split.val, stack(split.train), stack(split.val), warnings)
 
 
-def image_hashes(records: list[ImageRecord]) -> list[str]:
-    """Short content hashes of image files (sorted): lets ``eval`` spot reuse without storing any path."""
+def image_hashes(records: list[ImageRecord], *, sort: bool = True) -> list[str]:
+    """Short content hashes of image files (sorted by default): lets ``eval`` spot reuse without storing any path."""
     out = []
     for record in records:
         digest = hashlib.sha256()
@@ -137,4 +137,4 @@ def image_hashes(records: list[ImageRecord]) -> list[str]:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
         out.append(digest.hexdigest()[:16])
-    return sorted(out)
+    return sorted(out) if sort else out

@@ -59,7 +59,7 @@ def make_task_dataset(
     """
     out = Path(out)
     if per_class < 1 or test_per_class < 0:
-        raise UsageError(f"--per-class must be at least 1 and --test-per-class at least 0, got {per_class} and "
+        raise UsageError(f"--train-per-class must be at least 1 and --test-per-class at least 0, got {per_class} and "
                          f"{test_per_class}", "pick positive counts")
     resolved = task.default_shift if shift == "default" else shift
     parse_shift(resolved)

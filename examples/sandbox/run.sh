@@ -4,7 +4,7 @@ set -euo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
-biomedvr sandbox make blood --task blood-smear --per-class 24 --test-per-class 40 --seed 0
+biomedvr sandbox make blood --task blood-smear --train-per-class 24 --test-per-class 40 --seed 0
 biomedvr fit blood --shots 8 --backbone sandbox --out blood.safetensors
 biomedvr eval blood --adapter blood.safetensors --plots blood-plots
 biomedvr predict blood/test --adapter blood.safetensors --top-k 2 --format csv > predictions.csv

@@ -39,8 +39,8 @@ def backbones(ctx: typer.Context, json_out: bool = options.JsonOption) -> None:
 
 
 def export(
-    name: str = typer.Argument(..., help="Backbone: a preset, hf-hub:ORG/REPO, MODEL:TAG, MODEL:WEIGHTS or local-dir:FOLDER."),
-    folder: Path = typer.Argument(..., help="Folder to write (created; must not exist or be empty, unless --force)."),
+    name: str = typer.Argument(..., metavar="NAME", help="Backbone: a preset, hf-hub:ORG/REPO, MODEL:TAG, MODEL:WEIGHTS or local-dir:FOLDER."),
+    folder: Path = typer.Argument(..., metavar="DIR", help="Folder to write (created; must not exist or be empty, unless --force)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing folder (only once the new one is complete)."),
     allow_download: Optional[bool] = options.AllowDownloadOption,
     json_out: bool = options.JsonOption,

@@ -99,6 +99,7 @@ def benchmark(
     if list_methods:
         _list_methods()
         return
+    from biomedvr_cli.atomic import check_folder_writable
     from biomedvr_cli.benchmark.request import BenchmarkOptions, build_request
     from biomedvr_cli.distributed import init_distributed
 
@@ -108,6 +109,7 @@ def benchmark(
         val_shots=val_shots, allow_fewer=allow_fewer, path_column=path_column, label_column=label_column,
         window=window, max_pixels=max_pixels, device=device, allow_download=allow_download, force=force,
     ))
+    check_folder_writable(request.out / "summary.json")  # an --out under a file fails before any job runs
     dist = init_distributed(device)
     try:
         outcome = _run(request, dist, render)

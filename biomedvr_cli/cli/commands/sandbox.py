@@ -24,7 +24,8 @@ def make(
     out: Path = typer.Argument(..., help="Folder to create (train/, test/, classes.txt, attributes.json)."),
     task: str = typer.Option(None, "--task", help="Built-in task name (see `biomedvr sandbox tasks`)."),
     task_file: Path = typer.Option(None, "--task-file", help="A task JSON file of your own."),
-    per_class: int = typer.Option(16, "--per-class", help="Training images per class."),
+    per_class: int = typer.Option(16, "--train-per-class", "--per-class",
+                                  help="Training images per class (--per-class is the old name)."),
     test_per_class: int = typer.Option(50, "--test-per-class", help="Test images per class."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator (same seed, same images)."),
     shift: str = typer.Option(
@@ -144,7 +145,8 @@ def pretrain(
 @sandbox_app.command("properties")
 def properties(
     weights: Path = typer.Option(None, "--weights", help="Weights to measure instead of the shipped ones."),
-    n_per_class: int = typer.Option(100, "--per-class", help="Test images per class for the task properties."),
+    n_per_class: int = typer.Option(100, "--test-per-class", "--per-class",
+                                    help="Test images per class for the task properties (--per-class is the old name)."),
     n_align: int = typer.Option(1000, "--n-align", help="Images for the in-world alignment properties."),
     seed: int = typer.Option(0, "--seed", help="Seed of the measurement images."),
     json_out: bool = options.JsonOption,
