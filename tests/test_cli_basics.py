@@ -35,10 +35,34 @@ def test_version_prints_version() -> None:
     assert __version__ in result.stdout
 
 
-def test_every_command_has_help() -> None:
-    for command in ("fit", "eval", "predict", "info", "backbones"):
-        result = runner.invoke(app, [command, "--help"])
-        assert result.exit_code == 0, command
+def _all_commands() -> list[list[str]]:
+    """Every command and subcommand the app registers, as argument paths (from the registry, not a list here)."""
+    import typer.main
+
+    paths: list[list[str]] = []
+
+    def walk(command, path: list[str]) -> None:  # a Click command or group (Typer may vendor Click)
+        if path:
+            paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_registered_command_has_help_and_refuses_a_bad_option() -> None:
+    from biomedvr_cli.cli.registry import COMMAND_MODULES
+
+    paths = _all_commands()
+    assert {p[0] for p in paths} == set(COMMAND_MODULES)
+    assert ["attributes", "generate"] in paths and ["backbones", "export"] in paths and ["sandbox", "make"] in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0 and "Usage:" in result.stdout, path
+        bad = runner.invoke(app, [*path, "--no-such-option"])
+        assert bad.exit_code == 2 and "error:" in bad.stderr and "No such option" in bad.stderr, (path, bad.stderr)
+        assert "Traceback" not in bad.stderr
 
 
 def test_usage_error_is_exit_2() -> None:

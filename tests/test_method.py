@@ -85,7 +85,8 @@ def test_every_variant_trains_and_round_trips(vr: str, gate: str, combine: str) 
     recipe = load_recipe("fast").with_overrides(epochs=2, eval_every=1)
     result = train_head(head, _encoder(), images, labels, images, labels, recipe, seed=0,
                         device=torch.device("cpu"), shots=2)
-    assert result.selected_epoch in (0, 1, 2)
+    assert [h["epoch"] for h in result.history] == [0, 1, 2]
+    assert result.history[result.selected_epoch]["val_accuracy"] == result.val_accuracy
     clone = BioMedVRHead(MethodConfig(vr=vr, gate=gate, combine=combine), 3, 16, 16, 20.0, _banks())
     clone.load_state_dict(head.state_dict(), strict=True)
     x = torch.rand(2, 3, 16, 16)

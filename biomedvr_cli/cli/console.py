@@ -52,23 +52,33 @@ def error(message: str) -> None:
     console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
 
+def progress_bar(kind: str = "count", *, enabled: bool = True):
+    """The one progress bar of the command line: transient, on stderr, off when not a terminal.
+
+    ``kind`` picks the columns: ``count`` (done/total and a status field), ``epochs``
+    (epoch done/total, status, time left) or ``bytes`` (size, speed, time left). Tasks are
+    added with a ``status`` field (``bar.add_task(label, total=n, status="")``).
+    """
+    from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+
+    columns = {
+        "count": (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeRemainingColumn()),
+        "epochs": (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("epoch {task.completed}/{task.total}"),
+                   TextColumn("{task.fields[status]}"), TimeRemainingColumn()),
+        "bytes": (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  TimeRemainingColumn()),
+    }[kind]
+    # A bar only helps on a terminal; in logs and pipes it would leave stray lines.
+    return Progress(*columns, console=console, transient=True, disable=not enabled or not console.is_terminal)
+
+
 class EpochProgress:
-    """A Rich progress bar for training epochs (loss, validation accuracy, time left)."""
+    """Training epochs on the shared progress bar (loss, best validation accuracy, time left)."""
 
     def __init__(self, description: str = "fit", enabled: bool = True) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.enabled = enabled
-        self._progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TextColumn("epoch {task.completed}/{task.total}"),
-            TextColumn("{task.fields[status]}"),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not enabled,
-        )
+        self._progress = progress_bar("epochs", enabled=enabled)
         self._task = None
         self._description = description
 

@@ -20,14 +20,10 @@ class DownloadDisplay:
 
     def progress(self, label: str, done: int, total: int | None) -> None:
         """Advance the bar of one file (created on its first report)."""
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
-
         from biomedvr_cli.cli import console as render
 
         if self._progress is None:
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                      TransferSpeedColumn(), TimeRemainingColumn(), console=render.console,
-                                      transient=True)
+            self._progress = render.progress_bar("bytes")
             self._progress.start()
         if label not in self._tasks:
             self._tasks[label] = self._progress.add_task(label, total=total)

@@ -18,6 +18,8 @@ import click
 import typer
 from rich.markup import escape
 
+from biomedvr_cli.cli import options
+
 from biomedvr_cli.cli import console as render
 from biomedvr_cli.attributes.cache import CACHE_ENV, default_cache_dir, entry_path
 from biomedvr_cli.attributes.classlist import class_names_from
@@ -118,7 +120,7 @@ _TimeoutOption = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", metavar="SECONDS",
 _ConcurrencyOption = typer.Option(
     DEFAULT_CONCURRENCY, "--concurrency", metavar="N", min=1, max=16, help="Requests in flight at once (one per class)."
 )
-_JsonOption = typer.Option(False, "--json", help="Print one JSON document on stdout.")
+_JsonOption = options.JsonOption
 
 
 @dataclass(frozen=True)
@@ -244,20 +246,10 @@ def _generate_command(opts: _GenerateOptions) -> None:
 
 def _generate_with_progress(plan: GenerationPlan, folder: Path, opts: _GenerateOptions) -> GenerationResult:
     """Send the requests (or read the cache) behind a progress bar on a terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    progress = Progress(
-        TextColumn("asking {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        console=render.console,
-        transient=True,
-        # A progress bar only helps on a terminal; in logs and pipes it would leave blank lines.
-        disable=opts.json_out or not render.console.is_terminal,
-    )
+    progress = render.progress_bar("count", enabled=not opts.json_out)
     with progress:
         classes = len(plan.class_names)
-        bar = progress.add_task(f"{plan.settings.model} for {classes} classes", total=classes)
+        bar = progress.add_task(f"asking {plan.settings.model} for {classes} classes", total=classes, status="")
         return generate(
             plan,
             cache_dir=folder,

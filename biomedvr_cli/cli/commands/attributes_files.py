@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from biomedvr_cli.cli import options
 from biomedvr_cli.atomic import check_folder_writable
 from biomedvr_cli.attributes import AttributeFile, load_attributes, save_attributes
 from biomedvr_cli.attributes.classlist import class_names_from
@@ -31,7 +32,7 @@ def validate_cmd(
     file: Path = typer.Argument(..., metavar="FILE", help="Attributes JSON file to check.", show_default=False),
     classes: Optional[Path] = typer.Option(None, "--classes", metavar="FILE", help="Also check that exactly these classes are present."),
     class_: Optional[list[str]] = typer.Option(None, "--class", metavar="NAME", help="A class that must be present (repeatable)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    json_out: bool = options.JsonOption,
 ) -> None:
     """Check an attributes file (hand-written, imported or generated); exit 3 on the first problem."""
     attrs = load_attributes(file)
@@ -91,7 +92,7 @@ def import_cmd(
     task: str = typer.Option("", "--task", metavar="TEXT", help="Task text to record in the file."),
     out: Path = typer.Option(Path("attributes.json"), "--out", metavar="FILE", help="Attributes JSON file to write."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing, different --out file."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    json_out: bool = options.JsonOption,
 ) -> None:
     """Convert the reference implementation's three JSON files into one attributes file."""
     check_folder_writable(out)  # a folder that cannot be written fails before the files are read

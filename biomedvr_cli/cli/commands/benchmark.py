@@ -148,10 +148,7 @@ def _run(request, dist, render):
                         + (f" ({event.error})" if event.error else ""))
 
         return run_benchmark(request, dist=dist, on_job=log, notify=notify)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    with Progress(TextColumn("[bold]benchmark"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=render.console, transient=True) as bar:
+    with render.progress_bar("count") as bar:
         task = None
 
         def update(event) -> None:

@@ -92,8 +92,6 @@ def predict(
     if out is not None:
         check_writable(out, force=force)  # existing file, or a folder that cannot be written: before any work
     files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
-    from rich.progress import Progress
-
     from biomedvr_cli.distributed import init_distributed, merge_shards
 
     # Under torchrun (WORLD_SIZE > 1) batch i of the inputs goes to rank i % world; rank 0 writes them in input order.
@@ -102,8 +100,8 @@ def predict(
         mine = dist.shard(files, chunk=max(1, batch_size))
         predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
                                    accept_preprocessing=accept_preprocessing, notify=render.warn)
-        with Progress(console=render.console, transient=True, disable=len(mine) <= batch_size or not dist.is_main) as bar:
-            task = bar.add_task("predict", total=len(mine))
+        with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
+            task = bar.add_task("predict", total=len(mine), status="")
             shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
                                           decode=options.decode_options(window, max_pixels), explain=explain,
                                           progress=lambda done, total: bar.update(task, completed=done))

@@ -1,0 +1,91 @@
+"""Tables and goal checks of issue 11 from stored benchmark results.
+
+Reads the per-job JSON files of one or more `biomedvr benchmark --out` folders and prints, per
+shot count, test accuracy (mean ± std over seeds) of each method on each dataset, then the
+goal checks for the default method against attribute zero-shot, the linear probe and the
+published baselines that are present:
+
+    python experiments/goal_table.py experiments/results/heldout [more folders ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+BASELINES = ("ar", "attrvr", "biomedvr-paper")
+
+
+def load(folders: list[Path]) -> dict[tuple[str, str, int], list[float]]:
+    """(dataset, method, shots) -> test accuracies in % (zero-shot rows have shots 0)."""
+    acc: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for folder in folders:
+        for path in sorted((folder / "jobs").glob("*.json")):
+            job = json.loads(path.read_text(encoding="utf-8"))
+            acc[(job["dataset"], job["method"], int(job["shots"]))].append(100 * job["metrics"]["accuracy"])
+    return acc
+
+
+def mean(values: list[float]) -> float:
+    return statistics.mean(values)
+
+
+def cell(values: list[float] | None) -> str:
+    if not values:
+        return ""
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std, as the benchmark reports
+    return f"{mean(values):.1f} ± {spread:.1f}"
+
+
+def tables(acc, datasets: list[str], methods: list[str], shots: list[int]) -> None:
+    for k in shots:
+        print(f"\n**{k} shot(s) per class** (test accuracy %, mean ± sample std over seeds)\n")
+        print("| method | " + " | ".join(datasets) + " | mean |")
+        print("|---" * (len(datasets) + 2) + "|")
+        for method in methods:
+            rows = [acc.get((d, method, 0 if method.startswith("zs-") else k)) for d in datasets]
+            if not any(rows):
+                continue
+            overall = mean([mean(r) for r in rows]) if all(rows) else None
+            print(f"| {method} | " + " | ".join(cell(r) for r in rows) + f" | {'' if overall is None else f'{overall:.1f}'} |")
+
+
+def goals(acc, datasets: list[str], shots: list[int], method: str) -> None:
+    print(f"\n**Goal checks for `{method}`** (means over seeds; differences in points)\n")
+    print("| K | worst vs zs-attributes | mean vs linear-probe | worst vs linear-probe | "
+          + " | ".join(f"mean vs {b}" for b in BASELINES) + " |")
+    print("|---" * (4 + len(BASELINES)) + "|")
+    for k in shots:
+        ours = {d: mean(acc[(d, method, k)]) for d in datasets if acc.get((d, method, k))}
+        zs = {d: mean(acc[(d, "zs-attributes", 0)]) for d in ours if acc.get((d, "zs-attributes", 0))}
+        probe = {d: mean(acc[(d, "linear-probe", k)]) for d in ours if acc.get((d, "linear-probe", k))}
+        worst_zs = min(ours[d] - zs[d] for d in zs) if zs else None
+        mean_probe = mean([ours[d] - probe[d] for d in probe]) if probe else None
+        worst_probe = min(ours[d] - probe[d] for d in probe) if probe else None
+        cells = []
+        for base in BASELINES:
+            theirs = {d: mean(acc[(d, base, k)]) for d in ours if acc.get((d, base, k))}
+            cells.append(f"{mean([ours[d] - theirs[d] for d in theirs]):+.1f}" if len(theirs) == len(ours) else "")
+        fmt = lambda v: "" if v is None else f"{v:+.1f}"  # noqa: E731
+        print(f"| {k} | {fmt(worst_zs)} | {fmt(mean_probe)} | {fmt(worst_probe)} | " + " | ".join(cells) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--method", default="biomedvr", help="the method whose goals are checked")
+    args = parser.parse_args()
+    acc = load(args.folders)
+    datasets = sorted({d for d, _, _ in acc}, key=lambda d: (d.split(" +")[0], d))
+    order = ["zs-attributes", "linear-probe", *BASELINES, "ar-fast", "attrvr-fast", args.method]
+    methods = [m for m in dict.fromkeys(order + sorted({m for _, m, _ in acc})) if any(k[1] == m for k in acc)]
+    shots = sorted({k for _, m, k in acc if k > 0})
+    tables(acc, datasets, methods, shots)
+    goals(acc, datasets, shots, args.method)
+
+
+if __name__ == "__main__":
+    main()
