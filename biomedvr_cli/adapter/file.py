@@ -2,7 +2,7 @@
 
 Tensors hold the learned VR patterns, the gate and the encoded text banks; the
 ``__metadata__`` holds ``format``, ``format_version`` and a JSON ``config`` (see
-design.md). Never pickled; written atomically; no file paths or identifiers inside.
+docs/adapter-format.md). Never pickled; written atomically; no file paths or identifiers inside.
 """
 
 from __future__ import annotations

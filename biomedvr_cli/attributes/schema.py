@@ -31,7 +31,7 @@ from biomedvr_cli.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
 SET_NAMES: tuple[str, ...] = ("descriptive", "distinctive", "confusion")
-# method.md: sentences under 20 characters carry too little to score against.
+# Sentences under 20 characters carry too little to score against (docs/method.md).
 MIN_SENTENCE_CHARS = 20
 # Far above any useful sentence (text encoders truncate at 77-256 tokens); catches pasted blobs.
 MAX_SENTENCE_CHARS = 1000
@@ -43,7 +43,7 @@ _VALIDATE_FIX = "correct the file; `biomedvr attributes validate FILE` checks it
 
 @dataclass(frozen=True)
 class ClassAttributes:
-    """The three sentence sets of one class (method.md section 1)."""
+    """The three sentence sets of one class: descriptive, distinctive, confusion-aware."""
 
     descriptive: tuple[str, ...]
     distinctive: tuple[str, ...]

@@ -16,7 +16,7 @@ COMBINE_KINDS = ("add", "subtract", "signed")
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """Every choice of the method; the reference's choices are the defaults named in method.md."""
+    """Every choice of the method (docs/method.md); ``paper_method()`` gives the published configuration."""
 
     vr: str = "full"  # measured best on the sandbox (docs/method.md); the reference uses "padding"
     vr_frame: int | None = None  # padding frame width in px; None = inner 6/7 of the input
@@ -30,7 +30,7 @@ class MethodConfig:
     k: int = 3
     m: int | None = 20  # sentences used per class and set (never resampled)
     # A linear head on the positive view's image feature, residual to the sentence scores, pulled
-    # toward zero by a penalty chosen by cross-validation over the labelled images (method.md).
+    # toward zero by a penalty chosen by cross-validation over the labelled images (docs/method.md).
     feature_head: bool = True
     head_folds: int = 5
 

@@ -1,4 +1,4 @@
-"""Cross-entropy plus the Confusion-Suppression hinge (method.md)."""
+"""Cross-entropy plus the Confusion-Suppression hinge (docs/method.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""k-nearest attribute scoring (method.md, "Attribute scoring").
+"""k-nearest attribute scoring (docs/method.md, "k-nearest attribute scoring").
 
 For an image feature f and class c with sentence embeddings t_c1..t_cm the class score
 is the mean of the top-k values of tau * cos(f, t_cj). Sentences are never duplicated:

@@ -16,7 +16,6 @@ from typing import Optional
 
 import click
 import typer
-from rich.markup import escape
 
 from biomedvr_cli.cli import options
 
@@ -56,16 +55,6 @@ class Provider(str, Enum):
     anthropic = "anthropic"
     bedrock = "bedrock"
     vertex = "vertex"
-
-
-def _info(message: str) -> None:
-    # Not render.info: class names may contain [brackets] that Rich would read as markup,
-    # and long paths must not be wrapped mid-word in logs.
-    render.console.print(escape(message), soft_wrap=True)
-
-
-def _warn(message: str) -> None:
-    render.console.print("[yellow]warning:[/yellow] " + escape(message), soft_wrap=True)
 
 
 def _given_on_command_line(ctx: click.Context) -> list[str]:
@@ -237,7 +226,7 @@ def _generate_command(opts: _GenerateOptions) -> None:
         return
     result = _generate_with_progress(plan, folder, opts)
     if result.cache_warning:
-        _warn(result.cache_warning)
+        render.warn(result.cache_warning)
     if opts.json_out:
         _emit_generated_json(result, plan, folder, opts.out)
         return
@@ -283,16 +272,16 @@ def _report_generated(result: GenerationResult, plan: GenerationPlan, folder: Pa
     settings, attrs = plan.settings, result.attributes
     shape = f"{len(attrs.classes)} classes x 3 sets x {settings.per_class} sentences"
     if result.unchanged:
-        _info(f"{out.name} is already up to date ({shape}; from the cache, no API call)")
+        render.info(f"{out.name} is already up to date ({shape}; from the cache, no API call)")
     elif result.from_cache:
-        _info(f"wrote {out} ({shape}) from the cache: no API call")
+        render.info(f"wrote {out} ({shape}) from the cache: no API call")
     else:
-        _info(
+        render.info(
             f"wrote {out} ({shape}) from {settings.model} via {settings.provider}: "
             f"{result.requests_sent} requests"
         )
-    _info(f"cache: {entry_path(folder, plan.cache_key)}")
-    _info(fit_hint(out))
+    render.info(f"cache: {entry_path(folder, plan.cache_key)}")
+    render.info(fit_hint(out))
 
 
 def _render_dry_run(plan: GenerationPlan, cached: bool, json_out: bool) -> None:
@@ -333,7 +322,7 @@ def _render_dry_run(plan: GenerationPlan, cached: bool, json_out: bool) -> None:
             request.user,
         ]
     typer.echo("\n".join(lines))
-    _info(f"dry run: {len(plan.requests)} requests shown, none sent")
+    render.info(f"dry run: {len(plan.requests)} requests shown, none sent")
 
 
 def register(app: typer.Typer) -> None:
