@@ -25,6 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 from biomedvr_cli.cli.app import app
+from tests.conftest import make_color_tree
 from biomedvr_cli.attributes import load_attributes
 from biomedvr_cli.attributes.generate import GenerationSettings, generate, plan_generation
 from biomedvr_cli.attributes.prompts import load_prompts
@@ -741,3 +742,25 @@ def test_command_module_does_not_import_anthropic_or_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_the_used_by_flow_works_as_typed_in_one_folder(tiny_backbone_spec: str, env: Path, stub: Stub) -> None:
+    """`attributes --classes classes.txt`, then `fit ./images --shots K`, then `predict scan.png --adapter ...`."""
+    (env / "classes.txt").write_text("alpha cell\nbeta cell\ngamma cell\n", encoding="utf-8")
+    made = run("--classes", "classes.txt", "--task", "colour toy task", *FAST)
+    assert made.exit_code == 0, made.stderr
+    assert "next: biomedvr fit" in made.stderr and (env / "attributes.json").is_file()
+    make_color_tree(env / "images", per_class=4)
+    fit = runner.invoke(app, ["fit", "./images", "--shots", "2", "--backbone", tiny_backbone_spec, "--epochs", "1",
+                              "--out", "derm.safetensors"])
+    assert fit.exit_code == 0, fit.stderr
+    assert "using attributes from attributes.json beside the images folder" in fit.stderr  # ./ is beside ./images
+    info = json.loads(runner.invoke(app, ["info", "derm.safetensors", "--json"]).stdout)["config"]
+    assert info["attributes"]["source"] == "file" and info["attributes"]["task"] == "colour toy task"
+    assert info["method"]["negative"] is True  # the file's confusion sentences feed the negative expert
+    scan = next((env / "images" / "beta cell").glob("*.png"))
+    (env / "scan.png").write_bytes(scan.read_bytes())
+    predicted = runner.invoke(app, ["predict", "scan.png", "--adapter", "derm.safetensors", "--backbone",
+                                    tiny_backbone_spec, "--format", "json"])
+    assert predicted.exit_code == 0, predicted.stderr
+    assert json.loads(predicted.stdout)["predictions"][0]["prediction"] in ("alpha cell", "beta cell", "gamma cell")

@@ -265,3 +265,23 @@ def test_eval_warns_when_it_scores_images_the_adapter_was_fitted_on(fitted: Path
     config = json.loads(runner.invoke(app, ["info", str(fitted), "--json"]).stdout)["config"]
     hashes = config["training"]["image_hashes"]
     assert len(hashes) == 18 and all(len(h) == 16 for h in hashes) and hashes == sorted(hashes)
+
+
+def test_fit_looks_for_attributes_inside_then_beside_then_in_the_current_folder(tmp_path: Path, monkeypatch) -> None:
+    from biomedvr_cli.pipeline.fit_inputs import find_attributes
+
+    images = tmp_path / "project" / "images"
+    images.mkdir(parents=True)
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert find_attributes(images, None) == (None, "")
+    (cwd / "attributes.json").write_text("{}")
+    assert find_attributes(images, None) == (Path("attributes.json").resolve().parent / "attributes.json",
+                                             "in the current folder")
+    (images.parent / "attributes.json").write_text("{}")
+    assert find_attributes(images, None) == (images.parent / "attributes.json", "beside the images folder")
+    (images / "attributes.json").write_text("{}")
+    assert find_attributes(images, None) == (images / "attributes.json", "inside the images folder")
+    explicit = tmp_path / "mine.json"
+    assert find_attributes(images, explicit) == (explicit, "--attributes")

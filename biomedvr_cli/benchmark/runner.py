@@ -20,6 +20,7 @@ import torch
 from biomedvr_cli import __version__
 from biomedvr_cli.benchmark.datasets import LoadedDataset, load_dataset
 from biomedvr_cli.distributed import DistContext, rank_device
+from biomedvr_cli.method.metrics import SCALAR_METRICS
 from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, estimated_cost, method_signature, run_method
 from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names, make_jobs
 from biomedvr_cli.benchmark.report import summarize, write_reports
@@ -105,7 +106,7 @@ def _job_result(job: Job, job_hash: str, dataset: LoadedDataset, inputs: JobInpu
     return {
         "dataset": job.dataset, "method": job.method, "shots": job.shots, "seed": job.seed,
         "settings_hash": job_hash,
-        "metrics": {k: metrics[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")},
+        "metrics": {k: metrics[k] for k in SCALAR_METRICS},
         "confusion_matrix": metrics["confusion_matrix"],
         "fit_seconds": round(output.fit_seconds, 4),
         "selection": output.selection,

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 ECE_BINS = 15
+# The scalar metrics every report shows, in this order (eval, benchmark jobs, demo).
+SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

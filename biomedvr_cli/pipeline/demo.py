@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from biomedvr_cli.errors import OutputExistsError
+from biomedvr_cli.method.metrics import SCALAR_METRICS
 
 
 @dataclass
@@ -40,7 +41,7 @@ class DemoResult:
             "accuracy": {"zero_shot_class_names": self.zero_shot_class_names,
                          "zero_shot_attributes": self.zero_shot_attributes,
                          "biomedvr_adapter": self.adapted["accuracy"]},
-            "adapter_metrics": {k: self.adapted[k] for k in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")},
+            "adapter_metrics": {k: self.adapted[k] for k in SCALAR_METRICS},
             "prediction": self.prediction, "commands": self.commands, "seconds": round(self.seconds, 1),
             "workdir": str(self.workdir) if self.workdir is not None else None,
         }

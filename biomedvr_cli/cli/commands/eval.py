@@ -27,6 +27,7 @@ def evaluate(
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
     from biomedvr_cli.cli import console as render
+    from biomedvr_cli.method.metrics import SCALAR_METRICS
     from biomedvr_cli.pipeline.evaluate import evaluate_adapter
     from biomedvr_cli.pipeline.predictor import load_predictor
 
@@ -47,7 +48,7 @@ def evaluate(
         return
     render.key_value_table(
         f"{adapter.name} on {metrics['images']} images ({result['split']})",
-        [(name, metrics[name]) for name in ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")],
+        [(name, metrics[name]) for name in SCALAR_METRICS],
     )
     render.rows_table("per class", ["class", "precision", "recall", "f1", "support"],
                       [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in metrics["per_class"]])
