@@ -105,6 +105,7 @@ def test_job_cost_estimates_order_methods_by_their_work() -> None:
     assert cost("coop", shots=1) < cost("coop", shots=16)
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_benchmark_two_ranks_equal_one_process(tree: Path, local_backbone: str, tmp_path: Path) -> None:
     args = ["benchmark", str(tree), "--backbone", local_backbone, "--methods",
             "zs-classname,linear-probe,coop,biomedvr-vr-mask", "--shots", "1", "--seeds", "2",

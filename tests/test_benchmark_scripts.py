@@ -37,6 +37,7 @@ def test_peak_table() -> None:
     assert gpu_check.peak_for("Some Future GPU") is None
 
 
+@pytest.mark.slow
 def test_unseen_word_draws_reproduces_the_shipped_draw() -> None:
     """Redrawing with the shipped seed gives back exactly the shipped weights' class-name zero-shot."""
     out = subprocess.run([sys.executable, str(ROOT / "experiments" / "unseen_word_draws.py"), "--draws", "2",

@@ -45,6 +45,7 @@ def _zero_shot_accuracy(tree: Path) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
+@pytest.mark.slow
 def test_adapter_beats_attribute_zero_shot(task_tree: Path, tmp_path: Path) -> None:
     adapter = tmp_path / "blood.safetensors"
     fit = runner.invoke(app, ["fit", str(task_tree), "--shots", "8", "--backbone", "sandbox", "--out", str(adapter),
