@@ -33,7 +33,7 @@ def test_wheel_ships_prompt_templates_sandbox_weights_and_presets(tmp_path: Path
     assert "biomedvr_cli/sandbox/model/sandbox.safetensors" in names
     assert "biomedvr_cli/sandbox/model/biomedvr-sandbox.json" in names
     assert "biomedvr_cli/backbones/presets/biomedclip.json" in names
-    assert "biomedvr_cli/recipes/fast.json" in names
+    assert "biomedvr_cli/method/recipes/fast.json" in names
     assert not any(n.startswith(("tests/", "experiments/", "prompts/")) for n in names)
 
 
