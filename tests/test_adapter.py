@@ -141,3 +141,26 @@ def test_written_files_get_normal_permissions(tmp_path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_reserve_output_holds_the_file_and_leaves_nothing_behind(tmp_path) -> None:
+    from biomedvr_cli.atomic import reserve_output
+
+    out = tmp_path / "new" / "deeper" / "a.safetensors"
+    with pytest.raises(RuntimeError):
+        with reserve_output(out, force=False):
+            assert (out.parent / ".a.safetensors.lock").is_file()
+            with pytest.raises(OutputExistsError, match="another biomedvr run"):
+                with reserve_output(out, force=True):
+                    pass
+            raise RuntimeError("the fit failed")
+    assert not (tmp_path / "new").exists()  # folders it made are gone when nothing was written
+    with reserve_output(out, force=False):
+        save_adapter(out, {"w": torch.zeros(1)}, _config(), force=False)
+    assert [p.name for p in out.parent.iterdir()] == ["a.safetensors"]  # the lock is gone, the output stays
+    blocked = tmp_path / "file"
+    blocked.write_text("x")
+    with pytest.raises(Exception) as info:
+        with reserve_output(blocked / "a.safetensors", force=False):
+            pass
+    assert getattr(info.value, "exit_code", None) == 2 and "cannot write" in str(info.value)
