@@ -46,9 +46,10 @@ def test_unknown_keys_from_newer_versions_warn_and_load(tmp_path) -> None:
     data["training"]["future_knob"] = 2
     path = tmp_path / "newer.safetensors"
     _raw(path, data)
-    with pytest.warns(AdapterConfigWarning, match="future_section") as record:
+    with pytest.warns(AdapterConfigWarning) as record:  # no match=: pytest re-emits warnings that do not match
         adapter = load_adapter(path)
-    assert any("future_knob" in str(w.message) for w in record)
+    messages = [str(w.message) for w in record]
+    assert any("future_section" in m for m in messages) and any("future_knob" in m for m in messages)
     assert adapter.config.training.shots == 1
 
 
