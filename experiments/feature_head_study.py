@@ -22,7 +22,7 @@ import torch
 def main() -> None:
     from biomedvr_cli.backbones import load_backbone
     from biomedvr_cli.benchmark.datasets import load_dataset
-    from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, run_method
+    from biomedvr_cli.benchmark.methods import JobInputs, Overrides, run_method
     from biomedvr_cli.benchmark.protocol import load_suite
     from biomedvr_cli.data import sample_few_shot
     from biomedvr_cli.method.feature_head import fit_feature_head
@@ -65,7 +65,6 @@ def main() -> None:
                 chosen.append("inf" if math.isinf(fit.penalty) else f"{fit.penalty:g}")
             cells = [f"{100 * statistics.mean(v):.1f}" for v in rows.values()]
             print(f"| {spec.name} | {shots} | " + " | ".join(cells) + f" | {', '.join(chosen)} |", flush=True)
-    del METHODS
 
 
 if __name__ == "__main__":

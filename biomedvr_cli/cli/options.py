@@ -46,6 +46,12 @@ MaxPixelsOption = typer.Option(
     64_000_000, "--max-pixels", min=1, metavar="<int>",
     help="Refuse images larger than this many pixels (width x height), checked from the header before decoding.",
 )
+ValShotsOption = typer.Option(
+    None, "--val-shots", help="Validation images per class (default min(K, 4); 0 = keep last epoch)."
+)
+AllowFewerOption = typer.Option(
+    False, "--allow-fewer", help="Use all images of classes with fewer than K + validation images (warns)."
+)
 PathColumnOption = typer.Option("path", "--path-column", help="CSV manifest column holding image paths.")
 LabelColumnOption = typer.Option("label", "--label-column", help="CSV manifest column holding class labels.")
 

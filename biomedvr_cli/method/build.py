@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
 
@@ -36,7 +37,5 @@ def build_head(backbone, classes: Sequence[str], sets: Mapping[str, Mapping[str,
 def trained_config(method: MethodConfig, head: BioMedVRHead) -> MethodConfig:
     """The method as actually trained: no negative expert when there were no confusion sentences."""
     if method.negative and not head.use_negative:
-        from dataclasses import replace
-
         return replace(method, negative=False, confusion_loss=False)
     return method

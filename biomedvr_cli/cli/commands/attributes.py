@@ -154,15 +154,12 @@ def attributes_main(
     json_out: bool = _JsonOption,
 ) -> None:
     """Ask Claude for attribute sentences per class and write an attributes JSON file."""
+    given = {name: value for name, value in locals().items() if name != "ctx"}  # the parameters, before anything else
     if ctx.invoked_subcommand is not None:
         _refuse_group_options(ctx)
         return
     # `biomedvr attributes --classes ...` (no subcommand) was the first spelling; it stays `generate`.
-    _generate_command(_GenerateOptions(
-        classes=classes, class_=class_, task=task, out=out, provider=provider, model=model, per_class=per_class,
-        cache_dir=cache_dir, refresh=refresh, offline=offline, dry_run=dry_run, force=force,
-        max_retries=max_retries, timeout=timeout, concurrency=concurrency, json_out=json_out,
-    ))
+    _generate_command(_GenerateOptions(**given))
 
 
 def generate_cmd(
@@ -184,11 +181,7 @@ def generate_cmd(
     json_out: bool = _JsonOption,
 ) -> None:
     """Ask Claude for attribute sentences per class and write an attributes JSON file."""
-    _generate_command(_GenerateOptions(
-        classes=classes, class_=class_, task=task, out=out, provider=provider, model=model, per_class=per_class,
-        cache_dir=cache_dir, refresh=refresh, offline=offline, dry_run=dry_run, force=force,
-        max_retries=max_retries, timeout=timeout, concurrency=concurrency, json_out=json_out,
-    ))
+    _generate_command(_GenerateOptions(**locals()))  # the parameters are exactly the option fields
 
 
 def _refuse_group_options(ctx: click.Context) -> None:
