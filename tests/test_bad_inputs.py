@@ -352,6 +352,7 @@ ROWS: list[Row] = [
     Row("fit-shots-0", lambda e: ["fit", e.w.tree, "--shots", "0", "--backbone", e.w.spec], 2, ("--shots",)),
     Row("fit-unknown-recipe", lambda e: fit(e, None, "--recipe", "slow"), 2, ("unknown recipe",)),
     Row("fit-unknown-vr", lambda e: fit(e, None, "--vr", "swirl"), 2, ("unknown vr kind",)),
+    Row("fit-unknown-head-test", lambda e: fit(e, None, "--head-test", "vibes"), 2, ("unknown head test",)),
     # --- fit: outputs (#2, #13) ----------------------------------------------------------
     Row("fit-out-under-a-file (#2)", lambda e: [*fit(e)[:-2], "--out", e.tmp / "f.txt" / "a.safetensors"], 2,
         ("cannot write a.safetensors", "not a folder"), setup=lambda e: e.text("f.txt", "x")),

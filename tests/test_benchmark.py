@@ -245,3 +245,18 @@ def test_build_request_merges_suite_and_command_line(tmp_path: Path) -> None:
                          (BenchmarkOptions(out=tmp_path, suite=suite, epochs=0), "at least 1")):
         with pytest.raises(UsageError, match=message):
             build_request(bad)
+
+
+def test_method_signature_names_the_head_test_only_where_there_is_a_head() -> None:
+    """Stored jobs of methods without a feature head stay valid when the head's test changes."""
+    from dataclasses import replace
+
+    from biomedvr_cli.benchmark.methods import Overrides, method_signature
+
+    published = method_signature(METHODS["attrvr"], Overrides())["config"]
+    assert "head_test" not in published and published["feature_head"] is False
+    ours = method_signature(METHODS["biomedvr"], Overrides())["config"]
+    older = method_signature(METHODS["biomedvr-head-accuracy"], Overrides())["config"]
+    assert (ours["head_test"], older["head_test"]) == ("either", "accuracy")
+    assert method_signature(replace(METHODS["attrvr"], config=replace(METHODS["attrvr"].config, head_test="accuracy")),
+                            Overrides()) == method_signature(METHODS["attrvr"], Overrides())

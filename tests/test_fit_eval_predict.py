@@ -231,10 +231,10 @@ def test_vr_frame_option_is_recorded(tmp_path: Path, tiny_backbone_spec: str) ->
     out = tmp_path / "a.safetensors"
     result = runner.invoke(app, ["fit", str(tmp_path / "imgs"), "--shots", "2", "--backbone", tiny_backbone_spec,
                                  "--out", str(out), "--vr", "padding", "--vr-frame", "3", "--epochs", "1",
-                                 "--gate", "sample", "--combine", "subtract"])
+                                 "--gate", "sample", "--combine", "subtract", "--head-test", "accuracy"])
     assert result.exit_code == 0, result.stderr
     info = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)["config"]["method"]
-    assert (info["vr_frame"], info["gate"], info["combine"]) == (3, "sample", "subtract")
+    assert (info["vr_frame"], info["gate"], info["combine"], info["head_test"]) == (3, "sample", "subtract", "accuracy")
 
 
 def test_python_api_classify_takes_paths_and_pil_images(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:

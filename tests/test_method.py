@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,6 +137,42 @@ def test_clearly_better_is_a_paired_check() -> None:
     swapped = torch.tensor([False] * 4 + [True] * 6 + [True] * 8 + [False] * 2)  # gains 8, loses 4
     assert not clearly_better(swapped, start)  # +4 net < 1.5 * sqrt(12) = 5.2
     assert clearly_better(swapped, start, z=1.0)  # +4 net > sqrt(12) = 3.5
+
+
+def test_clearly_more_likely_is_a_paired_check_on_log_loss() -> None:
+    from biomedvr_cli.method.feature_head import clearly_more_likely
+
+    reference = torch.tensor([1.0, 2.0, 0.5, 1.5, 1.0, 0.8, 1.2, 0.9])
+    steady = reference - 0.1  # the same small gain on every image: no spread, clearly better
+    assert clearly_more_likely(steady, reference)
+    assert not clearly_more_likely(reference.clone(), reference)  # no gain
+    assert not clearly_more_likely(reference + 0.1, reference)  # a loss
+    # mean gain 0.1 with per-image gains of +1.1 / -0.9: standard error 1.07 / sqrt(8) = 0.38
+    noisy = reference - torch.tensor([1.1, -0.9] * 4)
+    assert not clearly_more_likely(noisy, reference)
+    assert clearly_more_likely(noisy, reference, z=0.2)  # 0.1 > 0.2 * 0.38
+    assert not clearly_more_likely(torch.zeros(1), torch.ones(1))  # one image has no spread to judge by
+
+
+def test_head_tests_differ_where_the_gain_is_in_confidence() -> None:
+    """A head that makes the right answers surer but flips few images passes only the test that also weighs log-loss."""
+    from biomedvr_cli.method.feature_head import fit_feature_head
+
+    torch.manual_seed(0)
+    classes, dim, per_class = 4, 16, 12
+    labels = torch.arange(classes * per_class) % classes
+    prototypes = F.normalize(torch.randn(classes, dim), dim=1)
+    features = F.normalize(prototypes[labels] + 0.8 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
+    # a start that is right on 46 of 48 images, by a thin margin: 2 flips cannot be told from noise
+    offsets = 0.3 * F.one_hot(labels, classes).float()
+    wrong = torch.arange(labels.numel()) < 2
+    offsets[wrong] = 0.3 * F.one_hot((labels[wrong] + 1) % classes, classes).float()
+    by_either = fit_feature_head(offsets, features, labels, classes, max_folds=4, seed=0, test="either")
+    by_accuracy = fit_feature_head(offsets, features, labels, classes, max_folds=4, seed=0, test="accuracy")
+    assert not math.isinf(by_either.penalty) and by_either.cv_accuracy >= by_either.start_cv_accuracy
+    assert math.isinf(by_accuracy.penalty)
+    with pytest.raises(ValueError, match="unknown head test"):
+        fit_feature_head(offsets, features, labels, classes, max_folds=4, seed=0, test="vibes")
 
 
 def test_no_negative_expert_has_no_gate() -> None:

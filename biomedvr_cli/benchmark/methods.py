@@ -78,6 +78,8 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("biomedvr-vr-padding", "vr", "ablation: padding VR (the reference's) instead of full-image VR",
                config=replace(_BASE, vr="padding"), recipe="fast"),
     MethodSpec("biomedvr-vr-mask", "vr", "ablation: sample-specific mask VR", config=replace(_BASE, vr="mask"), recipe="fast"),
+    MethodSpec("biomedvr-head-accuracy", "vr", "variant: feature head kept only when clearly more images right (not in 'all')",
+               config=replace(_BASE, head_test="accuracy"), recipe="fast"),
     MethodSpec("biomedvr-subtract", "vr", "variant: softmax gate subtracting the negative expert (not in 'all')",
                config=replace(_BASE, combine="subtract"), recipe="fast"),
 )}
@@ -142,6 +144,9 @@ def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
     if spec.family == "vr":
         assert spec.config is not None and spec.recipe is not None
         sig["config"] = spec.config.to_dict()
+        if not spec.config.feature_head:
+            # how a head would be chosen does not matter without one (and keeps stored jobs valid)
+            sig["config"].pop("head_test")
         sig["recipe"] = {k: v for k, v in overrides.recipe(spec.recipe).to_dict().items() if k != "description"}
     elif spec.family == "coop":
         sig["recipe"] = overrides.coop().to_dict()

@@ -12,6 +12,8 @@ GATE_KINDS = ("global", "class", "sample")
 # signed: the positive expert plus a learnable, signed weight on the negative expert that starts
 # at 0, so the untrained head is exactly the attribute zero-shot scorer.
 COMBINE_KINDS = ("add", "subtract", "signed")
+# How the feature head must beat the sentence scores in cross-validation (method/feature_head.py).
+HEAD_TESTS = ("either", "accuracy")
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class MethodConfig:
     # toward zero by a penalty chosen by cross-validation over the labelled images (docs/method.md).
     feature_head: bool = True
     head_folds: int = 5
+    head_test: str = "either"  # adapters written before this field chose their head by "accuracy"
 
     def __post_init__(self) -> None:
         if self.vr not in VR_KINDS:
@@ -50,6 +53,8 @@ class MethodConfig:
         # Whether the frame fits depends on the backbone's input size, known only when it is loaded.
         if self.vr_frame is not None and self.vr_frame < 0:
             raise ValueError(f"vr_frame must be 0 or more pixels, got {self.vr_frame}")
+        if self.head_test not in HEAD_TESTS:
+            raise ValueError(f"unknown head test {self.head_test!r}; choose from {', '.join(HEAD_TESTS)}")
         if self.head_folds < 2:
             raise ValueError("head_folds must be at least 2")
 
@@ -62,10 +67,11 @@ class MethodConfig:
         """Inverse of :meth:`to_dict`, ignoring unknown keys from newer minor versions.
 
         Adapters written before a field existed get that field's old behaviour, not today's
-        default: ``combine`` was ``add`` and there was no feature head.
+        default: ``combine`` was ``add``, there was no feature head, and later the head was chosen
+        by accuracy.
         """
         known = {f.name for f in fields(cls)}
-        legacy = {"combine": "add", "feature_head": False}
+        legacy = {"combine": "add", "feature_head": False, "head_test": "accuracy"}
         values = {**{k: v for k, v in legacy.items() if k not in data}, **{k: v for k, v in data.items() if k in known}}
         return cls(**values)
 

@@ -247,13 +247,14 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
     labels = labelled.labels.cpu()
     if choose_with is None:
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        fit = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds, seed=seed)
+        fit = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds, seed=seed,
+                               test=head.config.head_test)
     else:
         current = head.trainable_state()
         head.load_state_dict(choose_with, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
         chosen = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds,
-                                  seed=seed)
+                                  seed=seed, test=head.config.head_test)
         head.load_state_dict(current, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
         weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty)

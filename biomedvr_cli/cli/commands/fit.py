@@ -39,6 +39,9 @@ def fit(
     no_confusion_loss: bool = typer.Option(False, "--no-confusion-loss", help="Train with cross-entropy only."),
     no_negative: bool = typer.Option(False, "--no-negative", help="Drop the negative expert (AttrVR)."),
     no_feature_head: bool = typer.Option(False, "--no-feature-head", help="Sentence scores only (no linear head on the image feature)."),
+    head_test: str = typer.Option(
+        _DEFAULTS.head_test, "--head-test",
+        help="How the feature head must beat the sentence scores in cross-validation: likelihood (clearly lower log-loss, no fewer right) or accuracy (clearly more right)."),
     paper: bool = typer.Option(False, "--paper", help="BioMedVR exactly as published: padding VR, softmax gate adding the experts, no feature head, recipe paper."),
     k: int = typer.Option(_DEFAULTS.k, "--k", help="Top-k sentences averaged per class."),
     m: int = typer.Option(_DEFAULTS.m or 20, "--m", help="At most m sentences per class and set (never resampled)."),
@@ -63,7 +66,7 @@ def fit(
             vr, combine, no_feature_head, recipe = "padding", "add", True, "paper"
         method = MethodConfig(vr=vr, vr_frame=vr_frame, vr_eps=vr_eps, gate=gate, combine=combine, negative=not no_negative,
                               confusion_loss=not no_confusion_loss, beta=beta, margin=margin, k=k, m=m,
-                              feature_head=not no_feature_head)
+                              feature_head=not no_feature_head, head_test=head_test)
     except ValueError as exc:
         raise UsageError(str(exc), "see `biomedvr fit --help` for the allowed values") from None
     out_path = out or options.default_adapter_name(images, backbone, shots)
