@@ -6,6 +6,9 @@ goal checks for the default method against attribute zero-shot, the linear probe
 published baselines that are present:
 
     python experiments/goal_table.py experiments/results/heldout [more folders ...]
+
+When two folders hold the same method (an earlier design's run and the current one), name the
+earlier one apart: ``--rename experiments/results/heldout:biomedvr=biomedvr-run1``.
 """
 
 from __future__ import annotations
@@ -19,14 +22,27 @@ from pathlib import Path
 BASELINES = ("ar", "attrvr", "biomedvr-paper")
 
 
-def load(folders: list[Path]) -> dict[tuple[str, str, int], list[float]]:
+def load(folders: list[Path], renames: dict[tuple[Path, str], str]) -> dict[tuple[str, str, int], list[float]]:
     """(dataset, method, shots) -> test accuracies in % (zero-shot rows have shots 0)."""
     acc: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for folder in folders:
         for path in sorted((folder / "jobs").glob("*.json")):
             job = json.loads(path.read_text(encoding="utf-8"))
-            acc[(job["dataset"], job["method"], int(job["shots"]))].append(100 * job["metrics"]["accuracy"])
+            method = renames.get((folder.resolve(), job["method"]), job["method"])
+            acc[(job["dataset"], method, int(job["shots"]))].append(100 * job["metrics"]["accuracy"])
     return acc
+
+
+def parse_renames(items: list[str]) -> dict[tuple[Path, str], str]:
+    """``FOLDER:METHOD=NEW`` items -> {(folder, method): new name}."""
+    renames = {}
+    for item in items:
+        where, _, new = item.partition("=")
+        folder, _, method = where.rpartition(":")
+        if not (folder and method and new):
+            raise SystemExit(f"--rename wants FOLDER:METHOD=NEW, got {item!r}")
+        renames[(Path(folder).resolve(), method)] = new
+    return renames
 
 
 def mean(values: list[float]) -> float:
@@ -56,8 +72,8 @@ def tables(acc, datasets: list[str], methods: list[str], shots: list[int]) -> No
 def goals(acc, datasets: list[str], shots: list[int], method: str) -> None:
     baselines = [b for b in BASELINES if any(m == b for _, m, _ in acc)]
     print(f"\n**Goal checks for `{method}`** (means over seeds; differences in points)\n")
-    print("| K | worst vs zs-attributes | mean vs linear-probe | worst vs linear-probe | "
-          + " | ".join(f"mean vs {b}" for b in baselines) + " |")
+    print("| K | worst vs zs-attributes | mean vs linear-probe | worst vs linear-probe |"
+          + "".join(f" mean vs {b} |" for b in baselines))
     print("|---" * (4 + len(baselines)) + "|")
     for k in shots:
         ours = {d: mean(acc[(d, method, k)]) for d in datasets if acc.get((d, method, k))}
@@ -71,15 +87,17 @@ def goals(acc, datasets: list[str], shots: list[int], method: str) -> None:
             theirs = {d: mean(acc[(d, base, k)]) for d in ours if acc.get((d, base, k))}
             cells.append(f"{mean([ours[d] - theirs[d] for d in theirs]):+.1f}" if len(theirs) == len(ours) else "")
         fmt = lambda v: "" if v is None else f"{v:+.1f}"  # noqa: E731
-        print(f"| {k} | {fmt(worst_zs)} | {fmt(mean_probe)} | {fmt(worst_probe)} | " + " | ".join(cells) + " |")
+        print(f"| {k} | {fmt(worst_zs)} | {fmt(mean_probe)} | {fmt(worst_probe)} |" + "".join(f" {c} |" for c in cells))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--method", default="biomedvr", help="the method whose goals are checked")
+    parser.add_argument("--rename", action="append", default=[], metavar="FOLDER:METHOD=NEW",
+                        help="read METHOD from FOLDER under another name (repeatable)")
     args = parser.parse_args()
-    acc = load(args.folders)
+    acc = load(args.folders, parse_renames(args.rename))
     datasets = sorted({d for d, _, _ in acc}, key=lambda d: (d.split(" +")[0], d))
     order = ["zs-attributes", "linear-probe", *BASELINES, "ar-fast", "attrvr-fast", args.method]
     methods = [m for m in dict.fromkeys(order + sorted({m for _, m, _ in acc})) if any(k[1] == m for k in acc)]

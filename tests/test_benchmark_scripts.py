@@ -51,3 +51,28 @@ def test_unseen_word_draws_reproduces_the_shipped_draw() -> None:
         values = [float(d[column]) for d in draws]
         assert float(rows["mean"][column]) == pytest.approx(sum(values) / 2, abs=1e-3)
         assert float(rows["max"][column]) == pytest.approx(max(values), abs=1e-3)
+
+
+def _job(folder: Path, dataset: str, method: str, shots: int, seed: int, accuracy: float) -> None:
+    import json
+
+    jobs = folder / "jobs"
+    jobs.mkdir(parents=True, exist_ok=True)
+    record = {"dataset": dataset, "method": method, "shots": shots, "seed": seed, "metrics": {"accuracy": accuracy}}
+    (jobs / f"{dataset}__{method}__k{shots}__s{seed}.json").write_text(json.dumps(record))
+
+
+def test_goal_table_keeps_two_runs_of_one_method_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    goal_table = _load("goal_table")
+    old, new = tmp_path / "run1", tmp_path / "run2"
+    _job(old, "task", "zs-attributes", 0, 0, 0.70)
+    for seed in range(2):
+        _job(old, "task", "linear-probe", 4, seed, 0.80)
+        _job(old, "task", "biomedvr", 4, seed, 0.75)
+        _job(new, "task", "biomedvr", 4, seed, 0.85)
+    acc = goal_table.load([old, new], goal_table.parse_renames([f"{old}:biomedvr=biomedvr-run1"]))
+    assert acc[("task", "biomedvr", 4)] == [85.0, 85.0] and acc[("task", "biomedvr-run1", 4)] == [75.0, 75.0]
+    goal_table.goals(acc, ["task"], [4], "biomedvr")
+    assert "| 4 | +15.0 | +5.0 | +5.0 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="FOLDER:METHOD=NEW"):
+        goal_table.parse_renames(["no-equals-sign"])
