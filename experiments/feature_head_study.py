@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--z", type=float, default=None, help="override feature_head.CLEAR_Z")
     parser.add_argument("--test", default="either", choices=("either", "accuracy"),
                         help="how a head must beat the sentence scores (fit_feature_head's test)")
+    parser.add_argument("--likelihood-min", type=int, default=None,
+                        help="override feature_head.LIKELIHOOD_MIN_PER_CLASS (images a class for the log-loss check)")
     parser.add_argument("--noise-draws", type=int, default=0,
                         help="instead of the suite: how often a head is chosen on pure-noise features")
     args = parser.parse_args()
@@ -44,6 +46,10 @@ def main() -> None:
         import biomedvr_cli.method.feature_head as feature_head
 
         feature_head.CLEAR_Z = args.z
+    if args.likelihood_min is not None:
+        import biomedvr_cli.method.feature_head as feature_head
+
+        feature_head.LIKELIHOOD_MIN_PER_CLASS = args.likelihood_min
     if args.noise_draws:
         noise_check(args)
         return
