@@ -110,8 +110,9 @@ def _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, fo
 CLEAR_Z = 1.5
 # Log-loss is judged only with at least this many labelled images of every class (K = 4 with
 # its 4 validation images). With fewer, the spread of the per-image gains says too little: on
-# pure-noise features with 5 images a class it let through heads that lost 9 to 12 points on
-# test, with 8 a class at most 2.5; on the built-in tasks at 1 shot it cost 2 points.
+# the built-in tasks at 1 shot (2 images a class) it let through heads that cost 2 points on
+# test, and on pure-noise features with 5 a class heads that cost up to 3.4 (experiments/
+# feature_head_study.py --noise-draws).
 LIKELIHOOD_MIN_PER_CLASS = 8
 
 
