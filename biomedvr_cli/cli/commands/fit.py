@@ -41,7 +41,7 @@ def fit(
     no_feature_head: bool = typer.Option(False, "--no-feature-head", help="Sentence scores only (no linear head on the image feature)."),
     head_test: str = typer.Option(
         _DEFAULTS.head_test, "--head-test",
-        help="How the feature head must beat the sentence scores in cross-validation: likelihood (clearly lower log-loss, no fewer right) or accuracy (clearly more right)."),
+        help="How the feature head must beat the sentence scores in cross-validation: either (clearly more right, or with 8+ images a class a clearly lower log-loss and no fewer right) or accuracy (clearly more right only)."),
     paper: bool = typer.Option(False, "--paper", help="BioMedVR exactly as published: padding VR, softmax gate adding the experts, no feature head, recipe paper."),
     k: int = typer.Option(_DEFAULTS.k, "--k", help="Top-k sentences averaged per class."),
     m: int = typer.Option(_DEFAULTS.m or 20, "--m", help="At most m sentences per class and set (never resampled)."),
