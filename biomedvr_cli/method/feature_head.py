@@ -126,9 +126,13 @@ def clearly_better(correct: torch.Tensor, start_correct: torch.Tensor, z: float 
     let a head through in 1 of 30 draws (z = 1: 4 of 30, z = 2: none, but it also kept the
     zero-shot scorer where a head was 20 points better).
     """
-    gained = int((correct & ~start_correct).sum())
-    lost = int((~correct & start_correct).sum())
+    gained, lost = _flips(correct, start_correct)
     return gained - lost > (CLEAR_Z if z is None else z) * math.sqrt(gained + lost)
+
+
+def _flips(correct: torch.Tensor, start_correct: torch.Tensor) -> tuple[int, int]:
+    """Images a change gets right that the start got wrong, and the reverse."""
+    return int((correct & ~start_correct).sum()), int((~correct & start_correct).sum())
 
 
 def clearly_more_likely(nll: torch.Tensor, reference_nll: torch.Tensor, z: float | None = None) -> bool:
@@ -174,9 +178,9 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
         correct, nll = _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds)
         passed = clearly_better(correct, start_correct)
         if not passed and test == "either" and int(per_class.min()) >= LIKELIHOOD_MIN_PER_CLASS:
-            not_worse = int((correct & ~start_correct).sum()) >= int((~correct & start_correct).sum())
+            gained, lost = _flips(correct, start_correct)
             _, recalibrated_nll = _cross_validate(offsets, features[:, :0], labels, num_classes, penalty, fold_of, folds)
-            passed = not_worse and clearly_more_likely(nll, recalibrated_nll)
+            passed = gained >= lost and clearly_more_likely(nll, recalibrated_nll)
         key = (float(correct.float().mean()), -float(nll.mean()))
         if passed and key > best[0]:
             best = (key, penalty)
