@@ -37,6 +37,10 @@ class PretrainConfig:
     hard_fraction: float = 0.5
     pair_weight: float = 1.0  # weight of the two-way loss inside each hard-negative pair
     aux_weight: float = 1.0  # weight of the per-family linear heads on image embeddings (dropped after training)
+    zoom_min: float = 0.7  # scale augmentation: each image drawn at a zoom uniform in [zoom_min, zoom_max]
+    zoom_max: float = 1.1
+    frame_probability: float = 0.3  # share of images shrunk into a constant-colour frame or letterbox
+    frame_max_fraction: float = 0.15  # widest frame, as a fraction of the side
     threads: int = 2
     workers: int = 1
     eval_every: int = 100
@@ -57,7 +61,9 @@ def _batch_tensors(seed: int, step: int, cfg: PretrainConfig, tokenizer) -> tupl
     from biomedvr_cli.sandbox.world import pretraining_batch
 
     rng = np.random.default_rng([seed, step])
-    images, captions, attrs = pretraining_batch(rng, cfg.batch_size, hard_fraction=cfg.hard_fraction)
+    images, captions, attrs = pretraining_batch(
+        rng, cfg.batch_size, hard_fraction=cfg.hard_fraction, zoom_range=(cfg.zoom_min, cfg.zoom_max),
+        frame_probability=cfg.frame_probability, frame_max_fraction=cfg.frame_max_fraction)
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     return x.contiguous(), tokenizer(captions), torch.from_numpy(attrs)

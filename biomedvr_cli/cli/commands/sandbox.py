@@ -105,6 +105,19 @@ def pretrain(
     aux_weight: float = typer.Option(
         _PRETRAIN.aux_weight, "--aux-weight", help="Weight of the per-family heads' loss (heads are not saved)."
     ),
+    zoom_min: float = typer.Option(
+        _PRETRAIN.zoom_min, "--zoom-min", help="Scale augmentation: smallest zoom an image is drawn at."
+    ),
+    zoom_max: float = typer.Option(
+        _PRETRAIN.zoom_max, "--zoom-max", help="Scale augmentation: largest zoom an image is drawn at."
+    ),
+    frame_probability: float = typer.Option(
+        _PRETRAIN.frame_probability, "--frame-probability",
+        help="Share of images shrunk into a constant-colour frame or letterbox, as web images come.",
+    ),
+    frame_max_fraction: float = typer.Option(
+        _PRETRAIN.frame_max_fraction, "--frame-max-fraction", help="Widest frame, as a fraction of the image side."
+    ),
     threads: int = typer.Option(_PRETRAIN.threads, "--threads", help="torch threads for the model step."),
     workers: int = typer.Option(
         _PRETRAIN.workers, "--workers", help="DataLoader processes drawing batches (0: draw in the main process)."
@@ -125,7 +138,9 @@ def pretrain(
     cfg = PretrainConfig(
         steps=steps, minutes=minutes, seed=seed, batch_size=batch_size, lr=lr, warmup=warmup,
         weight_decay=weight_decay, hard_fraction=hard_fraction, pair_weight=pair_weight, aux_weight=aux_weight,
-        threads=threads, workers=workers, eval_every=eval_every, save_every_minutes=save_every_minutes,
+        zoom_min=zoom_min, zoom_max=zoom_max, frame_probability=frame_probability,
+        frame_max_fraction=frame_max_fraction, threads=threads, workers=workers, eval_every=eval_every,
+        save_every_minutes=save_every_minutes,
     )
 
     def progress(info: dict) -> None:
