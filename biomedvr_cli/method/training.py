@@ -153,7 +153,7 @@ class _Selector:
             self.start_correct = correct
             keep = True
         else:
-            keep = clearly_better(correct, self.start_correct) and (accuracy, -nll) > self.best_key
+            keep = clearly_better(correct, self.start_correct, self.head.config.clear_z) and (accuracy, -nll) > self.best_key
         if keep:
             self.best_key = (accuracy, -nll)
             self.epoch, self.accuracy, self.nll = epoch, accuracy, nll
@@ -247,17 +247,16 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
     labels = labelled.labels.cpu()
     if choose_with is None:
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        fit = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds, seed=seed,
-                               test=head.config.head_test)
+        fit = fit_feature_head(sentences, features, labels, head.num_classes, seed=seed, config=head.config)
     else:
         current = head.trainable_state()
         head.load_state_dict(choose_with, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        chosen = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds,
-                                  seed=seed, test=head.config.head_test)
+        chosen = fit_feature_head(sentences, features, labels, head.num_classes, seed=seed, config=head.config)
         head.load_state_dict(current, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty)
+        weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty,
+                                    steps=head.config.head_lbfgs_steps)
         fit = replace(chosen, weight=weight, bias=bias, scale=scale)
     _set_feature_head(head, fit.weight, fit.bias, fit.scale)
     return fit
