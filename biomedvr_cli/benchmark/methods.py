@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from biomedvr_cli.errors import UsageError
-from biomedvr_cli.method.config import MethodConfig, paper_method
+from biomedvr_cli.method.config import MethodConfig
 
 LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
@@ -62,7 +62,7 @@ METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults: signed negative expert from 0, feature head (recipe fast)",
                config=_BASE, recipe="fast"),
     MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR, softmax gate adding the experts, recipe paper",
-               config=paper_method(), recipe="paper"),
+               config=MethodConfig(vr="padding", gate="global", combine="add", feature_head=False), recipe="paper"),
     MethodSpec("biomedvr-no-head", "vr", "ablation: no feature head (sentence scores only)",
                config=replace(_BASE, feature_head=False), recipe="fast"),
     MethodSpec("biomedvr-gate-add", "vr", "ablation: the reference's softmax gate adding the experts (starts at 0.5/0.5)",
