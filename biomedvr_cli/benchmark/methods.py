@@ -1,8 +1,10 @@
 """The methods a benchmark compares, all on the same frozen backbone, shots and seeds.
 
-Each method is a small function ``(JobInputs) -> MethodOutput``. They reuse the library:
+What each method is comes from the method registry (``method/registry.json``, the same one
+``fit --method`` reads); here is only the fitting code of each family, a small function
+``(MethodSpec, JobInputs) -> MethodOutput``. They reuse the library:
 zero-shot scoring (``zero_shot``), the BioMedVR head and its training loop
-(``fitting.build_head``, ``training.train_head`` / ``predict_logits``), the recipes, and
+(``build.build_head``, ``training.train_head`` / ``predict_logits``), the recipes, and
 scikit-learn for the linear probe. Selection always uses the validation split.
 """
 
@@ -11,86 +13,22 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from biomedvr_cli.errors import UsageError
-from biomedvr_cli.method.config import MethodConfig
+from biomedvr_cli.method.config import HEAD_ONLY_FIELDS
+from biomedvr_cli.method.registry import MethodSpec, registry
 
 LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a method is; ``family`` picks the runner, the rest configures it."""
-
-    name: str
-    family: str  # "zero-shot" | "linear-probe" | "coop" | "vr"
-    description: str
-    text: str = "attributes"  # "attributes" | "class-names": which sentences score the classes
-    config: MethodConfig | None = None  # VR methods only
-    recipe: str | None = None  # VR methods only
-
-    @property
-    def needs_attributes(self) -> bool:
-        return self.text == "attributes" and self.family in ("zero-shot", "vr")
-
-    @property
-    def shot_free(self) -> bool:
-        return self.family == "zero-shot"
-
-
-_BASE = MethodConfig()
-_PUBLISHED_NO_NEGATIVE = MethodConfig(vr="padding", negative=False, confusion_loss=False, feature_head=False)
-METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("zs-classname", "zero-shot", "zero-shot, class-name templates (k-nearest over the templates)", text="class-names"),
-    MethodSpec("zs-attributes", "zero-shot", "zero-shot, Des + Dist attributes (k-nearest scoring)"),
-    MethodSpec("linear-probe", "linear-probe", "logistic regression on frozen image features, C chosen on validation",
-               text="none"),
-    MethodSpec("coop", "coop", "CoOp: 4 learned context tokens, class token at the end, on frozen features",
-               text="class-names"),
-    MethodSpec("ar", "vr", "AR as published: padding VR scored against class-name templates, recipe paper",
-               text="class-names", config=_PUBLISHED_NO_NEGATIVE, recipe="paper"),
-    MethodSpec("attrvr", "vr", "AttrVR as published: padding VR + Des/Dist attributes, no negative expert, recipe paper",
-               config=_PUBLISHED_NO_NEGATIVE, recipe="paper"),
-    MethodSpec("ar-fast", "vr", "variant: AR on the fast recipe", text="class-names", config=_PUBLISHED_NO_NEGATIVE,
-               recipe="fast"),
-    MethodSpec("attrvr-fast", "vr", "variant: AttrVR on the fast recipe", config=_PUBLISHED_NO_NEGATIVE, recipe="fast"),
-    MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults: signed negative expert from 0, feature head (recipe fast)",
-               config=_BASE, recipe="fast"),
-    MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR, softmax gate adding the experts, recipe paper",
-               config=MethodConfig(vr="padding", gate="global", combine="add", feature_head=False), recipe="paper"),
-    MethodSpec("biomedvr-no-head", "vr", "ablation: no feature head (sentence scores only)",
-               config=replace(_BASE, feature_head=False), recipe="fast"),
-    MethodSpec("biomedvr-gate-add", "vr", "ablation: the reference's softmax gate adding the experts (starts at 0.5/0.5)",
-               config=replace(_BASE, combine="add"), recipe="fast"),
-    MethodSpec("biomedvr-no-cs", "vr", "ablation: no Confusion-Suppression loss (cross-entropy only)",
-               config=replace(_BASE, confusion_loss=False), recipe="fast"),
-    MethodSpec("biomedvr-no-negative", "vr", "ablation: no negative expert (one VR view, Des/Dist attributes, cross-entropy)",
-               config=replace(_BASE, negative=False, confusion_loss=False), recipe="fast"),
-    MethodSpec("biomedvr-gate-class", "vr", "ablation: per-class negative weight", config=replace(_BASE, gate="class"),
-               recipe="fast"),
-    MethodSpec("biomedvr-gate-sample", "vr", "ablation: per-sample negative weight (MLP on the positive feature)",
-               config=replace(_BASE, gate="sample"), recipe="fast"),
-    MethodSpec("biomedvr-vr-padding", "vr", "ablation: padding VR (the reference's) instead of full-image VR",
-               config=replace(_BASE, vr="padding"), recipe="fast"),
-    MethodSpec("biomedvr-vr-mask", "vr", "ablation: sample-specific mask VR", config=replace(_BASE, vr="mask"), recipe="fast"),
-    MethodSpec("biomedvr-head-accuracy", "vr", "variant: feature head kept only when clearly more images right (not in 'all')",
-               config=replace(_BASE, head_test="accuracy"), recipe="fast"),
-    MethodSpec("biomedvr-subtract", "vr", "variant: softmax gate subtracting the negative expert (not in 'all')",
-               config=replace(_BASE, combine="subtract"), recipe="fast"),
-)}
-
-GROUPS: dict[str, tuple[str, ...]] = {
-    "baselines": ("zs-classname", "zs-attributes", "linear-probe", "coop", "ar", "attrvr"),
-    "ours": ("biomedvr", "biomedvr-paper"),
-    "ablations": ("biomedvr-no-head", "biomedvr-gate-add", "biomedvr-no-cs", "biomedvr-no-negative", "biomedvr-gate-class",
-                  "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
-}
-GROUPS["all"] = GROUPS["baselines"] + GROUPS["ours"] + GROUPS["ablations"]
+# The methods and groups are data: method/registry.json (one registry for `fit --method` and here).
+METHODS: dict[str, MethodSpec] = registry().methods
+GROUPS: dict[str, tuple[str, ...]] = registry().groups
 
 
 def resolve_methods(names: list[str] | str) -> list[str]:
@@ -140,20 +78,22 @@ class Overrides:
 
 def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
     """Everything about a method that changes its results (stored with each job, checked on resume)."""
-    sig: dict[str, Any] = {"name": spec.name, "family": spec.family, "text": spec.text}
+    sig: dict[str, Any] = {"name": spec.name, "family": spec.family, "text": spec.scorer}
     if spec.family == "vr":
         assert spec.config is not None and spec.recipe is not None
         sig["config"] = spec.config.to_dict()
         if not spec.config.feature_head:
             # how a head would be chosen does not matter without one (and keeps stored jobs valid)
-            sig["config"].pop("head_test")
+            for name in HEAD_ONLY_FIELDS:
+                sig["config"].pop(name)
         sig["recipe"] = {k: v for k, v in overrides.recipe(spec.recipe).to_dict().items() if k != "description"}
     elif spec.family == "coop":
         sig["recipe"] = overrides.coop().to_dict()
     elif spec.family == "linear-probe":
         sig["C_grid"] = list(LINEAR_PROBE_C)
     else:
-        sig["k"], sig["m"] = _BASE.k, _BASE.m
+        assert spec.config is not None
+        sig["k"], sig["m"] = spec.config.k, spec.config.m
     return sig
 
 
@@ -207,7 +147,7 @@ class JobInputs:
         return self.dataset.features(self.backbone, records)
 
     def sets(self, spec: MethodSpec):
-        return self.dataset.attributes.sets if spec.text == "attributes" else self.dataset.class_name_sets()
+        return self.dataset.attributes.sets if spec.scorer == "attributes" else self.dataset.class_name_sets()
 
 
 @dataclass
@@ -244,7 +184,8 @@ def run_zero_shot(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     feats, labels = job.features("test")
     start = time.perf_counter()
     backbone = _CachedTexts(job.backbone, job.text_cache)
-    logits = zero_shot_logits(backbone, feats, job.dataset.classes, job.sets(spec), k=_BASE.k, m=_BASE.m)
+    assert spec.config is not None
+    logits = zero_shot_logits(backbone, feats, job.dataset.classes, job.sets(spec), k=spec.config.k, m=spec.config.m)
     return MethodOutput(logits, labels, time.perf_counter() - start, "none (zero-shot)")
 
 
