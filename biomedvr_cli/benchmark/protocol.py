@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.attributes.textfile import read_user_json
+from biomedvr_cli.benchmark.limits import check_suite_document
 from biomedvr_cli.errors import InvalidInputError, UsageError
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
@@ -207,6 +208,7 @@ def load_suite(path: Path) -> Suite:
     """
     path = Path(path)
     doc = read_user_json(path, missing_hint="check the --suite path", fix_hint="fix the suite file")
+    check_suite_document(doc, path.name)  # types and size limits of every field, before anything is allocated
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), list) or not doc["datasets"]:
         raise InvalidInputError(f"{path.name} must be an object with a non-empty 'datasets' list",
                                 "see `biomedvr benchmark --help` for the suite format")

@@ -20,7 +20,7 @@ import typer
 from biomedvr_cli.cli import options
 
 from biomedvr_cli.cli import console as render
-from biomedvr_cli.attributes.cache import CACHE_ENV, default_cache_dir, entry_path
+from biomedvr_cli.attributes.cache import CACHE_ENV, CorruptEntryError, default_cache_dir, entry_path
 from biomedvr_cli.attributes.classlist import class_names_from
 from biomedvr_cli.attributes.generate import (
     DEFAULT_CONCURRENCY,
@@ -215,7 +215,7 @@ def _generate_command(opts: _GenerateOptions) -> None:
     plan = plan_generation(names, opts.task, settings)
     folder = opts.cache_dir.expanduser() if opts.cache_dir is not None else default_cache_dir()
     if opts.dry_run:
-        _render_dry_run(plan, cached_result(plan, folder) is not None and not opts.refresh, opts.json_out)
+        _render_dry_run(plan, _is_cached(plan, folder) and not opts.refresh, opts.json_out)
         return
     result = _generate_with_progress(plan, folder, opts)
     if result.cache_warning:
@@ -224,6 +224,14 @@ def _generate_command(opts: _GenerateOptions) -> None:
         _emit_generated_json(result, plan, folder, opts.out)
         return
     _report_generated(result, plan, folder, opts.out)
+
+
+def _is_cached(plan: GenerationPlan, folder: Path) -> bool:
+    """Whether a run would use the cache; a corrupt entry is not used (a run asks again and replaces it)."""
+    try:
+        return cached_result(plan, folder) is not None
+    except CorruptEntryError:
+        return False
 
 
 def _generate_with_progress(plan: GenerationPlan, folder: Path, opts: _GenerateOptions) -> GenerationResult:
