@@ -41,6 +41,8 @@ BackboneOverrideOption = typer.Option(
     None, "--backbone", help="Backbone to load instead of the one recorded in the adapter (must have the same weights)."
 )
 WindowOption = typer.Option(None, "--window", help="DICOM window CENTER,WIDTH overriding the file's VOI LUT.")
+# --seed range: seeds feed numpy and torch generators, which overflow on larger values (a raw error deep in a run).
+MAX_SEED = 2**32 - 1
 # Same default as DecodeOptions.max_pixels (kept literal so --help never imports the data package).
 MaxPixelsOption = typer.Option(
     64_000_000, "--max-pixels", min=1, metavar="<int>",

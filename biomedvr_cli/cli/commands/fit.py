@@ -22,7 +22,7 @@ def fit(
     ),
     backbone: str = typer.Option("biomedclip", "--backbone", help="Preset, hf-hub:ORG/REPO, local-dir:PATH, MODEL:TAG or MODEL:WEIGHTS."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Adapter file to write (default: <images>-<backbone>-<K>shot.safetensors)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for the few-shot draw, initialisation and augmentation."),
+    seed: int = typer.Option(0, "--seed", min=0, max=options.MAX_SEED, help="Seed for the few-shot draw, initialisation and augmentation."),
     recipe: str = typer.Option("fast", "--recipe", help="Training recipe: fast (default) or paper (the reference's 400 epochs)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Override the recipe's epochs."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Override the recipe's learning rate."),
