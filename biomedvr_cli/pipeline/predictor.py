@@ -57,9 +57,15 @@ def _check_class_count(n_classes: int, owners: dict[str, torch.Tensor]) -> None:
     owned: set[int] = set()
     for owner in owners.values():
         owned.update(int(i) for i in owner.flatten().tolist())
-    held = max(owned) + 1 if owned else 0
-    if min(owned, default=0) < 0 or held > n_classes or len(owned) < n_classes:
-        raise AdapterError(f"the adapter's config lists {n_classes} classes but its tensors hold sentences for {held}",
+    stray = sorted(i for i in owned if not 0 <= i < n_classes)
+    if stray:
+        raise AdapterError(f"the adapter's tensors hold sentences for class index {stray[0]}, but its config lists "
+                           f"{n_classes} classes (indices 0 to {n_classes - 1})",
+                           "the file is damaged or was edited; refit the adapter")
+    unowned = [i for i in range(n_classes) if i not in owned]
+    if unowned:  # say which differs: the class count can agree while a class has no sentence
+        raise AdapterError(f"the adapter's config lists {n_classes} classes but class {unowned[0] + 1} of {n_classes}"
+                           f"{f' (and {len(unowned) - 1} more)' if len(unowned) > 1 else ''} has no sentences in its tensors",
                            "the file is damaged or was edited; refit the adapter")
 
 
