@@ -16,6 +16,7 @@ from pathlib import Path
 
 from biomedvr_cli.backbones.availability import text_needs, text_tower_names
 from biomedvr_cli.backbones.downloads import HubNeed
+from biomedvr_cli.backbones.model_config import check_model_sizes
 from biomedvr_cli.errors import BackboneUnavailableError
 
 CONFIG_FILE = "open_clip_config.json"
@@ -91,6 +92,7 @@ def read_local_dir(folder: Path) -> LocalDir:
     if not isinstance(model_cfg, dict) or "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
         raise _fail("open_clip_config.json in the local-dir folder has no model_cfg with vision_cfg and text_cfg",
                     "use the open_clip_config.json of an open_clip model repo, or re-export the backbone")
+    check_model_sizes(model_cfg, CONFIG_FILE)  # before open_clip reads them ("image_size": "big" fails deep inside it)
     manifest = _read_json(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).is_file() else None
     if manifest is not None:
         check_manifest(folder, manifest)
