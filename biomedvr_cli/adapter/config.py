@@ -30,6 +30,7 @@ class BackboneRecord:
     embed_dim: int
     model: str | None = None
     pretrained: str | None = None
+    revision: str | None = None  # the hub commit of the weights (a pinned preset's); None: shipped/local or older adapter
 
 
 @dataclass
@@ -64,7 +65,8 @@ class TrainingRecord:
     recipe: dict[str, Any]
     device: str = "cpu"
     seconds: float = 0.0
-    image_hashes: list[str] = field(default_factory=list)  # short content hashes of the fitted images, no paths
+    image_hashes: list[str] = field(default_factory=list)  # salted pixel hashes of the fitted images (data/hashing.py)
+    image_hash_salt: str = ""  # this adapter's random salt; "" in older adapters, whose hashes are of the files
 
 
 @dataclass

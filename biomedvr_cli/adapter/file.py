@@ -152,4 +152,16 @@ def load_adapter(path: Path) -> Adapter:
     if bad:
         raise AdapterError(f"{path.name} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}",
                            "the file is damaged or was edited; refit the adapter")
+    _check_embedding_size(tensors, config, path.name)
     return Adapter(tensors=tensors, config=config)
+
+
+def _check_embedding_size(tensors: dict[str, torch.Tensor], config: AdapterConfig, name: str) -> None:
+    """The sentence banks and the feature head live in the backbone's embedding space: their width is embed_dim."""
+    dim = int(config.backbone.embed_dim)
+    for key, tensor in sorted(tensors.items()):
+        if key.startswith("bank_") or key == "head_weight":
+            width = int(tensor.shape[-1]) if tensor.ndim == 2 else None
+            if width != dim:
+                raise AdapterError(f"{name}: tensor {key} has shape {list(tensor.shape)}, but the config's "
+                                   f"backbone.embed_dim is {dim}", "the file is damaged or was edited; refit the adapter")

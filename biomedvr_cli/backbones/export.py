@@ -139,6 +139,7 @@ def _write_manifest(staging: Path, backbone: Backbone) -> dict[str, int]:
     entries = {p.relative_to(staging).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
     manifest = {"format": MANIFEST_FORMAT, "format_version": 1, "source": backbone.label,
                 "fingerprint": backbone.fingerprint, "fingerprint_version": 2, "biomedvr_version": __version__,
+                "revision": backbone.revision,  # the hub commit exported (None: shipped or local weights)
                 "files": entries}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     entries[MANIFEST_FILE] = {"bytes": (staging / MANIFEST_FILE).stat().st_size, "sha256": _sha256(staging / MANIFEST_FILE)}

@@ -17,7 +17,7 @@ from PIL import Image
 from biomedvr_cli.adapter import Adapter, load_adapter, save_adapter
 from biomedvr_cli.backbones import Backbone
 from biomedvr_cli.data import DecodeOptions
-from biomedvr_cli.errors import AdapterError, UsageError
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, UsageError
 from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
 from biomedvr_cli.method.textbanks import TextBank
 from biomedvr_cli.method.training import predict_logits
@@ -147,7 +147,11 @@ class Predictor:
         _check_pixels(images, self.image_size, batched=True)
         batch_size = as_count(batch_size, "batch_size", 1, "pass batch_size=256 (images scored at once)")
         logits = predict_logits(self.head, self.backbone.encode_images, images, batch_size=batch_size, device=self.backbone.device)
-        return torch.softmax(logits, dim=1)
+        probs = torch.softmax(logits, dim=1)
+        if not bool(torch.isfinite(probs).all()):  # as in assess(): NaN never reaches classify() or a caller
+            raise BackboneUnavailableError("the backbone with this adapter gave non-finite probabilities (NaN or inf): "
+                                           "the weights are corrupt", "copy or export the backbone again, or refit the adapter")
+        return probs
 
     def predict_sets(self, images: Any, level: float = 0.9) -> list[list[str]]:
         """Conformal prediction sets: for each image the classes (most probable first) that hold the true one

@@ -117,7 +117,7 @@ def predict(
     if output_format == "table" and out is None:
         _render_table(render, rows, adapter.name, k, explain)
     else:
-        text = _csv_text(rows, k) if output_format == "csv" else json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
+        text = _csv_text(rows, k) if output_format == "csv" else json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2, allow_nan=False) + "\n"
         if out is not None:
             write_text_atomic(out, text, force=force)
             render.info(f"wrote {len(rows)} predictions to {out}")
