@@ -78,8 +78,16 @@ def picture_tensor(picture: Image.Image, size: int) -> torch.Tensor:
 
 
 def pixels_for(items: Sequence[Any], size: int, options: DecodeOptions = DecodeOptions()) -> torch.Tensor:
-    """uint8 ``[N, 3, size, size]`` for images, arrays or paths; an unreadable one raises its error."""
-    tensors = [picture_tensor(to_picture(item, f"image {i}", options), size) for i, item in enumerate(items)]
+    """uint8 ``[N, 3, size, size]`` for images, arrays or paths; an unreadable one raises its error, with a fix."""
+    tensors = []
+    for i, item in enumerate(items):
+        try:
+            tensors.append(picture_tensor(to_picture(item, f"image {i}", options), size))
+        except InvalidInputError as exc:
+            if exc.hint:
+                raise
+            raise type(exc)(exc.message, "check that the file is a readable image, or leave it out "
+                                         "(predict_files reports an unreadable file in its row and goes on)") from None
     return torch.stack(tensors) if tensors else torch.empty(0, 3, size, size, dtype=torch.uint8)
 
 

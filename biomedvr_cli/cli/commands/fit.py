@@ -215,7 +215,9 @@ def _refuse_identifier_class_names(request) -> None:
     """
     from biomedvr_cli.attributes.privacy import check_stored_class_names
     from biomedvr_cli.data import open_source
+    from biomedvr_cli.pipeline.fit_inputs import find_attributes
 
+    find_attributes(request.images, request.attributes)  # an attributes.json folder is named, not taken for a class
     source = open_source(request.images, columns=request.columns)
     check_stored_class_names(source.classes, "class folder" if request.images.is_dir() else "label")
 
