@@ -12,6 +12,7 @@ import numpy as np
 from biomedvr_cli.atomic import refuse_folder_with_inputs, reserve_output, write_failed
 from biomedvr_cli.backbones import Backbone
 from biomedvr_cli.data import CsvColumns, DecodeOptions
+from biomedvr_cli.data.hashing import pixel_hashes
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.metrics import PLOT_NAMES, compute_metrics, write_plots
 from biomedvr_cli.pipeline.arguments import as_flag, as_optional_path, as_path
@@ -45,10 +46,18 @@ def skipped_warning(failures: list[tuple[Path, str]], shown: int = 5) -> str:
     return f"{len(reasons)} image(s) could not be read and were left out: " + "; ".join(reasons[:shown]) + more
 
 
-def fitted_overlap(images: ImageInput, records: list, fitted_hashes: list[str]) -> int:
-    """How many of ``records`` have the content of an image the adapter was fitted or selected on."""
-    fitted = set(fitted_hashes)
-    return sum(1 for h in images.hashes(records, sort=False) if h in fitted) if fitted else 0
+def fitted_overlap(images: ImageInput, records: list, pixels: Any, training: Any) -> int:
+    """How many of ``records`` (decoded as ``pixels``) the adapter was fitted or selected on.
+
+    ``training`` is the adapter's training record: salted pixel hashes (data/hashing.py), or in
+    adapters without a salt the hashes of the files.
+    """
+    fitted = set(training.image_hashes)
+    if not fitted:
+        return 0
+    salt = training.image_hash_salt
+    hashes = pixel_hashes(pixels, salt) if salt else images.hashes(records, sort=False)
+    return sum(1 for h in hashes if h in fitted)
 
 
 @contextlib.contextmanager
@@ -128,7 +137,7 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
         warnings.append(skipped_warning(batch.failures))
     if not batch.kept:
         raise InvalidInputError("no readable images to evaluate", "check the image files")
-    overlap = fitted_overlap(source, [records[i] for i in batch.kept], predictor.adapter.config.training.image_hashes)
+    overlap = fitted_overlap(source, [records[i] for i in batch.kept], batch.images, predictor.adapter.config.training)
     if overlap:
         warnings.append(f"{overlap} of the {len(batch.kept)} evaluated images were used to fit or select this adapter, "
                         "so these metrics are optimistic; evaluate on images it has not seen (a test split)")

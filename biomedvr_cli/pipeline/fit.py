@@ -31,6 +31,7 @@ from biomedvr_cli.adapter.config import (
 from biomedvr_cli.atomic import refuse_input_as_output, reserve_output
 from biomedvr_cli.attributes.privacy import check_stored_class_names
 from biomedvr_cli.data import CsvColumns, DecodeOptions
+from biomedvr_cli.data.hashing import new_hash_salt, pixel_hashes
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.build import build_head, trained_config
 from biomedvr_cli.method.config import MethodConfig
@@ -154,8 +155,8 @@ def backbone_record(backbone) -> BackboneRecord:
 
 def adapter_config(request: FitRequest, backbone, classes: list[str], attributes: ResolvedAttributes,
                    sentences: dict[str, list[str]], head: BioMedVRHead, split: DecodedSplit, recipe: Recipe,
-                   result: TrainResult, hashes: list[str]) -> AdapterConfig:
-    """The adapter's config for a finished fit (``hashes``: content hashes of the images used)."""
+                   result: TrainResult, hashes: tuple[list[str], str]) -> AdapterConfig:
+    """The adapter's config for a finished fit (``hashes``: salted pixel hashes of the images used, and the salt)."""
     rule = result.selection_rule + (f"; {result.feature_head.describe()}" if result.feature_head else "")
     n_val = int(split.val_images.shape[0])
     return AdapterConfig(
@@ -170,7 +171,7 @@ def adapter_config(request: FitRequest, backbone, classes: list[str], attributes
         training=TrainingRecord(seed=request.seed, shots=request.shots, val_shots=n_val // max(1, len(classes)),
                                 train_images=len(split.train), val_images=n_val, recipe=recipe.to_dict(),
                                 device=backbone.device.type, seconds=round(result.seconds, 2),
-                                image_hashes=hashes),
+                                image_hashes=hashes[0], image_hash_salt=hashes[1]),
         selection=SelectionRecord(rule=rule, epoch=result.selected_epoch),
         validation=ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=n_val),
     )
@@ -189,8 +190,8 @@ def _open_classes(request: FitRequest) -> tuple[ImageInput, list[str], list[str]
         raise InvalidInputError(f"found {len(classes)} class(es) in the images",
                                 "give at least two classes (one folder per class, or two labels)")
     check_stored_class_names(classes, images.label_kind)  # before any training; the writer checks again
-    skipped = images.source.skipped
-    warnings = [f"{len(skipped)} file(s) were skipped (hidden, not images, or listed but missing)"] if skipped else []
+    skipped = images.source.skipped_summary()  # counted by reason: a repeated row is not a missing file
+    warnings = [*images.source.notices, *([skipped] if skipped else [])]  # e.g. which column groups the images
     return images, classes, warnings
 
 
@@ -243,8 +244,10 @@ def _train(request: FitRequest, recipe: Recipe, images: ImageInput, classes: lis
     result = train_head(head, backbone.encode_images, split.train_images, split.labels("train", classes),
                         split.val_images, split.labels("val", classes), recipe, seed=request.seed,
                         device=backbone.device, shots=request.shots, progress=progress)
+    salt = new_hash_salt()  # per adapter: its hashes match no other adapter's and no file checksum
+    hashes = sorted(pixel_hashes(torch.cat([split.train_images, split.val_images]), salt))
     config = adapter_config(request, backbone, classes, attributes, sentences, head, split, recipe, result,
-                            images.hashes(split.train + split.val))
+                            (hashes, salt))
     # Prediction sets and the outlier flag: scores of the labelled images from models that did not see them.
     labelled = LabelledImages(torch.cat([split.train_images, split.val_images]),
                               torch.cat([split.labels("train", classes), split.labels("val", classes)]))

@@ -142,7 +142,11 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
     decoded: dict[Path, torch.Tensor] = {}
     skipped: list[str] = []
     while True:
-        split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer)
+        # A class made too small by unreadable files says so (never "has N usable images" when they are not).
+        left = {id(r) for r in pool}
+        unreadable = [r for r in records if id(r) not in left] if len(pool) < len(records) else []
+        split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer,
+                                unreadable=unreadable)
         todo = [r for r in split.train + split.val if r.path not in decoded]
         batch = decode(todo, size, options)
         for row, i in enumerate(batch.kept):

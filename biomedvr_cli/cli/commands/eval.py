@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from biomedvr_cli.cli import csv_options
 from biomedvr_cli.cli import options
 
 
@@ -18,6 +19,7 @@ def evaluate(
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
+    split_column: str = csv_options.SplitColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
     device: str = options.DeviceOption,
@@ -37,7 +39,8 @@ def evaluate(
                                    accept_preprocessing=True, notify=render.warn)
     result = evaluate_adapter(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
-        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window, max_pixels),
+        columns=csv_options.csv_columns(path_column, label_column, csv_options.NO_GROUP, split_column),
+        decode=options.decode_options(window, max_pixels),
         plots=plots, predictor=predictor,
     )
     metrics = result["metrics"]

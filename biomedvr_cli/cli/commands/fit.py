@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import typer
 
-from biomedvr_cli.cli import options
+from biomedvr_cli.cli import csv_options, options
 from biomedvr_cli.cli.options import BACKBONE, DATA, METHOD, OUTPUT, TRAINING, choice
 from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_TESTS, VR_KINDS
 from biomedvr_cli.method.recipes import available_recipes
@@ -50,6 +50,8 @@ def fit(
     allow_fewer: bool = options.AllowFewerOption,
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
+    group_column: Optional[str] = csv_options.GroupColumnOption,
+    split_column: str = csv_options.SplitColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
     method: choice(_REGISTRY.fit_methods()) = typer.Option(
@@ -118,7 +120,8 @@ def fit(
         images=images, shots=shots, out=out_path, attributes=attributes, backbone=backbone, seed=seed,
         recipe=recipe_name, recipe_overrides={"epochs": epochs, "lr": lr, "batch_size": batch_size},
         method=method_config, val_shots=val_shots, device=device, force=force, allow_fewer=allow_fewer,
-        allow_download=allow_download, columns=options.csv_columns(path_column, label_column),
+        allow_download=allow_download,
+        columns=csv_options.csv_columns(path_column, label_column, group_column, split_column),
         decode=options.decode_options(window, max_pixels),
     )
     _refuse_identifier_class_names(request)
