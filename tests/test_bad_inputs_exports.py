@@ -330,3 +330,19 @@ def test_rows_cover_each_case_of_the_issue() -> None:
                  "absolute", "of-tampered-folder", "files-a-list", "bytes-a-string", "entry-a-string", "std-0",
                  "disk-full", "nan-probabilities", "duplicate-class", "int-class", "embed-dim", "escape-in-class"):
         assert case in names, case
+
+
+def test_classify_refuses_non_finite_probabilities(xworld: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API's scoring path has the same gate as eval and predict: NaN is an error, never a result."""
+    import numpy as np
+
+    from biomedvr_cli.errors import BackboneUnavailableError
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    predictor = load_predictor(xworld.adapter, backbone=xworld.spec, device="cpu")
+    image = np.full((40, 40, 3), 128, dtype=np.uint8)
+    assert sum(predictor.classify([image])[0].values()) == pytest.approx(1.0)  # the same call works before
+    _nan_features(Env(Path("."), xworld, monkeypatch))
+    with pytest.raises(BackboneUnavailableError, match="non-finite probabilities") as info:
+        predictor.classify([image])
+    assert info.value.exit_code == 4
