@@ -60,6 +60,49 @@ def test_every_method_runs_and_reports(all_methods_run) -> None:
     assert str(tree) not in raw  # reports carry names, not paths
 
 
+def test_every_trained_method_ends_fitted_on_support_and_validation(all_methods_run) -> None:
+    """Equal labels (issue 17): no method is compared on fewer labelled images than another."""
+    _, doc = all_methods_run
+    for job in doc["jobs"]:
+        expected = 0 if METHODS[job["method"]].shot_free else job["train_images"] + job["val_images"]
+        assert job["fitted_images"] == expected, job["method"]
+    jobs = {j["method"]: j for j in doc["jobs"]}
+    assert "refitted on support + validation" in jobs["linear-probe"]["selection"]
+    for published in ("coop", "ar", "attrvr", "biomedvr-paper"):
+        assert "support + validation, last epoch (as published)" in jobs[published]["selection"], published
+    assert "labelled images" in doc["benchmark"]["selection"]
+
+
+def test_the_probe_refits_on_every_labelled_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from biomedvr_cli.benchmark import methods
+
+    sizes: list[int] = []
+    real_fit = LogisticRegression.fit
+
+    def spy(self, x, y, *args, **kwargs):
+        sizes.append(len(y))
+        return real_fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    gen = torch.Generator().manual_seed(0)
+    feats = {"train": (torch.randn(6, 4, generator=gen), torch.tensor([0, 1, 2] * 2)),
+             "val": (torch.randn(9, 4, generator=gen), torch.tensor([0, 1, 2] * 3)),
+             "test": (torch.randn(5, 4, generator=gen), torch.tensor([0, 1, 2, 0, 1]))}
+
+    class Job:
+        dataset = type("D", (), {"classes": ["a", "b", "c"]})()
+
+        def features(self, which):
+            return feats[which]
+
+    out = methods.run_linear_probe(methods.METHODS["linear-probe"], Job())  # type: ignore[arg-type]
+    assert sizes[:-1] == [6] * len(methods.LINEAR_PROBE_C) and sizes[-1] == 15
+    assert out.fitted_images == 15 and out.logits.shape == (5, 3)
+
+
 def test_table_agrees_with_json_and_resume_skips_done_jobs(all_methods_run, tree: Path, tiny_backbone_spec: str) -> None:
     out, doc = all_methods_run
     result = runner.invoke(app, ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "all",

@@ -24,6 +24,8 @@ from biomedvr_cli.method.config import HEAD_ONLY_FIELDS
 from biomedvr_cli.method.registry import MethodSpec, registry
 
 LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
+# Methods on this recipe are run as published: no selection, every labelled image, last epoch.
+PUBLISHED_RECIPE = "paper"
 
 
 # The methods and groups are data: method/registry.json (one registry for `fit --method` and here).
@@ -160,6 +162,15 @@ class MethodOutput:
     selection: str
     selected_epoch: int | None = None
     val_accuracy: float | None = None
+    fitted_images: int = 0  # labelled images the final model was fitted (or selected) on: support + validation
+
+
+def _all_labelled(job: JobInputs, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support and validation together (features or pixels): what every trained method ends fitted on."""
+    get = job.features if kind == "features" else job.pixels
+    x, y = get("train")
+    vx, vy = get("val")
+    return torch.cat([x, vx]), torch.cat([y, vy])
 
 
 class _CachedTexts:
@@ -190,61 +201,71 @@ def run_zero_shot(spec: MethodSpec, job: JobInputs) -> MethodOutput:
 
 
 def run_linear_probe(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    """C chosen on validation (fitted on the support set), then the probe refitted on support + validation."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
     x, y = (t.numpy() for t in job.features("train"))
     vx, vy = (t.numpy() for t in job.features("val"))
+    ax, ay = (t.numpy() for t in _all_labelled(job, "features"))
     tx, ty = job.features("test")
     n_classes = len(job.dataset.classes)
     start = time.perf_counter()
 
-    def fit(c: float) -> LogisticRegression:
+    def fit(c: float, inputs: np.ndarray, targets: np.ndarray) -> LogisticRegression:
         with warnings.catch_warnings():  # a few shots can leave lbfgs short of its tolerance at large C
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return LogisticRegression(C=c, max_iter=2000).fit(x, y)
+            return LogisticRegression(C=c, max_iter=2000).fit(inputs, targets)
 
     if len(vy):
         best = None
         for c in LINEAR_PROBE_C:
-            model = fit(c)
-            probs = model.predict_proba(vx)
+            probs = fit(c, x, y).predict_proba(vx)
             key = (float((probs.argmax(1) == vy).mean()), -float(log_loss(vy, probs, labels=list(range(n_classes)))))
             if best is None or key > best[0]:
-                best = (key, model, c)
+                best = (key, c)
         assert best is not None
-        (val_acc, _), model, chosen = best
-        selection = f"C={chosen:g} chosen on validation accuracy (ties: lower NLL) from {len(LINEAR_PROBE_C)} values"
+        (val_acc, _), chosen = best
+        selection = (f"C={chosen:g} chosen on validation accuracy (ties: lower NLL) from {len(LINEAR_PROBE_C)} values, "
+                     "then refitted on support + validation")
     else:
-        model, chosen, val_acc = fit(1.0), 1.0, None
+        chosen, val_acc = 1.0, None
         selection = "C=1 (no validation split)"
+    model = fit(chosen, ax, ay)
     seconds = time.perf_counter() - start
     probs = model.predict_proba(tx.numpy())
     return MethodOutput(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))).float(), ty, seconds, selection,
-                        val_accuracy=val_acc)
+                        val_accuracy=val_acc, fitted_images=len(ay))
 
 
 def run_coop(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    """As published (BiomedCoOp's protocol): the full schedule on support + validation, last epoch."""
     from biomedvr_cli.benchmark.coop import train_coop
 
-    x, y = job.features("train")
-    vx, vy = job.features("val")
+    x, y = _all_labelled(job, "features")
     tx, ty = job.features("test")
-    result = train_coop(job.backbone, job.dataset.classes, x, y, vx, vy, tx, job.overrides.coop(),
+    empty = x[:0]
+    result = train_coop(job.backbone, job.dataset.classes, x, y, empty, y[:0], tx, job.overrides.coop(),
                         seed=job.seed, shots=job.shots)
-    return MethodOutput(result.logits, ty, result.seconds, result.selection_rule, result.selected_epoch, result.val_accuracy)
+    rule = "full schedule on support + validation, last epoch (as published)"
+    return MethodOutput(result.logits, ty, result.seconds, rule, result.selected_epoch, None, fitted_images=len(y))
 
 
 def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    """VR methods. As-published recipes (no selection in the reference) train on support + validation for the
+    full schedule and keep the last epoch; biomedvr's own recipes select on validation and refit on all."""
     from biomedvr_cli.method.build import build_head
     from biomedvr_cli.method.training import predict_logits, train_head
 
     assert spec.config is not None and spec.recipe is not None
+    recipe = job.overrides.recipe(spec.recipe)
     train_x, train_y = job.pixels("train")
     val_x, val_y = job.pixels("val")
     test_x, test_y = job.pixels("test")
-    recipe = job.overrides.recipe(spec.recipe)
+    if spec.recipe == PUBLISHED_RECIPE:
+        train_x, train_y = _all_labelled(job, "pixels")
+        val_x, val_y = val_x[:0], val_y[:0]
     start = time.perf_counter()
     head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, job.sets(spec), spec.config,
                          seed=job.seed)
@@ -253,7 +274,10 @@ def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     seconds = time.perf_counter() - start
     logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
     rule = result.selection_rule + (f"; {result.feature_head.describe()}" if result.feature_head else "")
-    return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy)
+    if spec.recipe == PUBLISHED_RECIPE:
+        rule = "full schedule on support + validation, last epoch (as published)"
+    return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy,
+                        fitted_images=len(train_y) + len(val_y))
 
 
 RUNNERS: dict[str, Callable[[MethodSpec, JobInputs], MethodOutput]] = {
