@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from biomedvr_cli.cli.app import app
 from biomedvr_cli.method import conformal, outliers
+from tests.conftest import make_color_tree, write_color_attributes
 
 # ---------------------------------------------------------------- the math on synthetic scores
 
@@ -130,3 +137,187 @@ def test_outlier_threshold_and_auroc() -> None:
     pairs = [1.0 if o > i else 0.5 if o == i else 0.0 for o in out.tolist() for i in inl.tolist()]  # ties: half
     assert outliers.auroc(inl, out) == pytest.approx(sum(pairs) / len(pairs))
     assert outliers.auroc(torch.zeros(3), torch.ones(2)) == 1.0 and outliers.auroc(torch.ones(3), torch.zeros(2)) == 0.0
+
+
+# ---------------------------------------------------------------- fit -> predict / eval through the CLI
+
+runner = CliRunner()
+CLASSES = ["alpha cell", "beta cell", "gamma cell"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = make_color_tree(tmp_path_factory.mktemp("trust-imgs") / "data", per_class=6, splits=("train", "test"))
+    write_color_attributes(root / "attributes.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(tree: Path, tiny_backbone_spec: str, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trust-adapter") / "colour.safetensors"
+    result = runner.invoke(app, ["fit", str(tree), "--shots", "3", "--backbone", tiny_backbone_spec, "--out", str(out),
+                                 "--epochs", "2"])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_kind(tmp_path_factory) -> Path:
+    """Images of another kind: black-and-white checkerboards, in a folder with no class structure."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("other-kind")
+    for i in range(5):
+        board = (np.indices((40, 40)).sum(0) // (2 + i) % 2 * 255).astype("uint8")
+        Image.fromarray(np.stack([board] * 3, axis=2)).save(folder / f"board{i}.png")
+    return folder
+
+
+def _without_calibration(adapter: Path, out: Path) -> Path:
+    """The adapter as an older biomedvr wrote it: no calibration tensors, no calibration in the config."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    config = json.loads(metadata["config"])
+    config.pop("calibration")
+    metadata["config"] = json.dumps(config)
+    tensors = {k: v for k, v in load_file(str(adapter)).items() if not k.startswith(("conformal_", "outlier_"))}
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def test_fit_stores_the_calibration(fitted: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = json.loads(runner.invoke(app, ["info", str(fitted), "--json"]).stdout)["config"]
+    sets, flag = config["calibration"]["conformal"], config["calibration"]["outliers"]
+    assert sets["images"] == 18 and sets["method"] in ("split", "cv+") and sets["score"] == conformal.SCORE
+    assert sets["max_level"] == pytest.approx(18 / 19, abs=1e-6)
+    assert flag["images"] == 18 and flag["rate"] == outliers.DEFAULT_RATE
+    tensors = load_file(str(fitted))
+    assert tensors["conformal_scores"].shape == (18,) and tensors["outlier_prototypes"].shape[0] == 3
+    assert flag["threshold"] == pytest.approx(outliers.conformal_threshold(tensors["outlier_scores"], 0.05), abs=1e-6)
+
+
+def test_predict_coverage_json_csv_and_table(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    base = ["predict", str(tree / "test"), "--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--coverage", "0.9"]
+    result = runner.invoke(app, [*base, "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["predictions"]
+    assert len(rows) == 18
+    for row in rows:
+        assert row["prediction_set"] and set(row["prediction_set"]) <= set(CLASSES)
+        probability = {t["class"]: t["probability"] for t in row["top"]}
+        assert [probability[c] for c in row["prediction_set"]] == sorted(
+            (probability[c] for c in row["prediction_set"]), reverse=True)
+        assert isinstance(row["outlier"], bool) and isinstance(row["outlier_score"], float)
+    table = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))
+    assert [r["prediction_set"] for r in table] == [";".join(r["prediction_set"]) for r in rows]
+    assert [r["outlier"] for r in table] == [str(r["outlier"]).lower() for r in rows]
+    shown = runner.invoke(app, base)
+    assert shown.exit_code == 0 and "prediction_set" in shown.stderr
+
+
+def test_predict_sets_from_python_match_the_cli(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    files = sorted((tree / "test").rglob("*.png"))[:4]
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    sets = predictor.predict_sets([str(f) for f in files], level=0.9)
+    result = runner.invoke(app, ["predict", *map(str, files), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--coverage", "0.9", "--json"])
+    assert sets == [r["prediction_set"] for r in json.loads(result.stdout)["predictions"]]
+    assert all(sorted(s) == CLASSES for s in predictor.predict_sets([str(f) for f in files], level=0.99))
+    with pytest.raises(UsageError):
+        predictor.predict_sets([str(files[0])], level=1.0)
+
+
+def test_a_level_beyond_the_calibration_gives_full_sets_with_a_notice(fitted: Path, tree: Path,
+                                                                       tiny_backbone_spec: str) -> None:
+    result = runner.invoke(app, ["predict", str(tree / "test" / "alpha cell"), "--adapter", str(fitted), "--backbone",
+                                 tiny_backbone_spec, "--coverage", "0.99", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert all(len(r["prediction_set"]) == 3 for r in json.loads(result.stdout)["predictions"])
+    assert "needs at least 99 calibration images" in result.stderr and "has 18" in result.stderr
+
+
+def test_eval_reports_coverage_set_size_and_outlier_auroc(fitted: Path, tree: Path, tiny_backbone_spec: str,
+                                                          other_kind: Path) -> None:
+    from biomedvr_cli.pipeline.predictor import load_predictor
+    from biomedvr_cli.pipeline.trust import assess_outliers
+
+    base = ["eval", str(tree), "--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--coverage", "0.9",
+            "--outliers", str(other_kind)]
+    result = runner.invoke(app, [*base, "--json"])
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["coverage_level"] == 0.9 and 0 <= metrics["coverage"] <= 1 and 1 <= metrics["mean_set_size"] <= 3
+    per_class = metrics["per_class"]
+    assert sum(r["coverage"] * r["support"] for r in per_class) / 18 == pytest.approx(metrics["coverage"])
+    assert metrics["outlier_images"] == 5 and 0 <= metrics["outlier_auroc"] <= 1
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    inside = predictor.assess(torch.stack([_pixels(p, predictor.image_size) for p in sorted((tree / "test").rglob("*.png"))]))
+    others = assess_outliers(predictor, sorted(other_kind.glob("*.png")))
+    assert metrics["outlier_auroc"] == pytest.approx(outliers.auroc(inside.outlier_scores, others.outlier_scores))
+    assert metrics["outliers_flagged"] == pytest.approx(float(others.outliers.double().mean()))
+    table = runner.invoke(app, base)
+    assert table.exit_code == 0 and "outlier_auroc" in table.stderr and "mean_set_size" in table.stderr
+
+
+def _pixels(path: Path, size: int) -> torch.Tensor:
+    from biomedvr_cli.data import decode_to_tensors
+
+    return decode_to_tensors([path], size).images[0]
+
+
+def test_old_adapters_load_and_say_to_refit_for_sets(fitted: Path, tree: Path, tiny_backbone_spec: str, tmp_path: Path,
+                                                     other_kind: Path) -> None:
+    old = _without_calibration(fitted, tmp_path / "old.safetensors")
+    image = str(next((tree / "test" / "beta cell").glob("*.png")))
+    plain = runner.invoke(app, ["predict", image, "--adapter", str(old), "--backbone", tiny_backbone_spec, "--json"])
+    assert plain.exit_code == 0, plain.stderr
+    row = json.loads(plain.stdout)["predictions"][0]
+    assert "outlier" not in row and "prediction_set" not in row
+    sets = runner.invoke(app, ["predict", image, "--adapter", str(old), "--backbone", tiny_backbone_spec, "--coverage", "0.9"])
+    assert sets.exit_code == 4 and "no calibration for prediction sets" in sets.stderr and "refit" in sets.stderr
+    assert "Traceback" not in sets.stderr
+    flags = runner.invoke(app, ["eval", str(tree), "--adapter", str(old), "--backbone", tiny_backbone_spec,
+                                "--outliers", str(other_kind)])
+    assert flags.exit_code == 4 and "no outlier calibration" in flags.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize("level", ["1.5", "0", "1"])
+def test_coverage_outside_zero_one_is_a_usage_error(fitted: Path, tree: Path, tiny_backbone_spec: str, command: str,
+                                                    level: str) -> None:
+    target = str(tree / "test") if command == "predict" else str(tree)
+    result = runner.invoke(app, [command, target, "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--coverage", level])
+    assert result.exit_code == 2 and "coverage level must be a number between 0 and 1" in result.stderr
+
+
+def test_without_a_fitted_feature_head_the_calibration_is_split_conformal(fitted: Path, tree: Path,
+                                                                          tiny_backbone_spec: str) -> None:
+    """The sentence scorer saw none of the labelled images: its own scores are the calibration."""
+    from biomedvr_cli.method.training import LabelledImages, TrainResult, head_outputs
+    from biomedvr_cli.method.trust import ALL_IMAGES, FITTED_VIEWS_CAVEAT, calibrate
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    files = sorted((tree / "train").rglob("*.png"))
+    labelled = LabelledImages(torch.stack([_pixels(p, predictor.image_size) for p in files]),
+                              torch.tensor([CLASSES.index(p.parent.name) for p in files]))
+    result = TrainResult(state={}, selected_epoch=0, selection_rule="", val_accuracy=None, val_nll=None, seconds=0.0)
+    calibration = calibrate(predictor.head, predictor.backbone.encode_images, labelled, result, seed=0)
+    part = calibration.conformal
+    assert part.method == "split" and part.images == 18 and not part.caveat
+    assert calibration.record()["conformal"]["calibrated_on"] == ALL_IMAGES
+    fused = head_outputs(predictor.head, predictor.backbone.encode_images, labelled.images)[0]
+    assert torch.allclose(part.scores, conformal.lac_scores(torch.softmax(fused, 1), labelled.labels), atol=1e-6)
+    trained = TrainResult(state={}, selected_epoch=3, selection_rule="", val_accuracy=None, val_nll=None, seconds=0.0)
+    assert calibrate(predictor.head, predictor.backbone.encode_images, labelled, trained, seed=0).conformal.caveat \
+        == FITTED_VIEWS_CAVEAT

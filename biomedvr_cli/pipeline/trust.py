@@ -57,15 +57,6 @@ def require_calibration(predictor: Predictor, *, coverage: float | None = None, 
     return notices
 
 
-def coverage_summary(predictor: Predictor, level: float) -> dict[str, Any]:
-    """What ``predict --coverage`` reports once, beside the predictions."""
-    part = predictor.calibration.conformal
-    if part is None:
-        raise AdapterError("this adapter has no calibration for prediction sets", refit_hint(predictor.calibration))
-    return {"level": level, "method": part.method, "score": conformal.SCORE, "calibration_images": part.images,
-            "full_sets": not conformal.level_supported(part.images, level)}
-
-
 def class_sets(assessed: Assessment, classes: list[str]) -> list[list[str]]:
     """Each image's prediction set as class names, most probable first."""
     if assessed.sets is None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from biomedvr_cli.cli import csv_options
-from biomedvr_cli.cli import options
+from biomedvr_cli.cli import options, trust_output
 
 
 def evaluate(
@@ -26,6 +26,8 @@ def evaluate(
     allow_download: Optional[bool] = options.AllowDownloadOption,
     accept_preprocessing: bool = options.AcceptPreprocessingOption,
     json_out: bool = options.JsonOption,
+    coverage: Optional[float] = trust_output.EvalCoverageOption,
+    outliers: Optional[Path] = trust_output.OutliersOption,
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
     from biomedvr_cli.cli import console as render
@@ -41,7 +43,7 @@ def evaluate(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
         columns=csv_options.csv_columns(path_column, label_column, csv_options.NO_GROUP, split_column),
         decode=options.decode_options(window, max_pixels),
-        plots=plots, predictor=predictor,
+        plots=plots, predictor=predictor, coverage=coverage, outliers=outliers,
     )
     metrics = result["metrics"]
     for warning in result["warnings"]:
@@ -51,10 +53,12 @@ def evaluate(
         return
     render.key_value_table(
         f"{adapter.name} on {metrics['images']} images ({result['split']})",
-        [(name, metrics[name]) for name in SCALAR_METRICS],
+        [(name, metrics[name]) for name in SCALAR_METRICS] + trust_output.metric_rows(metrics),
     )
-    render.rows_table("per class", ["class", "precision", "recall", "f1", "support"],
-                      [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in metrics["per_class"]])
+    sets = trust_output.per_class_columns(metrics)  # coverage and set size with --coverage
+    render.rows_table("per class", ["class", "precision", "recall", "f1", "support", *sets],
+                      [[r["class"], r["precision"], r["recall"], r["f1"], r["support"], *(r[c] for c in sets)]
+                       for r in metrics["per_class"]])
     classes = metrics["classes"]
     render.rows_table("confusion matrix (rows: true, columns: predicted)", ["true \\ pred", *classes],
                       [[c, *row] for c, row in zip(classes, metrics["confusion_matrix"])])

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.cli import options
+from biomedvr_cli.cli import options, trust_output
 
 FORMATS = ("table", "json", "csv")
 
@@ -23,7 +23,8 @@ def _csv_text(rows: list[dict], top_k: int) -> str:
     header = ["file", "prediction"]
     for i in range(1, top_k + 1):
         header += [f"class_{i}", f"probability_{i}"]
-    writer.writerow([*header, "error"])
+    trust = trust_output.trust_header(rows)
+    writer.writerow([*header, *trust, "error"])
     for row in rows:
         # A file name holding bytes that are not UTF-8 is written with \xNN escapes, so the
         # CSV stays UTF-8 and no prediction is lost to an encoding error.
@@ -31,7 +32,7 @@ def _csv_text(rows: list[dict], top_k: int) -> str:
         top = row.get("top", [])
         for i in range(top_k):
             cells += [top[i]["class"], f"{top[i]['probability']:.6f}"] if i < len(top) else ["", ""]
-        writer.writerow([*cells, printable_path(row.get("error", ""))])
+        writer.writerow([*cells, *trust_output.trust_cells(row, trust), printable_path(row.get("error", ""))])
     return buffer.getvalue()
 
 
@@ -69,6 +70,7 @@ def predict(
         None, "--format", help="table (stderr), json or csv (stdout or --out); default: table, or from the --out suffix."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file."),
     explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class."),
+    coverage: Optional[float] = trust_output.CoverageOption,
     batch_size: int = typer.Option(64, "--batch-size", help="Images decoded and scored per batch."),
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
@@ -86,9 +88,11 @@ def predict(
     from biomedvr_cli.errors import EXIT_INVALID_INPUT
     from biomedvr_cli.pipeline.predictor import load_predictor
     from biomedvr_cli.pipeline.predict import check_predict_options, predict_files
+    from biomedvr_cli.pipeline.trust import check_level, require_calibration
 
     output_format = output_format_for(output_format, out)
     check_predict_options(top_k=top_k, batch_size=batch_size)
+    coverage = None if coverage is None else check_level(coverage)
     if out is not None:
         check_writable(out, force=force)  # existing file, or a folder that cannot be written: before any work
     files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
@@ -100,11 +104,13 @@ def predict(
         mine = dist.shard(files, chunk=max(1, batch_size))
         predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
                                    accept_preprocessing=accept_preprocessing, notify=render.warn)
+        for notice in require_calibration(predictor, coverage=coverage) if dist.is_main else []:
+            render.warn(notice)  # a level too high for the calibration (full sets), or a caveat
         with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
             task = bar.add_task("predict", total=len(mine), status="")
             shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
                                           decode=options.decode_options(window, max_pixels), explain=explain,
-                                          progress=lambda done, total: bar.update(task, completed=done))
+                                          coverage=coverage, progress=lambda done, total: bar.update(task, completed=done))
         parts = dist.gather(shard_results)
     finally:
         dist.close()
@@ -131,12 +137,14 @@ def predict(
 def _render_table(render, rows: list[dict], adapter_name: str, k: int, explain: bool) -> None:
     """The predictions as a table on stderr (and the explanations after it)."""
     table_rows = []
+    trust = trust_output.trust_header(rows)
     for r in rows:
         if "error" in r:
-            table_rows.append([r["file"], "[red]error[/red]", r["error"]])
+            table_rows.append([r["file"], "[red]error[/red]", r["error"], *[""] * len(trust)])
         else:
-            table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])])
-    render.rows_table(f"predictions ({adapter_name})", ["file", "prediction", f"top {k}"], table_rows)
+            table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
+                               *trust_output.trust_cells(r, trust, table=True)])
+    render.rows_table(f"predictions ({adapter_name})", ["file", "prediction", f"top {k}", *trust], table_rows)
     if explain:
         for r in rows:
             if "explain" in r:
