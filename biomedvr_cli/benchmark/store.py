@@ -4,12 +4,13 @@
 its fit time and ``settings_hash`` (a hash of everything that changes its result:
 dataset, backbone weights, method settings, validation size). A rerun skips jobs whose
 file exists with the same hash; a file with another hash means the settings changed,
-which is refused unless ``--force`` (then those jobs are redone). A crash or Ctrl-C
-loses at most the job in flight; no partial file is ever left.
+which is refused unless ``--force`` (then those jobs are redone). A crash, Ctrl-C or
+SIGTERM loses at most the job in flight; no partial file is ever left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -68,3 +69,8 @@ class JobStore:
         payload = {"store_version": STORE_VERSION, **result}
         write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=False) + "\n", force=True)
         return path
+
+    def drop_if_empty(self) -> None:
+        """Remove ``jobs/`` when no job was stored in it (a run stopped before its first job finished)."""
+        with contextlib.suppress(OSError):  # missing, or holding results: kept
+            self.jobs_dir.rmdir()
