@@ -73,8 +73,8 @@ def _backbone(value: Any, device: str, offline: bool | None):
     return load_backbone(value, offline=offline, device=device) if isinstance(value, str) else value
 
 
-def _request_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``fit``'s extra keywords as FitRequest fields: method settings, recipe overrides, CSV and decoding options."""
+def _request_options(options: dict[str, Any], attributes: Any = None) -> dict[str, Any]:
+    """``fit``'s extra keywords as FitRequest fields: the method, recipe overrides, CSV and decoding options."""
     from biomedvr_cli.data import CsvColumns, DecodeOptions, parse_window
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.method.config import MethodConfig
@@ -88,24 +88,18 @@ def _request_options(options: dict[str, Any]) -> dict[str, Any]:
     known = set().union(*groups.values(), direct, {"method"})
     unknown = sorted(set(options) - known)
     if unknown:
-        raise UsageError(f"unknown option(s) for fit: {', '.join(unknown)}",
+        raise UsageError(f"unknown option(s): {', '.join(unknown)}",
                          f"use one of {', '.join(sorted(known))} (docs/python-api.md)")
     request = {k: options[k] for k in direct if k in options}
     picked = {group: {k: v for k, v in options.items() if k in names} for group, names in groups.items()}
-    base = options.get("method", MethodConfig())
-    if not isinstance(base, MethodConfig):
-        raise UsageError(f"method must be a MethodConfig, got {type(base).__name__}",
-                         "pass method settings as keywords (vr=\"full\", k=3, ...) or method=MethodConfig(...)")
-    try:
-        request["method"] = replace(base, **picked["method"])
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc), "see docs/method.md for the allowed values") from None
+    request["method"], request["recipe"] = _method(options.get("method"), picked["method"], options.get("recipe"),
+                                                   attributes)
     request["recipe_overrides"] = picked["recipe_overrides"]
     decode = dict(picked["decode"])
     if isinstance(decode.get("window"), str):  # "40,400", as --window takes it
         decode["window"] = parse_window(decode["window"])
     columns = {k[: -len("_column")]: v for k, v in picked["columns"].items()}
-    if not all(isinstance(v, str) and v for v in columns.values()):
+    if not all(v is None or (isinstance(v, str) and v) for v in columns.values()):
         raise UsageError("CSV column names must be non-empty strings", 'pass e.g. path_column="file", label_column="dx"')
     try:
         request["columns"] = CsvColumns(**columns)
@@ -113,6 +107,40 @@ def _request_options(options: dict[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError, IndexError) as exc:
         raise UsageError(f"bad decoding option ({exc})", 'pass max_pixels=64_000_000 and window="CENTER,WIDTH"') from None
     return request
+
+
+def _method(method: Any, settings: dict[str, Any], recipe: Any, attributes: Any):
+    """(MethodConfig, recipe name): a registry method by name fixes both (a conflicting keyword is refused, as
+    ``fit --method`` does); without one, the keywords change the registry's default method one by one."""
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.method.config import MethodConfig
+    from biomedvr_cli.method.registry import conflicts, registry
+
+    methods = registry()
+    if isinstance(method, MethodConfig):
+        base, default_recipe = method, methods.methods[methods.default].recipe
+    elif method is None or isinstance(method, str):
+        name = methods.default if method is None else method
+        if name not in methods.fit_methods():
+            raise UsageError(f"unknown method {name!r} for fit", f"choose one of {', '.join(methods.fit_methods())}")
+        spec = methods.methods[name]
+        clashes = conflicts(spec, {**settings, **({"recipe": recipe} if recipe is not None else {})})
+        if method is not None and clashes:
+            setting, value, fixed = clashes[0]
+            raise UsageError(f"{setting}={value!r} conflicts with method={name!r}, which sets {setting} = {fixed!r}",
+                             f"drop {setting}=, or leave out method= and set the options one by one")
+        if method is not None and spec.scorer == "class-names" and attributes is not None:
+            raise UsageError(f"attributes= conflicts with method={name!r}, which scores against class-name templates",
+                             f"drop attributes=, or choose a method that uses attributes (e.g. {methods.default!r})")
+        base, default_recipe = spec.config, spec.recipe
+    else:
+        raise UsageError(f"method must be a method name or a MethodConfig, got {type(method).__name__}",
+                         f"pass method=\"{methods.default}\" (see `biomedvr benchmark --list-methods`), or settings as "
+                         "keywords (vr=\"full\", k=3, ...)")
+    try:
+        return replace(base, **settings), recipe if recipe is not None else default_recipe
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc), "see docs/method.md for the allowed values") from None
 
 
 def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = None, backbone: Any = "biomedclip",
@@ -126,7 +154,8 @@ def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = N
     command line does). ``backbone``: a name or :func:`load_backbone`'s result. ``out``: also
     write the adapter there (``force=True`` to replace a file). ``options``: method settings
     (``vr``, ``gate``, ``k``, ``feature_head``, ... or ``method=MethodConfig(...)``), recipe
-    overrides (``epochs``, ``lr``, ``batch_size``, ...), ``recipe``, ``val_shots``,
+    overrides (``epochs``, ``lr``, ``batch_size``, ...), ``method`` (a name of the method
+    registry, e.g. ``"biomedvr-paper"``, as ``fit --method``), ``recipe``, ``val_shots``,
     ``allow_fewer``, ``path_column``/``label_column``/``split_column``/``group_column``,
     ``max_pixels``/``window``. ``progress`` is called with each epoch's report.
     """
@@ -137,7 +166,7 @@ def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = N
 
     allow = None if offline is None else not as_flag(offline, "offline")
     request = FitRequest(images=images, shots=shots, out=out, attributes=attributes, backbone=backbone, seed=seed,
-                         device=device, force=force, allow_download=allow, **_request_options(options))
+                         device=device, force=force, allow_download=allow, **_request_options(options, attributes))
     if request.out is not None:
         check_writable(request.out, force=request.force)  # before the backbone is loaded; fit reserves it later
     request.backbone = _backbone(request.backbone, request.device, offline)
@@ -190,7 +219,7 @@ def evaluate(images: Any, predictor: Any, *, split: str = "auto", plots: str | o
     if set(options) - allowed:
         raise UsageError(f"unknown option(s) for evaluate: {', '.join(sorted(set(options) - allowed))}",
                          f"use one of {', '.join(sorted(allowed))}")
-    request = _request_options(options)
+    request = _request_options({k: v for k, v in options.items()})
     report = evaluate_adapter(images, None, split=split, plots=plots, predictor=predictor,
                               columns=request["columns"], decode=request["decode"])
     _Notices().warn(report["warnings"])

@@ -147,6 +147,11 @@ def test_fit_refuses_bad_pairs_and_options_before_loading_anything(monkeypatch: 
     _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, frobnicate=1), "unknown option", "frobnicate")
     _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, vr="sideways"), "sideways")
     _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, offline="yes"), "offline", "True or False")
+    _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, method="nope"), "unknown method", "biomedvr-paper")
+    _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, method="biomedvr-paper", vr="full"),
+            "vr='full' conflicts with method='biomedvr-paper'")
+    _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, method="ar", attributes="a.json"), "class-name templates")
+    _raises(UsageError, lambda: biomedvr.fit("imgs", shots=1, method=3), "method name or a MethodConfig")
     _raises(UsageError, lambda: biomedvr.load(None), "path")
     _raises(UsageError, lambda: biomedvr.load_backbone(None), "backbone name")
 

@@ -105,6 +105,27 @@ def test_in_memory_fit_is_the_same_fit_as_from_the_files(tree: Path, backbone) -
     assert _same(memory.classify(scans), folder.classify(scans), 1e-5)
 
 
+def test_fit_takes_a_registry_method_or_settings_one_by_one(tree: Path, backbone, monkeypatch) -> None:
+    """``method="NAME"`` is ``fit --method NAME``: the registry fixes the settings and the recipe."""
+    import biomedvr_cli.pipeline.fit as pipeline_fit
+    from biomedvr_cli.method.registry import registry
+
+    requests = []
+
+    def capture(request, **kwargs):
+        requests.append(request)
+        raise biomedvr.TrainingError("stopped by the test", "none")
+
+    monkeypatch.setattr(pipeline_fit, "fit_adapter", capture)
+    for kwargs in ({"method": "biomedvr-paper"}, {"vr": "padding", "epochs": 3}, {"method": "attrvr-fast", "lr": 1.0}):
+        with pytest.raises(biomedvr.TrainingError):
+            biomedvr.fit(tree, shots=2, backbone=backbone, **kwargs)
+    paper, custom, attrvr = requests
+    assert paper.method == registry().methods["biomedvr-paper"].config and paper.recipe == "paper"
+    assert custom.method.vr == "padding" and custom.recipe == "fast" and custom.recipe_overrides == {"epochs": 3}
+    assert attrvr.method == registry().methods["attrvr-fast"].config and attrvr.recipe_overrides == {"lr": 1.0}
+
+
 def test_no_global_state_changes_and_notices_reach_logging_and_warnings(tree: Path, backbone, tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     bare = make_color_tree(tmp_path / "work" / "bare", per_class=4)  # no attributes file anywhere near it
