@@ -82,6 +82,39 @@ def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], st
     return out, hashlib.sha256(raw).hexdigest()
 
 
+def _class_entry(name: str, sets: dict[str, dict[str, list[Any]]], by_key: dict[str, dict[str, str]],
+                 paths: dict[str, Path]) -> tuple[dict[str, list[str]], int]:
+    """One class's three sets from the reference files, and how many sentences were dropped (short or repeated)."""
+    key = _match_key(name)
+    entry: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    dropped = 0
+    for set_name in SET_NAMES:
+        if key not in by_key[set_name]:
+            raise InvalidInputError(
+                f"{paths[set_name].name} has no class matching {name!r}",
+                "check the spelling in classes.txt (underscores count as spaces, case is ignored)",
+            )
+        kept: list[str] = []
+        for number, sentence in enumerate(sets[set_name][by_key[set_name][key]], start=1):
+            text = sentence.strip()
+            check_stored_text(f"{paths[set_name].name}: class {name!r} sentence {number}", text,
+                              why=ATTRIBUTES_WHY, fix="remove the patient detail from the sentence")
+            folded = " ".join(text.split()).casefold()
+            if len(text) < MIN_SENTENCE_CHARS or folded in seen:
+                dropped += 1
+                continue
+            seen.add(folded)
+            kept.append(text)
+        if not kept:
+            raise InvalidInputError(
+                f"{paths[set_name].name}: class {name!r} has no sentence of at least {MIN_SENTENCE_CHARS} characters",
+                "add sentences for it, or write that class by hand",
+            )
+        entry[set_name] = kept
+    return entry, dropped
+
+
 def import_reference(
     descriptive: Path,
     distinctive: Path,
@@ -122,33 +155,8 @@ def import_reference(
     classes: dict[str, dict[str, list[str]]] = {}
     dropped = 0
     for name in wanted:
-        key = _match_key(name)
-        entry: dict[str, list[str]] = {}
-        seen: set[str] = set()
-        for set_name in SET_NAMES:
-            if key not in by_key[set_name]:
-                raise InvalidInputError(
-                    f"{paths[set_name].name} has no class matching {name!r}",
-                    "check the spelling in classes.txt (underscores count as spaces, case is ignored)",
-                )
-            kept: list[str] = []
-            for number, sentence in enumerate(sets[set_name][by_key[set_name][key]], start=1):
-                text = sentence.strip()
-                check_stored_text(f"{paths[set_name].name}: class {name!r} sentence {number}", text,
-                                  why=ATTRIBUTES_WHY, fix="remove the patient detail from the sentence")
-                folded = " ".join(text.split()).casefold()
-                if len(text) < MIN_SENTENCE_CHARS or folded in seen:
-                    dropped += 1
-                    continue
-                seen.add(folded)
-                kept.append(text)
-            if not kept:
-                raise InvalidInputError(
-                    f"{paths[set_name].name}: class {name!r} has no sentence of at least {MIN_SENTENCE_CHARS} characters",
-                    "add sentences for it, or write that class by hand",
-                )
-            entry[set_name] = kept
-        classes[name] = entry
+        classes[name], dropped_here = _class_entry(name, sets, by_key, paths)
+        dropped += dropped_here
 
     provenance = {
         "source": "import",
