@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 from biomedvr_cli.cli.app import app
 
@@ -180,3 +181,23 @@ def test_the_check_finds_what_is_wrong(markdown: str, words: str) -> None:
     """The checker itself: an invented option or command, and a missing one, are each reported."""
     problems = check(markdown)
     assert any(words in p for p in problems), problems
+
+
+def test_version_follows_the_changelog() -> None:
+    """__version__ is the Unreleased section's `Next release:` version, else the newest release (docs/development.md)."""
+    from biomedvr_cli import __version__
+
+    changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    released = [tuple(map(int, v.split("."))) for v in re.findall(r"(?m)^## \[(\d+\.\d+\.\d+)\]", changelog)]
+    assert released, "CHANGELOG.md has no released version heading"
+    unreleased = re.search(r"(?m)^## \[Unreleased\]\s*\n\s*(.*)$", changelog)
+    if unreleased:
+        named = re.fullmatch(r"Next release: (\d+\.\d+\.\d+)", unreleased.group(1).strip())
+        assert named, "the line after `## [Unreleased]` must be `Next release: X.Y.Z`"
+        expected = named.group(1)
+        assert tuple(map(int, expected.split("."))) > max(released), "the next release must be above every release"
+    else:
+        expected = ".".join(map(str, max(released)))
+    assert __version__ == expected
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"biomedvr {expected}"
