@@ -360,7 +360,7 @@ ROWS: list[Row] = [
         check=lambda e, r: (e.tmp / "out.safetensors").read_text() == "keep" or pytest.fail("overwritten")),
     Row("fit-out-being-written (#13)", lambda e: fit(e), 2, ("another biomedvr run",),
         setup=lambda e: e.text(".out.safetensors.lock", "")),
-    Row("fit-disk-full (#2)", lambda e: fit(e), 2, ("cannot write out.safetensors", "no space left"), setup=_disk_full),
+    Row("fit-disk-full (#2)", lambda e: fit(e), 3, ("cannot write out.safetensors", "no space left"), setup=_disk_full),
     # --- fit: inputs (#4, #6, #7, #12) ---------------------------------------------------
     Row("fit-deep-attributes (#7)", lambda e: fit(e, None, "--attributes", e.text("deep.json", DEEP)), 3,
         ("deep.json", "nested more than")),

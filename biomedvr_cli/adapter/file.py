@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from biomedvr_cli.adapter.config import AdapterConfig
 from biomedvr_cli.atomic import write_with_atomic
 from biomedvr_cli.attributes.privacy import check_stored_class_names
-from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputNotWritableError
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputWriteError
 
 ADAPTER_FORMAT = "biomedvr-adapter"
 FORMAT_VERSION = "1.0"
@@ -96,8 +96,8 @@ def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterCo
         try:
             save_file(cpu, str(tmp), metadata=metadata)
         except SafetensorError as exc:  # safetensors wraps I/O errors (a full disk) in its own type
-            raise OutputNotWritableError(f"cannot write {Path(path).name} ({str(exc).splitlines()[0][:120]})",
-                                         "choose an --out in a folder you can write to, with free space") from None
+            raise OutputWriteError(f"cannot write {Path(path).name} ({str(exc).splitlines()[0][:120]}); nothing was written",
+                                   "free some disk space, or choose an --out on another disk") from None
 
     write_with_atomic(Path(path), write, force=force)
 

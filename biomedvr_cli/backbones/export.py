@@ -31,7 +31,13 @@ from biomedvr_cli.backbones.loader import Backbone, load_backbone
 from biomedvr_cli.backbones.localdir import CONFIG_FILE, WEIGHTS_FILE, read_local_dir
 from biomedvr_cli.backbones.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, SUMS_FILE, sha256_file
 from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
-from biomedvr_cli.errors import BackboneUnavailableError, OutputExistsError, OutputNotWritableError, UsageError
+from biomedvr_cli.errors import (
+    BackboneUnavailableError,
+    OutputExistsError,
+    OutputNotWritableError,
+    OutputWriteError,
+    UsageError,
+)
 
 TEXT_DIR = "text"
 TOKENIZER_DIR = "tokenizer"
@@ -141,7 +147,7 @@ def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputNotWritableError(f"{out.name} exists and is not a folder", "choose another DIR")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(out.name)
+        raise OutputExistsError(out.name, option="DIR")
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -188,8 +194,8 @@ def export_backbone(source: str, out: Path, *, force: bool = False, allow_downlo
     except (OSError, SafetensorError) as exc:  # safetensors wraps I/O errors (a full disk) in its own type
         shutil.rmtree(staging, ignore_errors=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
-        raise OutputNotWritableError(f"cannot write {out.name} ({reason})",
-                                     "choose a DIR in a folder you can write to, with free space") from None
+        raise OutputWriteError(f"cannot write {out.name} ({reason}); nothing was written",
+                               "free some disk space, or choose a DIR on another disk") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

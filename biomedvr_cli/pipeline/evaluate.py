@@ -104,6 +104,8 @@ def evaluate_adapter(
     folder = images if isinstance(images, Path) else None
     with reserved_plots(plots, folder, adapter, force=as_flag(force, "force")):  # before any image is scored
         source = open_images(images, columns)
+        if plots is not None:  # a manifest's images in the --plots folder
+            refuse_folder_with_inputs(plots, [], [r.path for r in source.source.records], option="--plots")
         others = outlier_files(as_optional_path(outliers, "outliers", "pass a folder or CSV of images of another kind"),
                                columns)
         if predictor is None:
@@ -114,8 +116,8 @@ def evaluate_adapter(
         result["adapter"] = adapter.name if adapter is not None else None
         if plots is not None:
             try:
-                result["plots"] = [str(p) for p in write_plots(result["metrics"], plots)]
-            except OSError as exc:  # disk full, or the folder changed meanwhile
+                result["plots"] = [str(p) for p in write_plots(result["metrics"], plots, force=as_flag(force, "force"))]
+            except OSError as exc:  # the folder removed or changed meanwhile (each PNG is written atomically)
                 raise write_failed(plots, exc) from None
     return result
 

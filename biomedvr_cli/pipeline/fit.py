@@ -208,7 +208,7 @@ def fit_adapter(
     recipe = _check_request(request)
     folder = request.images if isinstance(request.images, Path) else None
     found = find_attributes(folder, request.attributes)  # a bad attributes.json is named before the images are read
-    reserved = (reserve_output(request.out, force=request.force, inputs=[folder, request.attributes])
+    reserved = (reserve_output(request.out, force=request.force, inputs=[folder, request.attributes, found[0]])
                 if request.out is not None else contextlib.nullcontext())
     with reserved:
         images, classes, warnings = _open_classes(request)

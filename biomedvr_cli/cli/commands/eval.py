@@ -14,7 +14,9 @@ from biomedvr_cli.cli import options, trust_output
 def evaluate(
     images: Path = typer.Argument(..., help="Labelled images: class-per-folder tree (or train/test tree) or CSV manifest."),
     adapter: Path = options.AdapterOption,
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for confusion-matrix and reliability PNGs."),
+    plots: Optional[Path] = typer.Option(
+        None, "--plots", help="Folder for confusion_matrix.png and reliability.png (not the images' folder; "
+                              "existing PNGs need --force)."),
     split: str = typer.Option("auto", "--split", help="auto (the test split when the source has one, else everything), test, val, train or all."),
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
@@ -26,6 +28,7 @@ def evaluate(
     allow_download: Optional[bool] = options.AllowDownloadOption,
     accept_preprocessing: bool = options.AcceptPreprocessingOption,
     json_out: bool = options.JsonOption,
+    force: bool = typer.Option(False, "--force", help="Overwrite the PNGs already in the --plots folder."),
     coverage: Optional[float] = trust_output.EvalCoverageOption,
     outliers: Optional[Path] = trust_output.OutliersOption,
 ) -> None:
@@ -43,7 +46,7 @@ def evaluate(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
         columns=csv_options.csv_columns(path_column, label_column, csv_options.NO_GROUP, split_column),
         decode=options.decode_options(window, max_pixels),
-        plots=plots, predictor=predictor, coverage=coverage, outliers=outliers,
+        plots=plots, predictor=predictor, force=force, coverage=coverage, outliers=outliers,
     )
     metrics = result["metrics"]
     for warning in result["warnings"]:
