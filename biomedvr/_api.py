@@ -199,14 +199,15 @@ def load(path: str | os.PathLike, backbone: Any = None, *, device: str = "auto",
 
 
 def evaluate(images: Any, predictor: Any, *, split: str = "auto", plots: str | os.PathLike | None = None,
-             **options: Any) -> dict[str, Any]:
+             force: bool = False, **options: Any) -> dict[str, Any]:
     """Metrics of ``predictor`` on labelled ``images`` (a folder, a CSV, or (image, label) pairs).
 
     Returns what ``biomedvr eval --json`` prints: ``report["metrics"]`` has accuracy, balanced
     accuracy, macro-F1, AUROC, ECE, NLL, the confusion matrix and per-class rows. ``split``:
     auto (the test split when there is one), test, val, train or all. ``plots``: a folder for
-    the confusion-matrix and reliability PNGs. ``options``: ``path_column``, ``label_column``,
-    ``max_pixels``, ``window``. Warnings in the report are also raised as BiomedVRWarning.
+    the confusion-matrix and reliability PNGs (existing ones need ``force=True``). ``options``:
+    the CSV columns (``path_column``, ...) and decoding (``max_pixels``, ``window``). Warnings in
+    the report are also raised as BiomedVRWarning.
     """
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.pipeline.evaluate import evaluate_adapter
@@ -220,7 +221,7 @@ def evaluate(images: Any, predictor: Any, *, split: str = "auto", plots: str | o
         raise UsageError(f"unknown option(s) for evaluate: {', '.join(sorted(set(options) - allowed))}",
                          f"use one of {', '.join(sorted(allowed))}")
     request = _request_options({k: v for k, v in options.items()})
-    report = evaluate_adapter(images, None, split=split, plots=plots, predictor=predictor,
+    report = evaluate_adapter(images, None, split=split, plots=plots, predictor=predictor, force=force,
                               columns=request["columns"], decode=request["decode"])
     _Notices().warn(report["warnings"])
     return report
