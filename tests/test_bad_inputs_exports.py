@@ -243,7 +243,7 @@ ROWS: list[Row] = [
     Row("export-truncated-copy", lambda e: _predict_args(e), 4, (WEIGHTS, "incomplete copy"),
         setup=lambda e: os.truncate(_copy(e) / WEIGHTS, 1000)),
     Row("export-local-dir-is-a-file (#21.11)", lambda e: ["predict", e.w.good, "--adapter", e.w.adapter, "--backbone",
-                                                         f"local-dir:{e.text('f.txt', 'x')}"], 4, ("is not a folder",)),
+                                                         f"local-dir:{e.text('f.txt', 'x')}"], 4, ("not a folder",)),
     # --- group 7: export manifests with wrong types, preprocessing std 0 ----------------------
     Row("export-files-a-list (#21.7)", lambda e: _predict_args(e), 4, (*M, '"files" object'),
         setup=lambda e: _manifest(e, lambda d: d.__setitem__("files", list(d["files"])))),
