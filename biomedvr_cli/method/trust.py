@@ -1,6 +1,6 @@
 """Calibrating prediction sets and the outlier flag at fit time, and applying them to new images.
 
-At the end of a fit, every labelled image the kept views were not fitted to gets
+At the end of a fit, every labelled image gets
 
 - a conformal score from a model that did not see it (``method.conformal``): when the feature
   head was fitted with a finite penalty, K fold heads are refitted without each fold (the
