@@ -79,6 +79,8 @@ class SelectionRecord:
     rule: str
     epoch: int
     split: str = "validation"
+    vr: dict[str, Any] | None = None  # what the VR stage did (ran, epochs run, stopped early, kept, seconds)
+    encoder_passes: int = 2  # image-encoder passes a prediction needs: 1 when the kept views are the plain image
 
 
 @dataclass
@@ -88,6 +90,10 @@ class ValidationRecord:
     accuracy: float | None
     nll: float | None
     images: int
+    # What the figures are: "validation" (held-out images the saved model never fitted), "cross-validation"
+    # (the feature head's held-out folds over every labelled image; the saved head was refitted on all),
+    # "validation-before-refit" (the selected state before its refit on every label), "none".
+    kind: str = "validation"
 
 
 @dataclass

@@ -129,6 +129,8 @@ class FitResult:
     recipe: str
     warnings: list[str]
     feature_head: str | None = None
+    vr: dict[str, Any] | None = None  # what the VR stage did (TrainResult.vr)
+    estimate_kind: str = "validation"  # what val_accuracy / val_nll are (ValidationRecord.kind)
     head: BioMedVRHead | None = field(default=None, repr=False)
     adapter: Adapter | None = field(default=None, repr=False)  # what was (or, without ``out``, would be) written
 
@@ -139,6 +141,7 @@ class FitResult:
             "val_images": self.val_images, "attributes": self.attribute_source, "backbone": self.backbone,
             "recipe": self.recipe, "selected_epoch": self.selected_epoch, "selection_rule": self.selection_rule,
             "feature_head": self.feature_head, "val_accuracy": self.val_accuracy, "val_nll": self.val_nll,
+            "estimate_kind": self.estimate_kind, "vr": self.vr,
             "seconds": round(self.seconds, 2), "warnings": self.warnings,
         }
 
@@ -172,9 +175,18 @@ def adapter_config(request: FitRequest, backbone, classes: list[str], attributes
                                 train_images=len(split.train), val_images=n_val, recipe=recipe.to_dict(),
                                 device=backbone.device.type, seconds=round(result.seconds, 2),
                                 image_hashes=hashes[0], image_hash_salt=hashes[1]),
-        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch),
-        validation=ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=n_val),
+        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch,
+                                  vr=result.vr.to_dict() if result.vr else None, encoder_passes=head.encoder_passes),
+        validation=_validation_record(result, n_val),
     )
+
+
+def _validation_record(result: TrainResult, n_val: int) -> ValidationRecord:
+    """The held-out figures that describe the saved model (cross-validated when the head saw validation)."""
+    if result.estimate is None:
+        return ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=n_val)
+    e = result.estimate
+    return ValidationRecord(accuracy=e.accuracy, nll=e.nll, images=e.images, kind=e.kind)
 
 
 def _check_request(request: FitRequest) -> Recipe:
@@ -225,9 +237,10 @@ def fit_adapter(
     return FitResult(
         out=request.out, classes=classes, train_images=len(split.train), val_images=len(split.val),
         attribute_source=attributes.source, selected_epoch=result.selected_epoch, selection_rule=result.selection_rule,
-        val_accuracy=result.val_accuracy, val_nll=result.val_nll, seconds=result.seconds, backbone=backbone.label,
-        recipe=recipe.name, warnings=warnings,
-        feature_head=result.feature_head.describe() if result.feature_head else None, head=head, adapter=adapter,
+        val_accuracy=adapter.config.validation.accuracy, val_nll=adapter.config.validation.nll, seconds=result.seconds,
+        backbone=backbone.label, recipe=recipe.name, warnings=warnings,
+        feature_head=result.feature_head.describe() if result.feature_head else None,
+        vr=adapter.config.selection.vr, estimate_kind=adapter.config.validation.kind, head=head, adapter=adapter,
     )
 
 

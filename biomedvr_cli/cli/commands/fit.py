@@ -139,9 +139,19 @@ def fit(
         [("classes", len(result.classes)), ("train / val images", f"{result.train_images} / {result.val_images}"),
          ("attributes", result.attribute_source), ("backbone", result.backbone), ("method", label),
          ("recipe", result.recipe), ("selected epoch", result.selected_epoch),
-         ("validation accuracy", result.val_accuracy), ("selection", result.selection_rule),
-         ("feature head", result.feature_head or "off"), ("seconds", round(result.seconds, 1))],
+         (f"held-out accuracy ({result.estimate_kind})", result.val_accuracy), ("selection", result.selection_rule),
+         ("VR stage", describe_vr(result.vr)), ("feature head", result.feature_head or "off"),
+         ("seconds", round(result.seconds, 1))],
     )
+
+
+def describe_vr(vr: dict | None) -> str:
+    """One line on what the VR stage did: epochs run of planned, why it stopped, kept or not, its time."""
+    if not vr or not vr.get("ran"):
+        return "did not run"
+    stop = " (stopped early: validation stopped improving)" if vr["stopped_early"] else ""
+    kept = f"kept epoch {vr['kept_epoch']}" if vr["kept"] else "not kept (the untrained views were better)"
+    return f"ran {vr['epochs_run']} of {vr['epochs_planned']} epochs{stop}; {kept}; {vr['seconds']:.1f} s"
 
 
 def method_settings(ctx: typer.Context, attributes: Path | None) -> tuple[MethodSpec, Any, str, str]:
