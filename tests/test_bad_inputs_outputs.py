@@ -239,6 +239,8 @@ ROWS: list[Row] = [
     Row("backbones-export-exists-names-dir (#11)", lambda e: ["backbones", "export", e.w.spec, e.tmp / "exp"], 2,
         ("exp already exists", "choose another dir"), setup=lambda e: e.text("exp/keep.txt", "x"),
         check=lambda e, r: "--out" not in r.stderr or pytest.fail(r.stderr)),
+    Row("demo-workdir-exists-names-workdir (#11)", lambda e: ["demo", "--workdir", e.tmp / "d"], 2,
+        ("d already exists", "choose another --workdir"), setup=lambda e: (e.tmp / "d").mkdir()),
     # --- predict --json, as every other command has it ----------------------------------------------
     Row("predict-json-is-format-json", lambda e: ["predict", e.w.good, *e.ad, "--json"], 0,
         check=lambda e, r: len(e.json_rows(r.stdout)) == 1 or pytest.fail(r.stdout)),
