@@ -81,8 +81,9 @@ def _read_json(path: Path) -> dict:
 def read_local_dir(folder: Path) -> LocalDir:
     """Read and check a local-dir folder; raises BackboneUnavailableError (exit 4) with the fix."""
     if not folder.is_dir():
-        what = "is not a folder" if folder.exists() else "does not exist"
-        raise _fail(f"local-dir backbone folder {folder} {what}", "check the path after local-dir: (a folder)")
+        what = "is a file, not a folder" if folder.is_file() else "is not a folder" if folder.exists() else "does not exist"
+        raise _fail(f"local-dir backbone folder {folder} {what}", "check the path after local-dir: (a folder); a "
+                    "weights file alone is passed as MODEL:FILE, e.g. ViT-B-16:weights.safetensors")
     # The manifest first: a changed file is reported as changed, before anything reads it.
     manifest = _read_json(folder / MANIFEST_FILE) if os.path.lexists(folder / MANIFEST_FILE) else None
     if manifest is not None:
