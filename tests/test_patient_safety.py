@@ -96,6 +96,17 @@ def test_a_group_column_named_group_is_used_without_a_warning(tmp_path: Path) ->
     assert source.records[0].group == "g1" and source.notices == []
 
 
+def test_benchmark_pool_holds_no_test_patient(tmp_path: Path) -> None:
+    from biomedvr_cli.benchmark.datasets import load_dataset
+    from biomedvr_cli.benchmark.protocol import DatasetSpec
+
+    notices: list[str] = []
+    dataset = load_dataset(DatasetSpec(name="patients", images=_patient_manifest(tmp_path)), notify=notices.append)
+    assert dataset.test and not _groups(dataset.pool) & _groups(dataset.test)
+    assert len(dataset.pool) == 3 * 10  # each class's test patient's mislabelled training image left out
+    assert any("PatientID" in n for n in notices) and any("also have images in the test split" in n for n in notices)
+
+
 @pytest.fixture(scope="module")
 def patient_fits(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_spec: str) -> dict:
     """fit on the PatientID manifest without and with --group-column (adapters and stderr)."""
