@@ -64,6 +64,13 @@ class Backbone:
         """Path-free backbone name (for adapters and logs)."""
         return self.spec.label
 
+    @property
+    def revision(self) -> str | None:
+        """The hub commit the weights were read from (a preset's pinned one), or None for shipped or local files."""
+        from biomedvr_cli.backbones.revisions import weights_revision
+
+        return weights_revision(self.spec)
+
     def fingerprint_for(self, recorded: str) -> str:
         """The fingerprint to compare with one an adapter recorded: ``recorded`` itself when it is
         this model's biomedvr 0.1.0 fingerprint (computed the old way), else the current one."""
@@ -137,7 +144,11 @@ def _find_files(spec: BackboneSpec) -> tuple[Availability, LocalDir | None]:
             raise _unavailable(spec, "reinstall biomedvr: the shipped sandbox weights are missing from the package")
         return Availability(True, checkpoint=preset.weights_path), None
     if spec.model.startswith("hf-hub:"):
-        return check_hf_hub(spec, preset.hf_repos if preset else ()), None
+        from biomedvr_cli.backbones.revisions import pinned_local_dir
+
+        found = check_hf_hub(spec, preset.hf_repos if preset else ())
+        # A pinned repo is built from its commit's snapshot (open_clip's hf-hub: would read `main`).
+        return found, pinned_local_dir(spec.model[len("hf-hub:"):]) if found.available else None
     if spec.kind == "local-dir":
         assert spec.local_path is not None
         local = read_local_dir(spec.local_path)
