@@ -285,7 +285,7 @@ def test_build_request_merges_suite_and_command_line(tmp_path: Path) -> None:
     for bad, message in ((BenchmarkOptions(out=tmp_path), "either IMAGES or --suite"),
                          (BenchmarkOptions(out=tmp_path, suite=suite, name="x"), "describe one dataset"),
                          (BenchmarkOptions(out=tmp_path, suite=suite, epochs=1, epoch_scale=0.5), "both set"),
-                         (BenchmarkOptions(out=tmp_path, suite=suite, epochs=0), "at least 1")):
+                         (BenchmarkOptions(out=tmp_path, suite=suite, epochs=0), "--epochs is 0; it must be from 1")):
         with pytest.raises(UsageError, match=message):
             build_request(bad)
 

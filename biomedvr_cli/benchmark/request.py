@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 DEFAULT_BACKBONE = "biomedclip"
 DEFAULT_METHODS = "all"
+_DATA_FILE_SUFFIXES = {".csv", ".tsv", ".json", ".txt"}  # manifests and attributes files
 
 
 @dataclass
@@ -108,8 +109,9 @@ def _check_file_names(datasets: list[DatasetSpec]) -> None:
     """The reports keep each dataset's file names (``DatasetSpec.describe``): no identifiers there either."""
     for i, spec in enumerate(datasets, start=1):
         for what, path in (("images", spec.images), ("test", spec.test), ("attributes", spec.attributes)):
-            if path is not None:
-                check_stored_text(f"dataset {i} ({spec.key}): the {what} file or folder name", path.name, why=NAME_WHY,
+            if path is not None:  # "busi.csv" is a file name by design: its stem is what could hold an identifier
+                name = path.stem if path.suffix.lower() in _DATA_FILE_SUFFIXES else path.name
+                check_stored_text(f"dataset {i} ({spec.key}): the {what} file or folder name", name, why=NAME_WHY,
                                   fix="rename the file or folder after the dataset's task or source")
 
 
