@@ -350,9 +350,9 @@ ROWS: list[Row] = [
     Row("fit-vr-frame-negative", lambda e: fit(e, None, "--vr", "padding", "--vr-frame", "-2"), 2, ("vr_frame",)),
     Row("fit-vr-frame-too-wide (#8)", lambda e: fit(e, None, "--vr", "padding", "--vr-frame", "40"), 2, ("frame",)),
     Row("fit-shots-0", lambda e: ["fit", e.w.tree, "--shots", "0", "--backbone", e.w.spec], 2, ("--shots",)),
-    Row("fit-unknown-recipe", lambda e: fit(e, None, "--recipe", "slow"), 2, ("unknown recipe",)),
-    Row("fit-unknown-vr", lambda e: fit(e, None, "--vr", "swirl"), 2, ("unknown vr kind",)),
-    Row("fit-unknown-head-test", lambda e: fit(e, None, "--head-test", "vibes"), 2, ("unknown head test",)),
+    Row("fit-unknown-recipe", lambda e: fit(e, None, "--recipe", "slow"), 2, ("--recipe", "'slow' is not one of")),
+    Row("fit-unknown-vr", lambda e: fit(e, None, "--vr", "swirl"), 2, ("--vr", "'swirl' is not one of")),
+    Row("fit-unknown-head-test", lambda e: fit(e, None, "--head-test", "vibes"), 2, ("--head-test", "'vibes' is not one of")),
     # --- fit: outputs (#2, #13) ----------------------------------------------------------
     Row("fit-out-under-a-file (#2)", lambda e: [*fit(e)[:-2], "--out", e.tmp / "f.txt" / "a.safetensors"], 2,
         ("cannot write a.safetensors", "not a folder"), setup=lambda e: e.text("f.txt", "x")),
@@ -390,7 +390,7 @@ ROWS: list[Row] = [
     Row("eval-config-lists-fewer-classes (#9)",
         lambda e: ["eval", e.w.tree, "--adapter", e.w.variants["fewer"], "--backbone", e.w.spec], 4,
         ("lists 2 classes", "hold sentences for 3")),
-    Row("eval-unknown-split", lambda e: ["eval", e.w.tree, *e.ad, "--split", "nope"], 2, ("unknown split",)),
+    Row("eval-unknown-split", lambda e: ["eval", e.w.tree, *e.ad, "--split", "nope"], 2, ("--split", "'nope' is not one of")),
     Row("eval-unknown-class", lambda e: ["eval", e.tmp / "imgs", *e.ad], 3, ("not known to the adapter", "omega cell"),
         setup=lambda e: os.rename(e.tree(per_class=2) / "alpha cell", e.tmp / "imgs" / "omega cell")),
     Row("eval-plots-under-a-file (#2)", lambda e: ["eval", e.w.tree, *e.ad, "--plots", e.text("p.png", "x")], 2,
@@ -426,7 +426,7 @@ ROWS: list[Row] = [
     # --- predict: options and outputs (#2, #8) -------------------------------------------
     Row("predict-batch-size-0 (#8)", lambda e: [*predict(e), "--batch-size", "0"], 2, ("--batch-size", "at least 1")),
     Row("predict-top-k-0", lambda e: [*predict(e), "--top-k", "0"], 2, ("--top-k", "at least 1")),
-    Row("predict-unknown-format", lambda e: [*predict(e)[:-2], "--format", "xml"], 2, ("unknown format",)),
+    Row("predict-unknown-format", lambda e: [*predict(e)[:-2], "--format", "xml"], 2, ("--format", "'xml' is not one of")),
     Row("predict-out-suffix-unknown", lambda e: ["predict", e.w.good, *e.ad, "--out", e.tmp / "p.txt"], 2,
         ("cannot tell the format",)),
     Row("predict-out-under-a-file (#2)", lambda e: ["predict", e.w.good, *e.ad, "--out", e.tmp / "f.txt" / "p.csv"], 2,
@@ -506,8 +506,8 @@ ROWS: list[Row] = [
         lambda e: ["sandbox", "make", e.tmp / "sb", "--task", "blood-smear", "--task-file", e.tmp / "t.json"], 2,
         ("exactly one of --task and --task-file",)),
     Row("sandbox-make-unknown-shift",
-        lambda e: ["sandbox", "make", e.tmp / "sb", "--task", "blood-smear", "--shift", "sideways"], 3,
-        ("unknown shift",)),
+        lambda e: ["sandbox", "make", e.tmp / "sb", "--task", "blood-smear", "--shift", "sideways"], 2,
+        ("--shift", "'sideways' is not one of")),
 ]
 
 

@@ -201,3 +201,34 @@ def test_version_follows_the_changelog() -> None:
     assert __version__ == expected
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.strip() == f"biomedvr {expected}"
+
+
+def test_choice_options_list_their_values_and_fit_help_groups_its_options() -> None:
+    """Values kept literal in the CLI (so --help never imports torch) match the library's, and --help shows them."""
+    from biomedvr_cli.backbones.device import DEVICE_CHOICES
+    from biomedvr_cli.cli import options
+    from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_TESTS, VR_KINDS
+    from biomedvr_cli.method.recipes import available_recipes
+    from biomedvr_cli.method.registry import registry
+    from biomedvr_cli.pipeline.evaluate import SPLIT_CHOICES
+    from biomedvr_cli.sandbox.shifts import SHIFTS
+
+    assert options.DEVICE_CHOICES == DEVICE_CHOICES and options.EVAL_SPLITS == SPLIT_CHOICES
+    assert options.SANDBOX_SHIFTS == (*SHIFTS, "default")
+    env = {"COLUMNS": "400"}
+    fit_help = CliRunner().invoke(app, ["fit", "--help"], env=env).stdout
+    for option, values in (("--vr", VR_KINDS), ("--gate", GATE_KINDS), ("--combine", COMBINE_KINDS),
+                           ("--head-test", HEAD_TESTS), ("--recipe", available_recipes()),
+                           ("--device", DEVICE_CHOICES)):
+        assert f"{option} <{'|'.join(values)}>" in fit_help, option
+    flat = re.sub(r"\s+", " ", fit_help).replace("- ", "-")  # help wraps long names at their hyphens
+    assert all(f" {name}," in flat or f" {name} " in flat for name in registry().fit_methods())  # --method's names
+    panels = [line.rstrip(":") for line in fit_help.splitlines() if line.endswith(":") and not line.startswith(" ")]
+    assert panels[-6:] == ["Data", "Method", "Training", "Backbone", "Output", "Options"]
+    assert "-k, --shots" in fit_help and "--top-k-sentences" in fit_help and "--k " not in fit_help
+    for command, option, values in ((["eval"], "--split", SPLIT_CHOICES), (["predict"], "--format", ("table", "json", "csv")),
+                                    (["sandbox", "make"], "--shift", options.SANDBOX_SHIFTS),
+                                    (["attributes", "generate"], "--provider", ("anthropic", "bedrock", "vertex"))):
+        text = CliRunner().invoke(app, [*command, "--help"], env=env).stdout
+        assert f"{option} <{'|'.join(values)}>" in text, (command, option)
+        assert f"--device <{'|'.join(DEVICE_CHOICES)}>" in text or "--device" not in text

@@ -21,6 +21,9 @@ def choice(values: Sequence[str]) -> Any:
 # The same values as backbones.device.DEVICE_CHOICES (kept literal so --help never imports torch; a test compares).
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 Device = choice(DEVICE_CHOICES)
+# Likewise pipeline.evaluate.SPLIT_CHOICES (eval --split) and sandbox.shifts.SHIFTS + "default" (sandbox make --shift).
+EVAL_SPLITS = ("auto", "test", "val", "train", "all")
+SANDBOX_SHIFTS = ("none", "stain", "blur", "noise", "all", "default")
 DeviceOption = typer.Option("auto", "--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.",
                             rich_help_panel=BACKBONE)
 

@@ -88,7 +88,7 @@ def benchmark(
     label_column: str = options.LabelColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
-    device: str = options.DeviceOption,
+    device: options.Device = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     force: bool = typer.Option(False, "--force", help="Redo stored jobs whose settings changed (instead of refusing)."),
     json_out: bool = options.JsonOption,

@@ -17,14 +17,14 @@ def evaluate(
     plots: Optional[Path] = typer.Option(
         None, "--plots", help="Folder for confusion_matrix.png and reliability.png (not the images' folder; "
                               "existing PNGs need --force)."),
-    split: str = typer.Option("auto", "--split", help="auto (the test split when the source has one, else everything), test, val, train or all."),
+    split: options.choice(options.EVAL_SPLITS) = typer.Option("auto", "--split", help="auto (the test split when the source has one, else everything), test, val, train or all."),
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
     split_column: str = csv_options.SplitColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
-    device: str = options.DeviceOption,
+    device: options.Device = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     accept_preprocessing: bool = options.AcceptPreprocessingOption,
     json_out: bool = options.JsonOption,

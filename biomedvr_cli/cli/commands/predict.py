@@ -91,7 +91,7 @@ def predict(
     paths: list[Path] = typer.Argument(..., help="Image files, folders (searched recursively) or CSV manifests."),
     adapter: Path = options.AdapterOption,
     top_k: int = typer.Option(3, "--top-k", help="How many classes to list per image."),
-    output_format: Optional[str] = typer.Option(
+    output_format: Optional[options.choice(FORMATS)] = typer.Option(
         None, "--format", help="table (stderr), json or csv (stdout or --out); default: table, or from the --out suffix."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json (one JSON document on stdout or --out)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file (never one of the inputs)."),
@@ -102,7 +102,7 @@ def predict(
     path_column: str = options.PathColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
-    device: str = options.DeviceOption,
+    device: options.Device = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     accept_preprocessing: bool = options.AcceptPreprocessingOption,
     force: bool = options.ForceOption,

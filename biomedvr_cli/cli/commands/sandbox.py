@@ -28,7 +28,7 @@ def make(
                                   help="Training images per class (--per-class is the old name)."),
     test_per_class: int = typer.Option(50, "--test-per-class", help="Test images per class."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator (same seed, same images)."),
-    shift: str = typer.Option(
+    shift: options.choice(options.SANDBOX_SHIFTS) = typer.Option(
         "none", "--shift", help="Domain shift on train and test: none, stain, blur, noise, all or default (the task's)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
