@@ -142,6 +142,24 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert capture_fit("--top-k-sentences", "4", "--max-sentences", "9").method == replace(MethodConfig(), k=4, m=9)
 
 
+def test_the_method_names_its_scorer(capture_fit) -> None:
+    assert capture_fit("--method", "ar").scorer == "class-names"
+    assert capture_fit("--method", "attrvr").scorer == capture_fit().scorer == "attributes"
+
+
+def test_ar_scores_against_class_name_templates_even_beside_an_attributes_file(tmp_path: Path,
+                                                                              tiny_backbone_spec: str) -> None:
+    from tests.conftest import write_color_attributes
+
+    images = make_color_tree(tmp_path / "beside", per_class=3, size=16)
+    write_color_attributes(images / "attributes.json")
+    out = tmp_path / "ar.safetensors"
+    args = ["fit", str(images), "--shots", "1", "--backbone", tiny_backbone_spec, "--out", str(out), "--epochs", "1"]
+    result = runner.invoke(app, [*args, "--method", "ar", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["attributes"] == "class-name templates"
+
+
 def test_method_constants_are_config_fields_not_module_globals() -> None:
     import biomedvr_cli.method.feature_head as feature_head
 

@@ -37,6 +37,7 @@ from biomedvr_cli.method.build import build_head, trained_config
 from biomedvr_cli.method.config import MethodConfig
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.recipes import DEFAULT_RECIPE, Recipe, load_recipe
+from biomedvr_cli.method.textbanks import class_name_sentences
 from biomedvr_cli.method.training import EpochReport, LabelledImages, TrainResult, train_head
 from biomedvr_cli.method.trust import calibrate
 from biomedvr_cli.pipeline.arguments import (
@@ -79,6 +80,9 @@ class FitRequest:
     recipe: str = DEFAULT_RECIPE
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     method: MethodConfig = field(default_factory=MethodConfig)
+    # "class-names": score against class-name templates and ignore any attributes file (the registry's
+    # AR methods, `fit --method ar`); "attributes": the attributes file found, else the templates.
+    scorer: str = "attributes"
     val_shots: int | None = None
     device: str = "auto"
     force: bool = False
@@ -101,6 +105,8 @@ class FitRequest:
         if self.val_shots is not None:
             self.val_shots = as_count(self.val_shots, "val_shots", 0, "pass --val-shots 4, or 0 to keep the last epoch")
         self.recipe = as_text(self.recipe, "recipe", "pass a recipe name such as \"fast\" or \"paper\"")
+        if self.scorer not in ("attributes", "class-names"):
+            raise UsageError(f"unknown scorer {self.scorer!r}", "pass scorer=\"attributes\" or \"class-names\"")
         self.device = as_text(self.device, "device", "pass \"auto\", \"cpu\", \"cuda\" or \"mps\"")
         for name in ("force", "allow_fewer"):
             setattr(self, name, as_flag(getattr(self, name), name))
@@ -219,14 +225,17 @@ def fit_adapter(
     """
     recipe = _check_request(request)
     folder = request.images if isinstance(request.images, Path) else None
-    found = find_attributes(folder, request.attributes)  # a bad attributes.json is named before the images are read
+    templates = request.scorer == "class-names"
+    # a bad attributes.json is named before the images are read
+    found = (None, "") if templates else find_attributes(folder, request.attributes)
     reserved = (reserve_output(request.out, force=request.force, inputs=[folder, request.attributes, found[0]])
                 if request.out is not None else contextlib.nullcontext())
     with reserved:
         images, classes, warnings = _open_classes(request)
         if request.out is not None:
             refuse_input_as_output(request.out, images.input_files())  # e.g. --out naming one of the images
-        attributes = resolve_attributes(folder, request.attributes, classes, notify, found=found)
+        attributes = (ResolvedAttributes(class_name_sentences(classes), "class-name templates") if templates
+                      else resolve_attributes(folder, request.attributes, classes, notify, found=found))
         backbone = obtain_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
         with preserved_rng(backbone.device):
             trained = _train(request, recipe, images, classes, attributes, backbone, progress)

@@ -119,7 +119,7 @@ def fit(
     request = FitRequest(
         images=images, shots=shots, out=out_path, attributes=attributes, backbone=backbone, seed=seed,
         recipe=recipe_name, recipe_overrides={"epochs": epochs, "lr": lr, "batch_size": batch_size},
-        method=method_config, val_shots=val_shots, device=device, force=force, allow_fewer=allow_fewer,
+        method=method_config, scorer=spec.scorer, val_shots=val_shots, device=device, force=force, allow_fewer=allow_fewer,
         allow_download=allow_download,
         columns=csv_options.csv_columns(path_column, label_column, group_column, split_column),
         decode=options.decode_options(window, max_pixels),
