@@ -98,7 +98,7 @@ def test_patience_stops_the_vr_stage_when_validation_does_not_improve() -> None:
     assert result.vr is not None
     assert result.vr.epochs_run == 10 and result.vr.stopped_early and not result.vr.kept
     assert result.vr.to_dict()["ran"] is True and result.vr.to_dict()["epochs_planned"] == 40
-    assert "stops after 2 check(s)" in result.selection_rule
+    assert "stops after 2 check(s) in a row without a higher validation accuracy" in result.selection_rule
     assert [h["epoch"] for h in result.history] == list(range(0, 11))
     without = replace(recipe, patience=None)  # with_overrides skips None values
     head = BioMedVRHead(MethodConfig(vr="full", feature_head=False), 3, 16, 16, 20.0, _banks())
@@ -145,3 +145,16 @@ def test_the_saved_head_reports_its_cross_validated_estimate() -> None:
     else:
         assert result.estimate.kind == "cross-validation" and result.estimate.images == 24
         assert result.estimate.accuracy == result.feature_head.cv_accuracy
+
+
+def test_patience_counts_accuracy_not_a_falling_nll() -> None:
+    """A validation NLL that keeps falling at the same accuracy does not keep the VR stage going."""
+    stall = training._Stall(2)
+    for accuracy, nll in ((0.5, 1.0), (0.5, 0.9), (0.5, 0.8)):
+        stall.record({"val_accuracy": accuracy, "val_nll": nll})
+    assert stall.exhausted
+    stall = training._Stall(2)
+    for accuracy in (0.5, 0.5, 0.55, 0.55):
+        stall.record({"val_accuracy": accuracy, "val_nll": 1.0})
+    assert not stall.exhausted  # the third check was higher: one check since the best
+    assert not training._Stall(None).exhausted

@@ -10,7 +10,7 @@ Plain functions that report through a callback and never print.
    :func:`feature_head.clearly_better`), and among those the best accuracy, then NLL, wins.
    A few validation images cannot otherwise tell a better epoch from a lucky one.
    With a recipe ``patience``, the stage stops once that many validation checks in a row
-   bring no better score than the best so far (the start included): VR training that is not
+   bring no higher validation accuracy than the best so far (the start included): VR training that is not
    going to be kept is not paid for in full.
 3. When a trained epoch was kept, the VR stage is run again from the start on every labelled
    image (support and validation) for the kept number of epochs, on the same schedule, so the
@@ -276,7 +276,7 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
         head.load_state_dict(selector.state, strict=False)
         rule, selected = SELECTION_BEST_VAL.format(every=recipe.eval_every), selector.epoch
         if recipe.patience is not None:
-            rule += f"; stops after {recipe.patience} check(s) in a row without a better validation score"
+            rule += f"; stops after {recipe.patience} check(s) in a row without a higher validation accuracy"
     else:
         rule, selected = SELECTION_LAST, epoch
     seconds = time.perf_counter() - start
@@ -287,15 +287,19 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
 
 
 class _Stall:
-    """Counts validation checks in a row without a better (accuracy, -NLL) than the best so far."""
+    """Counts validation checks in a row without a higher validation accuracy than the best so far.
+
+    Accuracy only: the selector keeps a trained epoch only for a clear gain in images right, so
+    a schedule whose validation NLL still falls while its accuracy stands still will not be kept
+    and is not worth its time.
+    """
 
     def __init__(self, patience: int | None) -> None:
         self.patience, self.best, self.since_best = patience, None, 0
 
     def record(self, scores: dict[str, float]) -> dict[str, float]:
-        key = (scores["val_accuracy"], -scores["val_nll"])
-        if self.best is None or key > self.best:
-            self.best, self.since_best = key, 0
+        if self.best is None or scores["val_accuracy"] > self.best:
+            self.best, self.since_best = scores["val_accuracy"], 0
         else:
             self.since_best += 1
         return scores
