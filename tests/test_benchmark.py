@@ -303,3 +303,15 @@ def test_method_signature_names_the_head_test_only_where_there_is_a_head() -> No
     assert (ours["head_test"], older["head_test"]) == ("either", "accuracy")
     assert method_signature(replace(METHODS["attrvr"], config=replace(METHODS["attrvr"].config, head_test="accuracy")),
                             Overrides()) == method_signature(METHODS["attrvr"], Overrides())
+
+
+def test_job_and_summary_json_never_hold_a_bare_nan() -> None:
+    """An undefined metric (AUROC with one class in a test split) is stored as null, never as NaN."""
+    import json
+    import math
+
+    from biomedvr_cli.benchmark.store import strict_json
+
+    text = strict_json({"metrics": {"auroc": math.nan, "accuracy": 0.5, "per_class": [math.inf, 1.0]}}, indent=1)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"metrics": {"auroc": None, "accuracy": 0.5, "per_class": [None, 1.0]}}

@@ -186,7 +186,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]], document: dict[str, Any]) -> dict[str, Path]:
     """summary.json, summary.csv, jobs.csv, summary.md and accuracy_vs_shots.png in ``out`` (atomic, replaced)."""
-    import json
+    from biomedvr_cli.benchmark.store import strict_json
 
     paths = {
         "summary_json": out / "summary.json",
@@ -195,7 +195,7 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
         "summary_md": out / "summary.md",
         "plot": out / "accuracy_vs_shots.png",
     }
-    write_text_atomic(paths["summary_json"], json.dumps(document, indent=2) + "\n", force=True)
+    write_text_atomic(paths["summary_json"], strict_json(document, indent=2), force=True)
     write_text_atomic(paths["summary_csv"], csv_text(rows), force=True)
     write_text_atomic(paths["jobs_csv"], jobs_csv_text(results), force=True)
     write_text_atomic(paths["summary_md"], markdown_text(rows), force=True)

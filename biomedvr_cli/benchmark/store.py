@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,22 @@ from biomedvr_cli.benchmark.protocol import Job
 from biomedvr_cli.errors import UsageError
 
 STORE_VERSION = 1
+
+
+def strict_json(document: Any, *, indent: int) -> str:
+    """JSON text with every non-finite number as null (an undefined metric, such as AUROC with one
+    class in the test split, is missing, and a bare NaN is not JSON)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(document), indent=indent, sort_keys=False, allow_nan=False) + "\n"
 
 
 def settings_hash(parts: dict[str, Any]) -> str:
@@ -67,7 +84,7 @@ class JobStore:
         """Write one job's result atomically (replacing an outdated one)."""
         path = self.path(job)
         payload = {"store_version": STORE_VERSION, **result}
-        write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=False) + "\n", force=True)
+        write_text_atomic(path, strict_json(payload, indent=1), force=True)
         return path
 
     def drop_if_empty(self) -> None:

@@ -119,7 +119,8 @@ def _usage_error(exc: Any) -> NoReturn:
         sys.exit(exc.exit_code)
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "biomedvr"
-    message = " ".join(exc.format_message().split())
+    # Typer words a refused Literal choice "Value error, 'x' is not one of ..."; the prefix says nothing.
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "")
     render.error(f"{message} (fix: see `{command} --help`)")
     sys.exit(exc.exit_code)
 
