@@ -107,6 +107,30 @@ def test_benchmark_pool_holds_no_test_patient(tmp_path: Path) -> None:
     assert any("PatientID" in n for n in notices) and any("also have images in the test split" in n for n in notices)
 
 
+def test_benchmark_takes_group_and_split_columns_from_the_suite_and_the_command_line(tmp_path: Path) -> None:
+    import json
+
+    from biomedvr_cli.benchmark.datasets import load_dataset
+    from biomedvr_cli.benchmark.protocol import load_suite
+    from biomedvr_cli.benchmark.request import BenchmarkOptions, build_request
+
+    manifest = _patient_manifest(tmp_path)
+    # The same manifest with its columns renamed: only the named columns can group and split it.
+    text = manifest.read_text().replace("PatientID,StudyInstanceUID,path,label,split", "who,uid,path,label,fold")
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(text)
+    suite = tmp_path / "suite.json"
+    suite.write_text(json.dumps({"datasets": [{"name": "renamed", "images": "renamed.csv", "group_column": "who",
+                                               "split_column": "fold"}]}))
+    spec = load_suite(suite).datasets[0]
+    assert (spec.group_column, spec.split_column) == ("who", "fold")
+    dataset = load_dataset(spec, notify=lambda _n: None)
+    assert dataset.test and not _groups(dataset.pool) & _groups(dataset.test) and len(dataset.pool) == 3 * 10
+    request = build_request(BenchmarkOptions(out=tmp_path / "bench", images=renamed, group_column="who",
+                                             split_column="fold"))
+    assert (request.datasets[0].group_column, request.datasets[0].split_column) == ("who", "fold")
+
+
 @pytest.fixture(scope="module")
 def patient_fits(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_spec: str) -> dict:
     """fit on the PatientID manifest without and with --group-column (adapters and stderr)."""

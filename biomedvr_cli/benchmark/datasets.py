@@ -131,7 +131,8 @@ def _record_identity(record: ImageRecord, root: Path) -> list:
 
 def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> LoadedDataset:
     assert spec.images is not None
-    columns = CsvColumns(path=spec.path_column, label=spec.label_column)
+    columns = CsvColumns(path=spec.path_column, label=spec.label_column, split=spec.split_column,
+                         group=spec.group_column)
     source = open_source(spec.images, columns=columns)
     classes = list(source.classes)
     if len(classes) < 2:

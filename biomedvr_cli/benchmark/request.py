@@ -58,6 +58,8 @@ class BenchmarkOptions:
     allow_fewer: bool = False
     path_column: str = "path"
     label_column: str = "label"
+    group_column: str | None = None
+    split_column: str = "split"
     device: str = "auto"
     allow_download: bool | None = None
     force: bool = False
@@ -88,7 +90,8 @@ def _datasets(options: BenchmarkOptions) -> tuple[list[DatasetSpec], Suite | Non
     name = options.name or (images.resolve().stem if images.suffix.lower() == ".csv" else images.resolve().name) or "images"
     check_dataset_name(name, "--name" if options.name else "the dataset name (the IMAGES folder or file name)")
     return [DatasetSpec(name=name, images=images, test=options.test, attributes=options.attributes,
-                        path_column=options.path_column, label_column=options.label_column)], None
+                        path_column=options.path_column, label_column=options.label_column,
+                        group_column=options.group_column, split_column=options.split_column)], None
 
 
 def _overrides(options: BenchmarkOptions, suite: Suite | None) -> Overrides:

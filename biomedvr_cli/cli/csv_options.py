@@ -1,6 +1,6 @@
 """CSV manifest options that decide splits (``--group-column``, ``--split-column``), declared once.
 
-Used by every command that draws or selects a split from a manifest: ``fit`` (groups and
+Used by every command that draws or selects a split from a manifest: ``fit`` and ``benchmark`` (groups and
 splits), ``eval`` (the split it scores). ``predict`` reads only the path column.
 """
 
