@@ -353,3 +353,16 @@ def test_exit_codes_are_documented() -> None:
     assert "| 143 |" in readme and "SIGTERM" in readme
     errors = commands[commands.index("## Errors, exit codes and debugging"):]
     assert "143" in errors and "SIGTERM" in errors and "disk full" in errors.lower()
+
+
+def test_attributes_out_equal_to_the_classes_file_is_refused_and_leaves_it(tmp_path: Path) -> None:
+    """`attributes --out` reserved at start like every other output: never the classes file it reads."""
+    from biomedvr_cli.cli.app import app
+
+    classes = tmp_path / "c.txt"
+    classes.write_text("alpha cell\nbeta cell\n")
+    result = runner.invoke(app, ["attributes", "--classes", str(classes), "--out", str(classes), "--force",
+                                 "--offline"])
+    assert result.exit_code == 2 and "also an input of this run" in result.stderr, result.stderr
+    assert classes.read_text() == "alpha cell\nbeta cell\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.txt"]  # no lock, no temporary file

@@ -237,7 +237,11 @@ def _is_cached(plan: GenerationPlan, folder: Path) -> bool:
 def _generate_with_progress(plan: GenerationPlan, folder: Path, opts: _GenerateOptions) -> GenerationResult:
     """Send the requests (or read the cache) behind a progress bar on a terminal."""
     progress = render.progress_bar("count", enabled=not opts.json_out)
-    with progress:
+    # Held from the start (a second run to the same file fails at once), never the classes file itself;
+    # generate() still refuses an existing, different file without --force.
+    from biomedvr_cli.atomic import reserve_output
+
+    with reserve_output(opts.out, force=True, inputs=(opts.classes,)), progress:
         classes = len(plan.class_names)
         bar = progress.add_task(f"asking {plan.settings.model} for {classes} classes", total=classes, status="")
         return generate(
