@@ -8,7 +8,7 @@ when absent) and (b) the test cells of another sandbox task (``--other-task``, e
 task in the list).
 
     OMP_NUM_THREADS=1 python experiments/trust_study.py --tasks blood-smear cervical-cytology \\
-        --seeds 0 1 2 --workdir /tmp/trust-study --out experiments/results/trust-study.json
+        --seeds 0 1 2 --workdir /tmp/trust-study --out experiments/results/trust-study.json   # task default shifts
 
 The goals (issue #18): mean coverage at 0.9 within 0.87 to 0.95 on every held-out task, mean set
 size at most 0.6 x the number of classes, outlier AUROC at least 0.95 against real images.
@@ -26,13 +26,13 @@ from pathlib import Path
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real" / "breastmnist.npz"
 
 
-def make_dataset(task: str, out: Path, *, seed: int, train: int, test: int) -> Path:
+def make_dataset(task: str, out: Path, *, seed: int, train: int, test: int, shift: str = "default") -> Path:
     """``biomedvr sandbox make`` for a built-in task name or a task file (reused when already made)."""
     if (out / "attributes.json").is_file():
         return out
     which = ["--task-file", task] if task.endswith(".json") else ["--task", task]
     subprocess.run([sys.executable, "-m", "biomedvr_cli", "sandbox", "make", str(out), *which, "--train-per-class",
-                    str(train), "--test-per-class", str(test), "--seed", str(seed), "--force"], check=True,
+                    str(train), "--test-per-class", str(test), "--seed", str(seed), "--shift", shift, "--force"], check=True,
                    stdout=subprocess.DEVNULL)
     return out
 
@@ -61,7 +61,7 @@ def run_one(task: str, other: str | None, seed: int, args: argparse.Namespace, r
 
     name = Path(task).stem if task.endswith(".json") else task
     data = make_dataset(task, args.workdir / f"{name}-s{seed}", seed=seed, train=args.train_per_class,
-                        test=args.test_per_class)
+                        test=args.test_per_class, shift=args.shift)
     adapter = args.workdir / f"{name}-s{seed}-k{args.shots}.safetensors"
     fit_adapter(FitRequest(images=data, shots=args.shots, out=adapter, attributes=data / "attributes.json",
                            backbone="sandbox", seed=seed, device=args.device, force=True))
@@ -76,7 +76,7 @@ def run_one(task: str, other: str | None, seed: int, args: argparse.Namespace, r
     if other is not None:
         other_name = Path(other).stem if other.endswith(".json") else other
         other_data = make_dataset(other, args.workdir / f"{other_name}-s{seed}", seed=seed, train=args.train_per_class,
-                                  test=args.test_per_class)
+                                  test=args.test_per_class, shift=args.shift)
         cells = evaluate_adapter(data, adapter, predictor=predictor, outliers=other_data / "test")["metrics"]
         row["other_task"], row["other_task_auroc"] = other_name, cells["outlier_auroc"]
     return row
@@ -104,6 +104,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--level", type=float, default=0.9)
+    parser.add_argument("--shift", default="default",
+                        help="shift of train and test images: the task's default (as the held-out suites), or none ...")
     parser.add_argument("--train-per-class", type=int, default=24)
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--other-task", default=None,
