@@ -34,27 +34,18 @@ def parse_schedules(text: str) -> dict[str, dict]:
     return out
 
 
-def fit_once(job, recipe) -> dict:
-    """One default fit on the job's support + validation images; test accuracy, seconds and the VR report."""
-    from biomedvr_cli.benchmark.methods import METHODS, _CachedTexts
-    from biomedvr_cli.method.build import build_head
-    from biomedvr_cli.method.training import predict_logits, train_head
+def fit_once(job, schedule: dict) -> dict:
+    """The benchmark's own `biomedvr` job under a VR schedule: test accuracy, seconds, VR epochs run and kept."""
+    from biomedvr_cli.benchmark.methods import Overrides, run_method
 
-    spec = METHODS["biomedvr"]
-    train_x, train_y = job.pixels("train")
-    val_x, val_y = job.pixels("val")
-    test_x, test_y = job.pixels("test")
-    start = time.perf_counter()
-    head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, job.sets(spec), spec.config,
-                         seed=job.seed)
-    result = train_head(head, job.backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
-                        seed=job.seed, device=job.backbone.device, shots=job.shots)
-    seconds = time.perf_counter() - start
-    logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
-    vr = result.vr.to_dict() if result.vr is not None else {}
-    curve = [round(h["val_accuracy"], 3) for h in result.history if "val_accuracy" in h]
-    return {"accuracy": float((logits.argmax(1) == test_y).float().mean()), "seconds": seconds,
-            "epochs_run": vr.get("epochs_run", 0), "kept": bool(vr.get("kept", False)), "val_curve": curve}
+    class ScheduleOverrides(Overrides):
+        def recipe(self, name: str):
+            return replace(super().recipe(name), **schedule)
+
+    out = run_method("biomedvr", replace(job, overrides=ScheduleOverrides()))
+    vr = out.vr or {}
+    return {"accuracy": float((out.logits.argmax(1) == out.labels).float().mean()), "seconds": out.fit_seconds,
+            "epochs_run": vr.get("epochs_run", 0), "kept": bool(vr.get("kept", False))}
 
 
 def main() -> None:
@@ -65,7 +56,6 @@ def main() -> None:
     from biomedvr_cli.benchmark.methods import JobInputs, Overrides
     from biomedvr_cli.benchmark.protocol import load_suite
     from biomedvr_cli.data import sample_few_shot
-    from biomedvr_cli.method.recipes import load_recipe
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path("experiments/tuning-suite.json"))
@@ -76,7 +66,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     schedules = parse_schedules(args.schedules)
-    base = load_recipe("fast")
     suite = load_suite(args.suite)
     backbone = load_backbone("sandbox", device="cpu")
     print("| dataset | K | schedule | accuracy | fit s | VR epochs run | VR kept |")
@@ -89,7 +78,7 @@ def main() -> None:
                 split = sample_few_shot(data.pool, data.classes, shots, seed=seed, val_shots=None)
                 job = JobInputs(data, backbone, split.train, split.val, shots, seed, Overrides())
                 for name, overrides in schedules.items():  # interleaved, so load changes hit every schedule
-                    row = fit_once(job, replace(base, **overrides))
+                    row = fit_once(job, overrides)
                     runs[name].append(row)
                     if args.jsonl is not None:
                         with args.jsonl.open("a", encoding="utf-8") as fh:

@@ -163,6 +163,7 @@ class MethodOutput:
     selected_epoch: int | None = None
     val_accuracy: float | None = None
     fitted_images: int = 0  # labelled images the final model was fitted (or selected) on: support + validation
+    vr: dict[str, Any] | None = None  # VR methods: what the VR stage did (VRReport.to_dict)
 
 
 def _all_labelled(job: JobInputs, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +278,7 @@ def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     if spec.recipe == PUBLISHED_RECIPE:
         rule = "full schedule on support + validation, last epoch (as published)"
     return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy,
-                        fitted_images=len(train_y) + len(val_y))
+                        fitted_images=len(train_y) + len(val_y), vr=result.vr.to_dict() if result.vr else None)
 
 
 RUNNERS: dict[str, Callable[[MethodSpec, JobInputs], MethodOutput]] = {
