@@ -73,6 +73,21 @@ def test_every_trained_method_ends_fitted_on_support_and_validation(all_methods_
     assert "labelled images" in doc["benchmark"]["selection"]
 
 
+def test_published_vr_methods_record_their_untrained_start(all_methods_run) -> None:
+    """start_accuracy: the test accuracy before training, for the methods run as published (sandbox property b)."""
+    out, doc = all_methods_run
+    for job in doc["jobs"]:
+        if METHODS[job["method"]].recipe == "paper":
+            hits = job["start_accuracy"] * job["test_images"]
+            assert 0.0 <= job["start_accuracy"] <= 1.0 and hits == pytest.approx(round(hits)), job["method"]
+        else:
+            assert job["start_accuracy"] is None, job["method"]
+    header, *rows = (out / "jobs.csv").read_text().splitlines()
+    assert header.endswith(",start_accuracy")
+    by_method = {r.split(",")[1]: r.split(",")[-1] for r in rows}
+    assert by_method["ar"] != "" and by_method["linear-probe"] == ""
+
+
 def test_the_probe_refits_on_every_labelled_image(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from sklearn.linear_model import LogisticRegression

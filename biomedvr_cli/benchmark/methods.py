@@ -164,6 +164,9 @@ class MethodOutput:
     val_accuracy: float | None = None
     fitted_images: int = 0  # labelled images the final model was fitted (or selected) on: support + validation
     vr: dict[str, Any] | None = None  # VR methods: what the VR stage did (VRReport.to_dict)
+    # As-published VR methods: test accuracy of the untrained start (the padding view at zero), so a
+    # report can say whether training moved the method above where it began (sandbox property b).
+    start_accuracy: float | None = None
 
 
 def _all_labelled(job: JobInputs, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,6 +273,11 @@ def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     start = time.perf_counter()
     head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, job.sets(spec), spec.config,
                          seed=job.seed)
+    start_accuracy = None
+    if spec.recipe == PUBLISHED_RECIPE:  # one extra test pass, small beside the 400-epoch schedule
+        start_logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
+        start_accuracy = float((start_logits.argmax(dim=1) == test_y).float().mean())
+        start = time.perf_counter()  # the start's test pass is evaluation, not fitting
     result = train_head(head, job.backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
                         seed=job.seed, device=job.backbone.device, shots=job.shots)
     seconds = time.perf_counter() - start
@@ -278,7 +286,8 @@ def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     if spec.recipe == PUBLISHED_RECIPE:
         rule = "full schedule on support + validation, last epoch (as published)"
     return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy,
-                        fitted_images=len(train_y) + len(val_y), vr=result.vr.to_dict() if result.vr else None)
+                        fitted_images=len(train_y) + len(val_y), vr=result.vr.to_dict() if result.vr else None,
+                        start_accuracy=start_accuracy)
 
 
 RUNNERS: dict[str, Callable[[MethodSpec, JobInputs], MethodOutput]] = {

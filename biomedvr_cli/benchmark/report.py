@@ -110,14 +110,15 @@ def jobs_csv_text(results: list[dict[str, Any]]) -> str:
     writer = csv.writer(buffer)
     metrics = HEADLINE + EXTRA
     writer.writerow(["dataset", "method", "shots", "seed", *metrics, "fit_seconds", "selected_epoch", "val_accuracy",
-                     "train_images", "val_images", "test_images"])
+                     "train_images", "val_images", "test_images", "start_accuracy"])
     for r in results:
         m = r["metrics"]
         writer.writerow([r["dataset"], r["method"], r["shots"], r["seed"],
                          *["" if m.get(k) is None else f"{m[k]:.6f}" for k in metrics], f"{r['fit_seconds']:.3f}",
                          "" if r.get("selected_epoch") is None else r["selected_epoch"],
                          "" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.6f}",
-                         r["train_images"], r["val_images"], r["test_images"]])
+                         r["train_images"], r["val_images"], r["test_images"],
+                         "" if r.get("start_accuracy") is None else f"{r['start_accuracy']:.6f}"])
     return buffer.getvalue()
 
 
