@@ -1,19 +1,40 @@
 """Atomic file writes: a temp file in the target's folder, then a rename.
 
-A crash or Ctrl-C mid-write leaves the previous file (or nothing) in place, never a
-half-written one. Refusing to overwrite without ``force`` lives here so that every
-writer behaves the same.
+A crash, Ctrl-C or SIGTERM mid-write leaves the previous file (or nothing) in place, never a
+half-written one. Refusing to overwrite without ``force``, refusing an output that is one of
+the run's inputs, and reserving an output for a whole run (a lock beside it) live here so
+that every writer behaves the same.
+
+Exit codes: an output found unusable before any work (exists, a file where a folder should
+be, no permission, an input of the run) is a usage error (2); the operating system failing
+while the output is written (disk full, quota, I/O error) exits 3, as every OS error does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import socket
 import tempfile
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from biomedvr_cli.errors import InvalidInputError, OutputExistsError, OutputNotWritableError
+from biomedvr_cli.errors import (
+    InvalidInputError,
+    OutputExistsError,
+    OutputNotWritableError,
+    OutputWriteError,
+    UsageError,
+)
+
+try:
+    import fcntl
+except ImportError:  # Windows: a lock is then only its file's existence, and is never taken over
+    fcntl = None  # type: ignore[assignment]
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
 
 def check_writable(path: Path, *, force: bool) -> None:
@@ -46,10 +67,67 @@ def check_folder_writable(path: Path) -> None:
 
 
 def not_writable(path: Path, exc: OSError) -> OutputNotWritableError:
-    """The one-line error for an output that cannot be written (read-only, not a folder, disk full)."""
+    """The one-line error (exit 2) for an output found unusable before any work (read-only, not a folder)."""
     reason = exc.strerror or type(exc).__name__
     return OutputNotWritableError(f"cannot write {path.name} ({reason})",
                                   "choose an output path in a folder you can write to, with free space")
+
+
+def write_failed(path: Path, exc: OSError) -> OutputWriteError:
+    """The one-line error (exit 3) for an OS failure while ``path`` was written; nothing of it is left."""
+    reason = exc.strerror or type(exc).__name__
+    hint = ("free some disk space (or quota), or choose an output path on another disk"
+            if exc.errno in _DISK_FULL else "check the disk and the folder, or choose another output path")
+    return OutputWriteError(f"cannot write {Path(path).name} ({reason}); nothing was written", hint)
+
+
+def _file_id(path: Path | str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # missing, unreadable, or a name the OS cannot take
+        return None
+    return st.st_dev, st.st_ino
+
+
+def refuse_input_as_output(output: Path, inputs: Iterable[Path | None], *, option: str = "--out") -> None:
+    """Refuse (exit 2, even with --force) an ``output`` that is the same file as one of ``inputs``.
+
+    Writing it would destroy that input. Files are compared, not spellings: a symlink, a hard
+    link or another path to the same file counts. An output that does not exist yet is no input.
+    """
+    target = _file_id(output)
+    if target is None:
+        return
+    for given in inputs:
+        if given is not None and _file_id(given) == target:
+            same = "" if Path(given).name == Path(output).name else f" (the input {Path(given).name})"
+            raise UsageError(f"{option} {Path(output).name} is also an input of this run{same}; writing it would "
+                             "destroy that input, so it is refused even with --force",
+                             f"choose another {option} path")
+
+
+def refuse_folder_with_inputs(folder: Path, roots: Iterable[Path], files: Iterable[Path], *, option: str) -> None:
+    """Refuse (exit 2) an output ``folder`` that is an input folder, lies inside one, or holds input files.
+
+    Files written there would mix with the data (and be read as images by the next run).
+    ``roots`` are the input folders given, ``files`` the input files found in them.
+    """
+    where = Path(folder).resolve()
+    for root in roots:
+        if Path(root).is_dir() and where.is_relative_to(Path(root).resolve()):
+            raise UsageError(f"{option} folder {where.name} is inside the input folder {Path(root).name}; its files "
+                             "would be mixed with your images", f"choose a {option} folder outside the images")
+    wanted = _file_id(where)
+    if wanted is None:
+        return
+    parents: dict[str, tuple[int, int] | None] = {}
+    for path in files:
+        parent = os.path.dirname(os.path.abspath(path))
+        if parent not in parents:
+            parents[parent] = _file_id(parent)
+        if parents[parent] == wanted:
+            raise UsageError(f"{option} folder {where.name} holds input images ({Path(path).name}); its files would be "
+                             "mixed with them", f"choose a {option} folder that holds none of the inputs")
 
 
 def _missing_parents(folder: Path) -> list[Path]:
@@ -61,33 +139,118 @@ def _missing_parents(folder: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def reserve_output(path: Path, *, force: bool) -> Iterator[None]:
+def reserve_output(path: Path, *, force: bool, inputs: Iterable[Path | None] = (),
+                   option: str = "--out") -> Iterator[None]:
     """Before long work: check ``path`` can be written and hold it against a second run.
 
-    Creates missing parent folders and a ``.NAME.lock`` beside ``path`` (exclusively, so a
-    second run writing the same file fails at once instead of after its training). On the
-    way out the lock goes, and so do folders this call created if nothing was written.
+    Refuses a ``path`` that is one of ``inputs`` (see :func:`refuse_input_as_output`), then
+    creates missing parent folders and a ``.NAME.lock`` beside ``path`` (exclusively, so a
+    second run writing the same file fails at once instead of after its work). A lock whose
+    run has ended (killed, machine restarted) is taken over with a warning. On the way out
+    the lock goes, and so do folders this call created if nothing was written.
     """
     path = Path(path)
+    refuse_input_as_output(path, inputs, option=option)
     check_writable(path, force=force)
     created = _missing_parents(path.parent)
     lock = path.parent / f".{path.name}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    except FileExistsError:
-        raise OutputExistsError(path.name, busy=True) from None
+        fd = _acquire_lock(lock, path.name, option)
     except OSError as exc:
         _remove_folders(created)
         raise not_writable(path, exc) from None
-    os.close(fd)
+    except BaseException:
+        _remove_folders(created)
+        raise
     try:
         yield
     finally:
-        with contextlib.suppress(OSError):
-            lock.unlink()
+        _release_lock(lock, fd)
         if not path.exists():
             _remove_folders(created)
+
+
+def _lock_owner_text() -> bytes:
+    return f"{os.getpid()} {socket.gethostname()}\n".encode("utf-8", "replace")
+
+
+def _acquire_lock(lock: Path, name: str, option: str) -> int:
+    """Create ``lock`` exclusively (or take over a dead run's) and hold it; its open descriptor.
+
+    Held means an ``flock`` on the file: the kernel drops it when the process ends, however it
+    ends, which is how a lock left behind is told from one in use.
+    """
+    for _ in range(8):  # the file may vanish between two attempts (its run releasing it)
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        except FileExistsError:
+            taken = _take_over(lock, name, option)
+            if taken is None:
+                continue
+            return taken
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # blocks only while another run looks at this new file, briefly
+            os.write(fd, _lock_owner_text())
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                lock.unlink()
+            raise
+        return fd
+    raise OutputExistsError(name, busy=True, option=option)
+
+
+def _take_over(lock: Path, name: str, option: str) -> int | None:
+    """The descriptor of ``lock`` when the run that made it has ended; None to try again; else busy."""
+    busy = OutputExistsError(name, busy=True, option=option)
+    if fcntl is None:
+        raise busy
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        if _file_id(lock) != (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            os.close(fd)  # released and replaced meanwhile: start again
+            return None
+        owner = os.read(fd, 512).decode("utf-8", "replace").split()
+        # No owner recorded: a lock of an older biomedvr, or a new one not yet written. Left alone.
+        if len(owner) != 2 or not owner[0].isdigit() or owner[1] != socket.gethostname() or _alive(int(owner[0])):
+            raise busy
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _lock_owner_text(), 0)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    warnings.warn(f"took over .{name}.lock, left behind by a biomedvr run (process {owner[0]}) that has ended",
+                  stacklevel=2)
+    return fd
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except (ProcessLookupError, OverflowError):  # no such process (or no such process id at all)
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _release_lock(lock: Path, fd: int) -> None:
+    # Unlinked while still held, and only if it is still ours (not deleted and remade by hand meanwhile).
+    with contextlib.suppress(OSError):
+        if _file_id(lock) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            lock.unlink()
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 def _remove_folders(folders: list[Path]) -> None:
@@ -109,7 +272,7 @@ def atomic_path(path: Path, *, force: bool) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise not_writable(path, exc) from None
+        raise write_failed(path, exc) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -123,7 +286,7 @@ def atomic_path(path: Path, *, force: bool) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         if isinstance(exc, OSError):  # disk full, quota, the folder made read-only meanwhile
-            raise not_writable(path, exc) from None
+            raise write_failed(path, exc) from None
         raise
 
 

@@ -13,6 +13,7 @@ EXIT_INVALID_INPUT = 3
 EXIT_BACKBONE_OR_ADAPTER = 4
 EXIT_PROVIDER = 5
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process that SIGTERM ended
 
 
 class BiomedVRError(Exception):
@@ -67,18 +68,33 @@ class OutputExistsError(BiomedVRError):
 
     exit_code = EXIT_USAGE
 
-    def __init__(self, path_name: str, *, busy: bool = False) -> None:
+    def __init__(self, path_name: str, *, busy: bool = False, option: str = "--out") -> None:
+        # ``option`` names what the user gave the path with (--out, DIR, --workdir), so the hint fits the command.
         if busy:
             super().__init__(f"another biomedvr run is writing {path_name}",
-                             f"wait for it, or choose another --out (delete .{path_name}.lock if no run is active)")
+                             f"wait for it, or choose another {option} (delete .{path_name}.lock if no run is active)")
         else:
-            super().__init__(f"{path_name} already exists", "pass --force to overwrite it, or choose another --out")
+            super().__init__(f"{path_name} already exists", f"pass --force to overwrite it, or choose another {option}")
 
 
 class OutputNotWritableError(BiomedVRError):
     """An output cannot be written: read-only folder, a file where a folder should be, disk full."""
 
     exit_code = EXIT_USAGE
+
+
+class OutputWriteError(OutputNotWritableError):
+    """The operating system failed while an output was being written (disk full, quota, I/O error).
+
+    Exit 3, as every other operating-system error: the output path itself was fine when the run
+    started (that check is the usage error above); nothing partial is left.
+    """
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) exactly as Ctrl-C does."""
 
 
 class TrainingError(BiomedVRError):

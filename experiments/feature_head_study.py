@@ -34,22 +34,15 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--z", type=float, default=None, help="override feature_head.CLEAR_Z")
+    parser.add_argument("--z", type=float, default=None, help="override MethodConfig.clear_z")
     parser.add_argument("--test", default="either", choices=("either", "accuracy"),
                         help="how a head must beat the sentence scores (fit_feature_head's test)")
     parser.add_argument("--likelihood-min", type=int, default=None,
-                        help="override feature_head.LIKELIHOOD_MIN_PER_CLASS (images a class for the log-loss check)")
+                        help="override MethodConfig.head_likelihood_min (images a class for the log-loss check)")
     parser.add_argument("--noise-draws", type=int, default=0,
                         help="instead of the suite: how often a head is chosen on pure-noise features")
     args = parser.parse_args()
-    if args.z is not None:
-        import biomedvr_cli.method.feature_head as feature_head
-
-        feature_head.CLEAR_Z = args.z
-    if args.likelihood_min is not None:
-        import biomedvr_cli.method.feature_head as feature_head
-
-        feature_head.LIKELIHOOD_MIN_PER_CLASS = args.likelihood_min
+    args.config = head_config(args)
     if args.noise_draws:
         noise_check(args)
         return
@@ -73,13 +66,23 @@ def main() -> None:
                 job = JobInputs(data, backbone, split.train, split.val, shots, seed, Overrides())
                 probe = run_method("linear-probe", job)
                 rows["probe"].append(float((probe.logits.argmax(1) == probe.labels).float().mean()))
-                fit = fit_feature_head(z_train, xs, ys, len(data.classes), max_folds=args.folds, seed=seed,
-                                       test=args.test)
+                fit = fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=args.config)
                 logits = fit.scale * z_test + tx @ fit.weight.t() + fit.bias
                 rows["head"].append(float((logits.argmax(1) == ty).float().mean()))
                 chosen.append("inf" if math.isinf(fit.penalty) else f"{fit.penalty:g}")
             cells = [f"{100 * statistics.mean(v):.1f}" for v in rows.values()]
             print(f"| {spec.name} | {shots} | " + " | ".join(cells) + f" | {', '.join(chosen)} |", flush=True)
+
+
+def head_config(args: argparse.Namespace):
+    """The method config with this study's head settings (the defaults unless an option overrides one)."""
+    from dataclasses import replace
+
+    from biomedvr_cli.method.config import MethodConfig
+
+    overrides = {"clear_z": args.z, "head_likelihood_min": args.likelihood_min}
+    return replace(MethodConfig(head_folds=args.folds, head_test=args.test),
+                   **{k: v for k, v in overrides.items() if v is not None})
 
 
 def noise_check(args: argparse.Namespace) -> None:
@@ -108,8 +111,7 @@ def noise_check(args: argparse.Namespace) -> None:
             for draw in range(args.noise_draws):
                 gen = torch.Generator().manual_seed(1000 * classes + 10 * per_class + draw)
                 offsets, features, labels = draw_task(gen, classes, classes * per_class)
-                fit = fit_feature_head(offsets, features, labels, classes, max_folds=args.folds, seed=draw,
-                                       test=args.test)
+                fit = fit_feature_head(offsets, features, labels, classes, seed=draw, config=args.config)
                 if not math.isinf(fit.penalty):
                     t_offsets, t_features, t_labels = draw_task(gen, classes, 2000)
                     head = fit.scale * t_offsets + t_features @ fit.weight.t() + fit.bias

@@ -7,7 +7,9 @@
     patterns, SGD step; exactly ``fit``'s step) against the bare frozen encoder forward +
     input-gradient backward for the same views: the head's overhead;
 (b) predict throughput (``predict_logits``: two views, k-nearest scoring, gate) against
-    the bare ``encode_image`` of the same views, and of one view;
+    the bare ``encode_image`` of the same views, and of one view; and the one-pass predict of
+    a head whose views are plain (untrained) against the same head encoding both views (the
+    "vs bare" column of that row is its time relative to the two-pass predict);
 (c) images/s of a random-init open_clip ViT-B/16 (224 px) on this CPU: forward, and a
     BioMedVR fit step, at a small batch to keep it short.
 The sandbox backbone uses its shipped weights when present, else its architecture with
@@ -60,8 +62,14 @@ def measure(backbone, label: str, batch: int, steps: int, warmup: int, rows: lis
                       device, warmup=warmup, calls=steps)
     views = torch.cat([images01, images01])
     bare = time_calls(bare_backward_step(backbone, views, False), device, warmup=warmup, calls=steps)
-    predict = time_calls(lambda: predict_logits(head, backbone.encode_images, images_u8, batch_size=batch, device=device),
-                         device, warmup=warmup, calls=steps)
+    def predict_call():
+        return predict_logits(head, backbone.encode_images, images_u8, batch_size=batch, device=device)
+
+    # The head's views are untrained (plain): since 0.3 a prediction encodes each image once.
+    predict_one = time_calls(predict_call, device, warmup=warmup, calls=steps)
+    head.plain_views = lambda: False  # the same head as before 0.3: both views encoded
+    predict = time_calls(predict_call, device, warmup=warmup, calls=steps)
+    del head.plain_views
 
     def encode(x):
         def run() -> None:
@@ -74,6 +82,7 @@ def measure(backbone, label: str, batch: int, steps: int, warmup: int, rows: lis
     for what, t, ref in (("fit step: BioMedVR head (2 views)", step, bare),
                          ("fit step floor: bare fwd + input-grad bwd, 2 views", bare, None),
                          ("predict: BioMedVR head (2 views)", predict, encode2),
+                         ("predict: plain views, one encoder pass", predict_one, predict),
                          ("bare encode_image, same 2 views", encode2, None),
                          ("bare encode_image, 1 view", encode1, None)):
         rows.append({"backbone": label, "measurement": what, "batch": batch, "ms_per_batch": round(1000 * t.seconds_per_call, 1),

@@ -108,8 +108,11 @@ def write_hf_repo(hub: Path, repo_id: str, files: dict[str, bytes]) -> Path:
     """Lay ``files`` out as the Hugging Face cache does after ``hf download``: blobs, a snapshot of symlinks, refs/main."""
     import hashlib
 
+    from biomedvr_cli.backbones.presets import pinned_revision
+
     base = hub / ("models--" + repo_id.replace("/", "--"))
-    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    # A repo a preset pins is laid out at that commit, as `hf download REPO --revision COMMIT` leaves it.
+    commit = pinned_revision(repo_id) or hashlib.sha1(repo_id.encode()).hexdigest()
     snapshot = base / "snapshots" / commit
     (base / "blobs").mkdir(parents=True, exist_ok=True)
     snapshot.mkdir(parents=True, exist_ok=True)

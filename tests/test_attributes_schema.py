@@ -218,11 +218,12 @@ def test_privacy_guard_allows_ordinary_names(text: str) -> None:
     assert find_identifier(text) is None
 
 
-def test_check_outgoing_names_entry_and_masks_identifier() -> None:
+def test_check_outgoing_names_entry_and_never_quotes_it() -> None:
     with pytest.raises(InvalidInputError) as info:
         check_outgoing(["benign", "patient 1234567"], "")
     message = info.value.one_line()
-    assert "class 2 of 2" in message and "<digits>" in message and "1234567" not in message
+    assert "class 2 of 2" in message and "six or more digits" in message
+    assert "1234567" not in message and "patient" not in message.split(";")[0]
     with pytest.raises(InvalidInputError, match="--task"):
         check_outgoing(["a", "b"], "ultrasound for jane@x.org")
     with pytest.raises(InvalidInputError, match="characters long"):
@@ -286,14 +287,19 @@ def test_cache_dir_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
         assert cache_mod.default_cache_dir() == tmp_path / "xdg" / "biomedvr" / "attributes"
 
 
-def test_cache_entry_roundtrip_and_corrupt_entry_is_a_miss(tmp_path: Path) -> None:
+def test_cache_entry_roundtrip_and_corrupt_entry_is_reported(tmp_path: Path) -> None:
     attrs = validate_attributes(doc())
+    assert cache_mod.read_entry(tmp_path, "k", ["malignant", "benign"]) is None  # no entry: a miss
     cache_mod.write_entry(tmp_path, "k", attrs)
     hit = cache_mod.read_entry(tmp_path, "k", ["malignant", "benign"])
     assert hit is not None and hit.class_names == ["malignant", "benign"]
-    assert cache_mod.read_entry(tmp_path, "k", ["benign", "other"]) is None
+    # The key covers the class names: other classes under the same key mean an edited entry.
+    with pytest.raises(cache_mod.CorruptEntryError, match="not the ones asked for"):
+        cache_mod.read_entry(tmp_path, "k", ["benign", "other"])
     cache_mod.entry_path(tmp_path, "k").write_text("{broken", encoding="utf-8")
-    assert cache_mod.read_entry(tmp_path, "k", ["benign", "malignant"]) is None
+    with pytest.raises(cache_mod.CorruptEntryError, match="corrupt .*not valid JSON") as info:
+        cache_mod.read_entry(tmp_path, "k", ["benign", "malignant"])
+    assert "--refresh" in info.value.hint and "attributes-k.json" in info.value.hint
     text = json.dumps(attrs.to_dict())
     assert str(tmp_path) not in text
 

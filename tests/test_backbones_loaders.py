@@ -185,7 +185,10 @@ def test_offline_never_touches_the_network(empty_hf_home: Path, monkeypatch: pyt
     _online(monkeypatch)
     with pytest.raises(BackboneUnavailableError, match="--offline was given") as info:
         load_backbone("biomedclip", allow_download=False)
-    assert f"hf download {BIOMEDCLIP_REPO} && hf download {BIOMEDBERT_REPO}" in info.value.hint
+    from biomedvr_cli.backbones.presets import pinned_revision
+
+    assert (f"hf download {BIOMEDCLIP_REPO} --revision {pinned_revision(BIOMEDCLIP_REPO)} && "
+            f"hf download {BIOMEDBERT_REPO} --revision {pinned_revision(BIOMEDBERT_REPO)}") in info.value.hint
     monkeypatch.setenv("BIOMEDVR_ALLOW_DOWNLOAD", "0")
     with pytest.raises(BackboneUnavailableError, match="BIOMEDVR_ALLOW_DOWNLOAD=0"):
         load_backbone("clip-vit-b16")

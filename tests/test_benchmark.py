@@ -60,6 +60,64 @@ def test_every_method_runs_and_reports(all_methods_run) -> None:
     assert str(tree) not in raw  # reports carry names, not paths
 
 
+def test_every_trained_method_ends_fitted_on_support_and_validation(all_methods_run) -> None:
+    """Equal labels (issue 17): no method is compared on fewer labelled images than another."""
+    _, doc = all_methods_run
+    for job in doc["jobs"]:
+        expected = 0 if METHODS[job["method"]].shot_free else job["train_images"] + job["val_images"]
+        assert job["fitted_images"] == expected, job["method"]
+    jobs = {j["method"]: j for j in doc["jobs"]}
+    assert "refitted on support + validation" in jobs["linear-probe"]["selection"]
+    for published in ("coop", "ar", "attrvr", "biomedvr-paper"):
+        assert "support + validation, last epoch (as published)" in jobs[published]["selection"], published
+    assert "labelled images" in doc["benchmark"]["selection"]
+
+
+def test_published_vr_methods_record_their_untrained_start(all_methods_run) -> None:
+    """start_accuracy: the test accuracy before training, for the methods run as published (sandbox property b)."""
+    out, doc = all_methods_run
+    for job in doc["jobs"]:
+        if METHODS[job["method"]].recipe == "paper":
+            hits = job["start_accuracy"] * job["test_images"]
+            assert 0.0 <= job["start_accuracy"] <= 1.0 and hits == pytest.approx(round(hits)), job["method"]
+        else:
+            assert job["start_accuracy"] is None, job["method"]
+    header, *rows = (out / "jobs.csv").read_text().splitlines()
+    assert header.endswith(",start_accuracy")
+    by_method = {r.split(",")[1]: r.split(",")[-1] for r in rows}
+    assert by_method["ar"] != "" and by_method["linear-probe"] == ""
+
+
+def test_the_probe_refits_on_every_labelled_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from biomedvr_cli.benchmark import methods
+
+    sizes: list[int] = []
+    real_fit = LogisticRegression.fit
+
+    def spy(self, x, y, *args, **kwargs):
+        sizes.append(len(y))
+        return real_fit(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", spy)
+    gen = torch.Generator().manual_seed(0)
+    feats = {"train": (torch.randn(6, 4, generator=gen), torch.tensor([0, 1, 2] * 2)),
+             "val": (torch.randn(9, 4, generator=gen), torch.tensor([0, 1, 2] * 3)),
+             "test": (torch.randn(5, 4, generator=gen), torch.tensor([0, 1, 2, 0, 1]))}
+
+    class Job:
+        dataset = type("D", (), {"classes": ["a", "b", "c"]})()
+
+        def features(self, which):
+            return feats[which]
+
+    out = methods.run_linear_probe(methods.METHODS["linear-probe"], Job())  # type: ignore[arg-type]
+    assert sizes[:-1] == [6] * len(methods.LINEAR_PROBE_C) and sizes[-1] == 15
+    assert out.fitted_images == 15 and out.logits.shape == (5, 3)
+
+
 def test_table_agrees_with_json_and_resume_skips_done_jobs(all_methods_run, tree: Path, tiny_backbone_spec: str) -> None:
     out, doc = all_methods_run
     result = runner.invoke(app, ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "all",
@@ -242,7 +300,7 @@ def test_build_request_merges_suite_and_command_line(tmp_path: Path) -> None:
     for bad, message in ((BenchmarkOptions(out=tmp_path), "either IMAGES or --suite"),
                          (BenchmarkOptions(out=tmp_path, suite=suite, name="x"), "describe one dataset"),
                          (BenchmarkOptions(out=tmp_path, suite=suite, epochs=1, epoch_scale=0.5), "both set"),
-                         (BenchmarkOptions(out=tmp_path, suite=suite, epochs=0), "at least 1")):
+                         (BenchmarkOptions(out=tmp_path, suite=suite, epochs=0), "--epochs is 0; it must be from 1")):
         with pytest.raises(UsageError, match=message):
             build_request(bad)
 
@@ -260,3 +318,15 @@ def test_method_signature_names_the_head_test_only_where_there_is_a_head() -> No
     assert (ours["head_test"], older["head_test"]) == ("either", "accuracy")
     assert method_signature(replace(METHODS["attrvr"], config=replace(METHODS["attrvr"].config, head_test="accuracy")),
                             Overrides()) == method_signature(METHODS["attrvr"], Overrides())
+
+
+def test_job_and_summary_json_never_hold_a_bare_nan() -> None:
+    """An undefined metric (AUROC with one class in a test split) is stored as null, never as NaN."""
+    import json
+    import math
+
+    from biomedvr_cli.benchmark.store import strict_json
+
+    text = strict_json({"metrics": {"auroc": math.nan, "accuracy": 0.5, "per_class": [math.inf, 1.0]}}, indent=1)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"metrics": {"auroc": None, "accuracy": 0.5, "per_class": [None, 1.0]}}

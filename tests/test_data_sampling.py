@@ -92,7 +92,7 @@ def test_whole_groups_when_a_single_greedy_pass_would_fail() -> None:
 
 def test_too_few_images_names_the_class() -> None:
     records = _records({"big": 20, "tiny": 5})
-    with pytest.raises(InvalidInputError, match=r"class 'tiny' has 5 usable images") as info:
+    with pytest.raises(InvalidInputError, match=r"class 'tiny' has 5 images to draw from") as info:
         sample_few_shot(records, ["big", "tiny"], 8, seed=0)
     assert info.value.exit_code == 3 and "allow" in info.value.hint
     with pytest.raises(InvalidInputError, match=r"class 'empty' has 0"):

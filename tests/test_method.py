@@ -132,10 +132,12 @@ def test_clearly_better_is_a_paired_check() -> None:
     from biomedvr_cli.method.feature_head import clearly_better
 
     start = torch.tensor([True] * 10 + [False] * 10)
-    assert clearly_better(torch.ones(20, dtype=torch.bool), start)  # +10 net > 1.5 * sqrt(10) = 4.7
-    assert not clearly_better(start.clone(), start)  # no change
+    z = MethodConfig().clear_z
+    assert z == 1.5
+    assert clearly_better(torch.ones(20, dtype=torch.bool), start, z)  # +10 net > 1.5 * sqrt(10) = 4.7
+    assert not clearly_better(start.clone(), start, z)  # no change
     swapped = torch.tensor([False] * 4 + [True] * 6 + [True] * 8 + [False] * 2)  # gains 8, loses 4
-    assert not clearly_better(swapped, start)  # +4 net < 1.5 * sqrt(12) = 5.2
+    assert not clearly_better(swapped, start, z)  # +4 net < 1.5 * sqrt(12) = 5.2
     assert clearly_better(swapped, start, z=1.0)  # +4 net > sqrt(12) = 3.5
 
 
@@ -143,15 +145,16 @@ def test_clearly_more_likely_is_a_paired_check_on_log_loss() -> None:
     from biomedvr_cli.method.feature_head import clearly_more_likely
 
     reference = torch.tensor([1.0, 2.0, 0.5, 1.5, 1.0, 0.8, 1.2, 0.9])
+    z = MethodConfig().clear_z
     steady = reference - 0.1  # the same small gain on every image: no spread, clearly better
-    assert clearly_more_likely(steady, reference)
-    assert not clearly_more_likely(reference.clone(), reference)  # no gain
-    assert not clearly_more_likely(reference + 0.1, reference)  # a loss
+    assert clearly_more_likely(steady, reference, z)
+    assert not clearly_more_likely(reference.clone(), reference, z)  # no gain
+    assert not clearly_more_likely(reference + 0.1, reference, z)  # a loss
     # mean gain 0.1 with per-image gains of +1.1 / -0.9: standard error 1.07 / sqrt(8) = 0.38
     noisy = reference - torch.tensor([1.1, -0.9] * 4)
-    assert not clearly_more_likely(noisy, reference)
+    assert not clearly_more_likely(noisy, reference, z)
     assert clearly_more_likely(noisy, reference, z=0.2)  # 0.1 > 0.2 * 0.38
-    assert not clearly_more_likely(torch.zeros(1), torch.ones(1))  # one image has no spread to judge by
+    assert not clearly_more_likely(torch.zeros(1), torch.ones(1), z)  # one image has no spread to judge by
 
 
 def test_head_tests_differ_where_the_gain_is_in_confidence() -> None:
@@ -167,12 +170,14 @@ def test_head_tests_differ_where_the_gain_is_in_confidence() -> None:
     offsets = 0.3 * F.one_hot(labels, classes).float()
     wrong = torch.arange(labels.numel()) < 2
     offsets[wrong] = 0.3 * F.one_hot((labels[wrong] + 1) % classes, classes).float()
-    by_either = fit_feature_head(offsets, features, labels, classes, max_folds=4, seed=0, test="either")
-    by_accuracy = fit_feature_head(offsets, features, labels, classes, max_folds=4, seed=0, test="accuracy")
+    by_either = fit_feature_head(offsets, features, labels, classes, seed=0,
+                                 config=MethodConfig(head_folds=4, head_test="either"))
+    by_accuracy = fit_feature_head(offsets, features, labels, classes, seed=0,
+                                   config=MethodConfig(head_folds=4, head_test="accuracy"))
     assert not math.isinf(by_either.penalty) and by_either.cv_accuracy >= by_either.start_cv_accuracy
     assert math.isinf(by_accuracy.penalty)
     with pytest.raises(ValueError, match="unknown head test"):
-        fit_feature_head(offsets, features, labels, classes, max_folds=4, seed=0, test="vibes")
+        MethodConfig(head_folds=4, head_test="vibes")
 
 
 def test_no_negative_expert_has_no_gate() -> None:
@@ -228,15 +233,15 @@ def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
     labels = torch.arange(classes * per_class) % classes
     noise = F.normalize(torch.randn(labels.numel(), dim), dim=1)
     offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(labels.numel(), 1) < 0.6)  # a 60%-right start
-    fit = fit_feature_head(offsets, noise, labels, classes, max_folds=5, seed=0)
+    fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=MethodConfig())
     assert math.isinf(fit.penalty) and torch.count_nonzero(fit.weight) == 0 and fit.folds == 5
     prototypes = F.normalize(torch.randn(classes, dim), dim=1)
     signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
-    fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, max_folds=5, seed=0)
+    fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=MethodConfig())
     assert not math.isinf(fit.penalty) and fit.cv_accuracy > 0.9 > fit.start_cv_accuracy
     # a stronger penalty keeps the head closer to the start
-    weak, _, _ = solve(offsets, signal, labels, classes, 0.001)
-    strong, _, _ = solve(offsets, signal, labels, classes, 1.0)
+    weak, _, _ = solve(offsets, signal, labels, classes, 0.001, steps=100)
+    strong, _, _ = solve(offsets, signal, labels, classes, 1.0, steps=100)
     assert strong.norm() < weak.norm()
 
 
@@ -246,7 +251,7 @@ def test_feature_head_needs_two_images_of_some_class() -> None:
     from biomedvr_cli.method.feature_head import fit_feature_head
 
     fit = fit_feature_head(torch.zeros(3, 3), F.normalize(torch.randn(3, 8), dim=1), torch.tensor([0, 1, 2]), 3,
-                           max_folds=5, seed=0)
+                           seed=0, config=MethodConfig())
     assert math.isinf(fit.penalty) and fit.cv_accuracy is None and "not fitted" in fit.describe()
 
 

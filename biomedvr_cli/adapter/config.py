@@ -9,9 +9,12 @@ plain dict here, because the method layer (above this one) owns their meaning.
 
 from __future__ import annotations
 
+import math
+import unicodedata
 import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from biomedvr_cli.errors import AdapterError
 
@@ -30,6 +33,7 @@ class BackboneRecord:
     embed_dim: int
     model: str | None = None
     pretrained: str | None = None
+    revision: str | None = None  # the hub commit of the weights (a pinned preset's); None: shipped/local or older adapter
 
 
 @dataclass
@@ -64,7 +68,8 @@ class TrainingRecord:
     recipe: dict[str, Any]
     device: str = "cpu"
     seconds: float = 0.0
-    image_hashes: list[str] = field(default_factory=list)  # short content hashes of the fitted images, no paths
+    image_hashes: list[str] = field(default_factory=list)  # salted pixel hashes of the fitted images (data/hashing.py)
+    image_hash_salt: str = ""  # this adapter's random salt; "" in older adapters, whose hashes are of the files
 
 
 @dataclass
@@ -74,6 +79,8 @@ class SelectionRecord:
     rule: str
     epoch: int
     split: str = "validation"
+    vr: dict[str, Any] | None = None  # what the VR stage did (ran, epochs run, stopped early, kept, seconds)
+    encoder_passes: int = 2  # image-encoder passes a prediction needs: 1 when the kept views are the plain image
 
 
 @dataclass
@@ -83,6 +90,10 @@ class ValidationRecord:
     accuracy: float | None
     nll: float | None
     images: int
+    # What the figures are: "validation" (held-out images the saved model never fitted), "cross-validation"
+    # (the feature head's held-out folds over every labelled image; the saved head was refitted on all),
+    # "validation-before-refit" (the selected state before its refit on every label), "none".
+    kind: str = "validation"
 
 
 @dataclass
@@ -99,6 +110,8 @@ class AdapterConfig:
     selection: SelectionRecord
     validation: ValidationRecord
     created_with: dict[str, str] = field(default_factory=dict)
+    # Prediction-set and outlier calibration (method/trust.py owns its meaning; empty in older adapters).
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict."""
@@ -117,10 +130,13 @@ class AdapterConfig:
                 if not isinstance(values[key], dict):
                     raise AdapterError(f"{name}: config section {key!r} is not an object", "refit the adapter")
                 values[key] = _build(record, _known(record, values[key], name, key), name, key)
-        return _build(cls, values, name, "config")
+        config = _build(cls, values, name, "config")
+        check_config(config, name)
+        return config
 
 
 _Record = TypeVar("_Record")
+_TAMPERED = "the file is damaged or was edited; refit the adapter"
 
 
 def _known(record: type, data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -136,9 +152,110 @@ def _known(record: type, data: dict[str, Any], name: str, where: str) -> dict[st
 
 def _build(record: type[_Record], values: dict[str, Any], name: str, where: str) -> _Record:
     try:
-        return record(**values)
+        built = record(**values)
     except TypeError:
         missing = [f.name for f in fields(record)
                    if f.default is MISSING and f.default_factory is MISSING and f.name not in values]
-        raise AdapterError(f"{name}: config {where} lacks {missing}", "refit the adapter with this biomedvr") from None
+        section = "config" if where == "config" else f"config section {where!r}"
+        raise AdapterError(f"{name}: {section} lacks {missing}", "refit the adapter with this biomedvr") from None
+    hints = get_type_hints(record)
+    for key, value in values.items():  # sections arrive here already built, and match their type
+        path = f"config.{key}" if where == "config" else f"config.{where}.{key}"
+        wrong = _mismatch(value, hints[key], path)
+        if wrong:
+            raise AdapterError(f"{name}: {wrong}", _TAMPERED)
+    return built
+
+
+def _mismatch(value: Any, hint: Any, path: str) -> str | None:
+    """None when a JSON value fits a field's annotation (str, int, float, bool, None, X | Y, list[X],
+    dict[K, V], Any, a record); else what is wrong, naming the innermost place."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin is list and isinstance(value, list):
+        return next((w for i, v in enumerate(value) if (w := _mismatch(v, args[0], f"{path}[{i}]"))), None)
+    if origin is dict and isinstance(value, dict):
+        return next((w for k, v in value.items()
+                     if (w := _mismatch(k, args[0], f"a key of {path}") or _mismatch(v, args[1], f"{path}[{k!r}]"))), None)
+    return None if _fits(value, hint) else f"{path} is {_json_type(value)}, not {_type_name(hint)}"
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    origin = get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (Union, UnionType):
+        return any(_mismatch(value, arg, "") is None for arg in get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):  # JSON numbers: a float field takes 3, but true is not a number
+        return isinstance(value, (int, hint)) and not isinstance(value, bool)
+    if origin in (list, dict):
+        return False  # a list or dict value was handled by _mismatch
+    return isinstance(value, hint) if isinstance(hint, type) else False
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "").replace("NoneType", "null")
+
+
+def _json_type(value: Any) -> str:
+    names = {bool: "true/false", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _controls(text: str, categories: tuple[str, ...]) -> str | None:
+    """The first character of ``text`` in the given Unicode categories, as U+XXXX (never the raw character)."""
+    bad = next((ch for ch in text if unicodedata.category(ch) in categories), None)
+    return None if bad is None else f"U+{ord(bad):04X}"
+
+
+def _leaves(value: Any, where: str):
+    """Every string and number in a JSON value (keys too), with where it sits."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield f"a key of {where}", key  # checked before it is used in a path below
+            yield from _leaves(item, f"{where}.{key}")
+    else:
+        yield where, value
+
+
+def check_config(config: AdapterConfig, name: str = "adapter") -> None:
+    """Refuse what no biomedvr writes and what would mislead when shown: exit 4 naming the field.
+
+    Class names: at least one, each a non-empty string without control or format characters
+    (terminal escape sequences, bidirectional overrides), and no two that read the same (after
+    Unicode NFC normalisation). Every other string: no control characters; every number finite.
+    The backbone's ``embed_dim`` and ``image_size`` positive; the preprocessing mean and std three
+    numbers each, std above zero.
+    """
+    classes = config.classes
+    if not classes:
+        raise AdapterError(f"{name}: config lists no classes", _TAMPERED)
+    seen: dict[str, int] = {}
+    for i, cls in enumerate(classes, start=1):
+        bad = _controls(cls, ("Cc", "Cf"))
+        if bad or not cls.strip():
+            what = f"the control character {bad}" if bad else "no visible text"
+            raise AdapterError(f"{name}: class {i} of {len(classes)} has {what}", _TAMPERED)
+        key = unicodedata.normalize("NFC", cls)
+        if key in seen:
+            raise AdapterError(f"{name}: class {i} of {len(classes)} {cls!r} repeats class {seen[key]}", _TAMPERED)
+        seen[key] = i
+    for where, leaf in _leaves(config.to_dict(), "config"):
+        bad = _controls(leaf, ("Cc",)) if isinstance(leaf, str) else None
+        if bad:
+            raise AdapterError(f"{name}: {where} holds the control character {bad}", _TAMPERED)
+        if isinstance(leaf, float) and not math.isfinite(leaf):  # Python's JSON reader takes NaN; no writer does
+            raise AdapterError(f"{name}: {where} is {leaf}, not a finite number", _TAMPERED)
+    backbone, pre = config.backbone, config.preprocessing
+    for where, value in (("backbone.embed_dim", backbone.embed_dim), ("preprocessing.image_size", pre.image_size)):
+        if value < 1:
+            raise AdapterError(f"{name}: config.{where} is {value}; it must be at least 1", _TAMPERED)
+    for key, values in (("mean", pre.mean), ("std", pre.std)):
+        if len(values) != 3 or (key == "std" and min(values) <= 0):
+            raise AdapterError(f"{name}: config.preprocessing.{key} {values} is not three numbers"
+                               + (" above zero" if key == "std" else ""), _TAMPERED)
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from biomedvr_cli.adapter.config import AdapterConfig
 from biomedvr_cli.atomic import write_with_atomic
 from biomedvr_cli.attributes.privacy import check_stored_class_names
-from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputNotWritableError
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputWriteError
 
 ADAPTER_FORMAT = "biomedvr-adapter"
 FORMAT_VERSION = "1.0"
@@ -96,8 +96,8 @@ def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterCo
         try:
             save_file(cpu, str(tmp), metadata=metadata)
         except SafetensorError as exc:  # safetensors wraps I/O errors (a full disk) in its own type
-            raise OutputNotWritableError(f"cannot write {Path(path).name} ({str(exc).splitlines()[0][:120]})",
-                                         "choose an --out in a folder you can write to, with free space") from None
+            raise OutputWriteError(f"cannot write {Path(path).name} ({str(exc).splitlines()[0][:120]}); nothing was written",
+                                   "free some disk space, or choose an --out on another disk") from None
 
     write_with_atomic(Path(path), write, force=force)
 
@@ -152,4 +152,16 @@ def load_adapter(path: Path) -> Adapter:
     if bad:
         raise AdapterError(f"{path.name} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}",
                            "the file is damaged or was edited; refit the adapter")
+    _check_embedding_size(tensors, config, path.name)
     return Adapter(tensors=tensors, config=config)
+
+
+def _check_embedding_size(tensors: dict[str, torch.Tensor], config: AdapterConfig, name: str) -> None:
+    """The sentence banks and the feature head live in the backbone's embedding space: their width is embed_dim."""
+    dim = int(config.backbone.embed_dim)
+    for key, tensor in sorted(tensors.items()):
+        if key.startswith("bank_") or key == "head_weight":
+            width = int(tensor.shape[-1]) if tensor.ndim == 2 else None
+            if width != dim:
+                raise AdapterError(f"{name}: tensor {key} has shape {list(tensor.shape)}, but the config's "
+                                   f"backbone.embed_dim is {dim}", "the file is damaged or was edited; refit the adapter")

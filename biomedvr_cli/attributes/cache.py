@@ -65,21 +65,35 @@ def entry_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / f"attributes-{key}.json"
 
 
-def read_entry(cache_dir: Path, key: str, class_names: Sequence[str]) -> AttributeFile | None:
-    """The cached file for ``key`` in the order of ``class_names``, or None.
+class CorruptEntryError(InvalidInputError):
+    """A cache entry exists for the request but cannot be used (damaged, edited, or refused by validation)."""
 
-    A missing, unreadable or invalid entry, or one whose classes do not match, is a miss:
-    the cache is only ever an optimisation, and a fresh reply will overwrite it.
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"the cached attributes for these classes and options are corrupt ({reason})",
+            f"delete {path.name} from the cache folder {path.parent}, or run again with --refresh "
+            "(without --offline) to ask the LLM and replace it",
+        )
+        self.path = path
+        self.reason = reason
+
+
+def read_entry(cache_dir: Path, key: str, class_names: Sequence[str]) -> AttributeFile | None:
+    """The cached file for ``key`` in the order of ``class_names``; None when there is no entry.
+
+    An entry that cannot be read or fails validation (a damaged or edited file, or one that
+    holds an identifier) raises :class:`CorruptEntryError`, so that ``--offline`` can say so;
+    a run that may ask the LLM treats it as a miss and overwrites it.
     """
     path = entry_path(cache_dir, key)
     if not path.is_file():
         return None
     try:
         cached = load_attributes(path)
-    except InvalidInputError:
-        return None
+    except InvalidInputError as exc:
+        raise CorruptEntryError(path, exc.message.removeprefix(f"{path.name}: ")) from None
     if set(cached.classes) != set(class_names):
-        return None
+        raise CorruptEntryError(path, "its classes are not the ones asked for")
     return AttributeFile(
         task=cached.task,
         classes={name: cached.classes[name] for name in class_names},

@@ -2,7 +2,8 @@
 
 Rules (the same for both sources): UTF-8, one class per line, blank lines and lines
 starting with ``#`` ignored, surrounding spaces stripped and inner runs of spaces
-collapsed; no class may repeat, ignoring case; at least one class.
+collapsed, names read in Unicode NFC form (so "café" typed two ways is one name); no class
+may repeat, ignoring case and Unicode spelling; at least one class.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from biomedvr_cli.attributes.schema import class_name_key
 from biomedvr_cli.attributes.textfile import read_user_text
 from biomedvr_cli.errors import InvalidInputError, UsageError
 
 
 def normalise_class_name(raw: str) -> str:
-    """Strip and collapse whitespace so that "benign  tumor" and "benign tumor" are one name."""
-    return " ".join(raw.split())
+    """Strip and collapse whitespace and compose accents (NFC): "benign  tumor" = "benign tumor"."""
+    return unicodedata.normalize("NFC", " ".join(raw.split()))
 
 
 def check_class_names(names: Iterable[tuple[str, str]], source: str) -> list[str]:
@@ -35,11 +37,11 @@ def check_class_names(names: Iterable[tuple[str, str]], source: str) -> list[str
                 f"{source}: {label} contains the control character U+{ord(bad):04X}",
                 "remove it; class names are plain text",
             )
-        key = name.casefold()
+        key = class_name_key(name)
         if key in seen:
             raise InvalidInputError(
                 f"{source}: {label} {json.dumps(name, ensure_ascii=False)} duplicates {seen[key]} "
-                "(class names are compared ignoring case)",
+                "(class names are compared ignoring case and Unicode spelling)",
                 "keep each class once",
             )
         seen[key] = f"{label} {json.dumps(name, ensure_ascii=False)}"

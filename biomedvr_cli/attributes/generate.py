@@ -102,7 +102,7 @@ def plan_generation(
 
 
 def cached_result(plan: GenerationPlan, cache_dir: Path) -> AttributeFile | None:
-    """The cached attributes for ``plan``, or None."""
+    """The cached attributes for ``plan``, or None; a damaged entry raises ``cache.CorruptEntryError``."""
     return cache.read_entry(cache_dir, plan.cache_key, plan.class_names)
 
 
@@ -124,7 +124,14 @@ def generate(
     """
     if refresh and offline:
         raise UsageError("--refresh asks the LLM again and --offline forbids it", "drop one of them")
-    cached = None if refresh else cached_result(plan, cache_dir)
+    cached, corrupt = None, None
+    if not refresh:
+        try:
+            cached = cached_result(plan, cache_dir)
+        except cache.CorruptEntryError as exc:
+            if offline:  # nothing else to fall back on: say what is wrong with the entry and how to fix it
+                raise
+            corrupt = exc  # a fresh reply replaces it below
     if out is not None and out.exists() and not force:
         if out.is_dir():
             raise InvalidInputError(f"{out.name} is a folder", "give a file name for --out")
@@ -150,7 +157,7 @@ def generate(
                 plan.settings.provider, timeout=plan.settings.timeout, max_retries=plan.settings.max_retries
             )
         attrs, sent = _ask_all(plan, client, on_class_done)
-        warning = None
+        warning = f"replaced a corrupt cache entry ({corrupt.reason})" if corrupt is not None else None
         try:
             cache.write_entry(cache_dir, plan.cache_key, attrs)
         except BiomedVRError as exc:

@@ -5,6 +5,8 @@ object of ``class_name_with_underscores -> [sentence, ...]``. Underscores become
 with a class list the names are matched ignoring case and spacing and the user's
 spelling and order win. Sentences under 20 characters (which the method drops anyway)
 and repeats are dropped and counted, so a reference file imports as it would be used.
+The task text, class names and sentences pass the identifier check of ``privacy`` before
+anything is written; an error names the reference file and the place, never the text.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from typing import Any
 
 from biomedvr_cli import __version__
 from biomedvr_cli.attributes.classlist import normalise_class_name
+from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text
 from biomedvr_cli.attributes.schema import (
+    MAX_TASK_CHARS,
     MIN_SENTENCE_CHARS,
     SET_NAMES,
     AttributeFile,
@@ -60,8 +64,10 @@ def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], st
         )
     out: dict[str, list[Any]] = {}
     keys: dict[str, str] = {}
-    for raw_name, sentences in data.items():
+    for index, (raw_name, sentences) in enumerate(data.items(), start=1):
         name = normalise_class_name(raw_name.replace("_", " "))
+        check_stored_text(f"{path.name}: class {index} of {len(data)}", name, why=ATTRIBUTES_WHY,
+                          fix="rename the class to its diagnosis or finding")
         if not name:
             raise InvalidInputError(f"{path.name} has an empty class name", "fix the file")
         if _match_key(name) in keys:
@@ -76,6 +82,39 @@ def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], st
     return out, hashlib.sha256(raw).hexdigest()
 
 
+def _class_entry(name: str, sets: dict[str, dict[str, list[Any]]], by_key: dict[str, dict[str, str]],
+                 paths: dict[str, Path]) -> tuple[dict[str, list[str]], int]:
+    """One class's three sets from the reference files, and how many sentences were dropped (short or repeated)."""
+    key = _match_key(name)
+    entry: dict[str, list[str]] = {}
+    seen: set[str] = set()
+    dropped = 0
+    for set_name in SET_NAMES:
+        if key not in by_key[set_name]:
+            raise InvalidInputError(
+                f"{paths[set_name].name} has no class matching {name!r}",
+                "check the spelling in classes.txt (underscores count as spaces, case is ignored)",
+            )
+        kept: list[str] = []
+        for number, sentence in enumerate(sets[set_name][by_key[set_name][key]], start=1):
+            text = sentence.strip()
+            check_stored_text(f"{paths[set_name].name}: class {name!r} sentence {number}", text,
+                              why=ATTRIBUTES_WHY, fix="remove the patient detail from the sentence")
+            folded = " ".join(text.split()).casefold()
+            if len(text) < MIN_SENTENCE_CHARS or folded in seen:
+                dropped += 1
+                continue
+            seen.add(folded)
+            kept.append(text)
+        if not kept:
+            raise InvalidInputError(
+                f"{paths[set_name].name}: class {name!r} has no sentence of at least {MIN_SENTENCE_CHARS} characters",
+                "add sentences for it, or write that class by hand",
+            )
+        entry[set_name] = kept
+    return entry, dropped
+
+
 def import_reference(
     descriptive: Path,
     distinctive: Path,
@@ -85,6 +124,9 @@ def import_reference(
     task: str = "",
 ) -> ImportReport:
     """Build a validated :class:`AttributeFile` from the three reference files."""
+    # The same words as `attributes --task`, which refuses such text before sending it.
+    check_stored_text("the --task text", task, why=ATTRIBUTES_WHY, limit=MAX_TASK_CHARS,
+                      fix="describe the imaging task in a few plain words")
     paths = {"descriptive": Path(descriptive), "distinctive": Path(distinctive), "confusion": Path(confusion)}
     sets: dict[str, dict[str, list[Any]]] = {}
     digests: dict[str, str] = {}
@@ -104,37 +146,17 @@ def import_reference(
                 )
     else:
         wanted = list(class_names)
+    for index, name in enumerate(wanted, start=1):  # a --classes list is checked here, before any name is quoted
+        check_stored_text(f"class {index} of {len(wanted)}", name, why=ATTRIBUTES_WHY,
+                          fix="rename the class to its diagnosis or finding")
     wanted_keys = {_match_key(n) for n in wanted}
     dropped_classes = tuple(n for k, n in by_key["descriptive"].items() if k not in wanted_keys)
 
     classes: dict[str, dict[str, list[str]]] = {}
     dropped = 0
     for name in wanted:
-        key = _match_key(name)
-        entry: dict[str, list[str]] = {}
-        seen: set[str] = set()
-        for set_name in SET_NAMES:
-            if key not in by_key[set_name]:
-                raise InvalidInputError(
-                    f"{paths[set_name].name} has no class matching {name!r}",
-                    "check the spelling in classes.txt (underscores count as spaces, case is ignored)",
-                )
-            kept: list[str] = []
-            for sentence in sets[set_name][by_key[set_name][key]]:
-                text = sentence.strip()
-                folded = " ".join(text.split()).casefold()
-                if len(text) < MIN_SENTENCE_CHARS or folded in seen:
-                    dropped += 1
-                    continue
-                seen.add(folded)
-                kept.append(text)
-            if not kept:
-                raise InvalidInputError(
-                    f"{paths[set_name].name}: class {name!r} has no sentence of at least {MIN_SENTENCE_CHARS} characters",
-                    "add sentences for it, or write that class by hand",
-                )
-            entry[set_name] = kept
-        classes[name] = entry
+        classes[name], dropped_here = _class_entry(name, sets, by_key, paths)
+        dropped += dropped_here
 
     provenance = {
         "source": "import",

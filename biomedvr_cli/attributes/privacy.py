@@ -1,16 +1,23 @@
-"""The guard on everything that leaves the machine: class names and the task text.
+"""The one identifier check on every text that biomedvr sends or stores.
 
-The same rules guard the class names an adapter stores (``check_stored_class_names``):
-adapters are shared like attribute files and must hold no identifiers either.
+Sent (to the LLM): class names and the task text, nothing else (no pixels, no file names,
+no DICOM headers). Stored: the class names, task text and every sentence of an attributes
+file (``fit`` copies them into the adapter; the cache keeps them), LLM replies before they
+are written, and benchmark dataset names (they become report fields and job file names).
+All of these may be typed or pasted by people, or written by a model, and may carry a
+patient's name, record number or scan date by mistake, so all go through
+:func:`find_identifier` before they are used.
 
-Nothing else is ever sent to an LLM (no pixels, no file names, no DICOM headers). Class
-names and the task are typed by people who may paste a patient's record number, a scan
-date or a folder path by mistake, so both are checked before any request is built.
-Refused: runs of six or more digits and ID-like digit groups, date-like strings,
-e-mail addresses, URLs, file paths, control characters and over-long strings.
+Refused: runs of six or more digits and ID-like digit groups, dates (numeric, "04-Mar-2021",
+"March 4, 2021", "2021/03/04"), record labels (DOB, MRN, date of birth, patient ID, ...),
+names after a title ("Mr Smith", "Dr. Jones") or after "patient"/"name", e-mail addresses,
+URLs, file paths and names, control characters and over-long strings. The rules are chosen
+so that ordinary medical sentences pass ("ER/PR/HER2 positive", "2-3 mitoses/10 HPF",
+"1.5-2.0 cm", "Reed-Sternberg cells"); the tests hold examples of both kinds.
 
-The error names the offending entry (by position, with the suspicious part masked) so
-that the message itself does not copy the identifier into terminals or CI logs.
+An error names the offending entry by its place (class 2 of 5, ``classes["x"].confusion[2]``)
+and the kind of identifier, never the text itself: what is not recognised as an identifier
+(a bare name beside a date) must not be copied into terminals or CI logs either.
 """
 
 from __future__ import annotations
@@ -35,24 +42,47 @@ _FILE_EXT = (
     r"|csv|tsv|txt|json|xlsx?|h5|hdf5|npy|npz|pt|pth|ckpt|safetensors|zip|tar|gz|pdf"
 )
 
+_NAME_WORD = r"[A-Z][a-z'\u2019-]+"
+_DATE = "a date"
+
 # (pattern, what it looks like, mask). Order matters: the first match is reported.
 _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.I), "an e-mail address", "<e-mail>"),
     (re.compile(r"\b[a-z][a-z0-9+.-]*://\S*|\bwww\.\S+", re.I), "a URL", "<URL>"),
-    (re.compile(r"\b\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\b"), "a date", "<date>"),
-    (re.compile(r"\b\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}\b"), "a date", "<date>"),
-    (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH},?\s+\d{{2,4}}\b", re.I), "a date", "<date>"),
-    (re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), "a date", "<date>"),
-    (re.compile(rf"\b{_MONTH}\s+(?:19|20)\d{{2}}\b", re.I), "a date", "<date>"),
+    # Numeric dates use one separator throughout ("03/04/2021", "2021-03-04"), so that ranges
+    # and counts such as "2-3/10 HPF" stay allowed.
+    (re.compile(r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}\b"), _DATE, "<date>"),
+    (re.compile(r"\b\d{1,2}([-/.])\d{1,2}\1\d{2,4}\b"), _DATE, "<date>"),
+    # Dates with a month name: "04-Mar-2021", "4 March 2021", "04MAR2021", "Mar-04-2021",
+    # "2021-Mar-04", "March 4, 2021", "March 2021".
+    (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of\s+|[-/.\s]?){_MONTH}(?:[-/.,]\s*|\s+)\d{{2,4}}\b", re.I),
+     _DATE, "<date>"),
+    (re.compile(rf"\b\d{{1,2}}{_MONTH}\d{{2,4}}\b", re.I), _DATE, "<date>"),
+    (re.compile(rf"\b{_MONTH}[-/.]\d{{1,2}}[-/.]\d{{2,4}}\b", re.I), _DATE, "<date>"),
+    (re.compile(rf"\b\d{{4}}[-/.]{_MONTH}[-/.]\d{{1,2}}\b", re.I), _DATE, "<date>"),
+    (re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), _DATE, "<date>"),
+    (re.compile(rf"\b{_MONTH}\s+(?:19|20)\d{{2}}\b", re.I), _DATE, "<date>"),
     (re.compile(r"\d{6,}"), "a run of six or more digits (like a record or accession number)", "<digits>"),
     # ID-like groups (social security, phone, MRN formats) that dodge the six-digit rule.
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b"), "an ID or phone number", "<digits>"),
+    # Labels that only ever introduce a patient's record: "DOB", "MRN", "date of birth", ...
+    (re.compile(r"\b(?:d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|born\s+(?:on\s+|in\s+)?\d|mrn\b|"
+                r"medical\s+record\s+(?:number|no\b)|nhs\s+(?:number|no\b)|ssn\b|social\s+security\s+number|"
+                r"patient\s+(?:id|number)\b|(?:patient|record|accession|case)\s*(?:#|no\.|number)\s*\d)", re.I),
+     "a patient record label (such as DOB, MRN or date of birth)", "<record>"),
+    # A name after a title, or after "patient" / "name": case matters (titles and names are capitalised).
+    (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b\.?\s+{_NAME_WORD}"), "a name with a title", "<name>"),
+    (re.compile(rf"\b(?i:patient|name)\b\s*[:#-]?\s*{_NAME_WORD}\s+{_NAME_WORD}"), "a patient name", "<name>"),
     (re.compile(r"(?:^|\s)(?:~|\.{1,2})?[/\\][^\s/\\]+"), "a file path", "<path>"),
     (re.compile(r"\b[a-z]:[\\/]", re.I), "a file path", "<path>"),
     (re.compile(r"\\"), "a file path (backslash)", "<path>"),
-    (re.compile(r"[^\s/]+/[^\s/]+/[^\s/]+"), "a file path", "<path>"),
     (re.compile(rf"\S\.(?:{_FILE_EXT})\b", re.I), "a file name", "<file>"),
 )
+# Relative paths (three or more parts) count only when a part looks like a file-system name,
+# with an underscore or digits after lower-case letters ("scans/pt_01/a", "data/case12/img"):
+# prose lists alternatives with slashes ("ER/PR/HER2 positive", "round/oval/irregular").
+_RELATIVE_PATH = re.compile(r"[^\s/]+(?:/[^\s/]+){2,}")
+_FILE_SYSTEM_PART = re.compile(r"_|[a-z]{2}\d")
 
 
 def find_identifier(text: str) -> tuple[str, str] | None:
@@ -72,6 +102,9 @@ def find_identifier(text: str) -> tuple[str, str] | None:
                 while end < len(text) and not text[end].isspace():
                     end += 1
             return what, text[:start] + mask + text[end:]
+    for match in _RELATIVE_PATH.finditer(text):
+        if any(_FILE_SYSTEM_PART.search(part) for part in match.group(0).split("/")):
+            return "a file path", text[: match.start()] + "<path>" + text[match.end():]
     return None
 
 
@@ -91,6 +124,8 @@ def check_outgoing(class_names: Sequence[str], task: str) -> None:
 
 _SENT_WHY = "only class names and the task text are sent to the LLM and they must not hold patient data"
 _STORED_WHY = "class names are stored in the adapter, which must not hold patient data"
+# Attribute files are copied into adapters, caches and LLM outputs; the same words for all of them.
+ATTRIBUTES_WHY = "attribute files are stored in adapters and caches, which must not hold patient data"
 
 
 def check_stored_class_names(class_names: Sequence[str], source: str = "class") -> None:
@@ -98,7 +133,7 @@ def check_stored_class_names(class_names: Sequence[str], source: str = "class") 
 
     The same rules as :func:`check_outgoing` (adapters are shared like attribute files);
     ``source`` says where the names came from ("class folder", "label"). Raises
-    :class:`InvalidInputError` (exit 3) naming the entry with the suspicious part masked.
+    :class:`InvalidInputError` (exit 3) naming the entry by position and the kind of identifier.
     """
     total = len(class_names)
     for index, name in enumerate(class_names, start=1):
@@ -106,18 +141,25 @@ def check_stored_class_names(class_names: Sequence[str], source: str = "class") 
                    f"rename the {source} to its diagnosis or finding", why=_STORED_WHY, kept="stored")
 
 
-def _check_one(label: str, text: str, limit: int, fix: str, *, why: str = _SENT_WHY, kept: str = "sent to the LLM") -> None:
-    if len(text) > limit:
+def check_stored_text(where: str, text: str, *, why: str, fix: str, limit: int | None = None) -> None:
+    """Refuse one stored text (a sentence, a task, a dataset name) that could carry a patient identifier.
+
+    ``where`` names the place without quoting the text (``classes["x"].confusion[2]``, ``task``,
+    ``suite dataset #2 name``). Raises :class:`InvalidInputError` (exit 3) with the kind of
+    identifier; the text itself is never part of the message.
+    """
+    _check_one(where, text, limit, fix, why=why, kept="stored")
+
+
+def _check_one(label: str, text: str, limit: int | None, fix: str, *, why: str = _SENT_WHY,
+               kept: str = "sent to the LLM") -> None:
+    if limit is not None and len(text) > limit:
         raise InvalidInputError(f"{label} is {len(text)} characters long; at most {limit} may be {kept}", fix)
     found = find_identifier(text)
     if found is not None:
-        what, masked = found
-        raise InvalidInputError(f"{label} looks like it contains {what}: {_quote(masked)}; {why}", fix)
+        # Position and kind only: a name that the rules do not recognise may sit beside the match.
+        raise InvalidInputError(f"{label} looks like it contains {found[0]}; {why}", fix)
 
 
 def _mask_controls(text: str) -> str:
     return "".join("<control>" if unicodedata.category(ch) in {"Cc", "Cf"} else ch for ch in text)
-
-
-def _quote(text: str) -> str:
-    return '"' + text.replace('"', "'") + '"'

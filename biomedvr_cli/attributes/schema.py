@@ -15,18 +15,23 @@ The on-disk format (``schema_version`` 1)::
 Hand-written, imported and LLM-generated files all go through :func:`validate_attributes`,
 so ``fit`` can trust any file that loads. Every problem is reported as one
 :class:`InvalidInputError` line that names the exact place (``classes["x"].confusion[2]``).
+Class names, the task and every sentence pass the identifier check of ``privacy`` (the file
+is copied into adapters and caches), and class names are read in Unicode NFC form, so that
+"café" typed two ways is one class.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.atomic import write_text_atomic
-from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, json_depth, read_user_text
+from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text
+from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, JsonNumberError, json_depth, load_json_strictly, read_user_text
 from biomedvr_cli.errors import InvalidInputError
 
 SCHEMA_VERSION = 1
@@ -36,9 +41,12 @@ MIN_SENTENCE_CHARS = 20
 # Far above any useful sentence (text encoders truncate at 77-256 tokens); catches pasted blobs.
 MAX_SENTENCE_CHARS = 1000
 MAX_CLASS_NAME_CHARS = 200
+# The task text is a few words ("breast ultrasound"); the LLM is sent at most 300 characters of it.
+MAX_TASK_CHARS = 1000
 _TOP_LEVEL_KEYS = ("schema_version", "task", "classes", "provenance")
 
 _VALIDATE_FIX = "correct the file; `biomedvr attributes validate FILE` checks it"
+_IDENTIFIER_FIX = "remove the patient detail; sentences describe what the images show"
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,11 @@ def _fail(where: str, problem: str, fix: str = _VALIDATE_FIX) -> InvalidInputErr
     return InvalidInputError(f"{where}: {problem}" if where else problem, fix)
 
 
+def class_name_key(name: str) -> str:
+    """The form in which two class names are the same class: NFC, case-folded (``BASOPHIL`` = ``basophil``)."""
+    return unicodedata.normalize("NFC", unicodedata.normalize("NFC", name).casefold())
+
+
 def _sentence_key(sentence: str) -> str:
     # Duplicates that differ only in case or spacing score identically, so they count as one.
     return " ".join(sentence.split()).casefold()
@@ -141,6 +154,7 @@ def validate_sentences(where: str, value: Any, *, min_count: int = 1) -> tuple[s
             )
         if len(sentence) > MAX_SENTENCE_CHARS:
             raise _fail(here, f"is {len(sentence)} characters long; at most {MAX_SENTENCE_CHARS} are allowed")
+        check_stored_text(here, sentence, why=ATTRIBUTES_WHY, fix=_IDENTIFIER_FIX)
         key = _sentence_key(sentence)
         if key in seen:
             raise _fail(here, f"repeats {where}[{seen[key]}]")
@@ -195,6 +209,8 @@ def validate_attributes(data: dict) -> AttributeFile:
     task = data.get("task", "")
     if not isinstance(task, str):
         raise _fail("task", f"must be a string, not {_json_type(task)}")
+    check_stored_text("task", task, why=ATTRIBUTES_WHY, limit=MAX_TASK_CHARS,
+                      fix="describe the imaging task in a few plain words")
     classes = data.get("classes")
     if classes is None:
         raise _fail("", "classes is missing")
@@ -204,7 +220,11 @@ def validate_attributes(data: dict) -> AttributeFile:
         raise _fail("classes", "is empty; at least one class is needed")
     out: dict[str, ClassAttributes] = {}
     folded: dict[str, str] = {}
-    for name, entry in classes.items():
+    for index, (raw_name, entry) in enumerate(classes.items(), start=1):
+        name = unicodedata.normalize("NFC", raw_name)
+        # Checked by position before the name is ever quoted: it may hold what must not be shown.
+        check_stored_text(f"classes: class {index} of {len(classes)}", name, why=ATTRIBUTES_WHY,
+                          fix="rename the class to its diagnosis or finding")
         shown = json.dumps(name, ensure_ascii=False)
         if not name.strip():
             raise _fail("classes", "has an empty class name")
@@ -212,11 +232,12 @@ def validate_attributes(data: dict) -> AttributeFile:
             raise _fail(f"classes[{shown}]", "class names must not have leading, trailing or repeated spaces")
         if len(name) > MAX_CLASS_NAME_CHARS:
             raise _fail(f"classes[{shown}]", f"class name is over {MAX_CLASS_NAME_CHARS} characters")
-        key = name.casefold()
+        key = class_name_key(name)
         if key in folded:
             raise _fail(
                 f"classes[{shown}]",
-                f"duplicates class {json.dumps(folded[key], ensure_ascii=False)} (names are compared ignoring case)",
+                f"duplicates class {json.dumps(folded[key], ensure_ascii=False)} "
+                "(names are compared ignoring case and Unicode spelling)",
             )
         folded[key] = name
         out[name] = validate_class_entry(name, entry)
@@ -229,7 +250,9 @@ def validate_attributes(data: dict) -> AttributeFile:
 def parse_attributes_text(text: str) -> AttributeFile:
     """Parse and validate attributes JSON text (duplicate keys are errors, not silently merged)."""
     try:
-        data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        data = load_json_strictly(text, _no_duplicate_keys)
+    except JsonNumberError as exc:
+        raise _fail("", str(exc)) from None
     except _DuplicateKey as exc:
         raise _fail("", f"key {json.dumps(exc.key, ensure_ascii=False)} appears twice in one object") from None
     except json.JSONDecodeError as exc:

@@ -3,12 +3,15 @@
 Every user file goes through :func:`read_user_text`: only regular files, at most
 ``MAX_USER_TEXT_BYTES`` (so ``--classes /dev/zero`` or a FIFO cannot hang or grow without
 bound), and JSON through :func:`parse_user_json`, which refuses nesting deeper than
-``MAX_JSON_DEPTH`` instead of letting a ``[[[[...`` file end in a RecursionError.
+``MAX_JSON_DEPTH`` instead of letting a ``[[[[...`` file end in a RecursionError, and
+numbers that are not ordinary finite values (``NaN``, ``Infinity``, ``1e999``, an integer of
+thousands of digits, which Python refuses to convert) instead of letting them fail later.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,36 @@ from biomedvr_cli.errors import InvalidInputError
 # Attribute, task and suite files nest four or five levels; 64 leaves room and stays far
 # below Python's recursion limit for everything that walks the parsed value later.
 MAX_JSON_DEPTH = 64
+# No count, size or seed a user file holds needs more digits; Python itself stops at 4300.
+MAX_INTEGER_DIGITS = 30
+
+
+class JsonNumberError(ValueError):
+    """A number in a user's JSON that biomedvr does not read: too many digits, NaN or infinite."""
+
+
+def _read_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INTEGER_DIGITS:
+        raise JsonNumberError(f"holds an integer of {digits} digits; at most {MAX_INTEGER_DIGITS} are read")
+    return int(text)
+
+
+def _read_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise JsonNumberError("holds a number too large to represent")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise JsonNumberError(f"holds {name}, which is not a number JSON allows")
+
+
+def load_json_strictly(text: str, object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
+    """``json.loads`` that raises :class:`JsonNumberError` on NaN, Infinity, overflowing or overlong numbers."""
+    return json.loads(text, object_pairs_hook=object_pairs_hook, parse_int=_read_int, parse_float=_read_float,
+                      parse_constant=_refuse_constant)
 
 
 def read_user_text(path: Path, *, missing_hint: str, folder_hint: str, max_bytes: int = MAX_USER_TEXT_BYTES) -> str:
@@ -58,11 +91,14 @@ def parse_user_json(text: str, name: str, fix_hint: str,
                     object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
     """Parse a user's JSON text; bad JSON (with its position) or nesting deeper than MAX_JSON_DEPTH -> InvalidInputError.
 
+    Numbers that are NaN, infinite or of more than ``MAX_INTEGER_DIGITS`` digits are refused too.
     ``json.JSONDecodeError`` is a ``ValueError``; other ValueErrors raised by the hook pass through.
     """
     too_deep = InvalidInputError(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep", fix_hint)
     try:
-        value = json.loads(text, object_pairs_hook=object_pairs_hook)
+        value = load_json_strictly(text, object_pairs_hook)
+    except JsonNumberError as exc:
+        raise InvalidInputError(f"{name} {exc}", fix_hint) from None
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{name} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
                                 fix_hint) from None

@@ -43,10 +43,12 @@ def openai_cache_dir() -> Path:
 
 
 def hf_cached(repo: str, filename: str) -> Path | None:
-    """The cached file of ``repo``, or None; never touches the network."""
+    """The cached file of ``repo`` (at the commit a preset pins, else ``main``), or None; never touches the network."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id=repo, filename=filename)
+    from biomedvr_cli.backbones.presets import pinned_revision
+
+    found = try_to_load_from_cache(repo_id=repo, filename=filename, revision=pinned_revision(repo))
     return Path(found) if isinstance(found, str) else None
 
 

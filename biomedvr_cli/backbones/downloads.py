@@ -7,6 +7,9 @@ we fetch the files ourselves before open_clip loads anything: one listing reques
 network fails in seconds with one message instead of a minute of retry warnings. After the
 files are cached, models are always built with the hub forced offline.
 
+A repo that a preset pins (``presets.pinned_revision``) is listed and downloaded at that
+commit, never at ``main``.
+
 ``--offline``, ``HF_HUB_OFFLINE=1`` or ``BIOMEDVR_ALLOW_DOWNLOAD=0`` never touch the network.
 Library code never prints: notices and progress go to a :class:`DownloadReporter`, which
 the command line installs with :func:`set_download_reporter`.
@@ -21,6 +24,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from biomedvr_cli.backbones.presets import pinned_revision
 from biomedvr_cli.errors import BackboneUnavailableError
 
 ALLOW_DOWNLOAD_ENV = "BIOMEDVR_ALLOW_DOWNLOAD"
@@ -177,9 +181,14 @@ class HubNeed:
         return names
 
 
+def _download_command(repo: str) -> str:
+    revision = pinned_revision(repo)
+    return f"hf download {repo}" + (f" --revision {revision}" if revision else "")
+
+
 def fetch_hint(repos: list[str], source: str) -> str:
-    """How to get the files onto this machine without biomedvr downloading them."""
-    fetch = " && ".join(f"hf download {repo}" for repo in repos) if repos else ""
+    """How to get the files onto this machine without biomedvr downloading them (at the pinned commits)."""
+    fetch = " && ".join(_download_command(repo) for repo in repos) if repos else ""
     cache = (f"on a connected machine run `{fetch}` and copy ~/.cache/huggingface here (or set HF_HOME to a "
              "copy), or " if fetch else "")
     return (f"{cache}run `biomedvr backbones export {source} DIR` on a connected machine, copy DIR here and "
@@ -187,12 +196,16 @@ def fetch_hint(repos: list[str], source: str) -> str:
 
 
 def _list_repo(repo: str, source: str, hint_repos: list[str]) -> dict[str, int | None]:
-    """Names and sizes of a repo's files: one request, a short timeout, no retries."""
+    """Names and sizes of a repo's files (at its pinned commit): one request, a short timeout, no retries."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
+    revision = pinned_revision(repo)
     try:
-        info = HfApi().model_info(repo, files_metadata=True, timeout=PROBE_TIMEOUT_S)
+        info = HfApi().model_info(repo, revision=revision, files_metadata=True, timeout=PROBE_TIMEOUT_S)
+    except RevisionNotFoundError:
+        raise BackboneUnavailableError(f"Hugging Face repo {repo} has no commit {revision} (the revision this biomedvr "
+                                       "pins)", "update biomedvr, or see docs/backbones.md (pinned revisions)") from None
     except GatedRepoError:
         raise BackboneUnavailableError(f"Hugging Face repo {repo} is gated",
                                        "accept its terms on huggingface.co and log in with `hf auth login`") from None
@@ -238,7 +251,7 @@ def _progress_class(reporter: DownloadReporter, label: str):
 
 
 def fetch_from_hub(needs: list[HubNeed], source: str, reporter: DownloadReporter, hint_repos: list[str]) -> None:
-    """Download what ``needs`` lists into the Hugging Face cache, announcing each repo first."""
+    """Download what ``needs`` lists into the Hugging Face cache (pinned repos at their commit), announcing each repo first."""
     from huggingface_hub import constants, hf_hub_download
 
     try:
@@ -248,11 +261,13 @@ def fetch_from_hub(needs: list[HubNeed], source: str, reporter: DownloadReporter
                 names = need.select(listing)
                 sizes = [listing.get(n) for n in names]
                 total = None if any(s is None for s in sizes) else sum(s or 0 for s in sizes)
+                revision = pinned_revision(need.repo)
+                at = f" at revision {revision[:12]}" if revision else ""
                 reporter.notify(
-                    f"downloading {need.repo} for backbone {source!r} from {constants.ENDPOINT} "
+                    f"downloading {need.repo} for backbone {source!r}{at} from {constants.ENDPOINT} "
                     f"({', '.join(names)}; {human_size(total)}) into {constants.HF_HUB_CACHE} (first use only)")
                 for name in names:
-                    hf_hub_download(need.repo, name, etag_timeout=PROBE_TIMEOUT_S,
+                    hf_hub_download(need.repo, name, revision=revision, etag_timeout=PROBE_TIMEOUT_S,
                                     tqdm_class=_progress_class(reporter, f"{need.repo.split('/')[-1]}/{name}"))
     except BackboneUnavailableError:
         raise

@@ -17,7 +17,6 @@ by fingerprint, then renamed into place, so an interrupted export leaves nothing
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -29,16 +28,16 @@ from biomedvr_cli import __version__
 from biomedvr_cli.backbones.availability import TOKENIZER_FILES, hf_cached, text_tower_names
 from biomedvr_cli.backbones.downloads import DownloadReporter
 from biomedvr_cli.backbones.loader import Backbone, load_backbone
-from biomedvr_cli.backbones.localdir import (
-    CONFIG_FILE,
-    MANIFEST_FILE,
-    MANIFEST_FORMAT,
-    SUMS_FILE,
-    WEIGHTS_FILE,
-    read_local_dir,
-)
+from biomedvr_cli.backbones.localdir import CONFIG_FILE, WEIGHTS_FILE, read_local_dir
+from biomedvr_cli.backbones.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, SUMS_FILE, sha256_file
 from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
-from biomedvr_cli.errors import BackboneUnavailableError, OutputExistsError, OutputNotWritableError, UsageError
+from biomedvr_cli.errors import (
+    BackboneUnavailableError,
+    OutputExistsError,
+    OutputNotWritableError,
+    OutputWriteError,
+    UsageError,
+)
 
 TEXT_DIR = "text"
 TOKENIZER_DIR = "tokenizer"
@@ -126,22 +125,15 @@ def _config_document(backbone: Backbone, text_names: dict[str, str]) -> dict[str
     return {"model_cfg": model_cfg, "preprocess_cfg": kept}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_manifest(staging: Path, backbone: Backbone) -> dict[str, int]:
     files = sorted(p for p in staging.rglob("*") if p.is_file())
-    entries = {p.relative_to(staging).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
-    manifest = {"format": MANIFEST_FORMAT, "format_version": 1, "source": backbone.label,
+    entries = {p.relative_to(staging).as_posix(): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in files}
+    manifest = {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "source": backbone.label,
                 "fingerprint": backbone.fingerprint, "fingerprint_version": 2, "biomedvr_version": __version__,
+                "revision": backbone.revision,  # the hub commit exported (None: shipped or local weights)
                 "files": entries}
     (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    entries[MANIFEST_FILE] = {"bytes": (staging / MANIFEST_FILE).stat().st_size, "sha256": _sha256(staging / MANIFEST_FILE)}
+    entries[MANIFEST_FILE] = {"bytes": (staging / MANIFEST_FILE).stat().st_size, "sha256": sha256_file(staging / MANIFEST_FILE)}
     sums = "".join(f"{e['sha256']}  {name}\n" for name, e in sorted(entries.items()))
     (staging / SUMS_FILE).write_text(sums, encoding="utf-8")
     sizes = {name: int(e["bytes"]) for name, e in entries.items()}
@@ -155,7 +147,7 @@ def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputNotWritableError(f"{out.name} exists and is not a folder", "choose another DIR")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(out.name)
+        raise OutputExistsError(out.name, option="DIR")
 
 
 def _swap_in(staging: Path, out: Path) -> None:
@@ -163,7 +155,12 @@ def _swap_in(staging: Path, out: Path) -> None:
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     if out.exists():
         out.rename(old)
-    staging.rename(out)
+    try:
+        staging.rename(out)
+    except OSError:
+        if old.exists():
+            old.rename(out)  # put the user's folder back
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -174,6 +171,7 @@ def export_backbone(source: str, out: Path, *, force: bool = False, allow_downlo
     out = Path(out).expanduser()
     _check_target(spec, out, force)
     backbone = load_backbone(spec, device="cpu", allow_download=allow_download, reporter=reporter)
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     staging = out.parent / f".{out.name}.partial-{os.getpid()}"
@@ -193,10 +191,11 @@ def export_backbone(source: str, out: Path, *, force: bool = False, allow_downlo
                 f"the exported folder loads as {check.fingerprint}, not {backbone.fingerprint}",
                 "report this as a bug; use the Hugging Face cache route meanwhile")
         _swap_in(staging, out)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:  # safetensors wraps I/O errors (a full disk) in its own type
         shutil.rmtree(staging, ignore_errors=True)
-        raise OutputNotWritableError(f"cannot write {out.name} ({exc.strerror or exc})",
-                                     "choose a DIR in a folder you can write to, with free space") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
+        raise OutputWriteError(f"cannot write {out.name} ({reason}); nothing was written",
+                               "free some disk space, or choose a DIR on another disk") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -8,6 +8,7 @@ the hub forced offline and its logging quiet, so a load either works or fails wi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,13 @@ class Backbone:
     def label(self) -> str:
         """Path-free backbone name (for adapters and logs)."""
         return self.spec.label
+
+    @property
+    def revision(self) -> str | None:
+        """The hub commit the weights were read from (a preset's pinned one), or None for shipped or local files."""
+        from biomedvr_cli.backbones.revisions import weights_revision
+
+        return weights_revision(self.spec)
 
     def fingerprint_for(self, recorded: str) -> str:
         """The fingerprint to compare with one an adapter recorded: ``recorded`` itself when it is
@@ -136,7 +144,11 @@ def _find_files(spec: BackboneSpec) -> tuple[Availability, LocalDir | None]:
             raise _unavailable(spec, "reinstall biomedvr: the shipped sandbox weights are missing from the package")
         return Availability(True, checkpoint=preset.weights_path), None
     if spec.model.startswith("hf-hub:"):
-        return check_hf_hub(spec, preset.hf_repos if preset else ()), None
+        from biomedvr_cli.backbones.revisions import pinned_local_dir
+
+        found = check_hf_hub(spec, preset.hf_repos if preset else ())
+        # A pinned repo is built from its commit's snapshot (open_clip's hf-hub: would read `main`).
+        return found, pinned_local_dir(spec.model[len("hf-hub:"):]) if found.available else None
     if spec.kind == "local-dir":
         assert spec.local_path is not None
         local = read_local_dir(spec.local_path)
@@ -263,6 +275,50 @@ def _image_size(model: torch.nn.Module) -> int:
     return int(size)
 
 
+def _weights_name(spec: BackboneSpec, local: LocalDir | None) -> str:
+    """The weights file a message should name: the one open_clip read from a folder, a MODEL:FILE file, else the label."""
+    if local is not None:
+        try:
+            from open_clip.factory import _find_checkpoint_in_dir  # the file open_clip chose
+
+            found = _find_checkpoint_in_dir(local.folder)
+        except (ImportError, AttributeError):  # a newer open_clip: name the folder's usual file
+            found = None
+        return Path(found).name if found else "the weights file"
+    return spec.local_path.name if spec.kind == "file" and spec.local_path else f"the weights of {spec.label!r}"
+
+
+@torch.no_grad()
+def _check_finite(model: torch.nn.Module, spec: BackboneSpec, local: LocalDir | None) -> None:
+    """Refuse weights holding NaN or inf: they give NaN probabilities for every image."""
+    bad = [name for name, t in model.state_dict().items()
+           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise BackboneUnavailableError(
+            f"{_weights_name(spec, local)} of backbone {spec.label!r} holds non-finite values (NaN or inf) "
+            f"in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}: the weights are corrupt",
+            "copy or download the weights again (or export the backbone again with `biomedvr backbones export`)")
+
+
+def _normalisation(model: torch.nn.Module, spec: BackboneSpec, local: LocalDir | None) -> tuple[tuple, tuple]:
+    """The preprocessing mean and std: three finite numbers each, std above zero (images are divided by it)."""
+    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
+    where = ("open_clip_config.json in the local-dir folder" if local is not None
+             else f"the preprocessing config of backbone {spec.label!r}")
+    values = {"mean": preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073)),
+              "std": preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))}
+    for key, value in values.items():
+        ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        if not ok:
+            raise BackboneUnavailableError(f"{where}: preprocessing {key} must be three finite numbers, "
+                                           f"not {str(value)[:60]!r}", "fix preprocess_cfg, or export the backbone again")
+        if key == "std" and min(value) <= 0:
+            raise BackboneUnavailableError(f"{where}: preprocessing std {list(value)} has a value of 0 or less "
+                                           "(pixels are divided by it)", "fix preprocess_cfg, or export the backbone again")
+    return tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"])
+
+
 def _check_export_fingerprint(local: LocalDir | None, fingerprint: str) -> None:
     manifest = (local.manifest if local else None) or {}
     recorded = manifest.get("fingerprint")
@@ -293,12 +349,11 @@ def load_backbone(
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
+    _check_finite(model, spec, local)
+    mean, std = _normalisation(model, spec, local)
     fingerprint = weights_fingerprint(model)
     _check_export_fingerprint(local, fingerprint)
     model.to(torch_device)
-    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
-    mean = tuple(float(v) for v in preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073)))
-    std = tuple(float(v) for v in preprocess.get("std", (0.26862954, 0.26130258, 0.27577711)))
     logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     return Backbone(
         spec=spec, model=model, tokenizer=tokenizer, image_size=_image_size(model),

@@ -11,18 +11,20 @@ cache has them (or a download is allowed).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from biomedvr_cli.backbones.availability import text_needs, text_tower_names
 from biomedvr_cli.backbones.downloads import HubNeed
-from biomedvr_cli.errors import BackboneUnavailableError
+from biomedvr_cli.backbones.model_config import check_model_sizes
+from biomedvr_cli.backbones.manifest import MANIFEST_FILE, MANIFEST_FORMAT, SUMS_FILE, verify_export
+from biomedvr_cli.data.files import read_regular_file
+from biomedvr_cli.errors import BackboneUnavailableError, InvalidInputError
 
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_model.safetensors"
-MANIFEST_FILE = "biomedvr-export.json"
-SUMS_FILE = "SHA256SUMS"
-MANIFEST_FORMAT = "biomedvr-backbone-export"
+_MAX_JSON_BYTES = 16 * 1024 * 1024  # a config or manifest is a few KB
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 _ROOT_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json", "vocab.txt")
 
@@ -52,22 +54,21 @@ def _resolve(folder: Path, name: str | None) -> str | None:
 
 
 def check_manifest(folder: Path, manifest: dict) -> None:
-    """Every file the export manifest lists is present with its recorded size (a cheap copy check)."""
-    for name, entry in sorted((manifest.get("files") or {}).items()):
-        path = folder / name
-        if not path.is_file():
-            raise _fail(f"the exported backbone folder lacks {name}",
-                        f"copy the whole folder again (check it with `sha256sum -c {SUMS_FILE}` inside it)")
-        if entry.get("bytes") is not None and path.stat().st_size != int(entry["bytes"]):
-            raise _fail(f"{name} in the exported backbone folder has {path.stat().st_size} bytes, "
-                        f"its manifest says {entry['bytes']} (an incomplete copy?)",
-                        f"copy the folder again (check it with `sha256sum -c {SUMS_FILE}` inside it)")
+    """Check the folder against its export manifest: every file listed, inside the folder, of its size and SHA-256.
+
+    Runs on every load (no cache), so an edit that keeps a file's size and time is still caught.
+    """
+    verify_export(folder, manifest)
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    try:  # a regular file of bounded size: a FIFO or /dev/zero named like the config is refused, not read
+        data = json.loads(read_regular_file(path, max_bytes=_MAX_JSON_BYTES, what="JSON file").decode("utf-8"))
+    except InvalidInputError as exc:
+        raise _fail(f"cannot read {path.name} in the local-dir backbone folder ({exc.message})",
+                    "point local-dir: at a folder written by `biomedvr backbones export` or an open_clip model repo") \
+            from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise _fail(f"cannot read {path.name} in the local-dir backbone folder ({str(exc).splitlines()[0][:120]})",
                     "point local-dir: at a folder written by `biomedvr backbones export` or an open_clip model repo") \
             from None
@@ -80,7 +81,16 @@ def _read_json(path: Path) -> dict:
 def read_local_dir(folder: Path) -> LocalDir:
     """Read and check a local-dir folder; raises BackboneUnavailableError (exit 4) with the fix."""
     if not folder.is_dir():
-        raise _fail(f"local-dir backbone folder {folder} does not exist", "check the path after local-dir:")
+        what = "is a file, not a folder" if folder.is_file() else "is not a folder" if folder.exists() else "does not exist"
+        raise _fail(f"local-dir backbone folder {folder} {what}", "check the path after local-dir: (a folder); a "
+                    "weights file alone is passed as MODEL:FILE, e.g. ViT-B-16:weights.safetensors")
+    # The manifest first: a changed file is reported as changed, before anything reads it.
+    manifest = _read_json(folder / MANIFEST_FILE) if os.path.lexists(folder / MANIFEST_FILE) else None
+    if manifest is not None:
+        check_manifest(folder, manifest)
+    elif os.path.lexists(folder / SUMS_FILE):  # an export whose manifest was removed: nothing to verify against
+        raise _fail(f"the exported backbone folder has {SUMS_FILE} but no {MANIFEST_FILE}",
+                    "copy the whole folder again, or export the backbone again with `biomedvr backbones export`")
     config_path = folder / CONFIG_FILE
     if not config_path.is_file():
         raise _fail("the local-dir backbone folder has no open_clip_config.json",
@@ -91,9 +101,7 @@ def read_local_dir(folder: Path) -> LocalDir:
     if not isinstance(model_cfg, dict) or "vision_cfg" not in model_cfg or "text_cfg" not in model_cfg:
         raise _fail("open_clip_config.json in the local-dir folder has no model_cfg with vision_cfg and text_cfg",
                     "use the open_clip_config.json of an open_clip model repo, or re-export the backbone")
-    manifest = _read_json(folder / MANIFEST_FILE) if (folder / MANIFEST_FILE).is_file() else None
-    if manifest is not None:
-        check_manifest(folder, manifest)
+    check_model_sizes(model_cfg, CONFIG_FILE)  # before open_clip reads them ("image_size": "big" fails deep inside it)
     if not any(p.suffix in _WEIGHT_SUFFIXES and p.is_file() for p in folder.iterdir()):
         raise _fail("the local-dir backbone folder has no weights file",
                     "put open_clip_model.safetensors (or open_clip_pytorch_model.bin) beside open_clip_config.json")

@@ -2,7 +2,9 @@
 
 Each image is decoded once per process and size, and each frozen image feature is
 computed once per process and backbone (zero-shot, linear probe and CoOp share them),
-however many jobs use it. Sandbox tasks are generated in memory from their data seed.
+however many jobs use it. Sandbox tasks are generated in memory from their data seed, after
+their size is checked against ``limits.MAX_SANDBOX_BYTES``. Class names (folder names or
+labels) pass the identifier check before they reach any report.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from biomedvr_cli.attributes.privacy import check_stored_class_names
+from biomedvr_cli.benchmark.limits import check_sandbox_size
 from biomedvr_cli.benchmark.protocol import DatasetSpec
 from biomedvr_cli.data import CsvColumns, DecodeOptions, ImageRecord, decode_to_tensors, open_source, test_records
+from biomedvr_cli.data.sampling import without_test_groups
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.pipeline.fit import ResolvedAttributes, resolve_attributes
 from biomedvr_cli.method.textbanks import class_name_sentences
@@ -126,11 +131,16 @@ def _record_identity(record: ImageRecord, root: Path) -> list:
 
 def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> LoadedDataset:
     assert spec.images is not None
-    columns = CsvColumns(path=spec.path_column, label=spec.label_column)
+    columns = CsvColumns(path=spec.path_column, label=spec.label_column, split=spec.split_column,
+                         group=spec.group_column)
     source = open_source(spec.images, columns=columns)
     classes = list(source.classes)
     if len(classes) < 2:
         raise InvalidInputError(f"{spec.name}: found {len(classes)} class(es)", "give at least two classes")
+    try:  # class names reach the reports and job files
+        check_stored_class_names(classes, "class folder" if spec.images.is_dir() else "label")
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{spec.name}: {exc.message}", exc.hint) from None
     if spec.test is not None:
         test_source = open_source(spec.test, columns=columns)
         unknown = sorted(set(test_source.classes) - set(classes))
@@ -145,6 +155,9 @@ def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> Loa
         if not test:
             raise InvalidInputError(f"{spec.name}: the images have no test split",
                                     "pass --test IMAGES (or a 'test' entry in the suite), or add a test/ folder or split column")
+    pool, leak = without_test_groups(pool, test)  # no patient/group on both sides of the support/test split
+    for notice in [*source.notices, *([leak] if leak else [])]:
+        notify(f"{spec.name}: {notice}")
     attributes = resolve_attributes(spec.images, spec.attributes, classes, notify)
     root = (spec.images if spec.images.is_dir() else spec.images.parent).resolve()
     test_root = ((spec.test if spec.test.is_dir() else spec.test.parent).resolve() if spec.test else root)
@@ -162,6 +175,7 @@ def _load_sandbox(spec: DatasetSpec, notify: Notify) -> LoadedDataset:
     shift = task.default_shift if spec.shift == "default" else spec.shift
     parse_shift(shift)
     classes = task.class_names
+    check_sandbox_size(spec.name, len(classes), spec.pool_per_class, spec.test_per_class, task.image_size)
     arrays: dict[str, np.ndarray] = {}
     records: dict[str, list[ImageRecord]] = {}
     for split, n in (("train", spec.pool_per_class), ("test", spec.test_per_class)):

@@ -1,8 +1,10 @@
 """The methods a benchmark compares, all on the same frozen backbone, shots and seeds.
 
-Each method is a small function ``(JobInputs) -> MethodOutput``. They reuse the library:
+What each method is comes from the method registry (``method/registry.json``, the same one
+``fit --method`` reads); here is only the fitting code of each family, a small function
+``(MethodSpec, JobInputs) -> MethodOutput``. They reuse the library:
 zero-shot scoring (``zero_shot``), the BioMedVR head and its training loop
-(``fitting.build_head``, ``training.train_head`` / ``predict_logits``), the recipes, and
+(``build.build_head``, ``training.train_head`` / ``predict_logits``), the recipes, and
 scikit-learn for the linear probe. Selection always uses the validation split.
 """
 
@@ -11,86 +13,24 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
 from biomedvr_cli.errors import UsageError
-from biomedvr_cli.method.config import MethodConfig, paper_method
+from biomedvr_cli.method.config import HEAD_ONLY_FIELDS
+from biomedvr_cli.method.registry import MethodSpec, registry
 
 LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
+# Methods on this recipe are run as published: no selection, every labelled image, last epoch.
+PUBLISHED_RECIPE = "paper"
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a method is; ``family`` picks the runner, the rest configures it."""
-
-    name: str
-    family: str  # "zero-shot" | "linear-probe" | "coop" | "vr"
-    description: str
-    text: str = "attributes"  # "attributes" | "class-names": which sentences score the classes
-    config: MethodConfig | None = None  # VR methods only
-    recipe: str | None = None  # VR methods only
-
-    @property
-    def needs_attributes(self) -> bool:
-        return self.text == "attributes" and self.family in ("zero-shot", "vr")
-
-    @property
-    def shot_free(self) -> bool:
-        return self.family == "zero-shot"
-
-
-_BASE = MethodConfig()
-_PUBLISHED_NO_NEGATIVE = MethodConfig(vr="padding", negative=False, confusion_loss=False, feature_head=False)
-METHODS: dict[str, MethodSpec] = {m.name: m for m in (
-    MethodSpec("zs-classname", "zero-shot", "zero-shot, class-name templates (k-nearest over the templates)", text="class-names"),
-    MethodSpec("zs-attributes", "zero-shot", "zero-shot, Des + Dist attributes (k-nearest scoring)"),
-    MethodSpec("linear-probe", "linear-probe", "logistic regression on frozen image features, C chosen on validation",
-               text="none"),
-    MethodSpec("coop", "coop", "CoOp: 4 learned context tokens, class token at the end, on frozen features",
-               text="class-names"),
-    MethodSpec("ar", "vr", "AR as published: padding VR scored against class-name templates, recipe paper",
-               text="class-names", config=_PUBLISHED_NO_NEGATIVE, recipe="paper"),
-    MethodSpec("attrvr", "vr", "AttrVR as published: padding VR + Des/Dist attributes, no negative expert, recipe paper",
-               config=_PUBLISHED_NO_NEGATIVE, recipe="paper"),
-    MethodSpec("ar-fast", "vr", "variant: AR on the fast recipe", text="class-names", config=_PUBLISHED_NO_NEGATIVE,
-               recipe="fast"),
-    MethodSpec("attrvr-fast", "vr", "variant: AttrVR on the fast recipe", config=_PUBLISHED_NO_NEGATIVE, recipe="fast"),
-    MethodSpec("biomedvr", "vr", "BioMedVR, biomedvr defaults: signed negative expert from 0, feature head (recipe fast)",
-               config=_BASE, recipe="fast"),
-    MethodSpec("biomedvr-paper", "vr", "BioMedVR as published: padding VR, softmax gate adding the experts, recipe paper",
-               config=paper_method(), recipe="paper"),
-    MethodSpec("biomedvr-no-head", "vr", "ablation: no feature head (sentence scores only)",
-               config=replace(_BASE, feature_head=False), recipe="fast"),
-    MethodSpec("biomedvr-gate-add", "vr", "ablation: the reference's softmax gate adding the experts (starts at 0.5/0.5)",
-               config=replace(_BASE, combine="add"), recipe="fast"),
-    MethodSpec("biomedvr-no-cs", "vr", "ablation: no Confusion-Suppression loss (cross-entropy only)",
-               config=replace(_BASE, confusion_loss=False), recipe="fast"),
-    MethodSpec("biomedvr-no-negative", "vr", "ablation: no negative expert (one VR view, Des/Dist attributes, cross-entropy)",
-               config=replace(_BASE, negative=False, confusion_loss=False), recipe="fast"),
-    MethodSpec("biomedvr-gate-class", "vr", "ablation: per-class negative weight", config=replace(_BASE, gate="class"),
-               recipe="fast"),
-    MethodSpec("biomedvr-gate-sample", "vr", "ablation: per-sample negative weight (MLP on the positive feature)",
-               config=replace(_BASE, gate="sample"), recipe="fast"),
-    MethodSpec("biomedvr-vr-padding", "vr", "ablation: padding VR (the reference's) instead of full-image VR",
-               config=replace(_BASE, vr="padding"), recipe="fast"),
-    MethodSpec("biomedvr-vr-mask", "vr", "ablation: sample-specific mask VR", config=replace(_BASE, vr="mask"), recipe="fast"),
-    MethodSpec("biomedvr-head-accuracy", "vr", "variant: feature head kept only when clearly more images right (not in 'all')",
-               config=replace(_BASE, head_test="accuracy"), recipe="fast"),
-    MethodSpec("biomedvr-subtract", "vr", "variant: softmax gate subtracting the negative expert (not in 'all')",
-               config=replace(_BASE, combine="subtract"), recipe="fast"),
-)}
-
-GROUPS: dict[str, tuple[str, ...]] = {
-    "baselines": ("zs-classname", "zs-attributes", "linear-probe", "coop", "ar", "attrvr"),
-    "ours": ("biomedvr", "biomedvr-paper"),
-    "ablations": ("biomedvr-no-head", "biomedvr-gate-add", "biomedvr-no-cs", "biomedvr-no-negative", "biomedvr-gate-class",
-                  "biomedvr-gate-sample", "biomedvr-vr-padding", "biomedvr-vr-mask"),
-}
-GROUPS["all"] = GROUPS["baselines"] + GROUPS["ours"] + GROUPS["ablations"]
+# The methods and groups are data: method/registry.json (one registry for `fit --method` and here).
+METHODS: dict[str, MethodSpec] = registry().methods
+GROUPS: dict[str, tuple[str, ...]] = registry().groups
 
 
 def resolve_methods(names: list[str] | str) -> list[str]:
@@ -140,20 +80,22 @@ class Overrides:
 
 def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
     """Everything about a method that changes its results (stored with each job, checked on resume)."""
-    sig: dict[str, Any] = {"name": spec.name, "family": spec.family, "text": spec.text}
+    sig: dict[str, Any] = {"name": spec.name, "family": spec.family, "text": spec.scorer}
     if spec.family == "vr":
         assert spec.config is not None and spec.recipe is not None
         sig["config"] = spec.config.to_dict()
         if not spec.config.feature_head:
             # how a head would be chosen does not matter without one (and keeps stored jobs valid)
-            sig["config"].pop("head_test")
+            for name in HEAD_ONLY_FIELDS:
+                sig["config"].pop(name)
         sig["recipe"] = {k: v for k, v in overrides.recipe(spec.recipe).to_dict().items() if k != "description"}
     elif spec.family == "coop":
         sig["recipe"] = overrides.coop().to_dict()
     elif spec.family == "linear-probe":
         sig["C_grid"] = list(LINEAR_PROBE_C)
     else:
-        sig["k"], sig["m"] = _BASE.k, _BASE.m
+        assert spec.config is not None
+        sig["k"], sig["m"] = spec.config.k, spec.config.m
     return sig
 
 
@@ -207,7 +149,7 @@ class JobInputs:
         return self.dataset.features(self.backbone, records)
 
     def sets(self, spec: MethodSpec):
-        return self.dataset.attributes.sets if spec.text == "attributes" else self.dataset.class_name_sets()
+        return self.dataset.attributes.sets if spec.scorer == "attributes" else self.dataset.class_name_sets()
 
 
 @dataclass
@@ -220,6 +162,19 @@ class MethodOutput:
     selection: str
     selected_epoch: int | None = None
     val_accuracy: float | None = None
+    fitted_images: int = 0  # labelled images the final model was fitted (or selected) on: support + validation
+    vr: dict[str, Any] | None = None  # VR methods: what the VR stage did (VRReport.to_dict)
+    # As-published VR methods: test accuracy of the untrained start (the padding view at zero), so a
+    # report can say whether training moved the method above where it began (sandbox property b).
+    start_accuracy: float | None = None
+
+
+def _all_labelled(job: JobInputs, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support and validation together (features or pixels): what every trained method ends fitted on."""
+    get = job.features if kind == "features" else job.pixels
+    x, y = get("train")
+    vx, vy = get("val")
+    return torch.cat([x, vx]), torch.cat([y, vy])
 
 
 class _CachedTexts:
@@ -244,75 +199,95 @@ def run_zero_shot(spec: MethodSpec, job: JobInputs) -> MethodOutput:
     feats, labels = job.features("test")
     start = time.perf_counter()
     backbone = _CachedTexts(job.backbone, job.text_cache)
-    logits = zero_shot_logits(backbone, feats, job.dataset.classes, job.sets(spec), k=_BASE.k, m=_BASE.m)
+    assert spec.config is not None
+    logits = zero_shot_logits(backbone, feats, job.dataset.classes, job.sets(spec), k=spec.config.k, m=spec.config.m)
     return MethodOutput(logits, labels, time.perf_counter() - start, "none (zero-shot)")
 
 
 def run_linear_probe(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    """C chosen on validation (fitted on the support set), then the probe refitted on support + validation."""
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
     x, y = (t.numpy() for t in job.features("train"))
     vx, vy = (t.numpy() for t in job.features("val"))
+    ax, ay = (t.numpy() for t in _all_labelled(job, "features"))
     tx, ty = job.features("test")
     n_classes = len(job.dataset.classes)
     start = time.perf_counter()
 
-    def fit(c: float) -> LogisticRegression:
+    def fit(c: float, inputs: np.ndarray, targets: np.ndarray) -> LogisticRegression:
         with warnings.catch_warnings():  # a few shots can leave lbfgs short of its tolerance at large C
             warnings.simplefilter("ignore", ConvergenceWarning)
-            return LogisticRegression(C=c, max_iter=2000).fit(x, y)
+            return LogisticRegression(C=c, max_iter=2000).fit(inputs, targets)
 
     if len(vy):
         best = None
         for c in LINEAR_PROBE_C:
-            model = fit(c)
-            probs = model.predict_proba(vx)
+            probs = fit(c, x, y).predict_proba(vx)
             key = (float((probs.argmax(1) == vy).mean()), -float(log_loss(vy, probs, labels=list(range(n_classes)))))
             if best is None or key > best[0]:
-                best = (key, model, c)
+                best = (key, c)
         assert best is not None
-        (val_acc, _), model, chosen = best
-        selection = f"C={chosen:g} chosen on validation accuracy (ties: lower NLL) from {len(LINEAR_PROBE_C)} values"
+        (val_acc, _), chosen = best
+        selection = (f"C={chosen:g} chosen on validation accuracy (ties: lower NLL) from {len(LINEAR_PROBE_C)} values, "
+                     "then refitted on support + validation")
     else:
-        model, chosen, val_acc = fit(1.0), 1.0, None
+        chosen, val_acc = 1.0, None
         selection = "C=1 (no validation split)"
+    model = fit(chosen, ax, ay)
     seconds = time.perf_counter() - start
     probs = model.predict_proba(tx.numpy())
     return MethodOutput(torch.from_numpy(np.log(np.clip(probs, 1e-12, 1.0))).float(), ty, seconds, selection,
-                        val_accuracy=val_acc)
+                        val_accuracy=val_acc, fitted_images=len(ay))
 
 
 def run_coop(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    """As published (BiomedCoOp's protocol): the full schedule on support + validation, last epoch."""
     from biomedvr_cli.benchmark.coop import train_coop
 
-    x, y = job.features("train")
-    vx, vy = job.features("val")
+    x, y = _all_labelled(job, "features")
     tx, ty = job.features("test")
-    result = train_coop(job.backbone, job.dataset.classes, x, y, vx, vy, tx, job.overrides.coop(),
+    empty = x[:0]
+    result = train_coop(job.backbone, job.dataset.classes, x, y, empty, y[:0], tx, job.overrides.coop(),
                         seed=job.seed, shots=job.shots)
-    return MethodOutput(result.logits, ty, result.seconds, result.selection_rule, result.selected_epoch, result.val_accuracy)
+    rule = "full schedule on support + validation, last epoch (as published)"
+    return MethodOutput(result.logits, ty, result.seconds, rule, result.selected_epoch, None, fitted_images=len(y))
 
 
 def run_vr(spec: MethodSpec, job: JobInputs) -> MethodOutput:
+    """VR methods. As-published recipes (no selection in the reference) train on support + validation for the
+    full schedule and keep the last epoch; biomedvr's own recipes select on validation and refit on all."""
     from biomedvr_cli.method.build import build_head
     from biomedvr_cli.method.training import predict_logits, train_head
 
     assert spec.config is not None and spec.recipe is not None
+    recipe = job.overrides.recipe(spec.recipe)
     train_x, train_y = job.pixels("train")
     val_x, val_y = job.pixels("val")
     test_x, test_y = job.pixels("test")
-    recipe = job.overrides.recipe(spec.recipe)
+    if spec.recipe == PUBLISHED_RECIPE:
+        train_x, train_y = _all_labelled(job, "pixels")
+        val_x, val_y = val_x[:0], val_y[:0]
     start = time.perf_counter()
     head, _ = build_head(_CachedTexts(job.backbone, job.text_cache), job.dataset.classes, job.sets(spec), spec.config,
                          seed=job.seed)
+    start_accuracy = None
+    if spec.recipe == PUBLISHED_RECIPE:  # one extra test pass, small beside the 400-epoch schedule
+        start_logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
+        start_accuracy = float((start_logits.argmax(dim=1) == test_y).float().mean())
+        start = time.perf_counter()  # the start's test pass is evaluation, not fitting
     result = train_head(head, job.backbone.encode_images, train_x, train_y, val_x, val_y, recipe,
                         seed=job.seed, device=job.backbone.device, shots=job.shots)
     seconds = time.perf_counter() - start
     logits = predict_logits(head, job.backbone.encode_images, test_x, device=job.backbone.device)
     rule = result.selection_rule + (f"; {result.feature_head.describe()}" if result.feature_head else "")
-    return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy)
+    if spec.recipe == PUBLISHED_RECIPE:
+        rule = "full schedule on support + validation, last epoch (as published)"
+    return MethodOutput(logits, test_y, seconds, rule, result.selected_epoch, result.val_accuracy,
+                        fitted_images=len(train_y) + len(val_y), vr=result.vr.to_dict() if result.vr else None,
+                        start_accuracy=start_accuracy)
 
 
 RUNNERS: dict[str, Callable[[MethodSpec, JobInputs], MethodOutput]] = {

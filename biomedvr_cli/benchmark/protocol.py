@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.attributes.textfile import read_user_json
+from biomedvr_cli.benchmark.limits import check_suite_document
 from biomedvr_cli.errors import InvalidInputError, UsageError
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
@@ -24,7 +25,7 @@ DEFAULT_SEEDS = 3
 ZERO_SHOT_SHOTS = 0
 SUITE_KEYS = {"datasets", "backbone", "methods", "shots", "seeds", "epochs", "epoch_scale", "val_shots"}
 DATASET_KEYS = {"name", "images", "test", "attributes", "sandbox_task", "shift", "pool_per_class", "test_per_class",
-                "data_seed", "path_column", "label_column"}
+                "data_seed", "path_column", "label_column", "group_column", "split_column"}
 
 
 def slug(text: str) -> str:
@@ -52,6 +53,8 @@ class DatasetSpec:
     data_seed: int = 0
     path_column: str = "path"
     label_column: str = "label"
+    group_column: str | None = None  # None: a 'group' or id-like column when there is one (data.records.CsvColumns)
+    split_column: str = "split"
 
     @property
     def key(self) -> str:
@@ -188,7 +191,7 @@ def _dataset_from(doc: Any, base: Path, index: int) -> DatasetSpec:
         for key in ("test", "attributes"):
             if key in doc:
                 kwargs[key] = _path(base, doc[key], f"{where} {key}")
-        for key in ("path_column", "label_column"):
+        for key in ("path_column", "label_column", "group_column", "split_column"):
             if key in doc:
                 kwargs[key] = str(doc[key])
     return DatasetSpec(**kwargs)
@@ -207,6 +210,7 @@ def load_suite(path: Path) -> Suite:
     """
     path = Path(path)
     doc = read_user_json(path, missing_hint="check the --suite path", fix_hint="fix the suite file")
+    check_suite_document(doc, path.name)  # types and size limits of every field, before anything is allocated
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), list) or not doc["datasets"]:
         raise InvalidInputError(f"{path.name} must be an object with a non-empty 'datasets' list",
                                 "see `biomedvr benchmark --help` for the suite format")

@@ -110,14 +110,15 @@ def jobs_csv_text(results: list[dict[str, Any]]) -> str:
     writer = csv.writer(buffer)
     metrics = HEADLINE + EXTRA
     writer.writerow(["dataset", "method", "shots", "seed", *metrics, "fit_seconds", "selected_epoch", "val_accuracy",
-                     "train_images", "val_images", "test_images"])
+                     "train_images", "val_images", "test_images", "start_accuracy"])
     for r in results:
         m = r["metrics"]
         writer.writerow([r["dataset"], r["method"], r["shots"], r["seed"],
                          *["" if m.get(k) is None else f"{m[k]:.6f}" for k in metrics], f"{r['fit_seconds']:.3f}",
                          "" if r.get("selected_epoch") is None else r["selected_epoch"],
                          "" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.6f}",
-                         r["train_images"], r["val_images"], r["test_images"]])
+                         r["train_images"], r["val_images"], r["test_images"],
+                         "" if r.get("start_accuracy") is None else f"{r['start_accuracy']:.6f}"])
     return buffer.getvalue()
 
 
@@ -186,7 +187,7 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]], document: dict[str, Any]) -> dict[str, Path]:
     """summary.json, summary.csv, jobs.csv, summary.md and accuracy_vs_shots.png in ``out`` (atomic, replaced)."""
-    import json
+    from biomedvr_cli.benchmark.store import strict_json
 
     paths = {
         "summary_json": out / "summary.json",
@@ -195,7 +196,7 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
         "summary_md": out / "summary.md",
         "plot": out / "accuracy_vs_shots.png",
     }
-    write_text_atomic(paths["summary_json"], json.dumps(document, indent=2) + "\n", force=True)
+    write_text_atomic(paths["summary_json"], strict_json(document, indent=2), force=True)
     write_text_atomic(paths["summary_csv"], csv_text(rows), force=True)
     write_text_atomic(paths["jobs_csv"], jobs_csv_text(results), force=True)
     write_text_atomic(paths["summary_md"], markdown_text(rows), force=True)

@@ -3,7 +3,9 @@
 The command line describes either one dataset (IMAGES with --test, --attributes, --name) or
 points at a suite file listing several. Settings such as the backbone, methods, shots and
 seeds can come from both: a value given on the command line wins, then the suite's, then
-the default. Everything here is checked before any dataset or backbone is loaded.
+the default. Everything here is checked before any dataset or backbone is loaded: types,
+the size limits of ``limits`` (so that no option or suite field can ask for unbounded memory
+or time) and the identifier check on dataset names, which reach reports and job file names.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from biomedvr_cli.benchmark.methods import Overrides, resolve_methods
+from biomedvr_cli.attributes.privacy import check_stored_text
+from biomedvr_cli.benchmark.limits import NAME_WHY, check_dataset_name, check_job_count, check_options
+from biomedvr_cli.benchmark.methods import METHODS, Overrides, resolve_methods
 from biomedvr_cli.benchmark.protocol import (
     DEFAULT_SEEDS,
     DEFAULT_SHOTS,
@@ -30,6 +34,7 @@ T = TypeVar("T")
 
 DEFAULT_BACKBONE = "biomedclip"
 DEFAULT_METHODS = "all"
+_DATA_FILE_SUFFIXES = {".csv", ".tsv", ".json", ".txt"}  # manifests and attributes files
 
 
 @dataclass
@@ -53,6 +58,8 @@ class BenchmarkOptions:
     allow_fewer: bool = False
     path_column: str = "path"
     label_column: str = "label"
+    group_column: str | None = None
+    split_column: str = "split"
     device: str = "auto"
     allow_download: bool | None = None
     force: bool = False
@@ -81,8 +88,10 @@ def _datasets(options: BenchmarkOptions) -> tuple[list[DatasetSpec], Suite | Non
     images = options.images
     assert images is not None
     name = options.name or (images.resolve().stem if images.suffix.lower() == ".csv" else images.resolve().name) or "images"
+    check_dataset_name(name, "--name" if options.name else "the dataset name (the IMAGES folder or file name)")
     return [DatasetSpec(name=name, images=images, test=options.test, attributes=options.attributes,
-                        path_column=options.path_column, label_column=options.label_column)], None
+                        path_column=options.path_column, label_column=options.label_column,
+                        group_column=options.group_column, split_column=options.split_column)], None
 
 
 def _overrides(options: BenchmarkOptions, suite: Suite | None) -> Overrides:
@@ -99,17 +108,36 @@ def _overrides(options: BenchmarkOptions, suite: Suite | None) -> Overrides:
                      batch_size=options.batch_size)
 
 
+def _check_file_names(datasets: list[DatasetSpec]) -> None:
+    """The reports keep each dataset's file names (``DatasetSpec.describe``): no identifiers there either."""
+    for i, spec in enumerate(datasets, start=1):
+        for what, path in (("images", spec.images), ("test", spec.test), ("attributes", spec.attributes)):
+            if path is not None:  # "busi.csv" is a file name by design: its stem is what could hold an identifier
+                name = path.stem if path.suffix.lower() in _DATA_FILE_SUFFIXES else path.name
+                check_stored_text(f"dataset {i} ({spec.key}): the {what} file or folder name", name, why=NAME_WHY,
+                                  fix="rename the file or folder after the dataset's task or source")
+
+
 def build_request(options: BenchmarkOptions) -> BenchmarkRequest:
     """Merge the command line with the suite file (command line wins) into a checked ``BenchmarkRequest``."""
+    cli_shots = parse_shots(options.shots) if options.shots is not None else None
+    check_options(shots=cli_shots, seeds=options.seeds, epochs=options.epochs, epoch_scale=options.epoch_scale,
+                  batch_size=options.batch_size, val_shots=options.val_shots)
     datasets, suite = _datasets(options)
+    _check_file_names(datasets)
     overrides = _overrides(options, suite)
+    methods = resolve_methods(_pick(options.methods, suite.methods if suite else None, DEFAULT_METHODS))
+    shots = parse_shots(_pick(cli_shots, suite.shots if suite else None, list(DEFAULT_SHOTS)))
+    seed_count = _pick(options.seeds, suite.seeds if suite else None, DEFAULT_SEEDS)
+    shot_free = sum(1 for m in methods if METHODS[m].shot_free)
+    check_job_count(len(datasets), shot_free, len(methods) - shot_free, len(shots), seed_count)
     return BenchmarkRequest(
         datasets=datasets,
         out=options.out,
         backbone=_pick(options.backbone, suite.backbone if suite else None, DEFAULT_BACKBONE),
-        methods=resolve_methods(_pick(options.methods, suite.methods if suite else None, DEFAULT_METHODS)),
-        shots=parse_shots(_pick(options.shots, suite.shots if suite else None, list(DEFAULT_SHOTS))),
-        seeds=seed_list(_pick(options.seeds, suite.seeds if suite else None, DEFAULT_SEEDS)),
+        methods=methods,
+        shots=shots,
+        seeds=seed_list(seed_count),
         overrides=overrides,
         val_shots=_pick(options.val_shots, suite.val_shots if suite else None, None),
         allow_fewer=options.allow_fewer,

@@ -9,6 +9,7 @@ not have on its disk (nodes without a shared file system), and writes the report
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from biomedvr_cli import __version__
+from biomedvr_cli.atomic import reserve_output
 from biomedvr_cli.benchmark.datasets import LoadedDataset, load_dataset
 from biomedvr_cli.distributed import DistContext, rank_device
 from biomedvr_cli.method.metrics import SCALAR_METRICS
@@ -32,7 +34,8 @@ from biomedvr_cli.errors import BiomedVRError, UsageError
 if TYPE_CHECKING:  # the loader pulls in open_clip; it is imported when a backbone is really loaded
     from biomedvr_cli.backbones.loader import Backbone
 
-SELECTION = "validation split drawn beside the support set (never the test set)"
+SELECTION = ("validation split drawn beside the support set (never the test set); every trained method ends "
+             "fitted on the same labelled images, support + validation (fitted_images; docs/benchmark.md)")
 VOLATILE_KEYS = ("fit_seconds", "rank", "finished_at")  # differ between otherwise identical runs
 
 
@@ -112,6 +115,8 @@ def _job_result(job: Job, job_hash: str, dataset: LoadedDataset, inputs: JobInpu
         "selection": output.selection,
         "selected_epoch": output.selected_epoch,
         "val_accuracy": output.val_accuracy,
+        "fitted_images": output.fitted_images,
+        "start_accuracy": output.start_accuracy,
         "support_set": _support_hash(inputs.train) if inputs else None,
         "train_images": len(inputs.train) if inputs else 0,
         "val_images": len(inputs.val) if inputs else 0,
@@ -297,12 +302,27 @@ def run_benchmark(
     """Run (or resume) the sweep; rank 0 returns the merged outcome, other ranks return None."""
     dist = dist or DistContext()
     _check_request(request)
-    sweep = _prepare(request, dist, notify)
-    shard = _run_shard(sweep, _my_jobs(sweep, dist), dist.rank, on_job)
-    gathered = dist.gather({"results": shard.results, "failed": shard.failed, "ran": shard.ran, "skipped": shard.skipped})
-    if not dist.is_main:
-        return None
-    assert gathered is not None
+    # Rank 0 holds the report for the whole run (a second run into the same --out fails at once). If
+    # the run stops (error, Ctrl-C, SIGTERM) the finished jobs stay in jobs/, resumable; a folder it
+    # created and left without results is removed.
+    held = reserve_output(request.out / "summary.json", force=True) if dist.is_main else contextlib.nullcontext()
+    with held:
+        sweep = _prepare(request, dist, notify)
+        try:
+            shard = _run_shard(sweep, _my_jobs(sweep, dist), dist.rank, on_job)
+        finally:
+            sweep.store.drop_if_empty()
+        gathered = dist.gather({"results": shard.results, "failed": shard.failed, "ran": shard.ran,
+                                "skipped": shard.skipped})
+        if not dist.is_main:
+            return None
+        assert gathered is not None
+        return _finish(request, sweep, dist, gathered)
+
+
+def _finish(request: BenchmarkRequest, sweep: _Sweep, dist: DistContext,
+            gathered: list[dict[str, Any]]) -> BenchmarkOutcome:
+    """Rank 0: merge every rank's results, summarise them and write the reports."""
     merged = _merge(sweep, gathered)
     order = list(dict.fromkeys((j.dataset, j.method, j.shots) for j in sweep.jobs))
     rows = summarize(merged.results, order)

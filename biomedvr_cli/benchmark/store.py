@@ -4,14 +4,16 @@
 its fit time and ``settings_hash`` (a hash of everything that changes its result:
 dataset, backbone weights, method settings, validation size). A rerun skips jobs whose
 file exists with the same hash; a file with another hash means the settings changed,
-which is refused unless ``--force`` (then those jobs are redone). A crash or Ctrl-C
-loses at most the job in flight; no partial file is ever left.
+which is refused unless ``--force`` (then those jobs are redone). A crash, Ctrl-C or
+SIGTERM loses at most the job in flight; no partial file is ever left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,22 @@ from biomedvr_cli.benchmark.protocol import Job
 from biomedvr_cli.errors import UsageError
 
 STORE_VERSION = 1
+
+
+def strict_json(document: Any, *, indent: int) -> str:
+    """JSON text with every non-finite number as null (an undefined metric, such as AUROC with one
+    class in the test split, is missing, and a bare NaN is not JSON)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    return json.dumps(clean(document), indent=indent, sort_keys=False, allow_nan=False) + "\n"
 
 
 def settings_hash(parts: dict[str, Any]) -> str:
@@ -66,5 +84,10 @@ class JobStore:
         """Write one job's result atomically (replacing an outdated one)."""
         path = self.path(job)
         payload = {"store_version": STORE_VERSION, **result}
-        write_text_atomic(path, json.dumps(payload, indent=1, sort_keys=False) + "\n", force=True)
+        write_text_atomic(path, strict_json(payload, indent=1), force=True)
         return path
+
+    def drop_if_empty(self) -> None:
+        """Remove ``jobs/`` when no job was stored in it (a run stopped before its first job finished)."""
+        with contextlib.suppress(OSError):  # missing, or holding results: kept
+            self.jobs_dir.rmdir()

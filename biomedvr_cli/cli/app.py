@@ -6,15 +6,18 @@ value, a missing argument) get the same ``error: ... (fix: ...)`` line and exit 
 last-resort handler turns what no layer anticipated into one line as well:
 OSError (PermissionError included), RecursionError and MemoryError exit 3, anything
 else exits 1. A traceback, and third-party warnings (pydicom, torch, ...), are shown only
-with ``biomedvr --debug`` or ``BIOMEDVR_DEBUG=1``. Command modules import torch lazily so
-that ``biomedvr --help`` and ``--version`` stay fast.
+with ``biomedvr --debug`` or ``BIOMEDVR_DEBUG=1``. SIGTERM unwinds like Ctrl-C (partial
+outputs, locks and temporary files are removed on the way out) and exits 143. Command
+modules import torch lazily so that ``biomedvr --help`` and ``--version`` stay fast.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
@@ -25,7 +28,14 @@ import typer
 from typer.core import TyperGroup
 
 from biomedvr_cli import __version__
-from biomedvr_cli.errors import EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_UNEXPECTED, BiomedVRError
+from biomedvr_cli.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_INVALID_INPUT,
+    EXIT_TERMINATED,
+    EXIT_UNEXPECTED,
+    BiomedVRError,
+    Terminated,
+)
 
 DEBUG_ENV = "BIOMEDVR_DEBUG"
 # Click's error base class, wherever this Typer keeps Click (newer Typers vendor it).
@@ -61,6 +71,26 @@ def _warnings_for_users(debug: bool) -> Iterator[None]:
         yield
 
 
+def _raise_terminated(signum: int, frame: Any) -> None:
+    # A second SIGTERM (a supervisor repeating itself) must not cut the cleanup of the first short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While a command runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread,
+    so every ``finally`` and ``except KeyboardInterrupt`` cleanup runs for it as for Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _last_resort(exc: BaseException) -> tuple[str, int]:
     """One line and an exit code for an exception no layer turned into a BiomedVRError."""
     if isinstance(exc, OSError):
@@ -89,7 +119,8 @@ def _usage_error(exc: Any) -> NoReturn:
         sys.exit(exc.exit_code)
     ctx = getattr(exc, "ctx", None)
     command = ctx.command_path if ctx is not None else "biomedvr"
-    message = " ".join(exc.format_message().split())
+    # Typer words a refused Literal choice "Value error, 'x' is not one of ..."; the prefix says nothing.
+    message = " ".join(exc.format_message().split()).replace("Value error, ", "")
     render.error(f"{message} (fix: see `{command} --help`)")
     sys.exit(exc.exit_code)
 
@@ -120,13 +151,16 @@ class _BoundaryGroup(TyperGroup):
 
     def invoke(self, ctx: typer.Context) -> Any:
         debug = debug_enabled(ctx)
-        with _warnings_for_users(debug):
+        with _warnings_for_users(debug), _sigterm_as_interrupt():
             try:
                 return super().invoke(ctx)
             except (typer.Exit, typer.Abort, ClickException, BrokenPipeError):
                 raise  # Click's own exits and errors; a closed pipe (`| head`) is Typer's to quiet
             except BiomedVRError as exc:
                 self._fail(exc.one_line(), exc.exit_code, debug)
+            except Terminated:
+                self._fail("terminated (SIGTERM); partial outputs were removed (fix: run the command again)",
+                           EXIT_TERMINATED, False)
             except KeyboardInterrupt:
                 self._fail("interrupted; partial outputs were removed (fix: run the command again)", EXIT_INTERRUPTED, False)
             except Exception as exc:  # MemoryError and RecursionError are Exceptions too

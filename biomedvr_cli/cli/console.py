@@ -33,7 +33,8 @@ console = _make_console()
 
 def emit_json(document: Any) -> None:
     """Print exactly one JSON document on stdout."""
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+    # allow_nan=False: a bare NaN is not JSON; a non-finite number reaching here is a bug to surface, not to print.
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

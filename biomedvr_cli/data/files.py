@@ -15,9 +15,10 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", 
 _SKIPPED_FOLDERS = frozenset({"__MACOSX"})
 
 # Caps on files read whole into memory. Class lists, attribute files, task and suite files
-# are kilobytes; a manifest with a million rows is about 100 MB.
+# are kilobytes; a manifest at its row cap (manifest.MAX_MANIFEST_ROWS) of long paths is
+# well under 128 MiB.
 MAX_USER_TEXT_BYTES = 16 * 1024 * 1024
-MAX_MANIFEST_BYTES = 256 * 1024 * 1024
+MAX_MANIFEST_BYTES = 128 * 1024 * 1024
 
 _DICOM_PREAMBLE = 128
 _DICOM_MAGIC = b"DICM"
@@ -98,14 +99,20 @@ def read_regular_file(path: Path, *, max_bytes: int, what: str = "file") -> byte
         if not stat.S_ISREG(mode):
             raise InvalidInputError(f"{name} is not a regular file (a pipe, socket or device)",
                                     f"save the {what} to disk and pass that file")
+        if os.fstat(handle.fileno()).st_size > max_bytes:  # refused before reading a byte
+            raise _too_large(name, max_bytes, what)
         try:
             data = handle.read(max_bytes + 1)
         except OSError as exc:
             raise InvalidInputError(f"{name} cannot be read: {exc.strerror}", "check the file") from None
-    if len(data) > max_bytes:
-        raise InvalidInputError(f"{name} is larger than the {max_bytes // (1024 * 1024)} MiB allowed for a {what}",
-                                f"check that this is the right file; a {what} is much smaller")
+    if len(data) > max_bytes:  # it grew while being read
+        raise _too_large(name, max_bytes, what)
     return data
+
+
+def _too_large(name: str, max_bytes: int, what: str) -> InvalidInputError:
+    return InvalidInputError(f"{name} is larger than the {max_bytes // (1024 * 1024)} MiB allowed for a {what}",
+                             f"check that this is the right file; a {what} is much smaller (split a long one in parts)")
 
 
 def printable_path(path: Path | str) -> str:

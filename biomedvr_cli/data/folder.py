@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from biomedvr_cli.data.files import is_hidden, is_image_file, printable_path, walk_images
+from biomedvr_cli.data.labels import canonical_label, check_distinct_labels, respelt_notice
 from biomedvr_cli.data.records import ImageRecord, ImageSource
 from biomedvr_cli.data.splits import normalise_split
 from biomedvr_cli.errors import InvalidInputError
@@ -20,6 +21,7 @@ class _Listing:
         self.records: list[ImageRecord] = []
         self.classes: set[str] = set()
         self.skipped: list[tuple[Path, str]] = []
+        self.spellings: dict[str, set[str]] = {}  # class -> the folder names read as it
 
     def add_level(self, folder: Path, split: str | None) -> None:
         """Add ``folder/<class>/**`` images; loose files in ``folder`` have no class."""
@@ -31,6 +33,7 @@ class _Listing:
             name = _class_name(class_dir)
             # A class folder without images still names a class: sampling then says so clearly.
             self.classes.add(name)
+            self.spellings.setdefault(name, set()).add(class_dir.name)
             images, passed_over = walk_images(class_dir)
             self.skipped.extend(passed_over)
             self.records.extend(ImageRecord(path=p, label=name, split=split) for p in images)
@@ -62,7 +65,7 @@ class _Listing:
 
 
 def _class_name(folder: Path) -> str:
-    """A class folder's name, which must be text: it is stored in adapters and printed."""
+    """A class folder's name in canonical form (``data.labels``); it must be text: it is stored in adapters and printed."""
     name = folder.name
     try:
         name.encode("utf-8")
@@ -71,7 +74,7 @@ def _class_name(folder: Path) -> str:
             f'class folder "{printable_path(name)}" has a name that is not valid UTF-8',
             "rename the folder to the class name in plain text (class names are stored in the adapter)",
         ) from None
-    return name
+    return canonical_label(name) or name
 
 
 def read_folder_tree(root: Path, *, require_labels: bool = True) -> ImageSource:
@@ -107,4 +110,7 @@ def read_folder_tree(root: Path, *, require_labels: bool = True) -> ImageSource:
         if require_labels and not listing.classes:
             raise InvalidInputError(f"{root.name} holds no class folders with images", _LAYOUT_HINT)
         raise InvalidInputError(f"no image files found in {root.name}", _LAYOUT_HINT)
-    return ImageSource(records=listing.records, classes=sorted(listing.classes), skipped=listing.skipped)
+    check_distinct_labels(listing.classes, root.name, "class folder")
+    respelt = respelt_notice(listing.spellings, root.name, "class folder")
+    return ImageSource(records=listing.records, classes=sorted(listing.classes), skipped=listing.skipped,
+                       notices=[respelt] if respelt else [])

@@ -1,4 +1,10 @@
-"""CSV manifests: one row per image with its path, label, and optional split and group."""
+"""CSV manifests: one row per image with its path, label, and optional split and group.
+
+Bounded before anything per row touches the disk: the file is read only up to
+``MAX_MANIFEST_BYTES`` and parsed only up to ``MAX_MANIFEST_ROWS`` rows; repeated rows are
+recognised from their text, so a file that repeats one row a million times is refused in
+a second or two, not after a million file checks.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +12,25 @@ import csv
 import io
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from biomedvr_cli.data.files import MAX_MANIFEST_BYTES, is_image_file, read_regular_file
-from biomedvr_cli.data.records import CsvColumns, ImageRecord, ImageSource
+from biomedvr_cli.data.idcolumns import grouping_notice, id_columns
+from biomedvr_cli.data.labels import canonical_label, check_distinct_labels, respelt_notice
+from biomedvr_cli.data.records import NO_GROUP, CsvColumns, ImageRecord, ImageSource
 from biomedvr_cli.data.splits import known_split_names, normalise_split
 from biomedvr_cli.errors import InvalidInputError
 
+__all__ = ["MAX_MANIFEST_BYTES", "MAX_MANIFEST_ROWS", "manifest_paths", "read_manifest"]
+
+#: Rows (not counting the header and blank lines) a manifest may have. Far above a few-shot
+#: fit or a test set; a larger list of images is predicted or evaluated in parts.
+MAX_MANIFEST_ROWS = 500_000
 # Spreadsheet exports in many locales use ';' and some tools use tabs.
 _DELIMITERS = (",", ";", "\t")
-# Used only when the group column keeps its default name and is absent.
-_GROUP_FALLBACKS = ("patient_id", "patient")
+_MISSING = "listed in the manifest but not found"
+_REPEATED = "listed more than once in the manifest"
 
 
 @dataclass(frozen=True)
@@ -29,6 +42,15 @@ class _Layout:
     label: int | None
     split: int | None
     group: int | None
+    notices: tuple[str, ...] = ()
+
+
+@dataclass
+class _Parsed:
+    """Every non-blank row as (where, record), and what the user should hear about the file."""
+
+    rows: list[tuple[str, ImageRecord]]
+    notices: list[str] = field(default_factory=list)
 
 
 def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require_labels: bool = True) -> ImageSource:
@@ -36,30 +58,33 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
 
     Rows naming a file that is missing or not an image, and repeated rows, are skipped
     with a reason; a manifest where every listed file is missing is an error (the paths
-    are probably relative to another folder).
+    are probably relative to another folder), and so are labels that differ only in case.
     """
+    parsed = _parse(csv_path, columns, require_labels)
     records: list[ImageRecord] = []
     skipped: list[tuple[Path, str]] = []
-    seen: dict[Path, ImageRecord] = {}
-    for where, record in _rows(csv_path, columns, require_labels):
-        if record.path in seen:
-            if seen[record.path].label != record.label:
+    first: dict[Path, ImageRecord] = {}
+    for where, record in parsed.rows:
+        earlier = first.get(record.path)
+        if earlier is not None:
+            if earlier.label != record.label:
                 raise InvalidInputError(
                     f"{where}: {record.path.name} is listed again with another label",
                     "give each image one row (one label)",
                 )
-            skipped.append((record.path, "listed more than once in the manifest"))
-        elif not record.path.is_file():
-            skipped.append((record.path, "listed in the manifest but not found"))
+            skipped.append((record.path, _REPEATED))
+            continue
+        first[record.path] = record
+        if not record.path.is_file():
+            skipped.append((record.path, _MISSING))
         elif not is_image_file(record.path):
             skipped.append((record.path, "not an image file"))
         else:
-            seen[record.path] = record
             records.append(record)
     if not records:
         _raise_nothing_usable(csv_path.name, skipped)
     classes = sorted({r.label for r in records if r.label is not None})
-    return ImageSource(records=records, classes=classes, skipped=skipped)
+    return ImageSource(records=records, classes=classes, skipped=skipped, notices=parsed.notices)
 
 
 def manifest_paths(csv_path: Path, columns: CsvColumns = CsvColumns()) -> list[Path]:
@@ -68,26 +93,92 @@ def manifest_paths(csv_path: Path, columns: CsvColumns = CsvColumns()) -> list[P
     Missing and unreadable files stay in the list so that decoding reports each of them;
     only a manifest where no listed file exists is an error.
     """
-    paths = list(dict.fromkeys(record.path for _, record in _rows(csv_path, columns, False)))
+    paths = list(dict.fromkeys(record.path for _, record in _parse(csv_path, columns, False).rows))
     if not any(p.is_file() for p in paths):
-        _raise_nothing_usable(csv_path.name, [(p, "listed in the manifest but not found") for p in paths])
+        _raise_nothing_usable(csv_path.name, [(p, _MISSING) for p in paths])
     return paths
 
 
-def _rows(csv_path: Path, columns: CsvColumns, require_labels: bool) -> Iterator[tuple[str, ImageRecord]]:
-    """Each non-blank row as (where, record), where is "name line N" for messages."""
+def _parse(csv_path: Path, columns: CsvColumns, require_labels: bool) -> _Parsed:
+    """Read, bound and parse the whole manifest (no file checks yet)."""
+    name = csv_path.name
     text = _read_text(csv_path)
-    layout = _find_layout(text, csv_path.name, columns, require_labels)
-    reader = csv.reader(io.StringIO(text), delimiter=layout.delimiter)
-    next(reader)  # the header, already read by _find_layout
-    for row in reader:
-        if any(cell.strip() for cell in row):
-            where = f"{csv_path.name} line {reader.line_num}"
-            yield where, _parse_row(row, layout, csv_path.parent, where, require_labels)
+    layout = _find_layout(text, name, columns, require_labels)
+    rows: list[tuple[str, ImageRecord]] = []
+    by_cell: dict[str, Path] = {}  # a path cell seen before resolves the same way: no work per repeat
+    spellings: dict[str, set[str]] = {}
+    for start, end, row in _csv_rows(text, layout.delimiter, name):
+        where = f"{name} line {start}"
+        _check_single_line(row, layout, where, end)
+        record = _parse_row(row, layout, csv_path.parent, where, require_labels, by_cell)
+        if record.label is not None:
+            spellings.setdefault(record.label, set()).add(_cell(row, layout.label))
+        rows.append((where, record))
+    check_distinct_labels(spellings, name, "label")
+    notices = list(layout.notices)
+    respelt = respelt_notice(spellings, name, "label")
+    if respelt:
+        notices.append(respelt)
+    return _Parsed(rows, notices)
+
+
+def _csv_rows(text: str, delimiter: str, name: str) -> Iterator[tuple[int, int, list[str]]]:
+    """``(first line, last line, cells)`` of each non-blank row after the header, at most MAX_MANIFEST_ROWS."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    end = 0
+    count = 0
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise _csv_error(name, start, exc) from None
+        end = reader.line_num
+        if start == 1 or not any(cell.strip() for cell in row):
+            continue  # the header (read by _find_layout), or a blank row
+        count += 1
+        if count > MAX_MANIFEST_ROWS:
+            raise InvalidInputError(
+                f"{name} has more than {MAX_MANIFEST_ROWS:,} rows, the limit for a manifest",
+                f"split it into manifests of at most {MAX_MANIFEST_ROWS:,} rows (and remove repeated rows)",
+            )
+        yield start, end, row
+
+
+def _csv_error(name: str, start: int, exc: csv.Error) -> InvalidInputError:
+    """A CSV syntax error as an input error naming the line where the row starts."""
+    text = str(exc)
+    if "field larger than field limit" in text:
+        return InvalidInputError(
+            f"{name} line {start}: a field is longer than the {csv.field_size_limit():,} characters allowed",
+            "check that this is a manifest of image paths and labels (an unclosed quote can also swallow the rest "
+            "of the file into one field)",
+        )
+    if "unexpected end of data" in text:
+        return InvalidInputError(
+            f"{name} line {start}: a quote (\") opened on this line is never closed",
+            'close the quoted field, or remove the stray quote; a quote inside a quoted field is written twice ("")',
+        )
+    return InvalidInputError(
+        f"{name} line {start}: not valid CSV ({text[:80]})",
+        'put quotes around a whole field only, and write a quote inside a quoted field twice ("")',
+    )
+
+
+def _check_single_line(row: list[str], layout: _Layout, where: str, end: int) -> None:
+    """A path, label, split or group that spans lines comes from a misplaced quote, not from the user's data."""
+    for index in (layout.path, layout.label, layout.split, layout.group):
+        if index is not None and index < len(row) and ("\n" in row[index] or "\r" in row[index]):
+            raise InvalidInputError(
+                f"{where}: a quoted field that starts on this line runs on to line {end} (a misplaced quote?)",
+                'remove the stray quote (") on this line, or close the quoted field on the same line',
+            )
 
 
 def _raise_nothing_usable(name: str, skipped: list[tuple[Path, str]]) -> None:
-    missing = sum(why == "listed in the manifest but not found" for _, why in skipped)
+    missing = sum(why == _MISSING for _, why in skipped)
     if missing:
         raise InvalidInputError(
             f"none of the {missing} files listed in {name} exist",
@@ -105,8 +196,8 @@ def _read_text(csv_path: Path) -> str:
         raise InvalidInputError(f"{csv_path.name} is not UTF-8 text", "save the manifest as CSV UTF-8") from None
 
 
-def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool) -> _Layout:
-    """Pick the delimiter whose header has the path column, and locate every column."""
+def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], int]:
+    """(delimiter, header cells, path column) from the first line: the delimiter whose header has the path column."""
     first_line = text.splitlines()[0] if text.strip() else ""
     if not first_line.strip():
         raise InvalidInputError(
@@ -114,26 +205,52 @@ def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool
         )
     header: list[str] = []
     for delimiter in _DELIMITERS:
-        header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter))]
+        try:
+            header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter, strict=True))]
+        except csv.Error as exc:
+            raise _csv_error(name, 1, exc) from None
         path = _column(header, columns.path)
         if path is not None:
-            break
-    else:
-        raise InvalidInputError(
-            f"{name} has no '{columns.path}' column (found: {', '.join(header)[:120]})",
-            "rename the image column to 'path', or pass its name with --path-column",
-        )
+            return delimiter, header, path
+    raise InvalidInputError(
+        f"{name} has no '{columns.path}' column (found: {', '.join(header)[:120]})",
+        "rename the image column to 'path', or pass its name with --path-column",
+    )
+
+
+def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool) -> _Layout:
+    """Pick the delimiter whose header has the path column, and locate every column."""
+    delimiter, header, path = _header(text, name, columns)
     label = _column(header, columns.label)
     if label is None and require_labels:
         raise InvalidInputError(
             f"{name} has no '{columns.label}' column (found: {', '.join(header)[:120]})",
             "rename the class column to 'label', or pass its name with --label-column",
         )
-    split = _optional(header, columns.split, CsvColumns.split, name, "split")
-    group = _optional(header, columns.group, CsvColumns.group, name, "group")
-    if group is None and columns.group == CsvColumns.group:
-        group = next((i for i in (_column(header, c) for c in _GROUP_FALLBACKS) if i is not None), None)
-    return _Layout(delimiter=delimiter, path=path, label=label, split=split, group=group)
+    split = _optional(header, columns.split, CsvColumns.split, name, "split", "--split-column")
+    group, notices = _group_column(header, columns.group, name, {path, label, split})
+    return _Layout(delimiter=delimiter, path=path, label=label, split=split, group=group, notices=notices)
+
+
+def _group_column(header: list[str], wanted: str | None, name: str, used: set[int | None]) -> tuple[int | None, tuple[str, ...]]:
+    """The group column: the one named, else ``group``, else an id-like column (with a notice)."""
+    if wanted is not None:
+        index = _column(header, wanted)
+        if index is None and wanted.lower() == NO_GROUP:
+            return None, ()
+        if index is None:
+            raise InvalidInputError(
+                f"{name} has no '{wanted}' column for the group (found: {', '.join(header)[:120]})",
+                "check the --group-column name (the patient or study id column), or pass --group-column none",
+            )
+        return index, ()
+    index = _column(header, "group")
+    if index is not None:
+        return index, ()
+    found = id_columns(header, {i for i in used if i is not None})
+    if not found:
+        return None, ()
+    return found[0].index, (grouping_notice(name, found[0], found[1:]),)
 
 
 def _column(header: list[str], wanted: str) -> int | None:
@@ -144,13 +261,13 @@ def _column(header: list[str], wanted: str) -> int | None:
     return lowered.index(wanted.lower()) if wanted.lower() in lowered else None
 
 
-def _optional(header: list[str], wanted: str, default: str, name: str, role: str) -> int | None:
+def _optional(header: list[str], wanted: str, default: str, name: str, role: str, option: str) -> int | None:
     """An optional column; one the user named explicitly must exist."""
     index = _column(header, wanted)
     if index is None and wanted != default:
         raise InvalidInputError(
-            f"{name} has no '{wanted}' column for the {role}",
-            f"check the {role} column name, or leave it at its default to go without",
+            f"{name} has no '{wanted}' column for the {role} (found: {', '.join(header)[:120]})",
+            f"check the {option} name, or leave it out to go without",
         )
     return index
 
@@ -162,13 +279,16 @@ def _cell(row: list[str], index: int | None) -> str:
     return row[index].strip()
 
 
-def _parse_row(row: list[str], layout: _Layout, base: Path, where: str, require_labels: bool) -> ImageRecord:
+def _parse_row(row: list[str], layout: _Layout, base: Path, where: str, require_labels: bool,
+               by_cell: dict[str, Path]) -> ImageRecord:
     """One manifest row as a record, or an error naming the line."""
     raw_path = _cell(row, layout.path)
     if not raw_path:
         raise InvalidInputError(f"{where}: the path is empty", "fill in the image path or delete the row")
-    path = _resolve(raw_path, base)
-    label = _cell(row, layout.label) or None
+    path = by_cell.get(raw_path)
+    if path is None:
+        path = by_cell[raw_path] = _resolve(raw_path, base)
+    label = canonical_label(_cell(row, layout.label)) or None
     if label is None and require_labels:
         raise InvalidInputError(f"{where}: {path.name} has no label", "fill in its class or delete the row")
     split_text = _cell(row, layout.split)
@@ -187,7 +307,7 @@ def _resolve(raw: str, base: Path) -> Path:
     path = Path(raw)
     if not path.is_absolute():
         path = base / path
-    if not path.exists() and "\\" in raw:
+    if "\\" in raw and not path.exists():
         alternative = Path(raw.replace("\\", "/"))
         path = alternative if alternative.is_absolute() else base / alternative
     # "a/../b.png" and "b.png" are the same image: normalise so duplicates are caught.

@@ -22,18 +22,24 @@ class ImageRecord:
     group: str | None = None
 
 
+#: ``CsvColumns(group=NO_GROUP)``: the user said not to group (``--group-column none``).
+NO_GROUP = "none"
+
+
 @dataclass(frozen=True)
 class CsvColumns:
     """Column names of a CSV manifest.
 
-    When ``group`` keeps its default and the manifest has no ``group`` column, a
-    ``patient_id`` or ``patient`` column is used instead.
+    ``group`` None means "not named": a ``group`` column is used when there is one, else a
+    column that looks like a patient, case or study id (``PatientID``, ``subject_id``,
+    ``StudyInstanceUID`` ...) with a notice naming it; ``NO_GROUP`` turns grouping off. A
+    column named explicitly (``split`` other than its default, any ``group``) must exist.
     """
 
     path: str = "path"
     label: str = "label"
     split: str = "split"
-    group: str = "group"
+    group: str | None = None
 
 
 @dataclass
@@ -41,10 +47,23 @@ class ImageSource:
     """What an image folder or manifest holds.
 
     ``classes`` is sorted and unique. ``skipped`` lists files passed over while listing
-    (hidden, not an image, missing) with the reason, so the caller can count and report
-    them; it is for the user's terminal only, never to be persisted.
+    (hidden, not an image, missing, listed twice) with the reason, so the caller can count
+    and report them; ``notices`` are warnings about the source itself (which column groups
+    the images, labels read as one class). Both are for the user's terminal only, never to
+    be persisted.
     """
 
     records: list[ImageRecord]
     classes: list[str]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+
+    def skipped_summary(self) -> str | None:
+        """One line counting the skipped files by reason, e.g. ``3 file(s) were skipped: 2 listed more than once ...``."""
+        if not self.skipped:
+            return None
+        counts: dict[str, int] = {}
+        for _, why in self.skipped:
+            counts[why] = counts.get(why, 0) + 1
+        parts = [f"{n} {why}" for why, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+        return f"{len(self.skipped)} file(s) were skipped: " + "; ".join(parts)

@@ -8,8 +8,9 @@ Rules:
   (records are sorted first), and each class has its own random stream, so adding a class
   does not change the others' draws (groups shared between classes aside).
 - With group (patient) ids, whole groups go to one side: a group that gives any image to
-  training gives none to validation and vice versa. Images without a group id each form
-  their own group.
+  training gives none to validation and vice versa, and a group with any image in the
+  test split gives none to either (those images are left out, with a warning that counts
+  them, never naming a group). Images without a group id each form their own group.
 - A class that cannot supply K training + V validation images is an error naming the
   class and its count, unless ``allow_fewer``: then it takes what there is (splitting a
   short class in proportion K:V, at least one training image) and a warning says so.
@@ -55,6 +56,23 @@ def test_records(records: Sequence[ImageRecord]) -> list[ImageRecord]:
 
 
 test_records.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite the name
+
+
+def without_test_groups(pool: Sequence[ImageRecord], test: Sequence[ImageRecord]) -> tuple[list[ImageRecord], str | None]:
+    """``pool`` less the images whose group also has images in ``test``, and a warning counting them (or None).
+
+    The warning gives counts only: group values are patient identifiers and are never shown.
+    """
+    test_groups = {r.group for r in test if r.group is not None}
+    if not test_groups:
+        return list(pool), None
+    kept = [r for r in pool if r.group not in test_groups]
+    dropped = len(pool) - len(kept)
+    if not dropped:
+        return kept, None
+    groups = len({r.group for r in pool if r.group in test_groups})
+    return kept, (f"{dropped} image(s) of {groups} group(s) that also have images in the test split were left out "
+                  "of training and validation, so that no patient/group is on both sides")
 
 
 def _class_seed(seed: int, name: str) -> bytes:
@@ -155,11 +173,14 @@ def sample_few_shot(
     seed: int,
     val_shots: int | None = None,
     allow_fewer: bool = False,
+    unreadable: Sequence[ImageRecord] = (),
 ) -> FewShotSplit:
     """Draw ``shots`` training and ``val_shots`` (default ``min(shots, 4)``) validation images per class.
 
     See the module docstring for the rules. Raises :class:`UsageError` for ``shots < 1``
     and :class:`InvalidInputError` for a class that is too small (unless ``allow_fewer``).
+    ``unreadable`` lists images already left out because they could not be decoded, so that
+    a class made too small by them says so.
     """
     if shots < 1:
         raise UsageError(f"shots must be at least 1, got {shots}", "pass --shots 1 or more")
@@ -167,7 +188,9 @@ def sample_few_shot(
     if val_target < 0:
         raise UsageError(f"validation shots must be 0 or more, got {val_target}", "pass 0 to skip validation")
     wanted = set(classes)
-    usable = sorted((r for r in records if r.label in wanted and r.split != "test"), key=_sort_key)
+    candidates = [r for r in records if r.label in wanted and r.split != "test"]
+    candidates, leak_warning = without_test_groups(candidates, test_records(records))
+    usable = sorted(candidates, key=_sort_key)
     explicit_val = any(r.split == "val" for r in usable)
     grouped = any(r.group is not None for r in usable)
 
@@ -182,7 +205,7 @@ def sample_few_shot(
     owners: dict[GroupKey, str] = {}
     train: list[ImageRecord] = []
     val: list[ImageRecord] = []
-    warnings: list[str] = []
+    warnings: list[str] = [leak_warning] if leak_warning else []
     for name in order:
         train_pool, val_pool = pools[name]
         targets = _targets(len(train_pool), len(val_pool), shots, val_target, explicit_val, allow_fewer)
@@ -191,6 +214,9 @@ def sample_few_shot(
         short = len(draw.train) < shots or len(draw.val) < val_target
         if short and (not allow_fewer or not draw.train):
             message = _shortfall(name, train_pool, val_pool, shots, val_target, explicit_val, grouped)
+            bad = sum(1 for r in unreadable if r.label == name)
+            if bad:
+                message += f" ({bad} other image(s) of this class could not be read and were left out)"
             raise InvalidInputError(message, _FEWER_HINT)
         if short:
             warnings.append(
@@ -236,7 +262,7 @@ def _shortfall(
     if explicit_val:
         have = f"{len(train_pool)} training images and {len(val_pool)} in the val split"
     else:
-        have = f"{len(train_pool)} usable images"
+        have = f"{len(train_pool)} images to draw from"
     if grouped:
         groups = len(_by_group(train_pool + (val_pool if explicit_val else [])))
         return f"class '{name}' has {have} in {groups} groups; {need}, without sharing a group"

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from biomedvr_cli.method.config import HEAD_TESTS
+from biomedvr_cli.method.config import MethodConfig
 
-# Penalties tried, strongest first; inf keeps the sentence scorer unchanged.
-PENALTY_GRID = (math.inf, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-_LBFGS_STEPS = 100
+# Every constant of the head (the penalties tried, the L-BFGS steps, how clear a gain must be,
+# the images a class the log-loss check needs) is a MethodConfig field, recorded in the adapter.
 
 
 @dataclass
@@ -54,8 +53,8 @@ class FeatureHeadFit:
 
 
 def solve(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-          penalty: float) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Penalised multinomial logistic regression on top of fixed offsets (convex; L-BFGS): (V, b, a)."""
+          penalty: float, *, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Penalised multinomial logistic regression on top of fixed offsets (convex; ``steps`` of L-BFGS): (V, b, a)."""
     weight = torch.zeros(num_classes, features.shape[1], dtype=torch.float64)
     bias = torch.zeros(num_classes, dtype=torch.float64)
     scale = torch.ones((), dtype=torch.float64)
@@ -63,7 +62,7 @@ def solve(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, n
         return weight.float(), bias.float(), 1.0
     x, z0 = features.double(), offsets.double()
     params = [weight.requires_grad_(True), bias.requires_grad_(True), scale.requires_grad_(True)]
-    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=_LBFGS_STEPS, line_search_fn="strong_wolfe",
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
                                   tolerance_grad=1e-9, tolerance_change=1e-12)
 
     def closure() -> torch.Tensor:
@@ -91,7 +90,8 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tenso
     return fold_of
 
 
-def _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds) -> tuple[torch.Tensor, torch.Tensor]:
+def _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds,
+                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image held-out correctness [N] (bool) and held-out NLL [N]."""
     correct = torch.zeros(labels.numel(), dtype=torch.bool)
     nll = torch.zeros(labels.numel())
@@ -99,35 +99,23 @@ def _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, fo
         held = fold_of == k
         if not bool(held.any()):
             continue
-        weight, bias, scale = solve(offsets[~held], features[~held], labels[~held], num_classes, penalty)
+        weight, bias, scale = solve(offsets[~held], features[~held], labels[~held], num_classes, penalty, steps=steps)
         logits = scale * offsets[held] + features[held] @ weight.t() + bias
         correct[held] = logits.argmax(1) == labels[held]
         nll[held] = F.cross_entropy(logits, labels[held], reduction="none")
     return correct, nll
 
 
-# How many standard errors a change must gain by (see clearly_better).
-CLEAR_Z = 1.5
-# Log-loss is judged only with at least this many labelled images of every class (K = 4 with
-# its 4 validation images). With fewer, the spread of the per-image gains says too little: on
-# the built-in tasks at 1 shot (2 images a class) it let through heads that cost 2 points on
-# test, and on pure-noise features with 5 a class heads that cost up to 3.4 (experiments/
-# feature_head_study.py --noise-draws).
-LIKELIHOOD_MIN_PER_CLASS = 8
-
-
-def clearly_better(correct: torch.Tensor, start_correct: torch.Tensor, z: float | None = None) -> bool:
+def clearly_better(correct: torch.Tensor, start_correct: torch.Tensor, z: float) -> bool:
     """A paired (McNemar-style) check that a head beats the start by ``z`` standard errors.
 
     ``gained`` images the head gets right and the start gets wrong, ``lost`` the reverse; the
-    head must gain more than ``z * sqrt(gained + lost)`` net (``CLEAR_Z``). Picking the best of
-    several penalties on a few held-out images would otherwise reward noise. 1.5 was chosen on
-    the built-in sandbox tasks (experiments/feature_head_study.py); on pure-noise features it
-    let a head through in 1 of 30 draws (z = 1: 4 of 30, z = 2: none, but it also kept the
-    zero-shot scorer where a head was 20 points better).
+    head must gain more than ``z * sqrt(gained + lost)`` net (``MethodConfig.clear_z``, where
+    the value and how it was chosen are recorded). Picking the best of several penalties on a
+    few held-out images would otherwise reward noise.
     """
     gained, lost = _flips(correct, start_correct)
-    return gained - lost > (CLEAR_Z if z is None else z) * math.sqrt(gained + lost)
+    return gained - lost > z * math.sqrt(gained + lost)
 
 
 def _flips(correct: torch.Tensor, start_correct: torch.Tensor) -> tuple[int, int]:
@@ -135,7 +123,7 @@ def _flips(correct: torch.Tensor, start_correct: torch.Tensor) -> tuple[int, int
     return int((correct & ~start_correct).sum()), int((~correct & start_correct).sum())
 
 
-def clearly_more_likely(nll: torch.Tensor, reference_nll: torch.Tensor, z: float | None = None) -> bool:
+def clearly_more_likely(nll: torch.Tensor, reference_nll: torch.Tensor, z: float) -> bool:
     """A paired check on held-out log-loss: the mean per-image gain exceeds ``z`` standard errors.
 
     Log-loss uses how sure each prediction is, not only whether it is right, so it tells a
@@ -145,45 +133,45 @@ def clearly_more_likely(nll: torch.Tensor, reference_nll: torch.Tensor, z: float
     if gain.numel() < 2:
         return False
     spread = float(gain.std()) / math.sqrt(gain.numel())
-    return float(gain.mean()) > (CLEAR_Z if z is None else z) * spread
+    return float(gain.mean()) > z * spread
 
 
 def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int, *,
-                     max_folds: int, seed: int, grid: tuple[float, ...] = PENALTY_GRID,
-                     test: str = "either") -> FeatureHeadFit:
+                     seed: int, config: MethodConfig) -> FeatureHeadFit:
     """Choose the penalty by cross-validation, then fit on every image. Inputs are on the CPU.
 
-    The sentence scorer (``inf``) is kept unless some penalty passes ``test`` on held-out
-    folds; among those, the best accuracy wins, then the lower NLL. ``accuracy``: the head
-    gets clearly more images right (:func:`clearly_better`). ``either``: that, or the head's
-    log-loss is clearly lower (:func:`clearly_more_likely`) than that of the sentence scores
-    recalibrated with the same penalty (scale and bias only, so that fixing a badly scaled
-    start does not count as the image feature helping) while it gets at least as many
-    held-out images right as the start; the second arm needs ``LIKELIHOOD_MIN_PER_CLASS``
-    images of every class.
+    The sentence scorer (``inf``) is kept unless some penalty of ``config.head_penalties``
+    passes ``config.head_test`` on held-out folds (at most ``config.head_folds``); among
+    those, the best accuracy wins, then the lower NLL. ``accuracy``: the head gets clearly
+    more images right (:func:`clearly_better`). ``either``: that, or the head's log-loss is
+    clearly lower (:func:`clearly_more_likely`) than that of the sentence scores recalibrated
+    with the same penalty (scale and bias only, so that fixing a badly scaled start does not
+    count as the image feature helping) while it gets at least as many held-out images right
+    as the start; the second arm needs ``config.head_likelihood_min`` images of every class.
     """
-    if test not in HEAD_TESTS:
-        raise ValueError(f"unknown head test {test!r}; choose from {', '.join(HEAD_TESTS)}")
     offsets, features = offsets.float().cpu(), features.float().cpu()
     labels = labels.long().cpu()
+    steps, z = config.head_lbfgs_steps, config.clear_z
     per_class = torch.bincount(labels, minlength=num_classes)
-    folds = min(max_folds, int(per_class.max()))
+    folds = min(config.head_folds, int(per_class.max()))
     if folds < 2 or labels.numel() < 2 * num_classes:
-        weight, bias, scale = solve(offsets, features, labels, num_classes, math.inf)
+        weight, bias, scale = solve(offsets, features, labels, num_classes, math.inf, steps=steps)
         return FeatureHeadFit(weight, bias, scale, math.inf, 0, None, None, None)
     fold_of = stratified_folds(labels, folds, seed)
-    start_correct, start_nll = _cross_validate(offsets, features, labels, num_classes, math.inf, fold_of, folds)
+    start_correct, start_nll = _cross_validate(offsets, features, labels, num_classes, math.inf, fold_of, folds, steps)
     best = ((float(start_correct.float().mean()), -float(start_nll.mean())), math.inf)
-    for penalty in (p for p in grid if not math.isinf(p)):
-        correct, nll = _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds)
-        passed = clearly_better(correct, start_correct)
-        if not passed and test == "either" and int(per_class.min()) >= LIKELIHOOD_MIN_PER_CLASS:
+    likelihood_arm = config.head_test == "either" and int(per_class.min()) >= config.head_likelihood_min
+    for penalty in config.head_penalties:
+        correct, nll = _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds, steps)
+        passed = clearly_better(correct, start_correct, z)
+        if not passed and likelihood_arm:
             gained, lost = _flips(correct, start_correct)
-            _, recalibrated_nll = _cross_validate(offsets, features[:, :0], labels, num_classes, penalty, fold_of, folds)
-            passed = gained >= lost and clearly_more_likely(nll, recalibrated_nll)
+            _, recalibrated_nll = _cross_validate(offsets, features[:, :0], labels, num_classes, penalty, fold_of,
+                                                  folds, steps)
+            passed = gained >= lost and clearly_more_likely(nll, recalibrated_nll, z)
         key = (float(correct.float().mean()), -float(nll.mean()))
         if passed and key > best[0]:
             best = (key, penalty)
     (accuracy, neg_nll), penalty = best
-    weight, bias, scale = solve(offsets, features, labels, num_classes, penalty)
+    weight, bias, scale = solve(offsets, features, labels, num_classes, penalty, steps=steps)
     return FeatureHeadFit(weight, bias, scale, penalty, folds, accuracy, -neg_nll, float(start_correct.float().mean()))

@@ -100,10 +100,27 @@ class BioMedVRHead(nn.Module):
         with torch.autocast(device_type=features.device.type, enabled=False):
             return self.tau * (features.float() @ self.head_weight.t()) + self.head_bias
 
+    def plain_views(self) -> bool:
+        """Whether every view is the image itself (untrained full or mask VR): then one encoder pass serves both."""
+        return self.vr_pos.is_identity() and (not self.use_negative or self.vr_neg.is_identity())
+
+    @property
+    def encoder_passes(self) -> int:
+        """Image-encoder passes an image costs at prediction time in the current state (1 or 2)."""
+        return 2 if self.use_negative and not self.plain_views() else 1
+
     def encode_views(self, images01: torch.Tensor, encode: Callable[[torch.Tensor], torch.Tensor]):
-        """Image features of the positive view and (with a negative expert) the negative view."""
+        """Image features of the positive view and (with a negative expert) the negative view.
+
+        When both views are the plain image (nearly every fit: VR is kept only when it clearly
+        helps), the image is encoded once and both experts read the same features. Only without
+        autograd: in training each view must receive its own gradient, as before.
+        """
         if not self.use_negative:
             return encode(self.vr_pos(images01)), None
+        if not torch.is_grad_enabled() and self.encoder_passes == 1:
+            features = encode(self.vr_pos(images01))
+            return features, features
         views = torch.cat([self.vr_pos(images01), self.vr_neg(images01)])
         pos_feat, neg_feat = encode(views).split(images01.shape[0])
         return pos_feat, neg_feat

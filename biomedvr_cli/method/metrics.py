@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from biomedvr_cli.atomic import write_with_atomic
+
 ECE_BINS = 15
 # The scalar metrics every report shows, in this order (eval, benchmark jobs, demo).
 SCALAR_METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "auroc_ovr", "ece", "nll")
@@ -101,8 +103,21 @@ def most_confused_pairs(matrix: Sequence[Sequence[int]], classes: Sequence[str],
     return sorted(cells, key=lambda cell: -cell[2])[:top]
 
 
-def write_plots(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
-    """Confusion-matrix and reliability-diagram PNGs (no display needed)."""
+PLOT_NAMES = ("confusion_matrix.png", "reliability.png")
+
+
+def _save_figure(fig: Any, path: Path, force: bool) -> None:
+    # Atomic: a full disk or an interruption leaves the previous PNG (or none), never half of one.
+    import matplotlib.pyplot as plt
+
+    try:
+        write_with_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), force=force)
+    finally:
+        plt.close(fig)
+
+
+def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -> list[Path]:
+    """Confusion-matrix and reliability-diagram PNGs (no display needed); existing ones need ``force``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,9 +140,8 @@ def write_plots(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black")
     ax.set_title(f"accuracy {metrics['accuracy']:.3f}")
     fig.tight_layout()
-    path = out_dir / "confusion_matrix.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = out_dir / PLOT_NAMES[0]
+    _save_figure(fig, path, force)
     written.append(path)
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -142,8 +156,7 @@ def write_plots(metrics: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_title(f"reliability (ECE {metrics['ece']:.3f})")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    path = out_dir / "reliability.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path = out_dir / PLOT_NAMES[1]
+    _save_figure(fig, path, force)
     written.append(path)
     return written

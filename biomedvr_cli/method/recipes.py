@@ -32,6 +32,8 @@ class Recipe:
     crop_scale: tuple[float, float] = (0.08, 1.0)
     flip: bool = True
     eval_every: int = 1
+    # Validation checks in a row without a better score before the VR stage stops (None: every epoch runs).
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         # A recipe comes from a shipped file, --epochs/--lr/--batch-size or a benchmark suite;
@@ -41,6 +43,8 @@ class Recipe:
         _at_least("one-shot batch size", self.batch_size_one_shot, 1, "--batch-size")
         _at_least("warmup epochs", self.warmup_epochs, 0, "the recipe's warmup_epochs")
         _at_least("eval_every", self.eval_every, 1, "the recipe's eval_every")
+        if self.patience is not None:
+            _at_least("patience", self.patience, 1, "the recipe's patience")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"the learning rate must be a positive number, got {self.lr}", "pass --lr above 0, e.g. --lr 0.05")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):

@@ -9,10 +9,17 @@ Plain functions that report through a callback and never print.
    only when it is *clearly* better on the validation split (a paired check, see
    :func:`feature_head.clearly_better`), and among those the best accuracy, then NLL, wins.
    A few validation images cannot otherwise tell a better epoch from a lucky one.
-3. The feature head is fitted again, on every labelled image (support and validation) through
-   the kept views. Its penalty is chosen by cross-validation through the untrained views: the
-   trained views have been fitted to the support images, which would bias that choice.
-Without a validation split the last epoch is kept.
+   With a recipe ``patience``, the stage stops once that many validation checks in a row
+   bring no higher validation accuracy than the best so far (the start included): VR training that is not
+   going to be kept is not paid for in full.
+3. When a trained epoch was kept, the VR stage is run again from the start on every labelled
+   image (support and validation) for the kept number of epochs, on the same schedule, so the
+   saved patterns have seen every label (as the feature head does).
+4. The feature head is fitted again, on every labelled image through the kept views. Its
+   penalty is chosen by cross-validation through the untrained views: the trained views have
+   been fitted to the support images, which would bias that choice.
+Without a validation split the last epoch is kept. ``TrainResult.estimate`` says which held-out
+figure describes the saved model (cross-validation when the feature head was refitted on all).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ SELECTION_BEST_VAL = (
     "then best validation accuracy (ties: lower NLL), evaluated every {every} epoch(s)"
 )
 SELECTION_LAST = "last epoch (no validation split)"
+REFIT_NOTE = "; the kept epoch count was then retrained on support + validation"
 
 Encode = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,6 +74,42 @@ class TrainResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     feature_head: FeatureHeadFit | None = None
+    vr: VRReport | None = None
+    estimate: HeldOutEstimate | None = None
+
+
+@dataclass
+class VRReport:
+    """What the VR stage did: for the fit's output (did it run, how far, was it kept, what it cost)."""
+
+    epochs_planned: int
+    epochs_run: int
+    stopped_early: bool
+    kept_epoch: int
+    seconds: float
+    refit_seconds: float = 0.0
+
+    @property
+    def kept(self) -> bool:
+        return self.kept_epoch > 0
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {"ran": self.epochs_run > 0, "epochs_planned": self.epochs_planned, "epochs_run": self.epochs_run,
+                "stopped_early": self.stopped_early, "kept": self.kept, "kept_epoch": self.kept_epoch,
+                "seconds": round(self.seconds + self.refit_seconds, 3)}
+
+
+@dataclass
+class HeldOutEstimate:
+    """The held-out accuracy/NLL that describes the saved model, and what kind of figure it is."""
+
+    accuracy: float | None
+    nll: float | None
+    kind: str  # "validation" | "cross-validation" | "validation-before-refit" | "none"
+    images: int
+
+    def to_dict(self) -> dict[str, float | int | str | None]:
+        return {"accuracy": self.accuracy, "nll": self.nll, "kind": self.kind, "images": self.images}
 
 
 @dataclass
@@ -153,7 +197,7 @@ class _Selector:
             self.start_correct = correct
             keep = True
         else:
-            keep = clearly_better(correct, self.start_correct) and (accuracy, -nll) > self.best_key
+            keep = clearly_better(correct, self.start_correct, self.head.config.clear_z) and (accuracy, -nll) > self.best_key
         if keep:
             self.best_key = (accuracy, -nll)
             self.epoch, self.accuracy, self.nll = epoch, accuracy, nll
@@ -190,9 +234,13 @@ def _train_epoch(head: BioMedVRHead, encode: Encode, train: LabelledImages, opti
 
 
 def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: LabelledImages | None, recipe: Recipe, *,
-             seed: int, device: torch.device, shots: int,
+             seed: int, device: torch.device, shots: int, stop_after: int | None = None,
              progress: Callable[[EpochReport], None] | None = None) -> TrainResult:
-    """Stage 1: train the VR patterns and gate on uint8 images; keep the selected state in ``head``."""
+    """Stage 1: train the VR patterns and gate on uint8 images; keep the selected state in ``head``.
+
+    ``stop_after`` ends the run after that many epochs of the recipe's schedule (the refit on
+    every label); the recipe's ``patience`` ends it once validation stops improving.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     head.to(device)
@@ -206,27 +254,59 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
     selector = _Selector(head, encode, val if has_val else None, device)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
+    stall = _Stall(recipe.patience if has_val else None)
     if has_val:
-        history.append({"epoch": 0, **selector.consider(0)})
-    for epoch in range(1, recipe.epochs + 1):
+        history.append({"epoch": 0, **stall.record(selector.consider(0))})
+    last = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
+    epoch = 0
+    for epoch in range(1, last + 1):
         loss = _train_epoch(head, encode, train, optimizer, scheduler, recipe, batch_size=batch_size,
                             generator=generator, device=device, epoch=epoch)
         record: dict[str, float] = {"epoch": epoch, "loss": loss}
-        if has_val and (epoch % recipe.eval_every == 0 or epoch == recipe.epochs):
-            record.update(selector.consider(epoch))
+        if has_val and (epoch % recipe.eval_every == 0 or epoch == last):
+            record.update(stall.record(selector.consider(epoch)))
         history.append(record)
         if progress is not None:
             elapsed = time.perf_counter() - start
-            progress(EpochReport(epoch, recipe.epochs, loss, record.get("val_accuracy"), selector.accuracy, elapsed,
-                                 elapsed / epoch * (recipe.epochs - epoch)))
+            progress(EpochReport(epoch, last, loss, record.get("val_accuracy"), selector.accuracy, elapsed,
+                                 elapsed / epoch * (last - epoch)))
+        if stall.exhausted:
+            break
     if has_val:
         head.load_state_dict(selector.state, strict=False)
         rule, selected = SELECTION_BEST_VAL.format(every=recipe.eval_every), selector.epoch
+        if recipe.patience is not None:
+            rule += f"; stops after {recipe.patience} check(s) in a row without a higher validation accuracy"
     else:
-        rule, selected = SELECTION_LAST, recipe.epochs
+        rule, selected = SELECTION_LAST, epoch
+    seconds = time.perf_counter() - start
     return TrainResult(state=head.trainable_state(), selected_epoch=selected, selection_rule=rule,
-                       val_accuracy=selector.accuracy, val_nll=selector.nll, seconds=time.perf_counter() - start,
-                       history=history)
+                       val_accuracy=selector.accuracy, val_nll=selector.nll, seconds=seconds, history=history,
+                       vr=VRReport(epochs_planned=last, epochs_run=epoch, stopped_early=epoch < last,
+                                   kept_epoch=selected if has_val else epoch, seconds=seconds))
+
+
+class _Stall:
+    """Counts validation checks in a row without a higher validation accuracy than the best so far.
+
+    Accuracy only: the selector keeps a trained epoch only for a clear gain in images right, so
+    a schedule whose validation NLL still falls while its accuracy stands still will not be kept
+    and is not worth its time.
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.best, self.since_best = patience, None, 0
+
+    def record(self, scores: dict[str, float]) -> dict[str, float]:
+        if self.best is None or scores["val_accuracy"] > self.best:
+            self.best, self.since_best = scores["val_accuracy"], 0
+        else:
+            self.since_best += 1
+        return scores
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience is not None and self.since_best >= self.patience
 
 
 def _set_feature_head(head: BioMedVRHead, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> None:
@@ -247,17 +327,16 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
     labels = labelled.labels.cpu()
     if choose_with is None:
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        fit = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds, seed=seed,
-                               test=head.config.head_test)
+        fit = fit_feature_head(sentences, features, labels, head.num_classes, seed=seed, config=head.config)
     else:
         current = head.trainable_state()
         head.load_state_dict(choose_with, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        chosen = fit_feature_head(sentences, features, labels, head.num_classes, max_folds=head.config.head_folds,
-                                  seed=seed, test=head.config.head_test)
+        chosen = fit_feature_head(sentences, features, labels, head.num_classes, seed=seed, config=head.config)
         head.load_state_dict(current, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty)
+        weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty,
+                                    steps=head.config.head_lbfgs_steps)
         fit = replace(chosen, weight=weight, bias=bias, scale=scale)
     _set_feature_head(head, fit.weight, fit.bias, fit.scale)
     return fit
@@ -266,25 +345,51 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
 def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, train_labels: torch.Tensor,
                val_images: torch.Tensor | None, val_labels: torch.Tensor | None, recipe: Recipe, *, seed: int,
                device: torch.device, shots: int, progress: Callable[[EpochReport], None] | None = None) -> TrainResult:
-    """Feature head on the support set, VR training selected on validation, feature head refitted on all."""
+    """Feature head on the support set, VR training selected on validation, then both refitted on all labels."""
     train = LabelledImages(train_images, train_labels)
     val = LabelledImages(val_images, val_labels) if val_images is not None and val_labels is not None else None
+    has_val = val is not None and len(val) > 0
+    everything = train if not has_val else LabelledImages(
+        torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
     head.to(device)
     untrained = head.trainable_state()
+    views = {k: v for k, v in untrained.items() if not k.startswith(("head_", "sentence_scale"))}
     start = time.perf_counter()
     if head.config.feature_head:
         # Fitted on the support set only, so that validation stays unseen for the VR selection.
         fit_head_on_features(head, encode, train, seed=seed, device=device)
     head_seconds = time.perf_counter() - start
     result = train_vr(head, encode, train, val, recipe, seed=seed, device=device, shots=shots, progress=progress)
+    assert result.vr is not None
+    estimate = HeldOutEstimate(result.val_accuracy, result.val_nll, "validation" if has_val else "none",
+                               len(val) if has_val else 0)
+    if has_val and result.selected_epoch > 0:
+        refit_start = time.perf_counter()
+        _refit_vr_on_all(head, encode, everything, views, recipe, result.selected_epoch, seed=seed, device=device,
+                         shots=shots)
+        result.vr.refit_seconds = time.perf_counter() - refit_start
+        result.selection_rule += REFIT_NOTE
+        estimate.kind = "validation-before-refit"
     if head.config.feature_head:
         start = time.perf_counter()
-        everything = train if val is None or len(val) == 0 else LabelledImages(
-            torch.cat([train.images.cpu(), val.images.cpu()]), torch.cat([train.labels.cpu(), val.labels.cpu()]))
-        views = {k: v for k, v in untrained.items() if not k.startswith(("head_", "sentence_scale"))}
         result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device,
                                                    choose_with=views if result.selected_epoch > 0 else None)
-        result.state = head.trainable_state()
         head_seconds += time.perf_counter() - start
-    result.seconds += head_seconds
+        if result.feature_head.cv_accuracy is not None:
+            # The saved head has seen the validation images: its honest figure is the cross-validated one.
+            estimate = HeldOutEstimate(result.feature_head.cv_accuracy, result.feature_head.cv_nll, "cross-validation",
+                                       len(everything))
+    result.state = head.trainable_state()
+    result.estimate = estimate
+    result.seconds += head_seconds + result.vr.refit_seconds
     return result
+
+
+def _refit_vr_on_all(head: BioMedVRHead, encode: Encode, everything: LabelledImages, views: dict[str, torch.Tensor],
+                     recipe: Recipe, epochs: int, *, seed: int, device: torch.device, shots: int) -> None:
+    """Train the views again from the start on every labelled image for ``epochs`` of the same schedule."""
+    head.load_state_dict(views, strict=False)
+    if head.config.feature_head:
+        fit_head_on_features(head, encode, everything, seed=seed, device=device)
+    train_vr(head, encode, everything, None, replace(recipe, patience=None), seed=seed, device=device, shots=shots,
+             stop_after=epochs)

@@ -45,6 +45,10 @@ class PaddingVR(nn.Module):
         padded = F.pad(inner, (lo, hi, lo, hi))
         return padded + torch.sigmoid(self.delta) * self.frame_mask
 
+    def is_identity(self) -> bool:
+        """Never: the image is always shrunk into the frame, trained or not."""
+        return False
+
 
 class FullVR(nn.Module):
     """Additive, bounded pattern over the whole image, clamped to [0,1]."""
@@ -56,6 +60,10 @@ class FullVR(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return (images + self.eps * torch.tanh(self.delta)).clamp(0.0, 1.0)
+
+    def is_identity(self) -> bool:
+        """True while the pattern is all zero: then the view is the image itself ([0,1] pixels)."""
+        return not bool(torch.count_nonzero(self.delta.detach()))
 
 
 class MaskVR(nn.Module):
@@ -83,6 +91,10 @@ class MaskVR(nn.Module):
         if mask.shape[-1] != images.shape[-1]:
             mask = F.interpolate(mask, size=images.shape[-2:], mode="bilinear", align_corners=False)
         return (images + self.eps * mask * torch.tanh(self.delta)).clamp(0.0, 1.0)
+
+    def is_identity(self) -> bool:
+        """True while the shared pattern is all zero (whatever the mask, it multiplies zero)."""
+        return not bool(torch.count_nonzero(self.delta.detach()))
 
 
 def make_vr(kind: str, image_size: int, *, frame: int | None = None, eps: float = 0.25) -> nn.Module:

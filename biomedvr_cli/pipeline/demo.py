@@ -74,7 +74,7 @@ def run_demo(
     else:
         workdir = Path(workdir)
         if workdir.exists() and not force:
-            raise OutputExistsError(workdir.name)
+            raise OutputExistsError(workdir.name, option="--workdir")
         created = not workdir.exists()
     try:
         result = _run(workdir, task, shots, seed, per_class, test_per_class, progress, notify)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from biomedvr_cli.atomic import check_folder_writable, not_writable
-from biomedvr_cli.data import CsvColumns, DecodeOptions, decode_to_tensors, open_source
+from biomedvr_cli.atomic import refuse_folder_with_inputs, reserve_output, write_failed
+from biomedvr_cli.backbones import Backbone
+from biomedvr_cli.data import CsvColumns, DecodeOptions
+from biomedvr_cli.data.hashing import pixel_hashes
 from biomedvr_cli.errors import InvalidInputError, UsageError
-from biomedvr_cli.method.metrics import compute_metrics, write_plots
-from biomedvr_cli.pipeline.fit_inputs import image_hashes
+from biomedvr_cli.method.metrics import PLOT_NAMES, compute_metrics, write_plots
+from biomedvr_cli.pipeline.arguments import as_flag, as_optional_path, as_path
+from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
 from biomedvr_cli.pipeline.predictor import Predictor, load_predictor
+from biomedvr_cli.pipeline.trust import add_trust_metrics, assess_outliers, check_level, outlier_files, require_calibration
 
 SPLIT_CHOICES = ("auto", "test", "val", "train", "all")
 
@@ -40,60 +46,121 @@ def skipped_warning(failures: list[tuple[Path, str]], shown: int = 5) -> str:
     return f"{len(reasons)} image(s) could not be read and were left out: " + "; ".join(reasons[:shown]) + more
 
 
-def fitted_overlap(records: list, fitted_hashes: list[str]) -> int:
-    """How many of ``records`` have the content of an image the adapter was fitted or selected on."""
-    fitted = set(fitted_hashes)
-    return sum(1 for h in image_hashes(records, sort=False) if h in fitted) if fitted else 0
+def fitted_overlap(images: ImageInput, records: list, pixels: Any, training: Any) -> int:
+    """How many of ``records`` (decoded as ``pixels``) the adapter was fitted or selected on.
+
+    ``training`` is the adapter's training record: salted pixel hashes (data/hashing.py), or in
+    adapters without a salt the hashes of the files.
+    """
+    fitted = set(training.image_hashes)
+    if not fitted:
+        return 0
+    salt = training.image_hash_salt
+    hashes = pixel_hashes(pixels, salt) if salt else images.hashes(records, sort=False)
+    return sum(1 for h in hashes if h in fitted)
+
+
+@contextlib.contextmanager
+def reserved_plots(plots: Path | None, images: Path | None, adapter: Path | None, *, force: bool) -> Iterator[None]:
+    """Hold the plot files for the whole run: never the images' folder or an input, existing ones only with ``force``.
+
+    ``images`` and ``adapter`` are None for in-memory images and a fitted, not loaded, adapter.
+    """
+    with contextlib.ExitStack() as held:
+        if plots is not None:
+            refuse_folder_with_inputs(plots, [images] if images is not None else [], [], option="--plots")
+            for name in PLOT_NAMES:
+                held.enter_context(reserve_output(plots / name, force=force, inputs=[images, adapter], option="--plots"))
+        yield
 
 
 def evaluate_adapter(
-    images: Path,
-    adapter: Path,
+    images: Path | str | MemoryImages | list,
+    adapter: Path | str | None,
     *,
     split: str = "auto",
-    backbone: str | None = None,
+    backbone: str | Backbone | None = None,
     device: str = "auto",
     allow_download: bool | None = None,
     columns: CsvColumns = CsvColumns(),
     decode: DecodeOptions = DecodeOptions(),
-    plots: Path | None = None,
+    plots: Path | str | None = None,
     predictor: Predictor | None = None,
+    force: bool = False,
+    coverage: float | None = None,
+    outliers: Path | str | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``adapter`` on the labelled ``images``; unknown classes are an input error.
 
-    ``predictor`` may be passed when the caller already loaded the adapter (it is not reloaded).
+    ``images``: a folder or CSV (str or Path) or (image, label) pairs. ``predictor`` may be
+    passed when the caller already loaded the adapter (it is not reloaded; ``adapter`` may then
+    be None). Every argument is checked before the first image is scored. ``plots`` (a folder)
+    gets confusion_matrix.png and reliability.png; existing ones are replaced only with ``force``.
+    ``coverage`` adds the prediction sets' coverage and size, ``outliers`` (images of another
+    kind) the outlier AUROC (docs/trust.md).
     """
-    if plots is not None:
-        check_folder_writable(plots / "confusion_matrix.png")  # before any image is scored
-    source = open_source(images, columns=columns)
-    if predictor is None:
-        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
+    images, adapter, plots = _check_arguments(images, adapter, split, plots, predictor)
+    coverage = None if coverage is None else check_level(coverage)
+    folder = images if isinstance(images, Path) else None
+    with reserved_plots(plots, folder, adapter, force=as_flag(force, "force")):  # before any image is scored
+        source = open_images(images, columns)
+        if plots is not None:  # a manifest's images in the --plots folder
+            refuse_folder_with_inputs(plots, [], [r.path for r in source.source.records], option="--plots")
+        others = outlier_files(as_optional_path(outliers, "outliers", "pass a folder or CSV of images of another kind"),
+                               columns)
+        if predictor is None:
+            predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
+        notices = require_calibration(predictor, coverage=coverage, outliers_wanted=others is not None)
+        result = _evaluate(source, predictor, split, decode, coverage=coverage, others=others)
+        result["warnings"][:0] = notices
+        result["adapter"] = adapter.name if adapter is not None else None
+        if plots is not None:
+            try:
+                result["plots"] = [str(p) for p in write_plots(result["metrics"], plots, force=as_flag(force, "force"))]
+            except OSError as exc:  # the folder removed or changed meanwhile (each PNG is written atomically)
+                raise write_failed(plots, exc) from None
+    return result
+
+
+def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: DecodeOptions, *,
+              coverage: float | None = None, others: list[Path] | None = None) -> dict[str, Any]:
+    """Score the split's images and compute the metrics (unknown classes and no readable image are input errors)."""
     classes = predictor.classes
-    unknown = sorted({r.label for r in source.records} - set(classes))
+    unknown = sorted({r.label for r in source.source.records} - set(classes))
     if unknown:
         raise InvalidInputError(
             f"class(es) not known to the adapter: {', '.join(unknown)}",
             f"evaluate only the adapter's classes ({', '.join(classes)})",
         )
-    records, split_name = select_split(source.records, split)
-    batch = decode_to_tensors([r.path for r in records], predictor.image_size, decode)
+    records, split_name = select_split(source.source.records, split)
+    batch = source.decode(records, predictor.image_size, decode)
     warnings = []
     if batch.failures:
         warnings.append(skipped_warning(batch.failures))
     if not batch.kept:
         raise InvalidInputError("no readable images to evaluate", "check the image files")
-    overlap = fitted_overlap([records[i] for i in batch.kept], predictor.adapter.config.training.image_hashes)
+    overlap = fitted_overlap(source, [records[i] for i in batch.kept], batch.images, predictor.adapter.config.training)
     if overlap:
         warnings.append(f"{overlap} of the {len(batch.kept)} evaluated images were used to fit or select this adapter, "
                         "so these metrics are optimistic; evaluate on images it has not seen (a test split)")
     labels = np.array([classes.index(records[i].label) for i in batch.kept])
-    probs = predictor.probabilities(batch.images).numpy()
-    metrics = compute_metrics(labels, probs, classes)
-    result: dict[str, Any] = {"adapter": adapter.name, "split": split_name, "metrics": metrics, "warnings": warnings,
-                              "selection": predictor.adapter.config.selection.rule}
-    if plots is not None:
-        try:
-            result["plots"] = [str(p) for p in write_plots(metrics, plots)]
-        except OSError as exc:  # disk full, or the folder changed meanwhile
-            raise not_writable(plots, exc) from None
-    return result
+    assessed = predictor.assess(batch.images, coverage)  # probabilities, sets (with coverage), outlier scores
+    metrics = compute_metrics(labels, assessed.probs.numpy(), classes)
+    others_assessed = None if others is None else assess_outliers(predictor, others, decode=decode, warnings=warnings)
+    add_trust_metrics(metrics, assessed, labels.tolist(), classes, coverage=coverage, others=others_assessed)
+    return {"adapter": None, "split": split_name, "metrics": metrics, "warnings": warnings,
+            "selection": predictor.adapter.config.selection.rule}
+
+
+def _check_arguments(images: Any, adapter: Any, split: Any, plots: Any,
+                     predictor: Any) -> tuple[Path | MemoryImages, Path | None, Path | None]:
+    """Coerced ``images``, ``adapter`` and ``plots``; wrong types and values are refused before any work."""
+    images = images_argument(images)
+    if predictor is not None and not isinstance(predictor, Predictor):
+        raise UsageError(f"predictor must be a loaded Predictor, got {type(predictor).__name__}",
+                         "pass the result of biomedvr.load(...) or biomedvr.fit(...), or None")
+    fix = "pass the .safetensors file `biomedvr fit` wrote"
+    adapter = as_optional_path(adapter, "adapter", fix) if predictor is not None else as_path(adapter, "adapter", fix)
+    if not isinstance(split, str) or split not in SPLIT_CHOICES:
+        raise UsageError(f"unknown split {split!r}", f"choose one of {', '.join(SPLIT_CHOICES)}")
+    return images, adapter, as_optional_path(plots, "plots", "pass the folder to write the plots to, or None")

@@ -8,6 +8,7 @@ and write the adapter atomically.
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 import torch
 
 from biomedvr_cli import __version__
-from biomedvr_cli.adapter import save_adapter
+from biomedvr_cli.adapter import Adapter, save_adapter
 from biomedvr_cli.adapter.config import (
     AdapterConfig,
     AttributeRecord,
@@ -27,40 +28,61 @@ from biomedvr_cli.adapter.config import (
     TrainingRecord,
     ValidationRecord,
 )
-from biomedvr_cli.atomic import reserve_output
-from biomedvr_cli.backbones import load_backbone
-from biomedvr_cli.data import CsvColumns, DecodeOptions, open_source
+from biomedvr_cli.atomic import refuse_input_as_output, reserve_output
+from biomedvr_cli.attributes.privacy import check_stored_class_names
+from biomedvr_cli.data import CsvColumns, DecodeOptions
+from biomedvr_cli.data.hashing import new_hash_salt, pixel_hashes
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.build import build_head, trained_config
 from biomedvr_cli.method.config import MethodConfig
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.recipes import DEFAULT_RECIPE, Recipe, load_recipe
-from biomedvr_cli.method.training import EpochReport, TrainResult, train_head
+from biomedvr_cli.method.textbanks import class_name_sentences
+from biomedvr_cli.method.training import EpochReport, LabelledImages, TrainResult, train_head
+from biomedvr_cli.method.trust import calibrate
+from biomedvr_cli.pipeline.arguments import (
+    as_count,
+    as_flag,
+    as_optional_path,
+    as_seed,
+    as_text,
+    check_backbone_argument,
+    obtain_backbone,
+)
 from biomedvr_cli.pipeline.fit_inputs import (
     DecodedSplit,
     ResolvedAttributes,
     draw_readable,
     find_attributes,
-    image_hashes,
     resolve_attributes,
 )
+from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
+from biomedvr_cli.pipeline.state import preserved_rng
 
 __all__ = ["FitRequest", "FitResult", "ResolvedAttributes", "find_attributes", "fit_adapter", "resolve_attributes"]
 
 
 @dataclass
 class FitRequest:
-    """Everything ``fit`` needs; CLI options map onto these fields one to one."""
+    """Everything ``fit`` needs; CLI options map onto these fields one to one.
 
-    images: Path
+    ``images`` is a folder or CSV path (str or Path) or a list of (image, label) pairs; ``out``
+    None keeps the adapter in memory only (``FitResult.adapter``); ``backbone`` is a name or
+    an already loaded backbone (not reloaded). Wrong types raise UsageError on construction.
+    """
+
+    images: Path | MemoryImages
     shots: int
-    out: Path
+    out: Path | None
     attributes: Path | None = None
-    backbone: str = "biomedclip"
+    backbone: Any = "biomedclip"  # a name, or a loaded biomedvr_cli.backbones.Backbone
     seed: int = 0
     recipe: str = DEFAULT_RECIPE
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     method: MethodConfig = field(default_factory=MethodConfig)
+    # "class-names": score against class-name templates and ignore any attributes file (the registry's
+    # AR methods, `fit --method ar`); "attributes": the attributes file found, else the templates.
+    scorer: str = "attributes"
     val_shots: int | None = None
     device: str = "auto"
     force: bool = False
@@ -69,12 +91,37 @@ class FitRequest:
     columns: CsvColumns = field(default_factory=CsvColumns)
     decode: DecodeOptions = field(default_factory=DecodeOptions)
 
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Coerce what has an obvious meaning (a str path) and refuse the rest with a fix (UsageError)."""
+        self.images = images_argument(self.images)
+        self.shots = as_count(self.shots, "shots", 1, "pass shots=8 (images per class to learn from; --shots 8)")
+        self.out = as_optional_path(self.out, "out", "pass the adapter file to write, e.g. out=\"derm.safetensors\"")
+        self.attributes = as_optional_path(self.attributes, "attributes", "pass the attributes JSON file, or None")
+        check_backbone_argument(self.backbone)
+        self.seed = as_seed(self.seed, "pass --seed 0 (a whole number from 0 to 2**63 - 1)")
+        if self.val_shots is not None:
+            self.val_shots = as_count(self.val_shots, "val_shots", 0, "pass --val-shots 4, or 0 to keep the last epoch")
+        self.recipe = as_text(self.recipe, "recipe", "pass a recipe name such as \"fast\" or \"paper\"")
+        if self.scorer not in ("attributes", "class-names"):
+            raise UsageError(f"unknown scorer {self.scorer!r}", "pass scorer=\"attributes\" or \"class-names\"")
+        self.device = as_text(self.device, "device", "pass \"auto\", \"cpu\", \"cuda\" or \"mps\"")
+        for name in ("force", "allow_fewer"):
+            setattr(self, name, as_flag(getattr(self, name), name))
+        kinds = {"recipe_overrides": dict, "method": MethodConfig, "columns": CsvColumns, "decode": DecodeOptions}
+        for name, kind in kinds.items():
+            if not isinstance(getattr(self, name), kind):
+                raise UsageError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}",
+                                 f"pass a {kind.__name__} (see docs/python-api.md)")
+
 
 @dataclass
 class FitResult:
     """Summary of a finished fit (also what ``--json`` prints); ``head`` is the trained head, in memory."""
 
-    out: Path
+    out: Path | None
     classes: list[str]
     train_images: int
     val_images: int
@@ -88,15 +135,19 @@ class FitResult:
     recipe: str
     warnings: list[str]
     feature_head: str | None = None
+    vr: dict[str, Any] | None = None  # what the VR stage did (TrainResult.vr)
+    estimate_kind: str = "validation"  # what val_accuracy / val_nll are (ValidationRecord.kind)
     head: BioMedVRHead | None = field(default=None, repr=False)
+    adapter: Adapter | None = field(default=None, repr=False)  # what was (or, without ``out``, would be) written
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the output name only, never a full path)."""
         return {
-            "adapter": self.out.name, "classes": self.classes, "train_images": self.train_images,
+            "adapter": self.out.name if self.out is not None else None, "classes": self.classes, "train_images": self.train_images,
             "val_images": self.val_images, "attributes": self.attribute_source, "backbone": self.backbone,
             "recipe": self.recipe, "selected_epoch": self.selected_epoch, "selection_rule": self.selection_rule,
             "feature_head": self.feature_head, "val_accuracy": self.val_accuracy, "val_nll": self.val_nll,
+            "estimate_kind": self.estimate_kind, "vr": self.vr,
             "seconds": round(self.seconds, 2), "warnings": self.warnings,
         }
 
@@ -107,14 +158,14 @@ def backbone_record(backbone) -> BackboneRecord:
     return BackboneRecord(
         label=backbone.label, fingerprint=backbone.fingerprint, logit_scale=backbone.logit_scale,
         embed_dim=backbone.embed_dim, model=spec.model if spec.kind != "local-dir" else "local-dir",
-        pretrained=spec.pretrained if spec.kind in ("preset", "tag") else None,
+        pretrained=spec.pretrained if spec.kind in ("preset", "tag") else None, revision=backbone.revision,
     )
 
 
 def adapter_config(request: FitRequest, backbone, classes: list[str], attributes: ResolvedAttributes,
                    sentences: dict[str, list[str]], head: BioMedVRHead, split: DecodedSplit, recipe: Recipe,
-                   result: TrainResult) -> AdapterConfig:
-    """The adapter's config for a finished fit."""
+                   result: TrainResult, hashes: tuple[list[str], str]) -> AdapterConfig:
+    """The adapter's config for a finished fit (``hashes``: salted pixel hashes of the images used, and the salt)."""
     rule = result.selection_rule + (f"; {result.feature_head.describe()}" if result.feature_head else "")
     n_val = int(split.val_images.shape[0])
     return AdapterConfig(
@@ -129,18 +180,37 @@ def adapter_config(request: FitRequest, backbone, classes: list[str], attributes
         training=TrainingRecord(seed=request.seed, shots=request.shots, val_shots=n_val // max(1, len(classes)),
                                 train_images=len(split.train), val_images=n_val, recipe=recipe.to_dict(),
                                 device=backbone.device.type, seconds=round(result.seconds, 2),
-                                image_hashes=image_hashes(split.train + split.val)),
-        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch),
-        validation=ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=n_val),
+                                image_hashes=hashes[0], image_hash_salt=hashes[1]),
+        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch,
+                                  vr=result.vr.to_dict() if result.vr else None, encoder_passes=head.encoder_passes),
+        validation=_validation_record(result, n_val),
     )
 
 
+def _validation_record(result: TrainResult, n_val: int) -> ValidationRecord:
+    """The held-out figures that describe the saved model (cross-validated when the head saw validation)."""
+    if result.estimate is None:
+        return ValidationRecord(accuracy=result.val_accuracy, nll=result.val_nll, images=n_val)
+    e = result.estimate
+    return ValidationRecord(accuracy=e.accuracy, nll=e.nll, images=e.images, kind=e.kind)
+
+
 def _check_request(request: FitRequest) -> Recipe:
-    if request.shots < 1:
-        raise UsageError("--shots must be at least 1", "pass --shots 8 (images per class to learn from)")
-    if request.val_shots is not None and request.val_shots < 0:
-        raise UsageError("--val-shots must be 0 or more", "pass --val-shots 4, or 0 to keep the last epoch")
+    request.check()  # fields may have been changed since the request was made
     return load_recipe(request.recipe).with_overrides(**request.recipe_overrides)
+
+
+def _open_classes(request: FitRequest) -> tuple[ImageInput, list[str], list[str]]:
+    """The images, their classes (at least two, none identifier-like) and the skipped-files warning."""
+    images = open_images(request.images, request.columns)
+    classes = list(images.source.classes)
+    if len(classes) < 2:
+        raise InvalidInputError(f"found {len(classes)} class(es) in the images",
+                                "give at least two classes (one folder per class, or two labels)")
+    check_stored_class_names(classes, images.label_kind)  # before any training; the writer checks again
+    skipped = images.source.skipped_summary()  # counted by reason: a repeated row is not a missing file
+    warnings = [*images.source.notices, *([skipped] if skipped else [])]  # e.g. which column groups the images
+    return images, classes, warnings
 
 
 def fit_adapter(
@@ -149,34 +219,61 @@ def fit_adapter(
     progress: Callable[[EpochReport], None] | None = None,
     notify: Callable[[str], None] = lambda message: None,
 ) -> FitResult:
-    """Run a whole fit and write the adapter; raises BiomedVRError subclasses on bad input."""
+    """Run a whole fit; write the adapter when ``request.out`` is set. Raises BiomedVRError subclasses on bad input.
+
+    The global random generators (torch, random, numpy) are as they were afterwards.
+    """
     recipe = _check_request(request)
-    with reserve_output(request.out, force=request.force):
-        source = open_source(request.images, columns=request.columns)
-        classes = list(source.classes)
-        if len(classes) < 2:
-            raise InvalidInputError(f"found {len(classes)} class(es) in the images",
-                                    "give at least two classes (one folder per class)")
-        warnings = [f"{len(source.skipped)} file(s) were skipped (hidden, not images, or listed but missing)"] \
-            if source.skipped else []
-        attributes = resolve_attributes(request.images, request.attributes, classes, notify)
-        backbone = load_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
-        split = draw_readable(source.records, classes, request.shots, seed=request.seed, val_shots=request.val_shots,
-                              allow_fewer=request.allow_fewer, size=backbone.image_size, options=request.decode)
+    folder = request.images if isinstance(request.images, Path) else None
+    templates = request.scorer == "class-names"
+    # a bad attributes.json is named before the images are read
+    found = (None, "") if templates else find_attributes(folder, request.attributes)
+    reserved = (reserve_output(request.out, force=request.force, inputs=[folder, request.attributes, found[0]])
+                if request.out is not None else contextlib.nullcontext())
+    with reserved:
+        images, classes, warnings = _open_classes(request)
+        if request.out is not None:
+            refuse_input_as_output(request.out, images.input_files())  # e.g. --out naming one of the images
+        attributes = (ResolvedAttributes(class_name_sentences(classes), "class-name templates") if templates
+                      else resolve_attributes(folder, request.attributes, classes, notify, found=found))
+        backbone = obtain_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
+        with preserved_rng(backbone.device):
+            trained = _train(request, recipe, images, classes, attributes, backbone, progress)
+        head, split, result, adapter = trained
         warnings.extend(split.warnings)
-        try:
-            head, sentences = build_head(backbone, classes, attributes.sets, request.method, seed=request.seed)
-        except ValueError as exc:  # a setting that does not fit this backbone, e.g. a VR frame wider than its input
-            raise UsageError(str(exc), "see `biomedvr fit --help`; the frame must fit the backbone's input size") from None
-        result = train_head(head, backbone.encode_images, split.train_images, split.labels("train", classes),
-                            split.val_images, split.labels("val", classes), recipe, seed=request.seed,
-                            device=backbone.device, shots=request.shots, progress=progress)
-        config = adapter_config(request, backbone, classes, attributes, sentences, head, split, recipe, result)
-        save_adapter(request.out, head.to("cpu").state_dict(), config, force=request.force)
+        if request.out is not None:
+            save_adapter(request.out, adapter.tensors, adapter.config, force=request.force)
     return FitResult(
         out=request.out, classes=classes, train_images=len(split.train), val_images=len(split.val),
         attribute_source=attributes.source, selected_epoch=result.selected_epoch, selection_rule=result.selection_rule,
-        val_accuracy=result.val_accuracy, val_nll=result.val_nll, seconds=result.seconds, backbone=backbone.label,
-        recipe=recipe.name, warnings=warnings,
-        feature_head=result.feature_head.describe() if result.feature_head else None, head=head,
+        val_accuracy=adapter.config.validation.accuracy, val_nll=adapter.config.validation.nll, seconds=result.seconds,
+        backbone=backbone.label, recipe=recipe.name, warnings=warnings,
+        feature_head=result.feature_head.describe() if result.feature_head else None,
+        vr=adapter.config.selection.vr, estimate_kind=adapter.config.validation.kind, head=head, adapter=adapter,
     )
+
+
+def _train(request: FitRequest, recipe: Recipe, images: ImageInput, classes: list[str], attributes: ResolvedAttributes,
+           backbone, progress) -> tuple[BioMedVRHead, DecodedSplit, TrainResult, Adapter]:
+    """Draw the split, build and train the head; the adapter it makes (tensors on the CPU, not yet written)."""
+    split = draw_readable(images.source.records, classes, request.shots, seed=request.seed, val_shots=request.val_shots,
+                          allow_fewer=request.allow_fewer, size=backbone.image_size, options=request.decode,
+                          decode=images.decode)
+    try:
+        head, sentences = build_head(backbone, classes, attributes.sets, request.method, seed=request.seed)
+    except ValueError as exc:  # a setting that does not fit this backbone, e.g. a VR frame wider than its input
+        raise UsageError(str(exc), "see `biomedvr fit --help`; the frame must fit the backbone's input size") from None
+    result = train_head(head, backbone.encode_images, split.train_images, split.labels("train", classes),
+                        split.val_images, split.labels("val", classes), recipe, seed=request.seed,
+                        device=backbone.device, shots=request.shots, progress=progress)
+    salt = new_hash_salt()  # per adapter: its hashes match no other adapter's and no file checksum
+    hashes = sorted(pixel_hashes(torch.cat([split.train_images, split.val_images]), salt))
+    config = adapter_config(request, backbone, classes, attributes, sentences, head, split, recipe, result,
+                            (hashes, salt))
+    # Prediction sets and the outlier flag: scores of the labelled images from models that did not see them.
+    labelled = LabelledImages(torch.cat([split.train_images, split.val_images]),
+                              torch.cat([split.labels("train", classes), split.labels("val", classes)]))
+    calibration = calibrate(head, backbone.encode_images, labelled, result, seed=request.seed, device=backbone.device)
+    config.calibration = calibration.record()
+    tensors = {name: t.detach().to("cpu").clone() for name, t in head.state_dict().items()}
+    return head, split, result, Adapter(tensors={**tensors, **calibration.tensors()}, config=config)

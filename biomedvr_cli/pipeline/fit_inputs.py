@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from biomedvr_cli.data import DecodeOptions, ImageRecord, decode_to_tensors, sample_few_shot
+from biomedvr_cli.data import DecodedBatch, DecodeOptions, ImageRecord, decode_to_tensors, sample_few_shot
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.method.textbanks import class_name_sentences
+from biomedvr_cli.pipeline.notices import Caution
 
 ATTRIBUTES_NAME = "attributes.json"
 
@@ -33,10 +34,17 @@ class ResolvedAttributes:
     path: Path | None = None
 
 
-def find_attributes(images: Path, explicit: Path | None, cwd: Path | None = None) -> tuple[Path | None, str]:
-    """The attributes file fit will use and how it was found (``--attributes``, inside, beside, current folder)."""
+def find_attributes(images: Path | None, explicit: Path | None, cwd: Path | None = None) -> tuple[Path | None, str]:
+    """The attributes file fit will use and how it was found (``--attributes``, inside, beside, current folder).
+
+    In-memory images (``images`` None) have no folder: only ``explicit`` counts. Something named
+    attributes.json that is no regular file (a folder, a FIFO, a link to a device or to nothing)
+    is refused like the same path given to ``--attributes``, never passed over silently.
+    """
     if explicit is not None:
         return explicit, "--attributes"
+    if images is None:
+        return None, ""
     folder = images if images.is_dir() else images.parent
     places = [(folder / ATTRIBUTES_NAME, "inside the images folder" if images.is_dir() else "beside the manifest"),
               (folder.parent / ATTRIBUTES_NAME, "beside the images folder"),
@@ -47,20 +55,41 @@ def find_attributes(images: Path, explicit: Path | None, cwd: Path | None = None
         if resolved in seen:
             continue
         seen.add(resolved)
-        if path.is_file():
+        if _found(path, where):
             return path, where
     return None, ""
 
 
-def resolve_attributes(images: Path, explicit: Path | None, classes: list[str],
-                       notify: Callable[[str], None]) -> ResolvedAttributes:
-    """The sentence sets for ``classes``: from the attributes file found, else class-name templates."""
+def _found(path: Path, where: str) -> bool:
+    """True for a regular file (or a link to one), False when nothing has the name; else refused (exit 3)."""
+    if path.is_file():
+        return True
+    if not path.is_symlink() and not path.exists():
+        return False
+    what = ("a folder" if path.is_dir() else "a link to nothing" if not path.exists()
+            else "not a regular file (a pipe, socket or device)")
+    raise InvalidInputError(
+        f"{ATTRIBUTES_NAME} {where} is {what}, so no attributes can be read from it",
+        f"remove or rename that {ATTRIBUTES_NAME} (fit looks for one inside and beside the images and in the current "
+        "folder), or pass --attributes with the attributes JSON file",
+    )
+
+
+def resolve_attributes(images: Path | None, explicit: Path | None, classes: list[str],
+                       notify: Callable[[str], None], *, found: tuple[Path | None, str] | None = None) -> ResolvedAttributes:
+    """The sentence sets for ``classes``: from the attributes file found, else class-name templates.
+
+    ``found`` is an earlier :func:`find_attributes` answer (fit looks before reading the images).
+    The class-name fallback is announced as a :class:`Caution`: the library raises it as a warning.
+    """
     from biomedvr_cli.attributes import load_attributes
 
-    path, where = find_attributes(images, explicit)
+    path, where = found if found is not None else find_attributes(images, explicit)
     if path is None:
-        notify("no attributes file (looked inside and beside the images and in the current folder): scoring against "
-               "class-name templates, the AR baseline; run `biomedvr attributes` or pass --attributes for BioMedVR")
+        looked = ("looked inside and beside the images and in the current folder" if images is not None
+                  else "none given for in-memory images")
+        notify(Caution(f"no attributes file ({looked}): scoring against class-name templates, the AR baseline; "
+                       "run `biomedvr attributes` and pass its file (--attributes, or attributes= in Python) for BioMedVR"))
         return ResolvedAttributes(class_name_sentences(classes), "class-name templates")
     attrs = load_attributes(path)
     missing = [c for c in classes if c not in attrs.classes]
@@ -96,20 +125,30 @@ class DecodedSplit:
         return torch.tensor([index[r.label] for r in getattr(self, which)], dtype=torch.long)
 
 
+def _decode_files(records: list[ImageRecord], size: int, options: DecodeOptions) -> DecodedBatch:
+    return decode_to_tensors([r.path for r in records], size, options)
+
+
 def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *, seed: int, val_shots: int | None,
-                  allow_fewer: bool, size: int, options: DecodeOptions) -> DecodedSplit:
+                  allow_fewer: bool, size: int, options: DecodeOptions,
+                  decode: Callable[[list[ImageRecord], int, DecodeOptions], DecodedBatch] = _decode_files) -> DecodedSplit:
     """Draw K + V images per class from files that decode; an unreadable pick is replaced by a redraw.
 
     The draw depends only on the seed and the set of readable records, so the result equals a
-    draw from a folder where the unreadable files had never been.
+    draw from a folder where the unreadable files had never been. ``decode`` turns records into
+    pixels (files by default; in-memory images pass their own).
     """
     pool = list(records)
     decoded: dict[Path, torch.Tensor] = {}
     skipped: list[str] = []
     while True:
-        split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer)
+        # A class made too small by unreadable files says so (never "has N usable images" when they are not).
+        left = {id(r) for r in pool}
+        unreadable = [r for r in records if id(r) not in left] if len(pool) < len(records) else []
+        split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer,
+                                unreadable=unreadable)
         todo = [r for r in split.train + split.val if r.path not in decoded]
-        batch = decode_to_tensors([r.path for r in todo], size, options)
+        batch = decode(todo, size, options)
         for row, i in enumerate(batch.kept):
             decoded[todo[i].path] = batch.images[row]
         if not batch.failures:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +11,9 @@ from typing import Any
 
 from biomedvr_cli.data import DecodeOptions, decode_to_tensors
 from biomedvr_cli.errors import UsageError
+from biomedvr_cli.pipeline.arguments import as_path
 from biomedvr_cli.pipeline.predictor import Explanation, Predictor
+from biomedvr_cli.pipeline.trust import check_level, require_calibration, trust_fields
 
 
 @dataclass
@@ -20,6 +24,7 @@ class Prediction:
     top: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
     explanation: Explanation | None = None
+    trust: dict[str, Any] = field(default_factory=dict)  # prediction_set, outlier, outlier_score (docs/trust.md)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"file": str(self.path)}
@@ -28,13 +33,27 @@ class Prediction:
         else:
             data["prediction"] = self.top[0][0]
             data["top"] = [{"class": c, "probability": round(p, 6)} for c, p in self.top]
+            data.update(self.trust)
         if self.explanation is not None:
             data["explain"] = self.explanation.to_dict()
         return data
 
 
+def _path_list(paths: Any) -> list[Path]:
+    """One path alone or a list of them, as Paths; anything else is a UsageError with the fix."""
+    fix = "pass a list of image paths, e.g. [\"scan.png\"] (Predictor.classify takes images and arrays)"
+    if isinstance(paths, (str, os.PathLike)) and not isinstance(paths, bytes):
+        paths = [paths]
+    if not isinstance(paths, (list, tuple)):
+        raise UsageError(f"paths must be a list of image paths, got {type(paths).__name__}", fix)
+    return [as_path(p, f"paths[{i}]", fix) for i, p in enumerate(paths)]
+
+
 def check_predict_options(*, top_k: int, batch_size: int) -> None:
     """Refuse option values that cannot work (UsageError, exit 2), before any model is loaded."""
+    for name, value in (("--top-k", top_k), ("--batch-size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise UsageError(f"{name} must be a whole number, got {type(value).__name__}", f"pass {name} 1 or more")
     if top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {top_k}", "pass --top-k 1 or more (default 3)")
     if batch_size < 1:
@@ -50,9 +69,21 @@ def predict_files(
     decode: DecodeOptions = DecodeOptions(),
     explain: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    coverage: float | None = None,
 ) -> list[Prediction]:
-    """Predict every path in order; files that cannot be read carry their error."""
+    """Predict every path in order; files that cannot be read carry their error.
+
+    ``paths`` is a list of paths (str or Path) or one path alone, never iterated character by character.
+    ``coverage`` adds each image's prediction set at that level; calibrated adapters also flag outliers.
+    """
+    if not isinstance(predictor, Predictor):
+        raise UsageError(f"predictor must be a loaded Predictor, got {type(predictor).__name__}",
+                         "load one with biomedvr.load(\"adapter.safetensors\") or load_predictor(path)")
+    paths = _path_list(paths)
     check_predict_options(top_k=top_k, batch_size=batch_size)
+    if coverage is not None:  # before any image is decoded: a bad level (exit 2), an adapter without calibration (exit 4)
+        coverage = check_level(coverage)
+        require_calibration(predictor, coverage=coverage)
     results: list[Prediction] = []
     classes = predictor.classes
     k = max(1, min(top_k, len(classes)))
@@ -60,15 +91,15 @@ def predict_files(
         chunk = list(paths[start : start + batch_size])
         batch = decode_to_tensors(chunk, predictor.image_size, decode)
         failures = {str(p): reason for p, reason in batch.failures}
-        probs = predictor.probabilities(batch.images) if batch.kept else None
+        assessed = predictor.assess(batch.images, coverage) if batch.kept else None  # sets (with coverage), outlier flags
         row_of = {i: r for r, i in enumerate(batch.kept)}
         for i, path in enumerate(chunk):
             if i not in row_of:
                 results.append(Prediction(path, error=failures.get(str(path), "could not be read")))
                 continue
-            row = probs[row_of[i]]
-            values, indices = row.topk(k)
-            pred = Prediction(path, top=[(classes[int(j)], float(v)) for v, j in zip(values, indices)])
+            values, indices = assessed.probs[row_of[i]].topk(k)
+            pred = Prediction(path, top=[(classes[int(j)], float(v)) for v, j in zip(values, indices)],
+                              trust=trust_fields(assessed, row_of[i], classes))
             if explain:
                 pred.explanation = predictor.explain(batch.images[row_of[i]], int(indices[0]))
             results.append(pred)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +14,18 @@ import numpy as np
 import torch
 from PIL import Image
 
-from biomedvr_cli.adapter import Adapter, load_adapter
-from biomedvr_cli.backbones import Backbone, load_backbone
-from biomedvr_cli.data import DecodeOptions, resize_and_crop
-from biomedvr_cli.data.decode import decode_image, to_rgb
-from biomedvr_cli.errors import AdapterError, UsageError
+from biomedvr_cli.adapter import Adapter, load_adapter, save_adapter
+from biomedvr_cli.backbones import Backbone
+from biomedvr_cli.data import DecodeOptions
+from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, UsageError
 from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
 from biomedvr_cli.method.textbanks import TextBank
 from biomedvr_cli.method.training import predict_logits
+from biomedvr_cli.method.trust import CALIBRATION_PREFIXES, Assessment, Calibration, assess, load_calibration
+from biomedvr_cli.pipeline.arguments import as_count, as_flag, as_path, obtain_backbone
+from biomedvr_cli.pipeline.images import pixels_for
+
+_IMAGES_HINT = "pass a list of PIL images, numpy arrays (H x W x 3, uint8) or image paths"
 
 
 def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMedVRHead:
@@ -39,7 +46,8 @@ def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMe
         dim = feature_dim or int(config.backbone.embed_dim)
         head = BioMedVRHead(method, len(classes), int(config.preprocessing.image_size), dim,
                             float(config.backbone.logit_scale), banks)
-        head.load_state_dict(adapter.tensors, strict=True)
+        head.load_state_dict({k: v for k, v in adapter.tensors.items() if not k.startswith(CALIBRATION_PREFIXES)},
+                             strict=True)
     except AdapterError:
         raise
     except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as exc:
@@ -57,9 +65,15 @@ def _check_class_count(n_classes: int, owners: dict[str, torch.Tensor]) -> None:
     owned: set[int] = set()
     for owner in owners.values():
         owned.update(int(i) for i in owner.flatten().tolist())
-    held = max(owned) + 1 if owned else 0
-    if min(owned, default=0) < 0 or held > n_classes or len(owned) < n_classes:
-        raise AdapterError(f"the adapter's config lists {n_classes} classes but its tensors hold sentences for {held}",
+    stray = sorted(i for i in owned if not 0 <= i < n_classes)
+    if stray:
+        raise AdapterError(f"the adapter's tensors hold sentences for class index {stray[0]}, but its config lists "
+                           f"{n_classes} classes (indices 0 to {n_classes - 1})",
+                           "the file is damaged or was edited; refit the adapter")
+    unowned = [i for i in range(n_classes) if i not in owned]
+    if unowned:  # say which differs: the class count can agree while a class has no sentence
+        raise AdapterError(f"the adapter's config lists {n_classes} classes but class {unowned[0] + 1} of {n_classes}"
+                           f"{f' (and {len(unowned) - 1} more)' if len(unowned) > 1 else ''} has no sentences in its tensors",
                            "the file is damaged or was edited; refit the adapter")
 
 
@@ -96,11 +110,15 @@ class Explanation:
 
 @dataclass
 class Predictor:
-    """A loaded adapter on its backbone, ready to score decoded images."""
+    """A fitted adapter on its backbone, ready to classify images (``biomedvr.fit`` and ``biomedvr.load`` return one).
+
+    ``fit_result`` is the fit's summary (a ``FitResult``) when the predictor comes from a fit.
+    """
 
     adapter: Adapter
     backbone: Backbone
     head: BioMedVRHead
+    fit_result: Any = None
 
     @property
     def classes(self) -> list[str]:
@@ -110,74 +128,172 @@ class Predictor:
     def image_size(self) -> int:
         return self.backbone.image_size
 
-    def classify(self, inputs: Sequence[Image.Image | str | Path], *,
-                 decode: DecodeOptions = DecodeOptions()) -> list[dict[str, float]]:
-        """Class probabilities for PIL images or image paths, in input order: ``[{class: probability}]``.
+    def classify(self, inputs: Any, *, decode: DecodeOptions = DecodeOptions()) -> list[dict[str, float]]:
+        """Class probabilities for images, in input order: ``[{class: probability}, ...]``.
 
-        Paths are decoded with the same safe decoder as ``predict`` (an unreadable file raises
-        ``InvalidImageError``); images are resized and centre-cropped like every other input.
+        ``inputs`` is a list of PIL images, numpy arrays or paths, or one of them alone (a
+        list of one result comes back). Paths are decoded with the same safe decoder as
+        ``predict`` (an unreadable file raises ``InvalidImageError``); every image is resized
+        and centre-cropped like every other input (the rules in docs/python-api.md).
         """
-        pixels = []
-        for item in inputs:
-            image = to_rgb(item, "image") if isinstance(item, Image.Image) else decode_image(Path(item), decode)
-            pixels.append(torch.from_numpy(np.array(resize_and_crop(image, self.image_size), dtype=np.uint8)).permute(2, 0, 1))
-        if not pixels:
+        pixels = pixels_for(_as_image_list(inputs), self.image_size, decode)
+        if not len(pixels):
             return []
-        probs = self.probabilities(torch.stack(pixels))
+        probs = self.probabilities(pixels)
         return [dict(zip(self.classes, (float(p) for p in row))) for row in probs]
 
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Softmax probabilities [N, C] for uint8 images [N,3,S,S]."""
+        """Softmax probabilities [N, C] for uint8 images [N, 3, S, S] (S: the backbone's input size)."""
+        _check_pixels(images, self.image_size, batched=True)
+        batch_size = as_count(batch_size, "batch_size", 1, "pass batch_size=256 (images scored at once)")
         logits = predict_logits(self.head, self.backbone.encode_images, images, batch_size=batch_size, device=self.backbone.device)
-        return torch.softmax(logits, dim=1)
+        probs = torch.softmax(logits, dim=1)
+        if not bool(torch.isfinite(probs).all()):  # as in assess(): NaN never reaches classify() or a caller
+            raise BackboneUnavailableError("the backbone with this adapter gave non-finite probabilities (NaN or inf): "
+                                           "the weights are corrupt", "copy or export the backbone again, or refit the adapter")
+        return probs
+
+    def predict_sets(self, images: Any, level: float = 0.9) -> list[list[str]]:
+        """Conformal prediction sets: for each image the classes (most probable first) that hold the true one
+        with probability at least ``level`` when images are exchangeable with the labelled ones (docs/trust.md).
+
+        ``images`` as for :meth:`classify`, or uint8 pixels [N, 3, S, S]. An adapter fitted before
+        calibration existed is an AdapterError (exit 4): refit it.
+        """
+        from biomedvr_cli.pipeline.trust import check_level, class_sets
+
+        level = check_level(level)
+        if not isinstance(images, torch.Tensor):
+            images = pixels_for(_as_image_list(images), self.image_size)
+        return class_sets(self.assess(images, level), self.classes) if len(images) else []
+
+    @cached_property
+    def calibration(self) -> Calibration:
+        """The adapter's prediction-set and outlier calibration (empty parts for adapters fitted before it)."""
+        return load_calibration(self.adapter.tensors, self.adapter.config.calibration, num_classes=len(self.classes),
+                                dim=int(self.backbone.embed_dim))
+
+    def assess(self, images: torch.Tensor, level: float | None = None, batch_size: int = 256) -> Assessment:
+        """Probabilities, prediction sets at ``level`` (None: no sets) and outlier flags for uint8 pixels, in one pass."""
+        _check_pixels(images, self.image_size, batched=True)
+        return assess(self.head, self.backbone.encode_images, self.calibration, images, level,
+                      device=self.backbone.device, batch_size=batch_size)
+
+    def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
+        """Write the adapter file (atomically; an existing file needs ``force=True``) and return its path."""
+        path = as_path(path, "path", 'pass the adapter file to write, e.g. "derm.safetensors"')
+        save_adapter(path, self.adapter.tensors, self.adapter.config, force=as_flag(force, "force"))
+        return path
 
     @torch.no_grad()
-    def explain(self, image: torch.Tensor, class_index: int, top: int = 3) -> Explanation:
-        """Why ``class_index`` scored as it did: its best-matching sentences, the confusion sentences
-        that fired, and how much of its logit came from the sentences and from the feature head."""
-        head = self.head
-        x = image[None].to(self.backbone.device).float() / 255.0
-        head.eval()
-        out = head(x, self.backbone.encode_images)
-        sentences = self.adapter.config.attributes.sentences
-        matched: dict[str, list[tuple[str, float]]] = {}
-        for name in head.bank_names:
-            feats = out.neg_features if name == "confusion" else out.pos_features
-            sims = (feats.float() @ getattr(head, f"bank_{name}").t())[0].cpu()
-            owner = getattr(head, f"owner_{name}").cpu()
-            if name == "confusion":
-                idx = torch.arange(len(owner))  # any class's confusion sentence may fire
-            else:
-                idx = (owner == class_index).nonzero(as_tuple=True)[0]
-            order = idx[sims[idx].argsort(descending=True)][:top]
-            matched[name] = [(sentences[name][i], float(sims[i])) for i in order]
-        feature = 0.0 if out.feature is None else float(out.feature[0, class_index])
-        scale = float(head.sentence_scale) if out.feature is not None else 1.0
-        return Explanation(matched, scale * float(out.sentences[0, class_index]), feature)
+    def explain(self, image: Any, class_index: int | str, top: int = 3) -> Explanation:
+        """Why ``class_index`` (an index or a class name) scored as it did: its best-matching
+        sentences, the confusion sentences that fired, and how much of its logit came from the
+        sentences and from the feature head. ``image``: a uint8 tensor [3, S, S], or a PIL
+        image, array or path."""
+        if not isinstance(image, torch.Tensor):
+            image = pixels_for(_as_image_list(image, single=True), self.image_size)[0]
+        _check_pixels(image, self.image_size, batched=False)
+        index = self._class_index(class_index)
+        top = as_count(top, "top", 1, "pass top=3 (sentences listed per set)")
+        return _explain(self, image, index, top)
+
+    def _class_index(self, value: Any) -> int:
+        classes = self.classes
+        if isinstance(value, str):
+            if value not in classes:
+                raise UsageError(f"{value!r} is not one of the adapter's classes", f"choose one of {', '.join(classes)}")
+            return classes.index(value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= int(value) < len(classes):
+            raise UsageError(f"class index must be a whole number from 0 to {len(classes) - 1}, got {value!r}",
+                             "pass an index into predictor.classes, or a class name")
+        return int(value)
 
 
-def load_predictor(adapter_path: Path, *, backbone: str | None = None, device: str = "auto",
+def _explain(predictor: Predictor, image: torch.Tensor, class_index: int, top: int) -> Explanation:
+    head = predictor.head
+    x = image[None].to(predictor.backbone.device).float() / 255.0
+    head.eval()
+    out = head(x, predictor.backbone.encode_images)
+    sentences = predictor.adapter.config.attributes.sentences
+    matched: dict[str, list[tuple[str, float]]] = {}
+    for name in head.bank_names:
+        feats = out.neg_features if name == "confusion" else out.pos_features
+        sims = (feats.float() @ getattr(head, f"bank_{name}").t())[0].cpu()
+        owner = getattr(head, f"owner_{name}").cpu()
+        if name == "confusion":
+            idx = torch.arange(len(owner))  # any class's confusion sentence may fire
+        else:
+            idx = (owner == class_index).nonzero(as_tuple=True)[0]
+        order = idx[sims[idx].argsort(descending=True)][:top]
+        matched[name] = [(sentences[name][i], float(sims[i])) for i in order]
+    feature = 0.0 if out.feature is None else float(out.feature[0, class_index])
+    scale = float(head.sentence_scale) if out.feature is not None else 1.0
+    return Explanation(matched, scale * float(out.sentences[0, class_index]), feature)
+
+
+def _as_image_list(inputs: Any, *, single: bool = False) -> list[Any]:
+    """A list of images from a list/tuple, or one image alone; ``None`` and strings-as-lists are refused."""
+    if inputs is None:
+        raise UsageError("no images were given (None)", _IMAGES_HINT)
+    if isinstance(inputs, (Image.Image, str, os.PathLike, np.ndarray)):
+        return [inputs]
+    if single or not isinstance(inputs, (list, tuple)):
+        raise UsageError(f"cannot read images from a {type(inputs).__name__}", _IMAGES_HINT)
+    return list(inputs)
+
+
+def _check_pixels(images: Any, size: int, *, batched: bool) -> None:
+    """uint8 pixels of the backbone's size: a float or wrongly shaped tensor would give confident nonsense."""
+    shape = "[N, 3, S, S]" if batched else "[3, S, S]"
+    fix = (f"pass uint8 pixels {shape} with S = {size} (the backbone's input size), or use classify() with "
+           "PIL images, arrays or paths")
+    if not isinstance(images, torch.Tensor):
+        raise UsageError(f"pixels must be a torch tensor {shape}, got {type(images).__name__}", fix)
+    if images.dtype != torch.uint8:
+        raise UsageError(f"pixels must be uint8 (0..255), got {images.dtype}", fix)
+    expected = (3, size, size)
+    if images.dim() != (4 if batched else 3) or tuple(images.shape[-3:]) != expected:
+        raise UsageError(f"pixels have shape {list(images.shape)}; expected {shape} with S = {size}", fix)
+
+
+def load_predictor(adapter_path: Path | str, *, backbone: str | Backbone | None = None, device: str = "auto",
                    allow_download: bool | None = None, accept_preprocessing: bool = False,
                    notify: Callable[[str], None] = lambda message: None) -> Predictor:
-    """Load an adapter and the backbone it was trained on (or ``backbone``), and check they match.
+    """Load an adapter and the backbone it was trained on (or ``backbone``: a name or a loaded one), and check they match.
 
     Another normalisation (mean/std) than the adapter's is an AdapterError (exit 4), or with
     ``accept_preprocessing`` a warning through ``notify``; other weights or input size always fail.
     """
-    adapter = load_adapter(adapter_path)
-    label = backbone or adapter.config.backbone.label
-    if backbone is None and (label == "local-dir" or label.endswith(":local-file")):
+    adapter = load_adapter(as_path(adapter_path, "adapter", "pass the .safetensors file `biomedvr fit` wrote"))
+    loaded = obtain_backbone(backbone_for(adapter, backbone), device=device, allow_download=allow_download)
+    return predictor_for(adapter, loaded, accept_preprocessing=accept_preprocessing, notify=notify)
+
+
+def backbone_for(adapter: Adapter, backbone: str | Backbone | None) -> str | Backbone:
+    """``backbone`` when given, else the backbone the adapter names (a local one's path is not stored)."""
+    if backbone is not None:
+        return backbone
+    label = adapter.config.backbone.label
+    if label == "local-dir" or label.endswith(":local-file"):
         raise UsageError("this adapter was trained on a local backbone whose path is not stored",
-                         "pass --backbone with the same local-dir:FOLDER or MODEL:WEIGHTS used for fit")
-    loaded = load_backbone(label, device=device, allow_download=allow_download)
-    fingerprint = loaded.fingerprint_for(adapter.config.backbone.fingerprint)  # 0.1.0 adapters too
-    adapter.check_backbone(fingerprint, loaded.image_size)
+                         "pass --backbone (backbone= in Python) with the same local-dir:FOLDER or MODEL:WEIGHTS used for fit")
+    return label
+
+
+def predictor_for(adapter: Adapter, backbone: Backbone, *, accept_preprocessing: bool = False,
+                  notify: Callable[[str], None] = lambda message: None) -> Predictor:
+    """A predictor for an adapter (loaded, or fresh from a fit) on a loaded backbone, after checking they match."""
+    from biomedvr_cli.pipeline.notices import Caution
+
+    fingerprint = backbone.fingerprint_for(adapter.config.backbone.fingerprint)  # 0.1.0 adapters too
+    adapter.check_backbone(fingerprint, backbone.image_size)
     try:
-        adapter.check_backbone(fingerprint, loaded.image_size, loaded.mean, loaded.std)
+        adapter.check_backbone(fingerprint, backbone.image_size, backbone.mean, backbone.std)
     except AdapterError as exc:
         if not accept_preprocessing:
             raise
-        notify(f"{exc.message}; using the backbone's (--accept-preprocessing)")
-    head = head_from_adapter(adapter, loaded.embed_dim).to(loaded.device)
+        notify(Caution(f"{exc.message}; using the backbone's (--accept-preprocessing)"))
+    head = head_from_adapter(adapter, backbone.embed_dim).to(backbone.device)
     head.eval()
-    return Predictor(adapter, loaded, head)
+    return Predictor(adapter, backbone, head)

@@ -20,7 +20,7 @@ import typer
 from biomedvr_cli.cli import options
 
 from biomedvr_cli.cli import console as render
-from biomedvr_cli.attributes.cache import CACHE_ENV, default_cache_dir, entry_path
+from biomedvr_cli.attributes.cache import CACHE_ENV, CorruptEntryError, default_cache_dir, entry_path
 from biomedvr_cli.attributes.classlist import class_names_from
 from biomedvr_cli.attributes.generate import (
     DEFAULT_CONCURRENCY,
@@ -215,7 +215,7 @@ def _generate_command(opts: _GenerateOptions) -> None:
     plan = plan_generation(names, opts.task, settings)
     folder = opts.cache_dir.expanduser() if opts.cache_dir is not None else default_cache_dir()
     if opts.dry_run:
-        _render_dry_run(plan, cached_result(plan, folder) is not None and not opts.refresh, opts.json_out)
+        _render_dry_run(plan, _is_cached(plan, folder) and not opts.refresh, opts.json_out)
         return
     result = _generate_with_progress(plan, folder, opts)
     if result.cache_warning:
@@ -226,10 +226,22 @@ def _generate_command(opts: _GenerateOptions) -> None:
     _report_generated(result, plan, folder, opts.out)
 
 
+def _is_cached(plan: GenerationPlan, folder: Path) -> bool:
+    """Whether a run would use the cache; a corrupt entry is not used (a run asks again and replaces it)."""
+    try:
+        return cached_result(plan, folder) is not None
+    except CorruptEntryError:
+        return False
+
+
 def _generate_with_progress(plan: GenerationPlan, folder: Path, opts: _GenerateOptions) -> GenerationResult:
     """Send the requests (or read the cache) behind a progress bar on a terminal."""
     progress = render.progress_bar("count", enabled=not opts.json_out)
-    with progress:
+    # Held from the start (a second run to the same file fails at once), never the classes file itself;
+    # generate() still refuses an existing, different file without --force.
+    from biomedvr_cli.atomic import reserve_output
+
+    with reserve_output(opts.out, force=True, inputs=(opts.classes,)), progress:
         classes = len(plan.class_names)
         bar = progress.add_task(f"asking {plan.settings.model} for {classes} classes", total=classes, status="")
         return generate(

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from biomedvr_cli.cli import options
+from biomedvr_cli.cli import csv_options, options
 
 if TYPE_CHECKING:  # the runner imports torch; the command imports it only when it runs
     from biomedvr_cli.benchmark.runner import BenchmarkOutcome, BenchmarkRequest
@@ -86,9 +86,11 @@ def benchmark(
     list_methods: bool = typer.Option(False, "--list-methods", help="List the methods and groups, then exit."),
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
+    group_column: Optional[str] = csv_options.GroupColumnOption,
+    split_column: str = csv_options.SplitColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
-    device: str = options.DeviceOption,
+    device: options.Device = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     force: bool = typer.Option(False, "--force", help="Redo stored jobs whose settings changed (instead of refusing)."),
     json_out: bool = options.JsonOption,
@@ -107,7 +109,7 @@ def benchmark(
         out=out, images=images, test=test, attributes=attributes, suite=suite, name=name, backbone=backbone,
         methods=methods, shots=shots, seeds=seeds, epochs=epochs, epoch_scale=epoch_scale, batch_size=batch_size,
         val_shots=val_shots, allow_fewer=allow_fewer, path_column=path_column, label_column=label_column,
-        window=window, max_pixels=max_pixels, device=device, allow_download=allow_download, force=force,
+        group_column=group_column, split_column=split_column, window=window, max_pixels=max_pixels, device=device, allow_download=allow_download, force=force,
     ))
     check_folder_writable(request.out / "summary.json")  # an --out under a file fails before any job runs
     dist = init_distributed(device)

@@ -7,23 +7,30 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.cli import options
+from biomedvr_cli.cli import csv_options
+from biomedvr_cli.cli import options, trust_output
 
 
 def evaluate(
     images: Path = typer.Argument(..., help="Labelled images: class-per-folder tree (or train/test tree) or CSV manifest."),
     adapter: Path = options.AdapterOption,
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Folder for confusion-matrix and reliability PNGs."),
-    split: str = typer.Option("auto", "--split", help="auto (the test split when the source has one, else everything), test, val, train or all."),
+    plots: Optional[Path] = typer.Option(
+        None, "--plots", help="Folder for confusion_matrix.png and reliability.png (not the images' folder; "
+                              "existing PNGs need --force)."),
+    split: options.choice(options.EVAL_SPLITS) = typer.Option("auto", "--split", help="auto (the test split when the source has one, else everything), test, val, train or all."),
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
     label_column: str = options.LabelColumnOption,
+    split_column: str = csv_options.SplitColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
-    device: str = options.DeviceOption,
+    device: options.Device = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     accept_preprocessing: bool = options.AcceptPreprocessingOption,
     json_out: bool = options.JsonOption,
+    force: bool = typer.Option(False, "--force", help="Overwrite the PNGs already in the --plots folder."),
+    coverage: Optional[float] = trust_output.EvalCoverageOption,
+    outliers: Optional[Path] = trust_output.OutliersOption,
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
     from biomedvr_cli.cli import console as render
@@ -37,8 +44,9 @@ def evaluate(
                                    accept_preprocessing=True, notify=render.warn)
     result = evaluate_adapter(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
-        columns=options.csv_columns(path_column, label_column), decode=options.decode_options(window, max_pixels),
-        plots=plots, predictor=predictor,
+        columns=csv_options.csv_columns(path_column, label_column, csv_options.NO_GROUP, split_column),
+        decode=options.decode_options(window, max_pixels),
+        plots=plots, predictor=predictor, force=force, coverage=coverage, outliers=outliers,
     )
     metrics = result["metrics"]
     for warning in result["warnings"]:
@@ -48,10 +56,12 @@ def evaluate(
         return
     render.key_value_table(
         f"{adapter.name} on {metrics['images']} images ({result['split']})",
-        [(name, metrics[name]) for name in SCALAR_METRICS],
+        [(name, metrics[name]) for name in SCALAR_METRICS] + trust_output.metric_rows(metrics),
     )
-    render.rows_table("per class", ["class", "precision", "recall", "f1", "support"],
-                      [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]] for r in metrics["per_class"]])
+    sets = trust_output.per_class_columns(metrics)  # coverage and set size with --coverage
+    render.rows_table("per class", ["class", "precision", "recall", "f1", "support", *sets],
+                      [[r["class"], r["precision"], r["recall"], r["f1"], r["support"], *(r[c] for c in sets)]
+                       for r in metrics["per_class"]])
     classes = metrics["classes"]
     render.rows_table("confusion matrix (rows: true, columns: predicted)", ["true \\ pred", *classes],
                       [[c, *row] for c, row in zip(classes, metrics["confusion_matrix"])])

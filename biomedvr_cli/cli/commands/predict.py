@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -10,12 +11,29 @@ from typing import Optional
 
 import typer
 
-from biomedvr_cli.cli import options
+from biomedvr_cli.cli import options, trust_output
 
 FORMATS = ("table", "json", "csv")
 
 
-def _csv_text(rows: list[dict], top_k: int) -> str:
+def _explain_header(rows: list[dict]) -> list[str]:
+    """The explanation columns of a CSV: the score split, then one column per sentence set."""
+    sets = list(dict.fromkeys(name for row in rows if "explain" in row for name in row["explain"]["sentences"]))
+    return ["sentence_score", "feature_head_score", "sentence_share", *(f"sentences_{name}" for name in sets)]
+
+
+def _explain_cells(row: dict, header: list[str]) -> list[str]:
+    if "explain" not in row:
+        return [""] * len(header)
+    score, sentences = row["explain"]["score"], row["explain"]["sentences"]
+    cells = [f"{score['sentences']:.4f}", f"{score['feature_head']:.4f}", f"{score['sentence_share']:.4f}"]
+    for name in header[3:]:  # "sentence (cosine) | ..." so one cell holds a whole set
+        items = sentences.get(name.removeprefix("sentences_"), [])
+        cells.append(" | ".join(f"{i['sentence']} ({i['cosine']:.4f})" for i in items))
+    return cells
+
+
+def _csv_text(rows: list[dict], top_k: int, explain: bool = False) -> str:
     from biomedvr_cli.data.files import printable_path
 
     buffer = io.StringIO()
@@ -23,7 +41,9 @@ def _csv_text(rows: list[dict], top_k: int) -> str:
     header = ["file", "prediction"]
     for i in range(1, top_k + 1):
         header += [f"class_{i}", f"probability_{i}"]
-    writer.writerow([*header, "error"])
+    extra = _explain_header(rows) if explain else []
+    trust = trust_output.trust_header(rows)
+    writer.writerow([*header, *extra, *trust, "error"])
     for row in rows:
         # A file name holding bytes that are not UTF-8 is written with \xNN escapes, so the
         # CSV stays UTF-8 and no prediction is lost to an encoding error.
@@ -31,6 +51,8 @@ def _csv_text(rows: list[dict], top_k: int) -> str:
         top = row.get("top", [])
         for i in range(top_k):
             cells += [top[i]["class"], f"{top[i]['probability']:.6f}"] if i < len(top) else ["", ""]
+        cells += _explain_cells(row, extra) if explain else []
+        cells += trust_output.trust_cells(row, trust)
         writer.writerow([*cells, printable_path(row.get("error", ""))])
     return buffer.getvalue()
 
@@ -43,10 +65,14 @@ def _render_explanation(render, row: dict) -> None:
         render.info(f"  [{set_name}] " + " | ".join(f"{i['sentence']} ({i['cosine']:.3f})" for i in items))
 
 
-def output_format_for(output_format: str | None, out: Path | None) -> str:
-    """The format to write: as given, else from the --out suffix (.csv, .json), else a table on stderr."""
+def output_format_for(output_format: str | None, out: Path | None, *, json_out: bool = False) -> str:
+    """The format to write: --json, else as given, else from the --out suffix (.csv, .json), else a table on stderr."""
     from biomedvr_cli.errors import UsageError
 
+    if json_out:  # --json is --format json, as on every other command
+        if output_format not in (None, "json"):
+            raise UsageError(f"--json and --format {output_format} ask for two formats", "pass only one of them")
+        return "json"
     if output_format is None:
         if out is None:
             return "table"
@@ -65,78 +91,116 @@ def predict(
     paths: list[Path] = typer.Argument(..., help="Image files, folders (searched recursively) or CSV manifests."),
     adapter: Path = options.AdapterOption,
     top_k: int = typer.Option(3, "--top-k", help="How many classes to list per image."),
-    output_format: Optional[str] = typer.Option(
+    output_format: Optional[options.choice(FORMATS)] = typer.Option(
         None, "--format", help="table (stderr), json or csv (stdout or --out); default: table, or from the --out suffix."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file."),
-    explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class."),
+    json_out: bool = typer.Option(False, "--json", help="Same as --format json (one JSON document on stdout or --out)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file (never one of the inputs)."),
+    explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class (extra columns in CSV)."),
+    coverage: Optional[float] = trust_output.CoverageOption,
     batch_size: int = typer.Option(64, "--batch-size", help="Images decoded and scored per batch."),
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
     window: Optional[str] = options.WindowOption,
     max_pixels: int = options.MaxPixelsOption,
-    device: str = options.DeviceOption,
+    device: options.Device = options.DeviceOption,
     allow_download: Optional[bool] = options.AllowDownloadOption,
     accept_preprocessing: bool = options.AcceptPreprocessingOption,
     force: bool = options.ForceOption,
 ) -> None:
     """Predict classes with probabilities. Exit code 3 when any input could not be read (the rest are still predicted)."""
+    from biomedvr_cli.atomic import check_writable, refuse_input_as_output, reserve_output
     from biomedvr_cli.cli import console as render
-    from biomedvr_cli.atomic import check_writable, write_text_atomic
     from biomedvr_cli.data import collect_inputs
+    from biomedvr_cli.distributed import init_distributed
     from biomedvr_cli.errors import EXIT_INVALID_INPUT
-    from biomedvr_cli.pipeline.predictor import load_predictor
-    from biomedvr_cli.pipeline.predict import check_predict_options, predict_files
+    from biomedvr_cli.pipeline.predict import check_predict_options
+    from biomedvr_cli.pipeline.trust import check_level
 
-    output_format = output_format_for(output_format, out)
+    output_format = output_format_for(output_format, out, json_out=json_out)
     check_predict_options(top_k=top_k, batch_size=batch_size)
-    if out is not None:
-        check_writable(out, force=force)  # existing file, or a folder that cannot be written: before any work
-    files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
-    from biomedvr_cli.distributed import init_distributed, merge_shards
-
+    coverage = None if coverage is None else check_level(coverage)
+    if out is not None:  # before any work: an input given as --out, an existing file, a folder that cannot be written
+        refuse_input_as_output(out, [*paths, adapter])
+        check_writable(out, force=force)
     # Under torchrun (WORLD_SIZE > 1) batch i of the inputs goes to rank i % world; rank 0 writes them in input order.
     dist = init_distributed(device)
-    try:
-        mine = dist.shard(files, chunk=max(1, batch_size))
-        predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
-                                   accept_preprocessing=accept_preprocessing, notify=render.warn)
-        with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
-            task = bar.add_task("predict", total=len(mine), status="")
-            shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
-                                          decode=options.decode_options(window, max_pixels), explain=explain,
-                                          progress=lambda done, total: bar.update(task, completed=done))
-        parts = dist.gather(shard_results)
-    finally:
-        dist.close()
-    if parts is None:  # not rank 0
-        return
-    results = merge_shards(parts, chunk=max(1, batch_size))
-    rows = [r.to_dict() for r in results]
-    failed = sum(1 for r in results if r.error)
-    k = max(1, min(top_k, len(predictor.classes)))
-    if output_format == "table" and out is None:
-        _render_table(render, rows, adapter.name, k, explain)
-    else:
-        text = _csv_text(rows, k) if output_format == "csv" else json.dumps({"adapter": adapter.name, "predictions": rows}, indent=2) + "\n"
-        if out is not None:
-            write_text_atomic(out, text, force=force)
-            render.info(f"wrote {len(rows)} predictions to {out}")
-        else:
-            typer.echo(text, nl=False)
+    # Rank 0 holds --out for the whole run, so a second run writing it fails now, not after its predictions.
+    held = reserve_output(out, force=force, inputs=[*paths, adapter]) if out is not None and dist.is_main \
+        else contextlib.nullcontext()
+    with held:
+        try:
+            files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
+            if out is not None:
+                refuse_input_as_output(out, files)  # an image or a manifest's row named as --out
+            gathered = _predict_shards(dist, files, adapter, top_k=top_k, batch_size=batch_size, explain=explain,
+                                       coverage=coverage, backbone=backbone, window=window, max_pixels=max_pixels, device=device,
+                                       allow_download=allow_download, accept_preprocessing=accept_preprocessing)
+        finally:
+            dist.close()
+        if gathered is None:  # not rank 0
+            return
+        rows, n_classes = gathered
+        failed = sum(1 for r in rows if "error" in r)
+        _emit(render, rows, adapter.name, max(1, min(top_k, n_classes)), output_format, out, explain, force)
     if failed:
         render.warn(f"{failed} of {len(rows)} input(s) could not be read")
         raise typer.Exit(EXIT_INVALID_INPUT)
 
 
+def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch_size: int, explain: bool,
+                    coverage: Optional[float], backbone: Optional[str], window: Optional[str], max_pixels: int, device: str,
+                    allow_download: Optional[bool], accept_preprocessing: bool) -> tuple[list[dict], int] | None:
+    """This rank's share of the predictions; rank 0 gets every row in input order (and the class count)."""
+    from biomedvr_cli.cli import console as render
+    from biomedvr_cli.distributed import merge_shards
+    from biomedvr_cli.pipeline.predict import predict_files
+    from biomedvr_cli.pipeline.predictor import load_predictor
+    from biomedvr_cli.pipeline.trust import require_calibration
+
+    mine = dist.shard(files, chunk=max(1, batch_size))
+    predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
+                               accept_preprocessing=accept_preprocessing, notify=render.warn)
+    for notice in require_calibration(predictor, coverage=coverage) if dist.is_main else []:
+        render.warn(notice)  # a level too high for the calibration (full sets), or a caveat
+    with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
+        task = bar.add_task("predict", total=len(mine), status="")
+        shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
+                                      decode=options.decode_options(window, max_pixels), explain=explain,
+                                      coverage=coverage, progress=lambda done, total: bar.update(task, completed=done))
+    parts = dist.gather(shard_results)
+    if parts is None:
+        return None
+    return [r.to_dict() for r in merge_shards(parts, chunk=max(1, batch_size))], len(predictor.classes)
+
+
+def _emit(render, rows: list[dict], adapter_name: str, k: int, output_format: str, out: Optional[Path],
+          explain: bool, force: bool) -> None:
+    """The rows as a table on stderr, or as CSV/JSON on stdout or into ``out``."""
+    from biomedvr_cli.atomic import write_text_atomic
+
+    if output_format == "table" and out is None:
+        _render_table(render, rows, adapter_name, k, explain)
+        return
+    text = _csv_text(rows, k, explain) if output_format == "csv" \
+        else json.dumps({"adapter": adapter_name, "predictions": rows}, indent=2, allow_nan=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    write_text_atomic(out, text, force=force)
+    render.info(f"wrote {len(rows)} predictions to {out}")
+
+
 def _render_table(render, rows: list[dict], adapter_name: str, k: int, explain: bool) -> None:
     """The predictions as a table on stderr (and the explanations after it)."""
     table_rows = []
+    trust = trust_output.trust_header(rows)
     for r in rows:
         if "error" in r:
-            table_rows.append([r["file"], "[red]error[/red]", r["error"]])
+            table_rows.append([r["file"], "[red]error[/red]", r["error"], *[""] * len(trust)])
         else:
-            table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])])
-    render.rows_table(f"predictions ({adapter_name})", ["file", "prediction", f"top {k}"], table_rows)
+            table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
+                               *trust_output.trust_cells(r, trust, table=True)])
+    render.rows_table(f"predictions ({adapter_name})", ["file", "prediction", f"top {k}", *trust], table_rows)
     if explain:
         for r in rows:
             if "explain" in r:

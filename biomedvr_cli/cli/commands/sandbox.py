@@ -28,7 +28,7 @@ def make(
                                   help="Training images per class (--per-class is the old name)."),
     test_per_class: int = typer.Option(50, "--test-per-class", help="Test images per class."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator (same seed, same images)."),
-    shift: str = typer.Option(
+    shift: options.choice(options.SANDBOX_SHIFTS) = typer.Option(
         "none", "--shift", help="Domain shift on train and test: none, stain, blur, noise, all or default (the task's)."
     ),
     force: bool = typer.Option(False, "--force", help="Replace OUT if it exists."),
@@ -164,6 +164,10 @@ def properties(
                                     help="Test images per class for the task properties (--per-class is the old name)."),
     n_align: int = typer.Option(1000, "--n-align", help="Images for the in-world alignment properties."),
     seed: int = typer.Option(0, "--seed", help="Seed of the measurement images."),
+    published_vr: Path = typer.Option(
+        None, "--published-vr", metavar="RESULTS",
+        help="Also judge property (b) from a benchmark results folder: AR and AttrVR as published, 16 shots, "
+             "shifted built-in tasks (made by `biomedvr benchmark --suite experiments/published-vr-suite.json`)."),
     json_out: bool = options.JsonOption,
 ) -> None:
     """Measure the shipped model's properties (alignment, per-task zero-shot, shift drop, confusions)."""
@@ -171,8 +175,12 @@ def properties(
     from biomedvr_cli.sandbox.properties import load_default_backbone, measure_properties
 
     backbone = load_default_backbone(weights)
+    judged = _judge_published_vr(published_vr, backbone.fingerprint) if published_vr is not None else None
     report = measure_properties(backbone, n_align=n_align, n_per_class=n_per_class, seed=seed,
                                 progress=None if json_out else (lambda m: render.info(f"measuring {m} ...")))
+    if judged is not None:
+        report["published_vr"] = judged
+        report["checks"] += judged["checks"]
     if json_out:
         render.emit_json(report)
         return
@@ -193,8 +201,32 @@ def properties(
           "; ".join(f"{' / '.join(p['pair'])} ({p['rate']:.2f})" for p in t["most_confused_no_shift"])]
          for t in report["tasks"]],
     )
+    if judged is not None:
+        render.rows_table(
+            f"AR and AttrVR as published, 16 shots, mean over {', '.join(judged['datasets'])} and seeds "
+            f"(epochs: {', '.join(f'{m} {e}' for m, e in judged['epochs'].items())})",
+            ["method", "jobs", "start (untrained padding)", "end (last epoch)", "gain"],
+            [[r["method"], r["jobs"], "-" if r["start_accuracy"] is None else r["start_accuracy"], r["end_accuracy"],
+              "-" if r["gain"] is None else r["gain"]] for r in judged["rows"]])
     render.rows_table("checks", ["property", "value", "target", "ok"],
-                      [[c["name"], c["value"], c["target"], "yes" if c["ok"] else "NO"] for c in report["checks"]])
+                      [[c["name"], c["value"], c["target"], "-" if c["ok"] is None else "yes" if c["ok"] else "NO"]
+                       for c in report["checks"]])
+
+
+def _judge_published_vr(results: Path, fingerprint: str) -> dict:
+    """Property (b) from a benchmark folder's summary.json, checked before minutes of measuring."""
+    from biomedvr_cli.errors import InvalidInputError
+    from biomedvr_cli.attributes.textfile import read_user_json
+    from biomedvr_cli.sandbox.published_vr import judge_published_vr, suggested_command
+    from biomedvr_cli.sandbox.tasks import list_tasks
+
+    summary_path = results / "summary.json"
+    if not summary_path.is_file():
+        raise InvalidInputError(f"{results.name}: no summary.json in the --published-vr folder",
+                                f"pass a benchmark --out folder; make one with: {suggested_command()}")
+    summary = read_user_json(summary_path, missing_hint="pass a benchmark --out folder",
+                             fix_hint="rerun the benchmark into a fresh folder")
+    return judge_published_vr(summary, {t.name for t in list_tasks()}, fingerprint)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,81 @@
+"""Which CSV column groups images by patient, when the user did not name one.
+
+A manifest from a hospital export rarely has a column called ``group``; it has
+``PatientID``, ``patient_id``, ``SubjectID``, ``MRN``, ``StudyInstanceUID`` or
+``AccessionNumber``. Images of one patient (or one exam) must stay on one side of every
+split, so a column that looks like such an id is used for grouping, and the user is told
+which one and how to choose (``--group-column NAME``, or ``none``).
+
+Only the column *names* are read here; values (the ids themselves) are never printed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+# The word that says what a column identifies, coarsest first: grouping by the patient
+# also keeps each exam together, grouping by the exam does not keep a patient together.
+_LEVELS = (
+    ("patient", ("patient", "subject", "participant", "mrn", "donor", "individual", "person")),
+    ("case", ("case",)),
+    ("study", ("study", "accession", "exam", "examination", "visit", "encounter")),
+)
+# Words that make "<level word> ..." an identifier rather than an attribute (patient_age is not).
+_ID_WORDS = frozenset({"id", "uid", "ids", "number", "no", "nr", "num", "key", "code", "identifier", "name", "ref"})
+# Level words that are identifiers on their own. "case" and "study" are not ("case" may be a
+# case/control label, "study" a source data set's name).
+_BARE_IDS = frozenset({"patient", "subject", "participant", "mrn", "accession", "donor"})
+# What to call each level in messages.
+_LEVEL_NAMES = {"patient": "a patient id", "case": "a case id", "study": "a study or exam id"}
+
+
+@dataclass(frozen=True)
+class IdColumn:
+    """A header column that looks like an identifier: where it is and what it identifies."""
+
+    index: int
+    name: str
+    level: str  # "patient" | "case" | "study"
+
+    @property
+    def description(self) -> str:
+        """``a patient id`` and the like, for messages."""
+        return _LEVEL_NAMES[self.level]
+
+
+def _words(name: str) -> list[str]:
+    """``StudyInstanceUID`` -> study, instance, uid; ``patient_id`` -> patient, id; ``MRN`` -> mrn."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def _level(name: str) -> str | None:
+    words = _words(name)
+    for level, stems in _LEVELS:
+        for i, word in enumerate(words):
+            if word not in stems:
+                continue
+            rest = set(words[:i] + words[i + 1:])
+            if rest & _ID_WORDS or (not rest and word in _BARE_IDS):
+                return level
+    return None
+
+
+def id_columns(header: list[str], skip: set[int]) -> list[IdColumn]:
+    """Columns (other than the indices in ``skip``) that look like ids, coarsest level first, then leftmost."""
+    found = [IdColumn(i, name, level) for i, name in enumerate(header)
+             if i not in skip and (level := _level(name)) is not None]
+    order = {level: rank for rank, (level, _) in enumerate(_LEVELS)}
+    return sorted(found, key=lambda c: (order[c.level], c.index))
+
+
+def grouping_notice(source: str, chosen: IdColumn, others: list[IdColumn]) -> str:
+    """The warning shown when an id-like column is used for grouping without being named."""
+    also = f" (also id-like: {', '.join(repr(c.name) for c in others[:3])})" if others else ""
+    return (f"{source}: images are grouped by column {chosen.name!r}, which looks like {chosen.description}{also}, so "
+            "that no group has images in more than one of training, validation and test; pass "
+            f"--group-column {shlex.quote(chosen.name)} to confirm (and silence this), --group-column NAME to group by another "
+            "column, or --group-column none to not group")

@@ -1,0 +1,135 @@
+"""Study of prediction sets and the outlier flag on sandbox tasks (docs/trust.md).
+
+For each task (a built-in name or a task JSON file) and seed: makes the dataset with
+``biomedvr sandbox make``, fits the default method at K shots on the sandbox backbone, and
+reports on the test images the coverage and mean set size at the level, and the outlier AUROC
+against (a) real images of another kind (BreastMNIST ultrasound from ../shared/real, skipped
+when absent) and (b) the test cells of another sandbox task (``--other-task``, else the next
+task in the list).
+
+    OMP_NUM_THREADS=1 python experiments/trust_study.py --tasks blood-smear cervical-cytology \\
+        --seeds 0 1 2 --workdir /tmp/trust-study --out experiments/results/trust-study.json   # task default shifts
+
+The goals (issue #18): mean coverage at 0.9 within 0.87 to 0.95 on every held-out task, mean set
+size at most 0.6 x the number of classes, outlier AUROC at least 0.95 against real images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real" / "breastmnist.npz"
+
+
+def make_dataset(task: str, out: Path, *, seed: int, train: int, test: int, shift: str = "default") -> Path:
+    """``biomedvr sandbox make`` for a built-in task name or a task file (reused when already made)."""
+    if (out / "attributes.json").is_file():
+        return out
+    which = ["--task-file", task] if task.endswith(".json") else ["--task", task]
+    subprocess.run([sys.executable, "-m", "biomedvr_cli", "sandbox", "make", str(out), *which, "--train-per-class",
+                    str(train), "--test-per-class", str(test), "--seed", str(seed), "--shift", shift, "--force"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def real_images(out: Path, count: int) -> Path | None:
+    """The first ``count`` BreastMNIST test images as PNGs (None when ../shared/real is absent)."""
+    if not REAL.is_file():
+        return None
+    import numpy as np
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    images = np.load(REAL, allow_pickle=False)["test_images"][:count]
+    for i, image in enumerate(images):
+        path = out / f"breast-{i:03d}.png"
+        if not path.exists():
+            Image.fromarray(image).convert("RGB").save(path)
+    return out
+
+
+def run_one(task: str, other: str | None, seed: int, args: argparse.Namespace, real: Path | None) -> dict:
+    """Fit one task at one seed and measure sets and outlier flags on its test images."""
+    from biomedvr_cli.pipeline.evaluate import evaluate_adapter
+    from biomedvr_cli.pipeline.fit import FitRequest, fit_adapter
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    name = Path(task).stem if task.endswith(".json") else task
+    data = make_dataset(task, args.workdir / f"{name}-s{seed}", seed=seed, train=args.train_per_class,
+                        test=args.test_per_class, shift=args.shift)
+    adapter = args.workdir / f"{name}-s{seed}-k{args.shots}.safetensors"
+    fit_adapter(FitRequest(images=data, shots=args.shots, out=adapter, attributes=data / "attributes.json",
+                           backbone="sandbox", seed=seed, device=args.device, force=True))
+    predictor = load_predictor(adapter, device=args.device)
+    row = {"task": name, "seed": seed, "shots": args.shots, "classes": len(predictor.classes),
+           "calibration": predictor.adapter.config.calibration}
+    report = evaluate_adapter(data, adapter, predictor=predictor, coverage=args.level, outliers=real)
+    metrics = report["metrics"]
+    row.update({k: metrics.get(k) for k in ("accuracy", "coverage", "mean_set_size", "outlier_auroc",
+                                            "inliers_flagged", "outliers_flagged")})
+    row["size_ratio"] = metrics["mean_set_size"] / row["classes"]
+    if other is not None:
+        other_name = Path(other).stem if other.endswith(".json") else other
+        other_data = make_dataset(other, args.workdir / f"{other_name}-s{seed}", seed=seed, train=args.train_per_class,
+                                  test=args.test_per_class, shift=args.shift)
+        cells = evaluate_adapter(data, adapter, predictor=predictor, outliers=other_data / "test")["metrics"]
+        row["other_task"], row["other_task_auroc"] = other_name, cells["outlier_auroc"]
+    return row
+
+
+def summary(rows: list[dict], level: float) -> list[str]:
+    """One line per task: means over seeds."""
+    lines = [f"{'task':<22} {'n':>2} {'acc':>6} {'cov@' + format(level, 'g'):>8} {'size/C':>7} {'AUROC real':>10} "
+             f"{'AUROC other':>11}"]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+
+        def mean(key: str) -> str:
+            values = [r[key] for r in mine if r.get(key) is not None]
+            return f"{statistics.fmean(values):.3f}" if values else "-"
+
+        lines.append(f"{task:<22} {len(mine):>2} {mean('accuracy'):>6} {mean('coverage'):>8} {mean('size_ratio'):>7} "
+                     f"{mean('outlier_auroc'):>10} {mean('other_task_auroc'):>11}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", required=True, help="built-in task names or task JSON files")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--shots", type=int, default=8)
+    parser.add_argument("--level", type=float, default=0.9)
+    parser.add_argument("--shift", default="default",
+                        help="shift of train and test images: the task's default (as the held-out suites), or none ...")
+    parser.add_argument("--train-per-class", type=int, default=24)
+    parser.add_argument("--test-per-class", type=int, default=40)
+    parser.add_argument("--other-task", default=None,
+                        help="task whose test cells serve as outliers (default: the next task in --tasks)")
+    parser.add_argument("--real-images", type=int, default=100, help="BreastMNIST test images used as outliers")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    real = real_images(args.workdir / "real-breastmnist", args.real_images)
+    if real is None:
+        print(f"note: {REAL} is absent; no AUROC against real images", file=sys.stderr)
+    rows = []
+    for i, task in enumerate(args.tasks):
+        other = args.other_task or (args.tasks[(i + 1) % len(args.tasks)] if len(args.tasks) > 1 else None)
+        for seed in args.seeds:
+            rows.append(run_one(task, other, seed, args, real))
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "calibration"}), file=sys.stderr)
+    print("\n".join(summary(rows, args.level)))
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Prediction sets and the outlier flag: the conformal math, and fit -> predict/eval through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from biomedvr_cli.cli.app import app
+from biomedvr_cli.method import conformal, outliers
+from tests.conftest import make_color_tree, write_color_attributes
+
+# ---------------------------------------------------------------- the math on synthetic scores
+
+
+def _calibrated_draw(generator: torch.Generator, n: int, classes: int = 5, sharpness: float = 2.5):
+    """Probabilities of a model that is right about its own uncertainty, and labels drawn from them."""
+    logits = sharpness * torch.randn(n, classes, generator=generator)
+    probs = torch.softmax(logits, dim=1)
+    labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return probs, labels
+
+
+def test_split_conformal_covers_at_least_the_level_over_many_draws() -> None:
+    generator = torch.Generator().manual_seed(0)
+    level, n, m, draws = 0.9, 30, 40, 400
+    covered, sizes = [], []
+    for _ in range(draws):
+        probs, labels = _calibrated_draw(generator, n + m)
+        scores = conformal.lac_scores(probs[:n], labels[:n])
+        members = conformal.prediction_sets(probs[n:, None, :], scores, torch.zeros(n, dtype=torch.long), level)
+        covered.append(members[torch.arange(m), labels[n:]].double().mean())
+        sizes.append(members.sum(1).double().mean())
+    coverage = float(torch.stack(covered).mean())
+    spread = float(torch.stack(covered).std()) / math.sqrt(draws)
+    # Split conformal: level <= E[coverage] <= level + 1/(n+1) (continuous scores); 3 standard errors of slack.
+    assert level - 3 * spread <= coverage <= level + 1 / (n + 1) + 3 * spread
+    assert 1.0 <= float(torch.stack(sizes).mean()) < 5  # informative: smaller than all classes
+
+
+def test_cv_plus_covers_the_level_with_fold_models() -> None:
+    """K fold models that differ a little (as out-of-fold heads do): coverage stays near the level."""
+    generator = torch.Generator().manual_seed(1)
+    level, n, m, folds, draws = 0.9, 40, 40, 4, 300
+    covered = []
+    for _ in range(draws):
+        logits = 2.5 * torch.randn(n + m, 5, generator=generator)
+        labels = torch.multinomial(torch.softmax(logits, 1), 1, generator=generator).squeeze(1)
+        per_fold = torch.softmax(logits[:, None, :] + 0.3 * torch.randn(n + m, folds, 5, generator=generator), dim=2)
+        fold_of = torch.arange(n) % folds
+        scores = conformal.lac_scores(per_fold[torch.arange(n), fold_of], labels[:n])
+        members = conformal.prediction_sets(per_fold[n:], scores, fold_of, level)
+        covered.append(members[torch.arange(m), labels[n:]].double().mean())
+    coverage = float(torch.stack(covered).mean())
+    spread = float(torch.stack(covered).std()) / math.sqrt(draws)
+    assert coverage >= level - 3 * spread
+    assert coverage <= level + 0.05  # close to the level in practice, not the worst case 1 - 2 alpha
+
+
+def test_split_sets_are_the_usual_quantile_rule() -> None:
+    scores = torch.tensor([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])  # n = 10
+    level = 0.8  # ceil(0.8 * 11) = 9: q is the 9th smallest score, 0.8
+    probs = torch.tensor([[0.25, 0.19, 0.56]])  # scores 0.75, 0.81, 0.44
+    members = conformal.prediction_sets(probs[:, None, :], scores, torch.zeros(10, dtype=torch.long), level)
+    assert members.tolist() == [[True, False, True]]
+
+
+def test_too_few_calibration_images_give_the_full_set() -> None:
+    assert conformal.images_needed(0.9) == 9 and conformal.images_needed(0.5) == 1
+    assert conformal.level_supported(9, 0.9) and not conformal.level_supported(8, 0.9)
+    assert not conformal.level_supported(0, 0.5)
+    scores = torch.full((5,), 0.01)
+    probs = torch.tensor([[0.98, 0.01, 0.01]])[:, None, :]
+    members = conformal.prediction_sets(probs, scores, torch.zeros(5, dtype=torch.long), 0.9)
+    assert members.all()
+
+
+def test_empty_sets_get_the_top_class_and_bad_levels_are_refused() -> None:
+    scores = torch.zeros(20)  # every calibration image was certain: new scores above 0 leave a set empty
+    probs = torch.tensor([[0.6, 0.3, 0.1]])[:, None, :]
+    folds = torch.zeros(20, dtype=torch.long)
+    assert not conformal.prediction_sets(probs, scores, folds, 0.5).any()
+    assert conformal.prediction_sets(probs, scores, folds, 0.5, top=torch.tensor([0])).tolist() == [[True, False, False]]
+    for bad in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError):
+            conformal.check_level(bad)
+
+
+def test_set_metrics_overall_and_per_class() -> None:
+    members = torch.tensor([[True, False], [True, True], [False, True], [True, False]])
+    report = conformal.set_metrics(members, [0, 1, 0, 0], ["a", "b"])
+    assert report["coverage"] == pytest.approx(0.75) and report["mean_set_size"] == pytest.approx(1.25)
+    assert report["per_class"][0] == {"class": "a", "coverage": pytest.approx(2 / 3), "mean_set_size": 1.0}
+    assert report["per_class"][1] == {"class": "b", "coverage": 1.0, "mean_set_size": 2.0}
+
+
+def test_fold_probabilities_match_a_head_by_hand() -> None:
+    generator = torch.Generator().manual_seed(2)
+    sentences, features = torch.randn(3, 4, generator=generator), torch.randn(3, 8, generator=generator)
+    weight, bias, scale = torch.randn(2, 4, 8, generator=generator), torch.randn(2, 4, generator=generator), torch.tensor([0.5, 2.0])
+    probs = conformal.fold_probabilities(sentences, features, weight, bias, scale)
+    by_hand = torch.softmax(scale[1] * sentences + features @ weight[1].t() + bias[1], dim=1)
+    assert torch.allclose(probs[:, 1], by_hand, atol=1e-6)
+
+
+def test_leave_one_out_outlier_scores_match_brute_force() -> None:
+    generator = torch.Generator().manual_seed(3)
+    features = torch.nn.functional.normalize(torch.randn(9, 6, generator=generator), dim=1)
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    loo = outliers.leave_one_out_scores(features, labels, 4)  # class 3 has no images
+    for i in range(9):
+        keep = torch.arange(9) != i
+        brute = outliers.outlier_scores(features[i : i + 1], outliers.class_prototypes(features[keep], labels[keep], 4))
+        present = torch.bincount(labels[keep], minlength=4) > 0
+        cos = 1 - torch.nn.functional.normalize(features[i : i + 1], dim=1) @ outliers.class_prototypes(
+            features[keep], labels[keep], 4)[present].t()
+        assert loo[i] == pytest.approx(float(cos.min()), abs=1e-5)
+        assert float(brute) <= float(loo[i]) + 1e-5  # a zero prototype row scores cosine 0, never above the best
+    lonely = outliers.leave_one_out_scores(features[:4], torch.tensor([0, 0, 0, 1]), 2)
+    expected = 1 - float(features[3] @ torch.nn.functional.normalize(features[:3].sum(0), dim=0))
+    assert float(lonely[3]) == pytest.approx(expected, abs=1e-5)  # its class has no other image
+
+
+def test_outlier_threshold_and_auroc() -> None:
+    scores = torch.arange(1, 20, dtype=torch.float64) / 20  # n = 19
+    assert outliers.conformal_threshold(scores, 0.05) == pytest.approx(0.95)  # rank ceil(20 * 0.95) = 19
+    assert outliers.conformal_threshold(scores, 0.2) == pytest.approx(0.8)  # rank 16
+    assert outliers.conformal_threshold(scores[:5], 0.05) == pytest.approx(0.25)  # too few: the largest
+    generator = torch.Generator().manual_seed(4)
+    inl, out = torch.randn(50, generator=generator).round(decimals=1), (torch.randn(30, generator=generator) + 1).round(decimals=1)
+    pairs = [1.0 if o > i else 0.5 if o == i else 0.0 for o in out.tolist() for i in inl.tolist()]  # ties: half
+    assert outliers.auroc(inl, out) == pytest.approx(sum(pairs) / len(pairs))
+    assert outliers.auroc(torch.zeros(3), torch.ones(2)) == 1.0 and outliers.auroc(torch.ones(3), torch.zeros(2)) == 0.0
+
+
+# ---------------------------------------------------------------- fit -> predict / eval through the CLI
+
+runner = CliRunner()
+CLASSES = ["alpha cell", "beta cell", "gamma cell"]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    root = make_color_tree(tmp_path_factory.mktemp("trust-imgs") / "data", per_class=6, splits=("train", "test"))
+    write_color_attributes(root / "attributes.json")
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(tree: Path, tiny_backbone_spec: str, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("trust-adapter") / "colour.safetensors"
+    result = runner.invoke(app, ["fit", str(tree), "--shots", "3", "--backbone", tiny_backbone_spec, "--out", str(out),
+                                 "--epochs", "2"])
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_kind(tmp_path_factory) -> Path:
+    """Images of another kind: black-and-white checkerboards, in a folder with no class structure."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("other-kind")
+    for i in range(5):
+        board = (np.indices((40, 40)).sum(0) // (2 + i) % 2 * 255).astype("uint8")
+        Image.fromarray(np.stack([board] * 3, axis=2)).save(folder / f"board{i}.png")
+    return folder
+
+
+def _without_calibration(adapter: Path, out: Path) -> Path:
+    """The adapter as an older biomedvr wrote it: no calibration tensors, no calibration in the config."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    config = json.loads(metadata["config"])
+    config.pop("calibration")
+    metadata["config"] = json.dumps(config)
+    tensors = {k: v for k, v in load_file(str(adapter)).items() if not k.startswith(("conformal_", "outlier_"))}
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def test_fit_stores_the_calibration(fitted: Path) -> None:
+    from safetensors.torch import load_file
+
+    config = json.loads(runner.invoke(app, ["info", str(fitted), "--json"]).stdout)["config"]
+    sets, flag = config["calibration"]["conformal"], config["calibration"]["outliers"]
+    assert sets["images"] == 18 and sets["method"] in ("split", "cv+") and sets["score"] == conformal.SCORE
+    assert sets["max_level"] == pytest.approx(18 / 19, abs=1e-6)
+    assert flag["images"] == 18 and flag["rate"] == outliers.DEFAULT_RATE
+    tensors = load_file(str(fitted))
+    assert tensors["conformal_scores"].shape == (18,) and tensors["outlier_prototypes"].shape[0] == 3
+    assert flag["threshold"] == pytest.approx(outliers.conformal_threshold(tensors["outlier_scores"], 0.05), abs=1e-6)
+
+
+def test_predict_coverage_json_csv_and_table(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    base = ["predict", str(tree / "test"), "--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--coverage", "0.9"]
+    result = runner.invoke(app, [*base, "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    rows = json.loads(result.stdout)["predictions"]
+    assert len(rows) == 18
+    for row in rows:
+        assert row["prediction_set"] and set(row["prediction_set"]) <= set(CLASSES)
+        probability = {t["class"]: t["probability"] for t in row["top"]}
+        assert [probability[c] for c in row["prediction_set"]] == sorted(
+            (probability[c] for c in row["prediction_set"]), reverse=True)
+        assert isinstance(row["outlier"], bool) and isinstance(row["outlier_score"], float)
+    table = list(csv.DictReader(io.StringIO(runner.invoke(app, [*base, "--format", "csv"]).stdout)))
+    assert [r["prediction_set"] for r in table] == [";".join(r["prediction_set"]) for r in rows]
+    assert [r["outlier"] for r in table] == [str(r["outlier"]).lower() for r in rows]
+    shown = runner.invoke(app, base)
+    assert shown.exit_code == 0 and "prediction_set" in shown.stderr
+
+
+def test_predict_sets_from_python_match_the_cli(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    files = sorted((tree / "test").rglob("*.png"))[:4]
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    sets = predictor.predict_sets([str(f) for f in files], level=0.9)
+    result = runner.invoke(app, ["predict", *map(str, files), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--coverage", "0.9", "--json"])
+    assert sets == [r["prediction_set"] for r in json.loads(result.stdout)["predictions"]]
+    assert all(sorted(s) == CLASSES for s in predictor.predict_sets([str(f) for f in files], level=0.99))
+    with pytest.raises(UsageError):
+        predictor.predict_sets([str(files[0])], level=1.0)
+
+
+def test_a_level_beyond_the_calibration_gives_full_sets_with_a_notice(fitted: Path, tree: Path,
+                                                                       tiny_backbone_spec: str) -> None:
+    result = runner.invoke(app, ["predict", str(tree / "test" / "alpha cell"), "--adapter", str(fitted), "--backbone",
+                                 tiny_backbone_spec, "--coverage", "0.99", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert all(len(r["prediction_set"]) == 3 for r in json.loads(result.stdout)["predictions"])
+    assert "needs at least 99 calibration images" in result.stderr and "has 18" in result.stderr
+
+
+def test_eval_reports_coverage_set_size_and_outlier_auroc(fitted: Path, tree: Path, tiny_backbone_spec: str,
+                                                          other_kind: Path) -> None:
+    from biomedvr_cli.pipeline.predictor import load_predictor
+    from biomedvr_cli.pipeline.trust import assess_outliers
+
+    base = ["eval", str(tree), "--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--coverage", "0.9",
+            "--outliers", str(other_kind)]
+    result = runner.invoke(app, [*base, "--json"])
+    assert result.exit_code == 0, result.stderr
+    metrics = json.loads(result.stdout)["metrics"]
+    assert metrics["coverage_level"] == 0.9 and 0 <= metrics["coverage"] <= 1 and 1 <= metrics["mean_set_size"] <= 3
+    per_class = metrics["per_class"]
+    assert sum(r["coverage"] * r["support"] for r in per_class) / 18 == pytest.approx(metrics["coverage"])
+    assert metrics["outlier_images"] == 5 and 0 <= metrics["outlier_auroc"] <= 1
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    inside = predictor.assess(torch.stack([_pixels(p, predictor.image_size) for p in sorted((tree / "test").rglob("*.png"))]))
+    others = assess_outliers(predictor, sorted(other_kind.glob("*.png")))
+    assert metrics["outlier_auroc"] == pytest.approx(outliers.auroc(inside.outlier_scores, others.outlier_scores))
+    assert metrics["outliers_flagged"] == pytest.approx(float(others.outliers.double().mean()))
+    table = runner.invoke(app, base)
+    assert table.exit_code == 0 and "outlier_auroc" in table.stderr and "mean_set_size" in table.stderr
+
+
+def _pixels(path: Path, size: int) -> torch.Tensor:
+    from biomedvr_cli.data import decode_to_tensors
+
+    return decode_to_tensors([path], size).images[0]
+
+
+def test_old_adapters_load_and_say_to_refit_for_sets(fitted: Path, tree: Path, tiny_backbone_spec: str, tmp_path: Path,
+                                                     other_kind: Path) -> None:
+    old = _without_calibration(fitted, tmp_path / "old.safetensors")
+    image = str(next((tree / "test" / "beta cell").glob("*.png")))
+    plain = runner.invoke(app, ["predict", image, "--adapter", str(old), "--backbone", tiny_backbone_spec, "--json"])
+    assert plain.exit_code == 0, plain.stderr
+    row = json.loads(plain.stdout)["predictions"][0]
+    assert "outlier" not in row and "prediction_set" not in row
+    sets = runner.invoke(app, ["predict", image, "--adapter", str(old), "--backbone", tiny_backbone_spec, "--coverage", "0.9"])
+    assert sets.exit_code == 4 and "no calibration for prediction sets" in sets.stderr and "refit" in sets.stderr
+    assert "Traceback" not in sets.stderr
+    flags = runner.invoke(app, ["eval", str(tree), "--adapter", str(old), "--backbone", tiny_backbone_spec,
+                                "--outliers", str(other_kind)])
+    assert flags.exit_code == 4 and "no outlier calibration" in flags.stderr
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize("level", ["1.5", "0", "1"])
+def test_coverage_outside_zero_one_is_a_usage_error(fitted: Path, tree: Path, tiny_backbone_spec: str, command: str,
+                                                    level: str) -> None:
+    target = str(tree / "test") if command == "predict" else str(tree)
+    result = runner.invoke(app, [command, target, "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
+                                 "--coverage", level])
+    assert result.exit_code == 2 and "coverage level must be a number between 0 and 1" in result.stderr
+
+
+def test_without_a_fitted_feature_head_the_calibration_is_split_conformal(fitted: Path, tree: Path,
+                                                                          tiny_backbone_spec: str) -> None:
+    """The sentence scorer saw none of the labelled images: its own scores are the calibration."""
+    from biomedvr_cli.method.training import LabelledImages, TrainResult, head_outputs
+    from biomedvr_cli.method.trust import ALL_IMAGES, FITTED_VIEWS_CAVEAT, calibrate
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    files = sorted((tree / "train").rglob("*.png"))
+    labelled = LabelledImages(torch.stack([_pixels(p, predictor.image_size) for p in files]),
+                              torch.tensor([CLASSES.index(p.parent.name) for p in files]))
+    result = TrainResult(state={}, selected_epoch=0, selection_rule="", val_accuracy=None, val_nll=None, seconds=0.0)
+    calibration = calibrate(predictor.head, predictor.backbone.encode_images, labelled, result, seed=0)
+    part = calibration.conformal
+    assert part.method == "split" and part.images == 18 and not part.caveat
+    assert calibration.record()["conformal"]["calibrated_on"] == ALL_IMAGES
+    fused = head_outputs(predictor.head, predictor.backbone.encode_images, labelled.images)[0]
+    assert torch.allclose(part.scores, conformal.lac_scores(torch.softmax(fused, 1), labelled.labels), atol=1e-6)
+    trained = TrainResult(state={}, selected_epoch=3, selection_rule="", val_accuracy=None, val_nll=None, seconds=0.0)
+    assert calibrate(predictor.head, predictor.backbone.encode_images, labelled, trained, seed=0).conformal.caveat \
+        == FITTED_VIEWS_CAVEAT
