@@ -195,9 +195,11 @@ def properties(
     )
     render.rows_table(
         "tasks (attribute zero-shot = k-nearest Des+Dist sentences, k=3)",
-        ["task", "chance", "class-name ZS", "attribute ZS", "attribute ZS, shift", "drop", "most confused (no shift)"],
+        ["task", "chance", "class-name ZS", "attribute ZS", "attribute ZS, shift", "drop",
+         "padding start (attribute ZS), no shift / shift", "most confused (no shift)"],
         [[t["task"], t["chance"], t["class_name_zero_shot_no_shift"], t["attribute_zero_shot_no_shift"],
           t["attribute_zero_shot_shift"], t["shift_drop"],
+          f"{t['padding_attribute_zero_shot_no_shift']:.3f} / {t['padding_attribute_zero_shot_shift']:.3f}",
           "; ".join(f"{' / '.join(p['pair'])} ({p['rate']:.2f})" for p in t["most_confused_no_shift"])]
          for t in report["tasks"]],
     )
