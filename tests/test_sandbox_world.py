@@ -108,6 +108,10 @@ def test_pretraining_batch_zoom_and_frames_are_deterministic() -> None:
     plain, _, _ = pretraining_batch(np.random.default_rng([0, 4]), 32)
     assert np.array_equal(x1, x2) and c1 == c2 and x1.shape == (32, 96, 96, 3)
     assert not np.array_equal(x1, plain)
+    always, _, _ = pretraining_batch(np.random.default_rng([0, 4]), 32, frame_probability=1.0)
+    for image in always:  # the batch really passes through the frames
+        edges = (image[0], image[-1], image[:, 0], image[:, -1])
+        assert sum(np.ptp(e, axis=0).max() < 1e-6 for e in edges) >= 2
 
 
 @pytest.mark.parametrize("shift", ["stain", "blur", "noise", "all", "stain+blur"])

@@ -1,8 +1,8 @@
 """Framed and letterboxed images in pretraining, as real image-text data holds them.
 
-Web images come with borders, mattes and letterboxing, and open_clip's longest-side resize
-pads images to a square with a constant fill, so CLIP-like models learn that a constant
-frame says nothing about the content. A sandbox model that never saw a frame treats the
+Web images come with borders, mattes and letterboxing (and a longest-side resize, such as
+open_clip's ``resize_mode="longest"``, pads to a square with a constant fill), so CLIP-like
+models learn that a constant frame says nothing about the content. A sandbox model that never saw a frame treats the
 padding start of AR and AttrVR (the image shrunk into a grey frame) as a different world
 and falls to chance; these frames give it the invariance real models have.
 """
@@ -17,9 +17,9 @@ def add_frames(
 ) -> np.ndarray:
     """Shrink a random share of images [B,S,S,3] into a constant-colour frame; returns a new array.
 
-    Each framed image keeps its aspect: it is resized to fit inside the frame, whose width on
-    each framed side is up to ``max_fraction`` of the side; the frame covers all four sides
-    (a matte) or only two (letterboxing). The colour is uniform over RGB, so grey, black and
+    Each framed image is resized to fit inside the frame, whose width on each framed side is
+    up to ``max_fraction`` of the side; the frame covers all four sides (a matte, aspect kept)
+    or only two (a letterbox: the image is squashed along that axis, by up to 30 %). The colour is uniform over RGB, so grey, black and
     white frames all occur. The first ``2 * n_pairs`` images are hard-negative pairs and
     share their frame, so a pair still differs only in its attribute.
     """

@@ -49,7 +49,7 @@ class PretrainConfig:
 
 # (field, lowest, highest, inclusive low): the ranges a run can be made with; anything else is refused at once.
 _RANGES = (
-    ("steps", 1, 1_000_000, True), ("minutes", 0.0, 10_000.0, False), ("batch_size", 4, 4096, True),
+    ("steps", 1, 1_000_000, True), ("seed", 0, 2**32 - 1, True), ("minutes", 0.0, 10_000.0, False), ("batch_size", 4, 4096, True),
     ("lr", 0.0, 1.0, False), ("warmup", 0, 1_000_000, True), ("weight_decay", 0.0, 10.0, True),
     ("hard_fraction", 0.0, 1.0, True), ("pair_weight", 0.0, 100.0, True), ("aux_weight", 0.0, 100.0, True),
     ("zoom_min", 0.1, 2.0, True), ("zoom_max", 0.1, 2.0, True), ("frame_probability", 0.0, 1.0, True),
@@ -170,7 +170,7 @@ def pretrain(
 
     from biomedvr_cli.atomic import check_writable
 
-    check_config(cfg)
+    check_config(cfg or PretrainConfig())
     check_writable(Path(out), force=force)  # before minutes of training, not at the first save
     # Sleep instead of spinning when cores are shared (must precede the first torch import).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -174,6 +174,11 @@ def properties(
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.sandbox.properties import load_default_backbone, measure_properties
 
+    if published_vr is not None and weights is not None:
+        from biomedvr_cli.errors import UsageError
+
+        raise UsageError("--published-vr judges the shipped weights (the benchmark's `sandbox` backbone), not --weights",
+                         "drop --weights, or install the weights as the shipped ones and rerun the benchmark")
     backbone = load_default_backbone(weights)
     judged = _judge_published_vr(published_vr, backbone.fingerprint) if published_vr is not None else None
     report = measure_properties(backbone, n_align=n_align, n_per_class=n_per_class, seed=seed,
@@ -224,7 +229,7 @@ def _judge_published_vr(results: Path, fingerprint: str) -> dict:
 
     summary_path = results / "summary.json"
     if not summary_path.is_file():
-        raise InvalidInputError(f"{results.name}: no summary.json in the --published-vr folder",
+        raise InvalidInputError(f"no summary.json in the --published-vr folder {results.name or str(results)!r}",
                                 f"pass a benchmark --out folder; make one with: {suggested_command()}")
     summary = read_user_json(summary_path, missing_hint="pass a benchmark --out folder",
                              fix_hint="rerun the benchmark into a fresh folder")
