@@ -51,6 +51,7 @@ def measure(backbone, label: str, batch: int, steps: int, warmup: int, rows: lis
     from harness import bare_backward_step, head_train_step, random_head, time_calls
 
     head = random_head(backbone)
+    untrained = {k: v.detach().clone() for k, v in head.trainable_state().items()}
     size = backbone.image_size
     gen = torch.Generator().manual_seed(0)
     images_u8 = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=gen)
@@ -65,7 +66,10 @@ def measure(backbone, label: str, batch: int, steps: int, warmup: int, rows: lis
     def predict_call():
         return predict_logits(head, backbone.encode_images, images_u8, batch_size=batch, device=device)
 
-    # The head's views are untrained (plain): since 0.3 a prediction encodes each image once.
+    # The timed training steps moved the VR patterns; back to the untrained (plain) views, where
+    # since 0.3 a prediction encodes each image once (before this reset the row timed two passes).
+    head.load_state_dict(untrained, strict=False)
+    assert head.plain_views() and head.encoder_passes == 1
     predict_one = time_calls(predict_call, device, warmup=warmup, calls=steps)
     head.plain_views = lambda: False  # the same head as before 0.3: both views encoded
     predict = time_calls(predict_call, device, warmup=warmup, calls=steps)

@@ -15,7 +15,7 @@ DATASETS = [
     {"name": "blood", "sandbox_task": "blood-smear", "shift": "none"},
     {"name": "blood +stain", "sandbox_task": "blood-smear", "shift": "default"},
     {"name": "cervix +all", "sandbox_task": "cervical-cytology", "shift": "default"},
-    {"name": "mine +stain", "sandbox_task": "experiments/x.json", "shift": "default"},  # not built in
+    {"name": "mine +stain", "sandbox_task": "x.json", "shift": "default"},  # not built in
 ]
 
 
@@ -58,6 +58,9 @@ def test_coop_is_reported_against_ar_without_a_target() -> None:
 
 
 @pytest.mark.parametrize("summary, match", [
+    ({"benchmark": {"datasets": {}}, "jobs": []}, "not a list of named datasets"),
+    (_summary([{"dataset": "blood +stain", "method": "ar"}]), "without dataset, method or metrics.accuracy"),
+    (_summary(["job"]), "without dataset, method or metrics.accuracy"),
     (_summary(_full_run(0.4, 0.4), backbone="biomedclip"), "not the sandbox model"),
     (_summary(_full_run(0.4, 0.4), fingerprint="other"), "other sandbox weights"),
     (_summary([j for j in _full_run(0.4, 0.4) if j["dataset"] != "cervix +all"]), "no ar jobs .* on cervix"),
@@ -69,6 +72,21 @@ def test_a_run_that_cannot_judge_the_property_says_what_to_run(summary, match: s
     with pytest.raises(InvalidInputError, match=match) as info:
         judge_published_vr(summary, BUILTIN, "fp")
     assert "published-vr-suite.json" in info.value.hint
+
+
+def test_properties_command_refuses_what_it_cannot_judge_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from biomedvr_cli.cli.app import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["sandbox", "properties", "--published-vr", str(tmp_path)])
+    assert res.exit_code == 3 and "no summary.json" in res.output and "Traceback" not in res.output
+    (tmp_path / "summary.json").write_text('{"benchmark": {"datasets": 3}, "jobs": []}')
+    res = runner.invoke(app, ["sandbox", "properties", "--published-vr", str(tmp_path)])
+    assert res.exit_code == 3 and "not a list of named datasets" in res.output
+    res = runner.invoke(app, ["sandbox", "properties", "--published-vr", str(tmp_path), "--weights", str(tmp_path / "w")])
+    assert res.exit_code == 2 and "judges the shipped weights" in res.output
 
 
 @pytest.mark.slow

@@ -96,6 +96,18 @@ def test_pretrain_refuses_existing_out_without_force(tmp_path: Path) -> None:
     assert out.read_bytes() == b"keep"
 
 
+@pytest.mark.parametrize("option, value, says", [
+    ("--steps", "0", "--steps is 0"), ("--lr", "nan", "--lr is nan"), ("--batch-size", "2", "at least 4"),
+    ("--frame-probability", "1.5", "at most 1.0"), ("--zoom-min", "1.5", "above --zoom-max"),
+    ("--frame-max-fraction", "0.6", "--frame-max-fraction is 0.6"), ("--minutes", "0", "above 0.0"),
+])
+def test_pretrain_refuses_settings_out_of_range_before_writing(tmp_path: Path, option: str, value: str, says: str) -> None:
+    out = tmp_path / "w.safetensors"
+    res = runner.invoke(app, ["sandbox", "pretrain", "--out", str(out), option, value])
+    assert res.exit_code == 2 and says in res.output and "Traceback" not in res.output
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_pretrain_tiny_run_writes_weights_with_its_command(tmp_path: Path) -> None:
     from biomedvr_cli.sandbox.modelio import read_metadata

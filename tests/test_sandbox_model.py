@@ -128,9 +128,11 @@ def test_shipped_model_meets_every_task_property() -> None:
 
     from biomedvr_cli.sandbox.properties import (
         NO_SHIFT_HEADROOM_MAX,
+        PADDING_GAP_MAX,
         SHIFT_BAND,
         SHIFT_DROP_MIN,
         load_default_backbone,
+        padding_gap,
         task_properties,
     )
     from biomedvr_cli.sandbox.tasks import list_tasks
@@ -144,3 +146,5 @@ def test_shipped_model_meets_every_task_property() -> None:
         assert r["shift_drop"] >= SHIFT_DROP_MIN, r["task"]
         assert r["designed_pairs_are_most_confused"], r["task"]
     assert min(r["attribute_zero_shot_no_shift"] for r in reports) < NO_SHIFT_HEADROOM_MAX
+    # (a) of issue 17: the AR/AttrVR padding start keeps what attribute zero-shot has, as on real CLIP-like models
+    assert padding_gap(reports, "no_shift") <= PADDING_GAP_MAX and padding_gap(reports, "shift") <= PADDING_GAP_MAX

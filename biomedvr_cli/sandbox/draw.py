@@ -4,6 +4,13 @@ A whole batch is drawn at once with distance fields on a shared pixel grid: the 
 is a (possibly wobbly) rotated ellipse, the nucleus a union of up to four small ellipses
 (minus a notch for kidney shapes), granules and vacuoles are scattered dots. Nuisances
 (position, rotation, lighting, colour jitter, sensor noise) vary per image.
+
+World v2: a few red cells of one fixed size lie around the cell, as in a real smear, so that
+"small" and "large" can be read relative to them, and ``render_batch`` takes a per-image
+``zoom`` (the pretraining's scale augmentation; downstream tasks are drawn at zoom 1). Real
+CLIP-like models are pretrained with random-resized crops on images whose objects appear at
+many scales; a model that saw every cell at one magnification with absolute size as a class
+cue would treat a reprogramming frame that shrinks the image as a different class.
 """
 
 from __future__ import annotations
@@ -18,8 +25,12 @@ FAMILY_NAMES = tuple(FAMILIES)
 FI = {name: i for i, name in enumerate(FAMILY_NAMES)}
 VI = {f: {v: i for i, v in enumerate(vals)} for f, vals in FAMILIES.items()}
 
+IMAGE_SIZE = 96  # pixels a side for pretraining and tasks (geometry below is designed at 64 px and scales)
+
 # Value -> rendering parameters (data, in the order of FAMILIES).
-CELL_RADIUS = np.array([12.0, 16.0, 20.5], np.float32)  # small / medium / large (at 64 px)
+CELL_RADIUS = np.array([10.5, 14.0, 18.0], np.float32)  # small / medium / large (at 64 px, zoom 1)
+RED_CELL_RADIUS = 6.5  # the neighbouring red cells: one size everywhere, the ruler for "small" and "large"
+RED_CELL_RGB = np.array([0.90, 0.58, 0.60], np.float32)
 NUCLEUS_FRACTION = np.array([0.36, 0.58], np.float32)  # small / large nucleus relative to cell
 CYTO_RGB = np.array([[0.95, 0.70, 0.80], [0.62, 0.74, 0.95], [0.74, 0.74, 0.76]], np.float32)
 GRANULE_RGB = np.array([[0.90, 0.28, 0.16], [0.32, 0.10, 0.45]], np.float32)
@@ -72,28 +83,59 @@ def _scatter_in_cell(
     return b, np.round(y).astype(np.int64), np.round(x).astype(np.int64)
 
 
-def render_batch(attrs: np.ndarray, rng: np.random.Generator, size: int = 64) -> np.ndarray:
+def render_batch(
+    attrs: np.ndarray, rng: np.random.Generator, size: int = IMAGE_SIZE, zoom: np.ndarray | None = None
+) -> np.ndarray:
     """Render float32 images [B, size, size, 3] in [0, 1] for attribute indices [B, F].
 
     ``attrs[:, FI[family]]`` indexes ``FAMILIES[family]``; -1 marks an absent family
-    (granule colour without granules).
+    (granule colour without granules). ``zoom`` [B] scales every object of an image (1 when
+    None): the field of view changes, the red cells keep their size relative to the cell.
     """
     # Layers are drawn in a fixed order: each consumes ``rng`` in turn, so reordering them
     # would change every image of a seed (and the shipped model's training data).
     grid = np.arange(size, dtype=np.float32) + 0.5
     X = grid[None, None, :]
     Y = grid[None, :, None]
-    cell = _cell_body(attrs, rng, size, X, Y)
+    zoom = np.ones(attrs.shape[0], np.float32) if zoom is None else np.asarray(zoom, np.float32)
+    cell = _cell_body(attrs, rng, size, X, Y, zoom)
     nucleus = _nucleus(attrs[:, FI["nucleus"]], attrs[:, FI["nucleus_size"]], rng, cell, X, Y)
     vac, gran = _vacuoles_and_granules(attrs, rng, cell, size)
-    return _compose(attrs, rng, cell.mask, nucleus, vac, gran)
+    red = _red_cells(rng, cell, size, zoom, X, Y)
+    return _compose(attrs, rng, cell.mask, nucleus, vac, gran, red)
 
 
-def _cell_body(attrs: np.ndarray, rng: np.random.Generator, size: int, X: np.ndarray, Y: np.ndarray) -> _Cell:
+def _red_cells(
+    rng: np.random.Generator, cell: _Cell, size: int, zoom: np.ndarray, X: np.ndarray, Y: np.ndarray
+) -> np.ndarray:
+    """Two or three red cells around each cell, not overlapping it: a coverage map [B,H,W] in [0,1].
+
+    The centre of each red cell is paler (central pallor), so the map is lower there.
+    """
+    B = zoom.shape[0]
+    r = (RED_CELL_RADIUS * size / 64.0 * zoom * rng.uniform(0.95, 1.05, B)).astype(np.float32)
+    base = rng.uniform(0, 2 * np.pi, B).astype(np.float32)
+    out = np.zeros((B, size, size), np.float32)
+    for k in range(3):
+        angle = base + k * 2 * np.pi / 3 + rng.uniform(-0.4, 0.4, B).astype(np.float32)
+        gap = (rng.uniform(0.5, 4.0, B) * size / 64.0 * zoom).astype(np.float32)
+        dist = cell.R + r + gap
+        cx = cell.cx + dist * np.cos(angle)
+        cy = cell.cy + dist * np.sin(angle)
+        d = np.sqrt((X - cx[:, None, None]) ** 2 + (Y - cy[:, None, None]) ** 2) / r[:, None, None]
+        disc = _soft((1.0 - d) * r[:, None, None]) * (1.0 - 0.45 * np.exp(-((d / 0.45) ** 2)))
+        shown = (rng.random(B) < (1.0 if k < 2 else 0.5)).astype(np.float32)[:, None, None]
+        out = np.maximum(out, disc * shown)
+    return out
+
+
+def _cell_body(
+    attrs: np.ndarray, rng: np.random.Generator, size: int, X: np.ndarray, Y: np.ndarray, zoom: np.ndarray
+) -> _Cell:
     """Place, size and rotate each cell; its mask is a (possibly wobbly) rotated ellipse."""
     B = attrs.shape[0]
     s = size / 64.0  # all geometry is designed at 64 px
-    R = (CELL_RADIUS[attrs[:, FI["size"]]] * rng.uniform(0.92, 1.08, B) * s).astype(np.float32)
+    R = (CELL_RADIUS[attrs[:, FI["size"]]] * rng.uniform(0.92, 1.08, B) * s * zoom).astype(np.float32)
     shape = attrs[:, FI["shape"]]
     aspect = np.where(shape == 1, rng.uniform(0.55, 0.66, B), rng.uniform(0.9, 1.0, B)).astype(np.float32)
     R = np.where(shape == 1, R * 1.18, R).astype(np.float32)  # oval cells keep roughly the same area
@@ -220,14 +262,16 @@ def _scatter_dots(
 
 def _compose(
     attrs: np.ndarray, rng: np.random.Generator, cell: np.ndarray, nucleus: np.ndarray, vac: np.ndarray,
-    gran: np.ndarray,
+    gran: np.ndarray, red: np.ndarray,
 ) -> np.ndarray:
-    """Paint background, cytoplasm, vacuoles, granules and nucleus with lighting, colour jitter and noise."""
+    """Paint background, red cells, cytoplasm, vacuoles, granules and nucleus with lighting, colour jitter and noise."""
     B, size = cell.shape[:2]
     light = rng.uniform(0.88, 1.04, (B, 1, 1, 1)).astype(np.float32)
     bg = BACKGROUND_RGB[None, None, None] * light
     bg = bg + (rng.normal(0, 0.012, (B, 1, 1, 3)).astype(np.float32))
     img = np.broadcast_to(bg, (B, size, size, 3)).copy()
+    red_col = RED_CELL_RGB[None, None, None] + rng.normal(0, 0.02, (B, 1, 1, 3)).astype(np.float32)
+    img += (red_col * light - img) * red[..., None]
     cyto = CYTO_RGB[attrs[:, FI["cytoplasm"]]][:, None, None, :] + rng.normal(0, 0.025, (B, 1, 1, 3)).astype(np.float32)
     img += (cyto * light - img) * cell[..., None]
     img += (bg * 1.05 - img) * vac[..., None]

@@ -1,7 +1,7 @@
 """Building, saving and loading the sandbox open_clip model (safetensors only, no pickle).
 
 The architecture is the JSON config in ``model/``, registered with open_clip under
-``biomedvr-sandbox``; preprocessing is open_clip's default (OpenAI mean/std, 64 px), so
+``biomedvr-sandbox``; preprocessing is open_clip's default (OpenAI mean/std, 96 px), so
 any loader that uses open_clip's defaults normalises images the same way we trained.
 """
 

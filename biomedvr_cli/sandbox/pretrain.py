@@ -37,10 +37,41 @@ class PretrainConfig:
     hard_fraction: float = 0.5
     pair_weight: float = 1.0  # weight of the two-way loss inside each hard-negative pair
     aux_weight: float = 1.0  # weight of the per-family linear heads on image embeddings (dropped after training)
+    zoom_min: float = 0.7  # scale augmentation: each image drawn at a zoom uniform in [zoom_min, zoom_max]
+    zoom_max: float = 1.1
+    frame_probability: float = 0.3  # share of images shrunk into a constant-colour frame or letterbox
+    frame_max_fraction: float = 0.15  # widest frame, as a fraction of the side
     threads: int = 2
     workers: int = 1
     eval_every: int = 100
     save_every_minutes: float = 5.0
+
+
+# (field, lowest, highest, inclusive low): the ranges a run can be made with; anything else is refused at once.
+_RANGES = (
+    ("steps", 1, 1_000_000, True), ("seed", 0, 2**32 - 1, True), ("minutes", 0.0, 10_000.0, False), ("batch_size", 4, 4096, True),
+    ("lr", 0.0, 1.0, False), ("warmup", 0, 1_000_000, True), ("weight_decay", 0.0, 10.0, True),
+    ("hard_fraction", 0.0, 1.0, True), ("pair_weight", 0.0, 100.0, True), ("aux_weight", 0.0, 100.0, True),
+    ("zoom_min", 0.1, 2.0, True), ("zoom_max", 0.1, 2.0, True), ("frame_probability", 0.0, 1.0, True),
+    ("frame_max_fraction", 0.03, 0.4, True), ("threads", 1, 256, True), ("workers", 0, 64, True),
+    ("eval_every", 0, 1_000_000, True), ("save_every_minutes", 0.0, 10_000.0, False),
+)
+
+
+def check_config(cfg: PretrainConfig) -> None:
+    """Refuse a setting outside its range (UsageError naming the option) before anything is built."""
+    from biomedvr_cli.errors import UsageError
+
+    for name, low, high, inclusive in _RANGES:
+        value = getattr(cfg, name)
+        above = value >= low if inclusive else value > low
+        if not (math.isfinite(value) and above and value <= high):
+            bound = "at least" if inclusive else "above"
+            raise UsageError(f"--{name.replace('_', '-')} is {value}; it must be {bound} {low} and at most {high}",
+                             f"pass --{name.replace('_', '-')} in that range (default {getattr(PretrainConfig(), name)})")
+    if cfg.zoom_min > cfg.zoom_max:
+        raise UsageError(f"--zoom-min {cfg.zoom_min} is above --zoom-max {cfg.zoom_max}",
+                         "pass a --zoom-min at most --zoom-max")
 
 
 # Fixed images for the progress and final metrics, so runs and their saves compare directly.
@@ -57,7 +88,9 @@ def _batch_tensors(seed: int, step: int, cfg: PretrainConfig, tokenizer) -> tupl
     from biomedvr_cli.sandbox.world import pretraining_batch
 
     rng = np.random.default_rng([seed, step])
-    images, captions, attrs = pretraining_batch(rng, cfg.batch_size, hard_fraction=cfg.hard_fraction)
+    images, captions, attrs = pretraining_batch(
+        rng, cfg.batch_size, hard_fraction=cfg.hard_fraction, zoom_range=(cfg.zoom_min, cfg.zoom_max),
+        frame_probability=cfg.frame_probability, frame_max_fraction=cfg.frame_max_fraction)
     x = torch.from_numpy(images).permute(0, 3, 1, 2)
     x = (x - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
     return x.contiguous(), tokenizer(captions), torch.from_numpy(attrs)
@@ -137,6 +170,7 @@ def pretrain(
 
     from biomedvr_cli.atomic import check_writable
 
+    check_config(cfg or PretrainConfig())
     check_writable(Path(out), force=force)  # before minutes of training, not at the first save
     # Sleep instead of spinning when cores are shared (must precede the first torch import).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -17,7 +17,7 @@ import numpy as np
 from biomedvr_cli.attributes.textfile import read_user_json
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.sandbox import TASKS_DIR
-from biomedvr_cli.sandbox.draw import FAMILY_NAMES, render_batch
+from biomedvr_cli.sandbox.draw import FAMILY_NAMES, IMAGE_SIZE, render_batch
 from biomedvr_cli.sandbox.shifts import SHIFTS, apply_shift
 from biomedvr_cli.sandbox.vocabulary import FAMILIES
 from biomedvr_cli.sandbox.world import fix_conditionals
@@ -35,7 +35,7 @@ class TaskSpec:
     classes: dict[str, dict[str, dict[str, float]]]
     confusion_pairs: list[tuple[str, str]] = field(default_factory=list)
     default_shift: str = "none"
-    image_size: int = 64
+    image_size: int = IMAGE_SIZE
     source: Path | None = None
 
     @property
@@ -108,7 +108,7 @@ def _validate(doc: Any, where: str) -> TaskSpec:
         parse_shift(shift)
     except InvalidInputError as exc:
         raise bad(exc.message, exc.hint) from None
-    size = doc.get("image_size", 64)
+    size = doc.get("image_size", IMAGE_SIZE)
     if not isinstance(size, int) or not 32 <= size <= 256:
         raise bad("image_size must be an integer between 32 and 256")
     return TaskSpec(name, str(doc.get("description", "")), classes, pairs, shift, size)

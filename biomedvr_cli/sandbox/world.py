@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from biomedvr_cli.sandbox.captions import caption_from_plan, caption_plan
-from biomedvr_cli.sandbox.draw import FAMILY_NAMES, FI, render_batch
+from biomedvr_cli.sandbox.draw import FAMILY_NAMES, FI, IMAGE_SIZE, render_batch
+from biomedvr_cli.sandbox.frames import add_frames
 from biomedvr_cli.sandbox.vocabulary import CONDITIONAL, FAMILIES
 
 
@@ -67,12 +68,15 @@ def attrs_to_dict(row: np.ndarray) -> dict[str, str | None]:
 
 
 def pretraining_batch(
-    rng: np.random.Generator, batch_size: int, *, hard_fraction: float = 0.5, size: int = 64
+    rng: np.random.Generator, batch_size: int, *, hard_fraction: float = 0.5, size: int = IMAGE_SIZE,
+    zoom_range: tuple[float, float] = (1.0, 1.0), frame_probability: float = 0.0, frame_max_fraction: float = 0.15,
 ) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Images (float32 [B,S,S,3]), captions and attribute rows for one contrastive batch.
 
     ``hard_fraction`` of the batch comes as hard-negative pairs whose two captions use the
-    same wording plan (so they differ only in the words of the varied attribute).
+    same wording plan (so they differ only in the words of the varied attribute). Each image
+    is drawn at a zoom uniform in ``zoom_range`` (scale augmentation; the two images of a
+    pair share it, so the pair still differs only in its attribute).
     """
     n_pairs = int(batch_size * hard_fraction) // 2
     pairs, varied = hard_negative_pairs(rng, n_pairs)
@@ -85,5 +89,10 @@ def pretraining_batch(
         captions.append(caption_from_plan(attrs_to_dict(attrs[2 * i + 1]), plan))
     for row in rest:
         captions.append(caption_from_plan(attrs_to_dict(row), caption_plan(rng)))
-    images = render_batch(attrs, rng, size=size)
+    zoom = rng.uniform(zoom_range[0], zoom_range[1], batch_size - n_pairs).astype(np.float32)
+    zoom = np.concatenate([np.repeat(zoom[:n_pairs], 2), zoom[n_pairs:]])
+    images = render_batch(attrs, rng, size=size, zoom=zoom)
+    if frame_probability > 0:
+        images = add_frames(images, rng, probability=frame_probability, max_fraction=frame_max_fraction,
+                            n_pairs=n_pairs)
     return images, captions, attrs

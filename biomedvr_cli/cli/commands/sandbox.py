@@ -105,6 +105,19 @@ def pretrain(
     aux_weight: float = typer.Option(
         _PRETRAIN.aux_weight, "--aux-weight", help="Weight of the per-family heads' loss (heads are not saved)."
     ),
+    zoom_min: float = typer.Option(
+        _PRETRAIN.zoom_min, "--zoom-min", help="Scale augmentation: smallest zoom an image is drawn at."
+    ),
+    zoom_max: float = typer.Option(
+        _PRETRAIN.zoom_max, "--zoom-max", help="Scale augmentation: largest zoom an image is drawn at."
+    ),
+    frame_probability: float = typer.Option(
+        _PRETRAIN.frame_probability, "--frame-probability",
+        help="Share of images shrunk into a constant-colour frame or letterbox, as web images come.",
+    ),
+    frame_max_fraction: float = typer.Option(
+        _PRETRAIN.frame_max_fraction, "--frame-max-fraction", help="Widest frame, as a fraction of the image side."
+    ),
     threads: int = typer.Option(_PRETRAIN.threads, "--threads", help="torch threads for the model step."),
     workers: int = typer.Option(
         _PRETRAIN.workers, "--workers", help="DataLoader processes drawing batches (0: draw in the main process)."
@@ -125,7 +138,9 @@ def pretrain(
     cfg = PretrainConfig(
         steps=steps, minutes=minutes, seed=seed, batch_size=batch_size, lr=lr, warmup=warmup,
         weight_decay=weight_decay, hard_fraction=hard_fraction, pair_weight=pair_weight, aux_weight=aux_weight,
-        threads=threads, workers=workers, eval_every=eval_every, save_every_minutes=save_every_minutes,
+        zoom_min=zoom_min, zoom_max=zoom_max, frame_probability=frame_probability,
+        frame_max_fraction=frame_max_fraction, threads=threads, workers=workers, eval_every=eval_every,
+        save_every_minutes=save_every_minutes,
     )
 
     def progress(info: dict) -> None:
@@ -159,6 +174,11 @@ def properties(
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.sandbox.properties import load_default_backbone, measure_properties
 
+    if published_vr is not None and weights is not None:
+        from biomedvr_cli.errors import UsageError
+
+        raise UsageError("--published-vr judges the shipped weights (the benchmark's `sandbox` backbone), not --weights",
+                         "drop --weights, or install the weights as the shipped ones and rerun the benchmark")
     backbone = load_default_backbone(weights)
     judged = _judge_published_vr(published_vr, backbone.fingerprint) if published_vr is not None else None
     report = measure_properties(backbone, n_align=n_align, n_per_class=n_per_class, seed=seed,
@@ -180,9 +200,11 @@ def properties(
     )
     render.rows_table(
         "tasks (attribute zero-shot = k-nearest Des+Dist sentences, k=3)",
-        ["task", "chance", "class-name ZS", "attribute ZS", "attribute ZS, shift", "drop", "most confused (no shift)"],
+        ["task", "chance", "class-name ZS", "attribute ZS", "attribute ZS, shift", "drop",
+         "padding start (attribute ZS), no shift / shift", "most confused (no shift)"],
         [[t["task"], t["chance"], t["class_name_zero_shot_no_shift"], t["attribute_zero_shot_no_shift"],
           t["attribute_zero_shot_shift"], t["shift_drop"],
+          f"{t['padding_attribute_zero_shot_no_shift']:.3f} / {t['padding_attribute_zero_shot_shift']:.3f}",
           "; ".join(f"{' / '.join(p['pair'])} ({p['rate']:.2f})" for p in t["most_confused_no_shift"])]
          for t in report["tasks"]],
     )
@@ -207,7 +229,7 @@ def _judge_published_vr(results: Path, fingerprint: str) -> dict:
 
     summary_path = results / "summary.json"
     if not summary_path.is_file():
-        raise InvalidInputError(f"{results.name}: no summary.json in the --published-vr folder",
+        raise InvalidInputError(f"no summary.json in the --published-vr folder {results.name or str(results)!r}",
                                 f"pass a benchmark --out folder; make one with: {suggested_command()}")
     summary = read_user_json(summary_path, missing_hint="pass a benchmark --out folder",
                              fix_hint="rerun the benchmark into a fresh folder")
