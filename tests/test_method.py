@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -84,7 +86,8 @@ def test_every_variant_trains_and_round_trips(vr: str, gate: str, combine: str) 
     head = BioMedVRHead(MethodConfig(vr=vr, gate=gate, combine=combine), 3, 16, 16, 20.0, _banks())
     images = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
-    recipe = load_recipe("fast").with_overrides(epochs=2, eval_every=1)
+    # The whole schedule, every epoch checked: no patience (the shipped `fast` stops at the first check without a gain).
+    recipe = dataclasses.replace(load_recipe("fast"), epochs=2, eval_every=1, patience=None)
     result = train_head(head, _encoder(), images, labels, images, labels, recipe, seed=0,
                         device=torch.device("cpu"), shots=2)
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
