@@ -124,6 +124,7 @@ def test_benchmark_two_ranks_equal_one_process(tree: Path, local_backbone: str, 
     assert (tmp_path / "two" / "summary.csv").is_file() and (tmp_path / "two" / "accuracy_vs_shots.png").is_file()
 
 
+@pytest.mark.slow  # two torchrun processes
 def test_predict_two_ranks_keep_input_order(tree: Path, local_backbone: str, tmp_path: Path) -> None:
     adapter = tmp_path / "a.safetensors"
     fit = CliRunner().invoke(app, ["fit", str(tree), "--shots", "2", "--backbone", local_backbone, "--out", str(adapter),

@@ -109,22 +109,49 @@ def test_fold_probabilities_match_a_head_by_hand() -> None:
     assert torch.allclose(probs[:, 1], by_hand, atol=1e-6)
 
 
-def test_leave_one_out_outlier_scores_match_brute_force() -> None:
+def test_mahalanobis_scores_match_the_formula_and_skip_classes_without_images() -> None:
     generator = torch.Generator().manual_seed(3)
-    features = torch.nn.functional.normalize(torch.randn(9, 6, generator=generator), dim=1)
-    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2])
-    loo = outliers.leave_one_out_scores(features, labels, 4)  # class 3 has no images
-    for i in range(9):
-        keep = torch.arange(9) != i
-        brute = outliers.outlier_scores(features[i : i + 1], outliers.class_prototypes(features[keep], labels[keep], 4))
-        present = torch.bincount(labels[keep], minlength=4) > 0
-        cos = 1 - torch.nn.functional.normalize(features[i : i + 1], dim=1) @ outliers.class_prototypes(
-            features[keep], labels[keep], 4)[present].t()
-        assert loo[i] == pytest.approx(float(cos.min()), abs=1e-5)
-        assert float(brute) <= float(loo[i]) + 1e-5  # a zero prototype row scores cosine 0, never above the best
-    lonely = outliers.leave_one_out_scores(features[:4], torch.tensor([0, 0, 0, 1]), 2)
-    expected = 1 - float(features[3] @ torch.nn.functional.normalize(features[:3].sum(0), dim=0))
-    assert float(lonely[3]) == pytest.approx(expected, abs=1e-5)  # its class has no other image
+    features = torch.nn.functional.normalize(torch.randn(12, 6, generator=generator), dim=1)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    means, precision = outliers.fit_gaussian(features, labels, 4)  # class 3 has no images
+    assert torch.isnan(means[3]).all() and torch.isfinite(means[:3]).all()
+    assert torch.allclose(precision, precision.t(), atol=1e-3) and bool(torch.linalg.eigvalsh(precision.double()).min() > 0)
+    new = torch.randn(5, 6, generator=generator)
+    unit = torch.nn.functional.normalize(new, dim=1)
+    diffs = unit[:, None, :] - means[None, :3]
+    by_hand = torch.einsum("ncd,de,nce->nc", diffs, precision, diffs).min(1).values
+    assert torch.allclose(outliers.mahalanobis_scores(new, means, precision), by_hand, rtol=1e-4, atol=1e-3)
+
+
+def test_mahalanobis_flags_what_lies_off_the_task_s_directions_where_cosine_cannot() -> None:
+    """Images vary along one direction within each class; an image the same cosine away, but along an unseen direction, stands out."""
+    generator = torch.Generator().manual_seed(5)
+    basis = torch.eye(8)
+    labels = torch.arange(40) % 2
+    spread = 0.3 * torch.randn(40, 1, generator=generator) * basis[2] + 0.01 * torch.randn(40, 8, generator=generator)
+    features = basis[labels] + spread
+    means, precision = outliers.fit_gaussian(features, labels, 2)
+    inlier = basis[0] + 0.3 * basis[2]  # far along the direction the class varies in
+    stranger = basis[0] + 0.3 * basis[5]  # as far, along a direction no labelled image varies in
+    cosine = outliers.cosine_scores(torch.stack([inlier, stranger]), torch.nn.functional.normalize(means, dim=1))
+    assert float(cosine[1]) < 1.2 * float(cosine[0])  # about as far by cosine
+    maha = outliers.mahalanobis_scores(torch.stack([inlier, stranger]), means, precision)
+    assert float(maha[1]) > 10 * float(maha[0])
+
+
+def test_cross_fitted_outlier_scores_come_from_fits_without_the_fold() -> None:
+    generator = torch.Generator().manual_seed(6)
+    features = torch.randn(10, 5, generator=generator)
+    labels, fold_of = torch.tensor([0, 1] * 5), torch.tensor([0, 0, 1, 1, 2, 2, 0, 0, 1, 1])
+    scores = outliers.cross_fitted_scores(features, labels, 2, fold_of)
+    for k in range(3):
+        held = fold_of == k
+        means, precision = outliers.fit_gaussian(features[~held], labels[~held], 2)
+        assert torch.allclose(scores[held], outliers.mahalanobis_scores(features[held], means, precision), rtol=1e-5)
+    # One image a class: no spread to estimate, the ridge keeps every score finite.
+    lonely_means, lonely_precision = outliers.fit_gaussian(features[:2], labels[:2], 2)
+    assert bool(torch.isfinite(lonely_precision).all())
+    assert bool(torch.isfinite(outliers.mahalanobis_scores(features, lonely_means, lonely_precision)).all())
 
 
 def test_outlier_threshold_and_auroc() -> None:
@@ -198,7 +225,8 @@ def test_fit_stores_the_calibration(fitted: Path) -> None:
     assert sets["max_level"] == pytest.approx(18 / 19, abs=1e-6)
     assert flag["images"] == 18 and flag["rate"] == outliers.DEFAULT_RATE
     tensors = load_file(str(fitted))
-    assert tensors["conformal_scores"].shape == (18,) and tensors["outlier_prototypes"].shape[0] == 3
+    assert tensors["conformal_scores"].shape == (18,) and tensors["outlier_means"].shape[0] == 3
+    assert flag["score"] == outliers.MAHALANOBIS and tensors["outlier_precision"].shape[0] == tensors["outlier_means"].shape[1]
     assert flag["threshold"] == pytest.approx(outliers.conformal_threshold(tensors["outlier_scores"], 0.05), abs=1e-6)
 
 
@@ -288,6 +316,39 @@ def test_old_adapters_load_and_say_to_refit_for_sets(fitted: Path, tree: Path, t
     flags = runner.invoke(app, ["eval", str(tree), "--adapter", str(old), "--backbone", tiny_backbone_spec,
                                 "--outliers", str(other_kind)])
     assert flags.exit_code == 4 and "no outlier calibration" in flags.stderr
+
+
+def _with_cosine_outliers(adapter: Path, out: Path) -> Path:
+    """The adapter as 0.3.0 wrote it: the outlier flag scored by cosine to normalised class means."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    config = json.loads(metadata["config"])
+    config["calibration"]["outliers"]["score"] = outliers.COSINE
+    metadata["config"] = json.dumps(config)
+    tensors = load_file(str(adapter))
+    tensors["outlier_prototypes"] = torch.nn.functional.normalize(tensors.pop("outlier_means"), dim=1)
+    tensors.pop("outlier_precision")
+    tensors["outlier_scores"] = torch.linspace(0.0, 0.3, tensors["outlier_scores"].numel())
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+def test_adapters_with_the_cosine_outlier_score_still_flag_with_it(fitted: Path, tree: Path, tiny_backbone_spec: str,
+                                                                   tmp_path: Path) -> None:
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    old = _with_cosine_outliers(fitted, tmp_path / "cosine.safetensors")
+    predictor = load_predictor(old, backbone=tiny_backbone_spec)
+    flag = predictor.calibration.outliers
+    assert flag.precision is None and flag.score_name == outliers.COSINE
+    assert flag.threshold == pytest.approx(0.3)
+    images = torch.stack([_pixels(p, predictor.image_size) for p in sorted((tree / "test").rglob("*.png"))])
+    assessed = predictor.assess(images)
+    assert bool(((assessed.outlier_scores >= 0) & (assessed.outlier_scores <= 2)).all())  # 1 - cosine
+    assert torch.equal(assessed.outliers, assessed.outlier_scores > 0.3)
 
 
 @pytest.mark.parametrize("command", ["predict", "eval"])

@@ -133,6 +133,7 @@ def test_a_kept_vr_state_is_retrained_on_every_label(monkeypatch: pytest.MonkeyP
     assert result.vr is not None and result.vr.kept and result.vr.refit_seconds > 0
 
 
+@pytest.mark.slow  # a whole fit with its cross-validated head (about 15 s)
 def test_the_saved_head_reports_its_cross_validated_estimate() -> None:
     images, labels = _data(24)
     recipe = load_recipe("fast").with_overrides(epochs=1, eval_every=1)

@@ -7,7 +7,7 @@ At the end of a fit, every labelled image gets
   folds of its own cross-validation, same penalty, through the kept views) and kept, so that
   a new image is scored by the same K models (CV+). Otherwise the model is the sentence scorer,
   fitted to none of these images, and its own scores are the calibration (split conformal).
-- a leave-one-out outlier score against the class means (``method.outliers``).
+- an outlier score from class means and a covariance fitted without its fold (``method.outliers``).
 
 Which images: every labelled one. When the kept VR state is the untrained start (epoch 0,
 nearly every fit), the views were fitted to none of them and the guarantee holds as stated.
@@ -83,21 +83,39 @@ class ConformalCalibration:
 
 @dataclass
 class OutlierCalibration:
-    """Class means of the labelled features, the calibration scores and the threshold they give."""
+    """What scores a new image's outlyingness, the calibration scores, and the threshold they give.
 
-    prototypes: torch.Tensor  # [C, D]
+    ``precision`` set: the Mahalanobis score (``means`` are the class means). ``precision`` None:
+    an adapter written with the earlier score (before 2026-12-06), scored by cosine to ``means`` (its normalised class means).
+    """
+
+    means: torch.Tensor  # [C, D]
     scores: torch.Tensor  # [m]
+    precision: torch.Tensor | None = None  # [D, D]
     rate: float = outliers.DEFAULT_RATE
 
     @property
     def threshold(self) -> float:
         return outliers.conformal_threshold(self.scores, self.rate)
 
+    @property
+    def score_name(self) -> str:
+        return outliers.COSINE if self.precision is None else outliers.MAHALANOBIS
+
+    def score(self, features: torch.Tensor) -> torch.Tensor:
+        """Outlier scores [N] of new images' features."""
+        if self.precision is None:
+            return outliers.cosine_scores(features, self.means)
+        return outliers.mahalanobis_scores(features, self.means, self.precision)
+
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"outlier_prototypes": self.prototypes.float(), "outlier_scores": self.scores.float()}
+        if self.precision is None:
+            return {"outlier_prototypes": self.means.float(), "outlier_scores": self.scores.float()}
+        return {"outlier_means": self.means.float(), "outlier_precision": self.precision.float(),
+                "outlier_scores": self.scores.float()}
 
     def record(self) -> dict[str, Any]:
-        return {"score": outliers.SCORE, "images": int(self.scores.numel()), "rate": self.rate,
+        return {"score": self.score_name, "images": int(self.scores.numel()), "rate": self.rate,
                 "threshold": round(self.threshold, 6)}
 
 
@@ -161,8 +179,10 @@ def calibrate(head: BioMedVRHead, encode: Encode, labelled: LabelledImages, resu
     else:  # the sentence scorer (or a head fitted without cross-validation): one model for every image
         probs = torch.softmax(fused, dim=1)
         part = ConformalCalibration(conformal.lac_scores(probs, labels), torch.zeros_like(labels), caveat=caveat)
-    flag = OutlierCalibration(outliers.class_prototypes(features, labels, head.num_classes),
-                              outliers.leave_one_out_scores(features, labels, head.num_classes))
+    means, precision = outliers.fit_gaussian(features, labels, head.num_classes)
+    folds = max(2, min(head.config.head_folds, int(torch.bincount(labels).max())))
+    flag = OutlierCalibration(means, outliers.cross_fitted_scores(features, labels, head.num_classes,
+                                                                  stratified_folds(labels, folds, seed)), precision)
     return Calibration(part, flag)
 
 
@@ -192,6 +212,18 @@ def _load_conformal(tensors: dict[str, torch.Tensor], record: dict[str, Any], nu
     return ConformalCalibration(scores, folds, weight, bias, scale, str(record.get("caveat", "")))
 
 
+def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num_classes: int,
+                   dim: int) -> OutlierCalibration:
+    mahalanobis = record.get("score") == outliers.MAHALANOBIS
+    means = _tensor(tensors, "outlier_means" if mahalanobis else "outlier_prototypes", 2)
+    precision = _tensor(tensors, "outlier_precision", 2) if mahalanobis else None
+    if tuple(means.shape) != (num_classes, dim) or (precision is not None and tuple(precision.shape) != (dim, dim)):
+        raise AdapterError("the adapter's outlier calibration does not match its classes or feature size",
+                           "the file is damaged or was edited; refit the adapter")
+    return OutlierCalibration(means, _tensor(tensors, "outlier_scores", 1), precision,
+                              float(record.get("rate", outliers.DEFAULT_RATE)))
+
+
 def load_calibration(tensors: dict[str, torch.Tensor], record: dict[str, Any] | None, *, num_classes: int,
                      dim: int) -> Calibration:
     """The calibration stored in an adapter (empty for adapters written before it existed)."""
@@ -201,12 +233,7 @@ def load_calibration(tensors: dict[str, torch.Tensor], record: dict[str, Any] | 
         part = _load_conformal(tensors, record["conformal"], num_classes, dim)
     flag = None
     if isinstance(record.get("outliers"), dict):
-        prototypes = _tensor(tensors, "outlier_prototypes", 2)
-        if tuple(prototypes.shape) != (num_classes, dim):
-            raise AdapterError("the adapter's outlier prototypes do not match its classes or feature size",
-                               "the file is damaged or was edited; refit the adapter")
-        flag = OutlierCalibration(prototypes, _tensor(tensors, "outlier_scores", 1),
-                                  float(record["outliers"].get("rate", outliers.DEFAULT_RATE)))
+        flag = _load_outliers(tensors, record["outliers"], num_classes, dim)
     return Calibration(part, flag, str(record.get("note", "")))
 
 
@@ -236,7 +263,7 @@ def assess(head: BioMedVRHead, encode: Encode, calibration: Calibration, images:
         result.sets = conformal.prediction_sets(part.probabilities(fused, sentences, features), part.scores,
                                                 part.folds, level, top=result.probs.argmax(1))
     if calibration.outliers is not None:
-        result.outlier_scores = outliers.outlier_scores(features, calibration.outliers.prototypes)
+        result.outlier_scores = calibration.outliers.score(features)
         result.outliers = result.outlier_scores > calibration.outliers.threshold
     return result
 
