@@ -39,6 +39,8 @@ def main() -> None:
                         help="how a head must beat the sentence scores (fit_feature_head's test)")
     parser.add_argument("--likelihood-min", type=int, default=None,
                         help="override MethodConfig.head_likelihood_min (images a class for the log-loss check)")
+    parser.add_argument("--penalties", default=None,
+                        help="override MethodConfig.head_penalties (comma-separated, strongest first)")
     parser.add_argument("--noise-draws", type=int, default=0,
                         help="instead of the suite: how often a head is chosen on pure-noise features")
     args = parser.parse_args()
@@ -80,7 +82,8 @@ def head_config(args: argparse.Namespace):
 
     from biomedvr_cli.method.config import MethodConfig
 
-    overrides = {"clear_z": args.z, "head_likelihood_min": args.likelihood_min}
+    penalties = tuple(float(p) for p in args.penalties.split(",")) if args.penalties else None
+    overrides = {"clear_z": args.z, "head_likelihood_min": args.likelihood_min, "head_penalties": penalties}
     return replace(MethodConfig(head_folds=args.folds, head_test=args.test),
                    **{k: v for k, v in overrides.items() if v is not None})
 
