@@ -35,7 +35,6 @@ DEFAULT_RATE = 0.05
 COSINE = "1 - max cosine of the image feature to the class means of the labelled images"
 MAHALANOBIS = ("min squared Mahalanobis distance of the image feature to the class means of the labelled images "
                "(shared covariance, Ledoit-Wolf shrinkage)")
-SCORE = MAHALANOBIS
 # Ridge added to the shrunk covariance, as a share of the features' mean variance: keeps the
 # precision finite when every class has one image (no spread to estimate).
 RIDGE = 1e-3

@@ -86,7 +86,8 @@ class OutlierCalibration:
     """What scores a new image's outlyingness, the calibration scores, and the threshold they give.
 
     ``precision`` set: the Mahalanobis score (``means`` are the class means). ``precision`` None:
-    an adapter written with the earlier score (before 2026-12-06), scored by cosine to ``means`` (its normalised class means).
+    an adapter written with the earlier score (before 2026-12-06), scored by cosine to ``means``
+    (its normalised class means).
     """
 
     means: torch.Tensor  # [C, D]
@@ -214,7 +215,7 @@ def _load_conformal(tensors: dict[str, torch.Tensor], record: dict[str, Any], nu
 
 def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num_classes: int,
                    dim: int) -> OutlierCalibration:
-    mahalanobis = record.get("score") == outliers.MAHALANOBIS
+    mahalanobis = "outlier_precision" in tensors  # the tensors say which score, not the record's wording
     means = _tensor(tensors, "outlier_means" if mahalanobis else "outlier_prototypes", 2)
     precision = _tensor(tensors, "outlier_precision", 2) if mahalanobis else None
     if tuple(means.shape) != (num_classes, dim) or (precision is not None and tuple(precision.shape) != (dim, dim)):
