@@ -274,3 +274,35 @@ def test_class_scores_stay_fp32_under_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = head(torch.rand(2, 3, 16, 16), _encoder())
     assert out.positive.dtype == torch.float32 and out.fused.dtype == torch.float32
+
+
+@pytest.mark.parametrize("select, expected", [("log-loss", 1e-3), ("accuracy", 1e-2)])
+def test_head_penalty_is_chosen_by_the_configured_rule(monkeypatch, select: str, expected: float) -> None:
+    """Among penalties that pass the test, log-loss picks the lower held-out log-loss, accuracy the more right."""
+    from biomedvr_cli.method import feature_head
+
+    n = 40
+    start = torch.arange(n) < 20  # the sentence scores: 20 of 40 right
+    outcomes = {math.inf: (start, torch.full((n,), 2.0)),
+                1e-2: (torch.arange(n) < 36, torch.full((n,), 0.8)),  # most right, less sure
+                1e-3: (torch.arange(n) < 34, torch.full((n,), 0.5))}  # two fewer right, lower log-loss
+
+    def fake_cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds, steps):
+        return outcomes.get(penalty, (start, torch.full((n,), 3.0)))
+
+    monkeypatch.setattr(feature_head, "_cross_validate", fake_cross_validate)
+    labels = torch.arange(n) % 4
+    config = MethodConfig(head_select=select, head_test="accuracy", head_penalties=(1e-2, 1e-3))
+    fit = feature_head.fit_feature_head(torch.zeros(n, 4), F.normalize(torch.randn(n, 8), dim=1), labels, 4,
+                                        seed=0, config=config)
+    assert fit.penalty == expected
+    assert fit.cv_accuracy == pytest.approx(float(outcomes[expected][0].float().mean()))
+    assert fit.cv_nll == pytest.approx(float(outcomes[expected][1].mean()))
+
+
+def test_head_selection_is_validated_and_old_adapters_read_as_accuracy() -> None:
+    with pytest.raises(ValueError, match="unknown head selection"):
+        MethodConfig(head_select="f1")
+    assert MethodConfig().head_select == "log-loss"
+    assert MethodConfig.from_dict({"feature_head": True}).head_select == "accuracy"
+    assert MethodConfig.from_dict(MethodConfig().to_dict()).head_select == "log-loss"

@@ -20,11 +20,15 @@ GATE_KINDS = ("global", "class", "sample")
 COMBINE_KINDS = ("add", "subtract", "signed")
 # How the feature head must beat the sentence scores in cross-validation (method/feature_head.py).
 HEAD_TESTS = ("either", "accuracy")
+# How the feature head's penalty is chosen among those that pass the test (method/feature_head.py):
+# the lowest cross-validated log-loss (ties: accuracy), or the highest accuracy (ties: log-loss).
+HEAD_SELECTIONS = ("log-loss", "accuracy")
 # The feature head's penalties tried after the sentence scores alone (penalty inf, always tried
 # first), strongest first: a logistic-regression probe on these features needs about 1e-5.
 HEAD_PENALTIES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 # Settings that matter only with a feature head (left out of a benchmark job's settings without one).
-HEAD_ONLY_FIELDS = ("head_folds", "head_test", "head_penalties", "head_lbfgs_steps", "head_likelihood_min")
+HEAD_ONLY_FIELDS = ("head_folds", "head_test", "head_select", "head_penalties", "head_lbfgs_steps",
+                    "head_likelihood_min")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class MethodConfig:
     feature_head: bool = True
     head_folds: int = 5
     head_test: str = "either"  # adapters written before this field chose their head by "accuracy"
+    # Log-loss uses how sure each held-out prediction is, so it tells penalties apart where a few
+    # images' accuracy ties or flips by chance. Chosen on the built-in tasks (docs/method.md);
+    # adapters written before this field chose by "accuracy".
+    head_select: str = "log-loss"
     # How many standard errors a change must gain by to count as clearly better: a feature head
     # in cross-validation and a trained VR epoch on validation (method/feature_head.py). 1.5 was
     # chosen on the built-in sandbox tasks (experiments/feature_head_study.py): on pure-noise
@@ -78,6 +86,8 @@ class MethodConfig:
             raise ValueError(f"vr_frame must be 0 or more pixels, got {self.vr_frame}")
         if self.head_test not in HEAD_TESTS:
             raise ValueError(f"unknown head test {self.head_test!r}; choose from {', '.join(HEAD_TESTS)}")
+        if self.head_select not in HEAD_SELECTIONS:
+            raise ValueError(f"unknown head selection {self.head_select!r}; choose from {', '.join(HEAD_SELECTIONS)}")
         if self.head_folds < 2:
             raise ValueError("head_folds must be at least 2")
         self._check_head_constants()
@@ -112,12 +122,12 @@ class MethodConfig:
         """Inverse of :meth:`to_dict`, ignoring unknown keys from newer minor versions.
 
         Adapters written before a field existed get that field's old behaviour, not today's
-        default: ``combine`` was ``add``, there was no feature head, and later the head was chosen
-        by accuracy. The constants recorded since 0.3.0 (``clear_z`` and the ``head_*`` ones)
+        default: ``combine`` was ``add``, there was no feature head, and later the head was tested
+        and its penalty chosen by accuracy. The constants recorded since 0.3.0 (``clear_z`` and the ``head_*`` ones)
         had today's values before, so a missing one reads as today's default.
         """
         known = {f.name for f in fields(cls)}
-        legacy = {"combine": "add", "feature_head": False, "head_test": "accuracy"}
+        legacy = {"combine": "add", "feature_head": False, "head_test": "accuracy", "head_select": "accuracy"}
         values = {**{k: v for k, v in legacy.items() if k not in data}, **{k: v for k, v in data.items() if k in known}}
         return cls(**values)
 

@@ -11,8 +11,8 @@ sentences less). ``lam = inf`` is the sentence scorer itself; a small ``lam`` le
 move like a probe (a logistic-regression probe on these features needs penalties of about
 1e-5: class differences in cosine features are small). The
 penalty is chosen by stratified k-fold cross-validation over every labelled image (a
-head must beat the sentence scores clearly on the held-out folds, then accuracy, then
-NLL), and the head is refitted on all of them. That is the pull toward the text start of zero-shot-initialised probes (CLAP,
+head must beat the sentence scores clearly on the held-out folds; among those that do, the
+lowest held-out log-loss wins), and the head is refitted on all of them. That is the pull toward the text start of zero-shot-initialised probes (CLAP,
 LP++), with its strength set by the data instead of by a formula in K.
 """
 
@@ -142,7 +142,9 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
 
     The sentence scorer (``inf``) is kept unless some penalty of ``config.head_penalties``
     passes ``config.head_test`` on held-out folds (at most ``config.head_folds``); among
-    those, the best accuracy wins, then the lower NLL. ``accuracy``: the head gets clearly
+    those, the lowest held-out log-loss wins, then the better accuracy (``config.head_select``
+    ``"log-loss"``), or the best accuracy, then the lower log-loss (``"accuracy"``).
+    ``accuracy``: the head gets clearly
     more images right (:func:`clearly_better`). ``either``: that, or the head's log-loss is
     clearly lower (:func:`clearly_more_likely`) than that of the sentence scores recalibrated
     with the same penalty (scale and bias only, so that fixing a badly scaled start does not
@@ -159,7 +161,8 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
         return FeatureHeadFit(weight, bias, scale, math.inf, 0, None, None, None)
     fold_of = stratified_folds(labels, folds, seed)
     start_correct, start_nll = _cross_validate(offsets, features, labels, num_classes, math.inf, fold_of, folds, steps)
-    best = ((float(start_correct.float().mean()), -float(start_nll.mean())), math.inf)
+    best = (_selection_key(start_correct, start_nll, config.head_select), math.inf)
+    scores = {math.inf: (float(start_correct.float().mean()), float(start_nll.mean()))}
     likelihood_arm = config.head_test == "either" and int(per_class.min()) >= config.head_likelihood_min
     for penalty in config.head_penalties:
         correct, nll = _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds, steps)
@@ -169,9 +172,17 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
             _, recalibrated_nll = _cross_validate(offsets, features[:, :0], labels, num_classes, penalty, fold_of,
                                                   folds, steps)
             passed = gained >= lost and clearly_more_likely(nll, recalibrated_nll, z)
-        key = (float(correct.float().mean()), -float(nll.mean()))
+        key = _selection_key(correct, nll, config.head_select)
         if passed and key > best[0]:
             best = (key, penalty)
-    (accuracy, neg_nll), penalty = best
+            scores[penalty] = (float(correct.float().mean()), float(nll.mean()))
+    penalty = best[1]
+    accuracy, mean_nll = scores[penalty]
     weight, bias, scale = solve(offsets, features, labels, num_classes, penalty, steps=steps)
-    return FeatureHeadFit(weight, bias, scale, penalty, folds, accuracy, -neg_nll, float(start_correct.float().mean()))
+    return FeatureHeadFit(weight, bias, scale, penalty, folds, accuracy, mean_nll, float(start_correct.float().mean()))
+
+
+def _selection_key(correct: torch.Tensor, nll: torch.Tensor, select: str) -> tuple[float, float]:
+    """Larger is better: (-log-loss, accuracy) or (accuracy, -log-loss) on the held-out folds."""
+    accuracy, neg_nll = float(correct.float().mean()), -float(nll.mean())
+    return (neg_nll, accuracy) if select == "log-loss" else (accuracy, neg_nll)

@@ -16,7 +16,7 @@ import typer
 
 from biomedvr_cli.cli import csv_options, options
 from biomedvr_cli.cli.options import BACKBONE, DATA, METHOD, OUTPUT, TRAINING, choice
-from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_TESTS, VR_KINDS
+from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_SELECTIONS, HEAD_TESTS, VR_KINDS
 from biomedvr_cli.method.recipes import available_recipes
 from biomedvr_cli.method.registry import MethodSpec, conflicts, registry
 
@@ -33,7 +33,8 @@ _SETTING_OPTIONS = {
     "gate": ("gate", "--gate"), "combine": ("combine", "--combine"), "beta": ("beta", "--beta"),
     "margin": ("margin", "--margin"), "no_confusion_loss": ("confusion_loss", "--no-confusion-loss"),
     "no_negative": ("negative", "--no-negative"), "no_feature_head": ("feature_head", "--no-feature-head"),
-    "head_test": ("head_test", "--head-test"), "top_k": ("k", "--top-k-sentences"), "k_alias": ("k", "--k"),
+    "head_test": ("head_test", "--head-test"), "head_select": ("head_select", "--head-select"),
+    "top_k": ("k", "--top-k-sentences"), "k_alias": ("k", "--k"),
     "max_sentences": ("m", "--max-sentences"), "m_alias": ("m", "--m"), "recipe": ("recipe", "--recipe"),
 }
 _OFF_SWITCHES = {"no_confusion_loss", "no_negative", "no_feature_head"}  # the flag turns the setting off
@@ -86,6 +87,10 @@ def fit(
         _DEFAULTS.head_test, "--head-test", rich_help_panel=METHOD,
         help="How the feature head must beat the sentence scores in cross-validation: either (clearly more right, or "
              "with 8+ images a class a clearly lower log-loss and no fewer right) or accuracy (clearly more right only)."),
+    head_select: choice(HEAD_SELECTIONS) = typer.Option(
+        _DEFAULTS.head_select, "--head-select", rich_help_panel=METHOD,
+        help="How the feature head's penalty is chosen among those that pass the test: log-loss (lowest held-out "
+             "log-loss) or accuracy (most held-out images right)."),
     top_k: int = typer.Option(_DEFAULTS.k, "--top-k-sentences", rich_help_panel=METHOD,
                               help="Top-k sentences averaged per class (k-nearest attribute scoring)."),
     k_alias: Optional[int] = typer.Option(None, "--k", hidden=True, help="Old spelling of --top-k-sentences."),
