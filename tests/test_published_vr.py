@@ -10,12 +10,13 @@ import pytest
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.sandbox.published_vr import judge_published_vr
 
-BUILTIN = {"blood-smear", "cervical-cytology"}
+BUILTIN = {"blood-smear": "stain", "cervical-cytology": "all", "quiet-task": "none"}
 DATASETS = [
     {"name": "blood", "sandbox_task": "blood-smear", "shift": "none"},
     {"name": "blood +stain", "sandbox_task": "blood-smear", "shift": "default"},
     {"name": "cervix +all", "sandbox_task": "cervical-cytology", "shift": "default"},
     {"name": "mine +stain", "sandbox_task": "x.json", "shift": "default"},  # not built in
+    {"name": "quiet", "sandbox_task": "quiet-task", "shift": "default"},  # built in, default is no shift
 ]
 
 
@@ -35,8 +36,9 @@ def _full_run(ar_end: float, attrvr_end: float) -> list[dict]:
     for ds in ("blood +stain", "cervix +all"):
         for seed in (0, 1):
             jobs += [_job(ds, "ar", ar_end, 0.30, seed), _job(ds, "attrvr", attrvr_end, 0.50, seed)]
-    # jobs the property must ignore: an unshifted task, a task file, another K
-    jobs += [_job("blood", "ar", 0.0, 0.9), _job("mine +stain", "ar", 0.0, 0.9), _job("blood +stain", "ar", 0.0, 0.9, shots=4)]
+    # jobs the property must ignore: an unshifted task, a task file, another K, a default that is no shift
+    jobs += [_job("blood", "ar", 0.0, 0.9), _job("mine +stain", "ar", 0.0, 0.9), _job("blood +stain", "ar", 0.0, 0.9, shots=4),
+             _job("quiet", "ar", 0.0, 0.9)]
     return jobs
 
 

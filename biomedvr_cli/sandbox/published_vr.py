@@ -10,6 +10,7 @@ it trains nothing itself, so the expensive run stays resumable and can use two p
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,23 @@ def _read_jobs(summary: Any) -> tuple[dict[str, Any], list[dict[str, Any]], list
     return bench, datasets, jobs
 
 
-def _shifted_builtin(datasets: list[dict[str, Any]], builtin: set[str]) -> list[str]:
-    """Names of the run's datasets that are built-in sandbox tasks under a shift."""
-    return [d["name"] for d in datasets
-            if d.get("sandbox_task") in builtin and d.get("shift", "none") not in ("none", None)]
+def _shifted_builtin(datasets: list[dict[str, Any]], builtin: Mapping[str, str]) -> list[str]:
+    """Names of the run's datasets that are built-in sandbox tasks under a shift.
+
+    ``builtin`` maps each built-in task to its default shift, which a dataset's ``"default"``
+    stands for (a built-in task whose default is no shift is not shifted by ``"default"``).
+    """
+    names = []
+    for d in datasets:
+        task = d.get("sandbox_task")
+        if task not in builtin:
+            continue
+        shift = d.get("shift") or "none"
+        if shift == "default":
+            shift = builtin[task] or "none"
+        if shift != "none":
+            names.append(d["name"])
+    return names
 
 
 def _recipe_epochs(bench: dict[str, Any], method: str) -> Any:
@@ -66,10 +80,11 @@ def _recipe_epochs(bench: dict[str, Any], method: str) -> Any:
     return recipe.get("epochs") if isinstance(recipe, dict) else None
 
 
-def judge_published_vr(summary: Any, builtin_tasks: set[str], fingerprint: str | None = None) -> dict[str, Any]:
+def judge_published_vr(summary: Any, builtin_tasks: Mapping[str, str], fingerprint: str | None = None) -> dict[str, Any]:
     """Start and end accuracy of AR and AttrVR at 16 shots, mean over shifted built-in tasks and seeds.
 
-    ``summary`` is a benchmark's summary.json; ``fingerprint``, when given, must be the run's backbone
+    ``summary`` is a benchmark's summary.json; ``builtin_tasks`` maps each built-in task to its
+    default shift; ``fingerprint``, when given, must be the run's backbone
     fingerprint (numbers from other weights say nothing about these). Returns ``{"rows", "checks",
     "epochs", "datasets"}``; raises InvalidInputError when the run cannot judge the property.
     """

@@ -233,7 +233,7 @@ def _judge_published_vr(results: Path, fingerprint: str) -> dict:
                                 f"pass a benchmark --out folder; make one with: {suggested_command()}")
     summary = read_user_json(summary_path, missing_hint="pass a benchmark --out folder",
                              fix_hint="rerun the benchmark into a fresh folder")
-    return judge_published_vr(summary, {t.name for t in list_tasks()}, fingerprint)
+    return judge_published_vr(summary, {t.name: t.default_shift for t in list_tasks()}, fingerprint)
 
 
 def register(app: typer.Typer) -> None:
