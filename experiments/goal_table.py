@@ -3,7 +3,8 @@
 Reads the per-job JSON files of one or more `biomedvr benchmark --out` folders and prints, per
 shot count, test accuracy (mean ± std over seeds) of each method on each dataset, then the
 goal checks for the default method against attribute zero-shot, the linear probe and the
-published baselines that are present:
+published baselines that are present. With several folders the checks pool every task of every
+folder (each task's seeds averaged first):
 
     python experiments/goal_table.py experiments/results/heldout [more folders ...]
 
@@ -72,9 +73,10 @@ def tables(acc, datasets: list[str], methods: list[str], shots: list[int]) -> No
 def goals(acc, datasets: list[str], shots: list[int], method: str) -> None:
     baselines = [b for b in BASELINES if any(m == b for _, m, _ in acc)]
     print(f"\n**Goal checks for `{method}`** (means over seeds; differences in points)\n")
-    print("| K | worst vs zs-attributes | mean vs linear-probe | worst vs linear-probe |"
+    print("| K | worst vs zs-attributes | mean vs linear-probe | worst vs linear-probe | tasks > 1 below zs-attributes "
+          "| tasks > 2 below linear-probe | 95% interval of the mean vs linear-probe |"
           + "".join(f" mean vs {b} |" for b in baselines))
-    print("|---" * (4 + len(baselines)) + "|")
+    print("|---" * (7 + len(baselines)) + "|")
     for k in shots:
         ours = {d: mean(acc[(d, method, k)]) for d in datasets if acc.get((d, method, k))}
         zs = {d: mean(acc[(d, "zs-attributes", 0)]) for d in ours if acc.get((d, "zs-attributes", 0))}
@@ -87,7 +89,22 @@ def goals(acc, datasets: list[str], shots: list[int], method: str) -> None:
             theirs = {d: mean(acc[(d, base, k)]) for d in ours if acc.get((d, base, k))}
             cells.append(f"{mean([ours[d] - theirs[d] for d in theirs]):+.1f}" if len(theirs) == len(ours) else "")
         fmt = lambda v: "" if v is None else f"{v:+.1f}"  # noqa: E731
-        print(f"| {k} | {fmt(worst_zs)} | {fmt(mean_probe)} | {fmt(worst_probe)} |" + "".join(f" {c} |" for c in cells))
+        below_zs = sum(ours[d] - zs[d] < -1 for d in zs) if zs else None
+        below_probe = sum(ours[d] - probe[d] < -2 for d in probe) if probe else None
+        counts = f" {'' if below_zs is None else f'{below_zs} of {len(zs)}'} | " \
+                 f"{'' if below_probe is None else f'{below_probe} of {len(probe)}'} | {interval([ours[d] - probe[d] for d in probe])} |"
+        print(f"| {k} | {fmt(worst_zs)} | {fmt(mean_probe)} | {fmt(worst_probe)} |{counts}" + "".join(f" {c} |" for c in cells))
+
+
+def interval(differences: list[float]) -> str:
+    """95% t-interval of the mean difference, tasks as the units (seeds averaged within a task first)."""
+    if len(differences) < 2:
+        return ""
+    from scipy.stats import t
+
+    half = t.ppf(0.975, len(differences) - 1) * statistics.stdev(differences) / len(differences) ** 0.5
+    centre = mean(differences)
+    return f"{centre - half:+.1f} to {centre + half:+.1f}"
 
 
 def main() -> None:

@@ -76,3 +76,25 @@ def test_goal_table_keeps_two_runs_of_one_method_apart(tmp_path: Path, capsys: p
     assert "| 4 | +15.0 | +5.0 | +5.0 |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="FOLDER:METHOD=NEW"):
         goal_table.parse_renames(["no-equals-sign"])
+
+
+def test_goal_table_pools_tasks_of_several_folders_into_counts_and_an_interval(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    goal_table = _load("goal_table")
+    one, two = tmp_path / "set1", tmp_path / "set2"
+    # default minus probe: -3 (task a), +1 (task b), +2 (task c); task a is also 1.5 below zero-shot
+    for folder, task, zs, probe, ours in ((one, "a", 0.80, 0.815, 0.785), (one, "b", 0.50, 0.60, 0.61),
+                                          (two, "c", 0.40, 0.70, 0.72)):
+        _job(folder, task, "zs-attributes", 0, 0, zs)
+        for seed in range(2):
+            _job(folder, task, "linear-probe", 4, seed, probe)
+            _job(folder, task, "biomedvr", 4, seed, ours)
+    acc = goal_table.load([one, two], {})
+    goal_table.goals(acc, ["a", "b", "c"], [4], "biomedvr")
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:5] == ["-1.5", "+0.0", "-3.0", "1 of 3"]
+    assert cells[5] == "1 of 3"
+    low, high = (float(v) for v in cells[6].split(" to "))
+    # mean 0, sample sd sqrt(7), t(0.975, 2) = 4.303: half-width 6.57
+    assert low == pytest.approx(-6.6, abs=0.05) and high == pytest.approx(6.6, abs=0.05)
