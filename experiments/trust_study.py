@@ -12,6 +12,9 @@ task in the list).
 
 The goals (issue #18): mean coverage at 0.9 within 0.87 to 0.95 on every held-out task, mean set
 size at most 0.6 x the number of classes, outlier AUROC at least 0.95 against real images.
+
+``--summarize FILE ...`` runs nothing: it reads earlier ``--out`` files and prints the table and
+the goal checks pooled over every task in them.
 """
 
 from __future__ import annotations
@@ -98,9 +101,45 @@ def summary(rows: list[dict], level: float) -> list[str]:
     return lines
 
 
+def goal_checks(rows: list[dict], low: float = 0.87, high: float = 0.95) -> list[str]:
+    """The issue's goals pooled over every task of ``rows`` (each task's seeds averaged first)."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+
+    def per_task(key: str) -> list[float]:
+        return [statistics.fmean(r[key] for r in rows if r["task"] == t and r.get(key) is not None) for t in tasks]
+
+    coverage, size = per_task("coverage"), per_task("size_ratio")
+    inside = sum(low <= c <= high for c in coverage)
+    fits = [r["coverage"] for r in rows]
+    lines = [f"tasks: {len(tasks)}, fits: {len(rows)} "
+             f"({sum(r['calibration'].get('conformal', {}).get('method') == 'split' for r in rows)} split conformal, "
+             f"{sum(bool(r['calibration'].get('conformal', {}).get('caveat')) for r in rows)} with the VR caveat)",
+             f"coverage within {low} to {high}: {inside} of {len(tasks)} tasks; mean over fits {statistics.fmean(fits):.3f}, "
+             f"one fit {min(fits):.3f} to {max(fits):.3f}",
+             f"mean set size / classes: {min(size):.3f} to {max(size):.3f} over tasks"]
+    if all(r.get("outlier_auroc") is not None for r in rows):
+        real = per_task("outlier_auroc")
+        flagged = [r["inliers_flagged"] for r in rows]
+        lines.append(f"outlier AUROC against real images: {min(real):.3f} to {max(real):.3f} over tasks, "
+                     f"{sum(a >= 0.95 for a in real)} of {len(tasks)} at least 0.95; test cells flagged "
+                     f"{100 * statistics.fmean(flagged):.1f}% on average, at most {100 * max(flagged):.1f}% in a fit")
+    if all(r.get("other_task_auroc") is not None for r in rows):
+        other = per_task("other_task_auroc")
+        lines.append(f"outlier AUROC against another sandbox task: {min(other):.3f} to {max(other):.3f}")
+    return lines
+
+
+def summarize(paths: list[Path], level: float) -> None:
+    """Print the table and the pooled goal checks of earlier ``--out`` files."""
+    rows = [row for path in paths for row in json.loads(path.read_text(encoding="utf-8"))]
+    print("\n".join(summary(rows, level) + [""] + goal_checks(rows)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", required=True, help="built-in task names or task JSON files")
+    parser.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="run nothing; print the table and pooled goal checks of earlier --out files")
+    parser.add_argument("--tasks", nargs="+", help="built-in task names or task JSON files")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--shots", type=int, default=8)
     parser.add_argument("--level", type=float, default=0.9)
@@ -112,9 +151,14 @@ def main() -> None:
                         help="task whose test cells serve as outliers (default: the next task in --tasks)")
     parser.add_argument("--real-images", type=int, default=100, help="BreastMNIST test images used as outliers")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--workdir", type=Path)
     parser.add_argument("--out", type=Path, default=None, help="write every row as JSON here")
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize, args.level)
+        return
+    if not args.tasks or args.workdir is None:
+        parser.error("--tasks and --workdir are required unless --summarize is given")
     args.workdir.mkdir(parents=True, exist_ok=True)
     real = real_images(args.workdir / "real-breastmnist", args.real_images)
     if real is None:

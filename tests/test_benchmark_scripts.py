@@ -98,3 +98,24 @@ def test_goal_table_pools_tasks_of_several_folders_into_counts_and_an_interval(
     low, high = (float(v) for v in cells[6].split(" to "))
     # mean 0, sample sd sqrt(7), t(0.975, 2) = 4.303: half-width 6.57
     assert low == pytest.approx(-6.6, abs=0.05) and high == pytest.approx(6.6, abs=0.05)
+
+
+def test_trust_study_summarize_pools_goal_checks_over_tasks(tmp_path: Path) -> None:
+    import json
+
+    def row(task: str, coverage: float, method: str = "cv+") -> dict:
+        return {"task": task, "seed": 0, "classes": 5, "accuracy": 0.7, "coverage": coverage, "size_ratio": 0.3,
+                "outlier_auroc": 0.99, "inliers_flagged": 0.02, "other_task_auroc": 0.8,
+                "calibration": {"conformal": {"method": method}}}
+
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(json.dumps([row("x", 0.80), row("x", 0.90, "split")]))  # task x: 0.85, outside the band
+    second.write_text(json.dumps([row("y", 0.91)]))
+    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "trust_study.py"), "--summarize", str(first),
+                          str(second)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "tasks: 2, fits: 3 (1 split conformal, 0 with the VR caveat)" in out.stdout
+    assert "coverage within 0.87 to 0.95: 1 of 2 tasks; mean over fits 0.870, one fit 0.800 to 0.910" in out.stdout
+    refused = subprocess.run([sys.executable, str(ROOT / "experiments" / "trust_study.py")], capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 2 and "--tasks and --workdir are required" in refused.stderr
