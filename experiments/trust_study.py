@@ -117,6 +117,11 @@ def goal_checks(rows: list[dict], low: float = 0.87, high: float = 0.95) -> list
              f"coverage within {low} to {high}: {inside} of {len(tasks)} tasks; mean over fits {statistics.fmean(fits):.3f}, "
              f"one fit {min(fits):.3f} to {max(fits):.3f}",
              f"mean set size / classes: {min(size):.3f} to {max(size):.3f} over tasks"]
+    for method in ("split", "cv+"):  # the spread of one fit's coverage, by how the fit was calibrated
+        mine = [r["coverage"] for r in rows if r["calibration"].get("conformal", {}).get("method") == method]
+        if len(mine) > 1:
+            lines.append(f"{method} fits: {len(mine)}, coverage mean {statistics.fmean(mine):.3f}, "
+                         f"sd {statistics.stdev(mine):.3f}, lowest {min(mine):.3f}")
     if all(r.get("outlier_auroc") is not None for r in rows):
         real = per_task("outlier_auroc")
         flagged = [r["inliers_flagged"] for r in rows]
