@@ -44,6 +44,32 @@ def test_split_conformal_covers_at_least_the_level_over_many_draws() -> None:
     assert 1.0 <= float(torch.stack(sizes).mean()) < 5  # informative: smaller than all classes
 
 
+def test_assured_level_makes_one_draw_s_coverage_reach_the_level_with_the_assurance() -> None:
+    # Exact for split conformal: the coverage of one calibration draw follows Beta(r, n + 1 - r).
+    from scipy.stats import beta
+
+    level, assurance, n = 0.9, 0.9, 60
+    assured = conformal.assured_level(n, level, assurance)
+    rank = round(assured * (n + 1))
+    assert beta.cdf(level, rank, n + 1 - rank) <= 1 - assurance < beta.cdf(level, rank - 1, n + 2 - rank)
+    assert assured > level and conformal.level_supported(n, assured)
+    assert conformal.assured_level(n, level, 0.5) == pytest.approx(55 / 61)  # the median draw: about the plain rank
+    assert conformal.assured_level(10, level, assurance) is None  # too few images to be that sure
+    # Over many draws, sets at the assured level reach the level in at least ``assurance`` of them.
+    generator = torch.Generator().manual_seed(1)
+    small, m, draws = 30, 400, 300
+    assured = conformal.assured_level(small, level, assurance)
+    reached = []
+    for _ in range(draws):
+        probs, labels = _calibrated_draw(generator, small + m)
+        scores = conformal.lac_scores(probs[:small], labels[:small])
+        members = conformal.prediction_sets(probs[small:, None, :], scores, torch.zeros(small, dtype=torch.long), assured)
+        reached.append(float(members[torch.arange(m), labels[small:]].double().mean()) >= level)
+    share = sum(reached) / draws
+    # 400 test images add their own noise around each draw's coverage; 3 standard errors of slack.
+    assert share >= assurance - 3 * math.sqrt(assurance * (1 - assurance) / draws) - 0.05
+
+
 def test_cv_plus_covers_the_level_with_fold_models() -> None:
     """K fold models that differ a little (as out-of-fold heads do): coverage stays near the level."""
     generator = torch.Generator().manual_seed(1)
@@ -228,6 +254,12 @@ def test_fit_stores_the_calibration(fitted: Path) -> None:
     assert tensors["conformal_scores"].shape == (18,) and tensors["outlier_means"].shape[0] == 3
     assert flag["score"] == outliers.MAHALANOBIS and tensors["outlier_precision"].shape[0] == tensors["outlier_means"].shape[1]
     assert flag["threshold"] == pytest.approx(outliers.conformal_threshold(tensors["outlier_scores"], 0.05), abs=1e-6)
+    shown = runner.invoke(app, ["info", str(fitted)], env={"COLUMNS": "400"})
+    text = " ".join(shown.stderr.split())  # human output goes to stderr
+    assert shown.exit_code == 0 and "prediction sets" in text and "18 labelled images" in text
+    assert "--coverage up to 0.947" in text  # 18 / 19, rounded down
+    assert "too few labelled images to be 90% sure of 0.9 coverage" in text  # 18 cannot
+    assert "outlier flag" in text and "threshold" in text
 
 
 def test_predict_coverage_json_csv_and_table(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
@@ -316,6 +348,8 @@ def test_old_adapters_load_and_say_to_refit_for_sets(fitted: Path, tree: Path, t
     flags = runner.invoke(app, ["eval", str(tree), "--adapter", str(old), "--backbone", tiny_backbone_spec,
                                 "--outliers", str(other_kind)])
     assert flags.exit_code == 4 and "no outlier calibration" in flags.stderr
+    shown = runner.invoke(app, ["info", str(old)], env={"COLUMNS": "400"})
+    assert shown.exit_code == 0 and "refit the adapter" in " ".join(shown.stderr.split())
 
 
 def _with_cosine_outliers(adapter: Path, out: Path) -> Path:

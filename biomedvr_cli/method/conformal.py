@@ -51,6 +51,25 @@ def images_needed(level: float) -> int:
     return max(1, math.ceil(level / (1.0 - level) - 1e-9))
 
 
+def assured_level(n: int, level: float, assurance: float) -> float | None:
+    """The level to ask for so that an adapter's own coverage is at least ``level`` with probability ``assurance``.
+
+    The guarantee of ``level`` is an average over draws of the ``n`` calibration images; the
+    coverage of one adapter varies around it. With split conformal, the coverage of the sets
+    whose threshold is the ``r``-th smallest score follows Beta(r, n + 1 - r) over those draws
+    (training-conditional validity, Vovk 2012). This returns ``r / (n + 1)`` for the smallest
+    ``r`` whose Beta law puts at most ``1 - assurance`` below ``level``, or None when no
+    ``r <= n`` does (too few images). For CV+ it is an approximation (docs/trust.md).
+    """
+    from scipy.special import betainc
+
+    level, assurance = check_level(level), check_level(assurance)
+    for rank in range(math.ceil(level * (n + 1) - 1e-9), n + 1):
+        if rank >= 1 and float(betainc(rank, n + 1 - rank, level)) <= 1.0 - assurance:
+            return rank / (n + 1)
+    return None
+
+
 def lac_scores(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Nonconformity of each image with its true class: ``1 - p(true class)`` [N]."""
     return 1.0 - probs.gather(1, labels.long().view(-1, 1)).squeeze(1)

@@ -37,8 +37,36 @@ def info(
             ("recipe", f"{training.recipe.get('name')} ({training.recipe.get('epochs')} epochs)"),
             ("selection", f"{config.selection.rule}; epoch {config.selection.epoch}"),
             ("validation accuracy", config.validation.accuracy),
+            *_calibration_rows(config.calibration),
         ],
     )
+
+
+def _calibration_rows(calibration: dict) -> list[tuple[str, str]]:
+    """What the adapter's prediction sets and outlier flag were calibrated on (docs/trust.md)."""
+    import math
+
+    from biomedvr_cli.method.conformal import assured_level
+
+    sets, flag = calibration.get("conformal"), calibration.get("outliers")
+    if not sets and not flag:
+        return [("trust", calibration.get("note") or "no prediction sets or outlier flag: fitted before they "
+                 "existed; refit the adapter")]
+    rows = []
+    if isinstance(sets, dict):
+        images = int(sets.get("images", 0))
+        models = "one model" if sets.get("method") == "split" else f"{sets.get('folds')} fold models"
+        text = (f"{sets.get('method')} over {models}, {images} labelled images; --coverage up to "
+                f"{math.floor(float(sets.get('max_level', 0)) * 1000) / 1000:.3f}")
+        assured = assured_level(images, 0.9, 0.9) if images else None
+        text += ("; for this adapter's own coverage to be at least 0.9 with probability 0.9, pass --coverage "
+                 f"{math.ceil(assured * 1000) / 1000:.3f}" if assured is not None else
+                 "; too few labelled images to be 90% sure of 0.9 coverage")
+        rows.append(("prediction sets", text + (f" (caveat: {sets['caveat']})" if sets.get("caveat") else "")))
+    if isinstance(flag, dict):
+        rows.append(("outlier flag", f"{flag.get('score')}; threshold {flag.get('threshold')} "
+                     f"(about {100 * float(flag.get('rate', 0)):g}% of images like the labelled ones score above it)"))
+    return rows
 
 
 def register(app: typer.Typer) -> None:
