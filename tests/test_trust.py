@@ -296,6 +296,38 @@ def test_predict_sets_from_python_match_the_cli(fitted: Path, tree: Path, tiny_b
         predictor.predict_sets([str(files[0])], level=1.0)
 
 
+def test_assurance_builds_larger_sets_at_the_assured_level(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.pipeline.predictor import load_predictor
+
+    files = [str(f) for f in sorted((tree / "test").rglob("*.png"))]
+    predictor = load_predictor(fitted, backbone=tiny_backbone_spec)
+    plain = predictor.predict_sets(files, level=0.6)
+    assured = predictor.predict_sets(files, level=0.6, assurance=0.8)  # 18 calibration images can give this
+    level = conformal.assured_level(18, 0.6, 0.8)
+    assert level is not None and level > 0.6 + 1 / 19  # a higher rank than the plain level's
+    assert assured == predictor.predict_sets(files, level=level)
+    assert all(set(a) >= set(p) for a, p in zip(assured, plain))  # a higher rank never drops a class
+    # 0.9 with assurance 0.9 needs at least 22 images: every class in every set, and the CLI says why.
+    assert all(sorted(s) == CLASSES for s in predictor.predict_sets(files[:3], level=0.9, assurance=0.9))
+    base = ["--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--coverage", "0.9", "--assurance", "0.9"]
+    shown = runner.invoke(app, ["predict", files[0], *base, "--json"])
+    assert shown.exit_code == 0, shown.stderr
+    assert sorted(json.loads(shown.stdout)["predictions"][0]["prediction_set"]) == CLASSES
+    assert "needs more than the 18 labelled images" in " ".join(shown.stderr.split())
+    scored = runner.invoke(app, ["eval", str(tree), *base[:-1], "0.8", "--json"])
+    assert scored.exit_code == 0, scored.stderr
+    metrics = json.loads(scored.stdout)["metrics"]
+    assert metrics["coverage_level"] == 0.9 and metrics["coverage_assurance"] == 0.8
+    assert metrics["sets_level"] > 0.9 and metrics["mean_set_size"] >= 1
+    for bad, message in ((["--assurance", "0.9"], "--assurance needs --coverage"),
+                         (["--coverage", "0.9", "--assurance", "1"], "between 0 and 1")):
+        refused = runner.invoke(app, ["predict", files[0], "--adapter", str(fitted), "--backbone", tiny_backbone_spec, *bad])
+        assert refused.exit_code == 2 and message in refused.stderr and "Traceback" not in refused.stderr
+    with pytest.raises(UsageError, match="between 0 and 1"):
+        predictor.predict_sets(files[:1], level=0.9, assurance=0.0)
+
+
 def test_a_level_beyond_the_calibration_gives_full_sets_with_a_notice(fitted: Path, tree: Path,
                                                                        tiny_backbone_spec: str) -> None:
     result = runner.invoke(app, ["predict", str(tree / "test" / "alpha cell"), "--adapter", str(fitted), "--backbone",

@@ -11,6 +11,10 @@ COVERAGE_HELP = ("Add each image's prediction set: the classes that hold the tru
 CoverageOption = typer.Option(None, "--coverage", help=COVERAGE_HELP)
 EvalCoverageOption = typer.Option(
     None, "--coverage", help="Also report the coverage and mean size of the prediction sets at this level (e.g. 0.9).")
+AssuranceOption = typer.Option(
+    None, "--assurance", help="With --coverage: build the sets so that this adapter's own coverage reaches --coverage "
+                              "with this probability (e.g. 0.9) over the draw of its labelled images; larger sets "
+                              "(docs/trust.md).")
 OutliersOption = typer.Option(
     None, "--outliers", help="Images of another kind (folder, file or CSV): report how well the outlier flag "
                              "separates them from the evaluated images (outlier_auroc).")
@@ -40,8 +44,8 @@ def trust_cells(row: dict[str, Any], header: list[str], *, table: bool = False) 
 
 def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
     """``eval``'s extra scalar lines: coverage and set size, outlier AUROC and flag rates (those present)."""
-    names = ("coverage_level", "coverage", "mean_set_size", "outlier_auroc", "outlier_images", "outliers_flagged",
-             "inliers_flagged")
+    names = ("coverage_level", "coverage_assurance", "sets_level", "coverage", "mean_set_size", "outlier_auroc",
+             "outlier_images", "outliers_flagged", "inliers_flagged")
     return [(name, metrics[name]) for name in names if name in metrics]
 
 

@@ -18,7 +18,8 @@ from biomedvr_cli.method.metrics import PLOT_NAMES, compute_metrics, write_plots
 from biomedvr_cli.pipeline.arguments import as_flag, as_optional_path, as_path
 from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
 from biomedvr_cli.pipeline.predictor import Predictor, load_predictor
-from biomedvr_cli.pipeline.trust import add_trust_metrics, assess_outliers, check_level, outlier_files, require_calibration
+from biomedvr_cli.pipeline.trust import (add_trust_metrics, assess_outliers, check_assurance, check_level, outlier_files,
+                                         require_calibration, sets_level)
 
 SPLIT_CHOICES = ("auto", "test", "val", "train", "all")
 
@@ -89,6 +90,7 @@ def evaluate_adapter(
     force: bool = False,
     coverage: float | None = None,
     outliers: Path | str | None = None,
+    assurance: float | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``adapter`` on the labelled ``images``; unknown classes are an input error.
 
@@ -96,11 +98,13 @@ def evaluate_adapter(
     passed when the caller already loaded the adapter (it is not reloaded; ``adapter`` may then
     be None). Every argument is checked before the first image is scored. ``plots`` (a folder)
     gets confusion_matrix.png and reliability.png; existing ones are replaced only with ``force``.
-    ``coverage`` adds the prediction sets' coverage and size, ``outliers`` (images of another
-    kind) the outlier AUROC (docs/trust.md).
+    ``coverage`` adds the prediction sets' coverage and size (with ``assurance``: of the sets built
+    where this adapter's own coverage reaches ``coverage`` with that probability), ``outliers``
+    (images of another kind) the outlier AUROC (docs/trust.md).
     """
     images, adapter, plots = _check_arguments(images, adapter, split, plots, predictor)
     coverage = None if coverage is None else check_level(coverage)
+    assurance = check_assurance(assurance, coverage)
     folder = images if isinstance(images, Path) else None
     with reserved_plots(plots, folder, adapter, force=as_flag(force, "force")):  # before any image is scored
         source = open_images(images, columns)
@@ -111,7 +115,11 @@ def evaluate_adapter(
         if predictor is None:
             predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
         notices = require_calibration(predictor, coverage=coverage, outliers_wanted=others is not None)
-        result = _evaluate(source, predictor, split, decode, coverage=coverage, others=others)
+        level, assured = sets_level(predictor, coverage, assurance)
+        result = _evaluate(source, predictor, split, decode, coverage=coverage, level=level, others=others)
+        notices += assured
+        if assurance is not None:
+            result["metrics"].update(coverage_assurance=assurance, sets_level=level)
         result["warnings"][:0] = notices
         result["adapter"] = adapter.name if adapter is not None else None
         if plots is not None:
@@ -123,7 +131,8 @@ def evaluate_adapter(
 
 
 def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: DecodeOptions, *,
-              coverage: float | None = None, others: list[Path] | None = None) -> dict[str, Any]:
+              coverage: float | None = None, level: float | None = None,
+              others: list[Path] | None = None) -> dict[str, Any]:
     """Score the split's images and compute the metrics (unknown classes and no readable image are input errors)."""
     classes = predictor.classes
     unknown = sorted({r.label for r in source.source.records} - set(classes))
@@ -144,7 +153,7 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
         warnings.append(f"{overlap} of the {len(batch.kept)} evaluated images were used to fit or select this adapter, "
                         "so these metrics are optimistic; evaluate on images it has not seen (a test split)")
     labels = np.array([classes.index(records[i].label) for i in batch.kept])
-    assessed = predictor.assess(batch.images, coverage)  # probabilities, sets (with coverage), outlier scores
+    assessed = predictor.assess(batch.images, level)  # probabilities, sets (at the sets' level), outlier scores
     metrics = compute_metrics(labels, assessed.probs.numpy(), classes)
     others_assessed = None if others is None else assess_outliers(predictor, others, decode=decode, warnings=warnings)
     add_trust_metrics(metrics, assessed, labels.tolist(), classes, coverage=coverage, others=others_assessed)

@@ -13,7 +13,7 @@ from biomedvr_cli.data import DecodeOptions, decode_to_tensors
 from biomedvr_cli.errors import UsageError
 from biomedvr_cli.pipeline.arguments import as_path
 from biomedvr_cli.pipeline.predictor import Explanation, Predictor
-from biomedvr_cli.pipeline.trust import check_level, require_calibration, trust_fields
+from biomedvr_cli.pipeline.trust import check_assurance, check_level, require_calibration, sets_level, trust_fields
 
 
 @dataclass
@@ -70,20 +70,26 @@ def predict_files(
     explain: bool = False,
     progress: Callable[[int, int], None] | None = None,
     coverage: float | None = None,
+    assurance: float | None = None,
 ) -> list[Prediction]:
     """Predict every path in order; files that cannot be read carry their error.
 
     ``paths`` is a list of paths (str or Path) or one path alone, never iterated character by character.
-    ``coverage`` adds each image's prediction set at that level; calibrated adapters also flag outliers.
+    ``coverage`` adds each image's prediction set at that level (with ``assurance``: at the level where
+    this adapter's own coverage reaches ``coverage`` with that probability, docs/trust.md);
+    calibrated adapters also flag outliers.
     """
     if not isinstance(predictor, Predictor):
         raise UsageError(f"predictor must be a loaded Predictor, got {type(predictor).__name__}",
                          "load one with biomedvr.load(\"adapter.safetensors\") or load_predictor(path)")
     paths = _path_list(paths)
     check_predict_options(top_k=top_k, batch_size=batch_size)
+    assurance = check_assurance(assurance, coverage)
+    level = None
     if coverage is not None:  # before any image is decoded: a bad level (exit 2), an adapter without calibration (exit 4)
         coverage = check_level(coverage)
         require_calibration(predictor, coverage=coverage)
+        level, _ = sets_level(predictor, coverage, assurance)
     results: list[Prediction] = []
     classes = predictor.classes
     k = max(1, min(top_k, len(classes)))
@@ -91,7 +97,7 @@ def predict_files(
         chunk = list(paths[start : start + batch_size])
         batch = decode_to_tensors(chunk, predictor.image_size, decode)
         failures = {str(p): reason for p, reason in batch.failures}
-        assessed = predictor.assess(batch.images, coverage) if batch.kept else None  # sets (with coverage), outlier flags
+        assessed = predictor.assess(batch.images, level) if batch.kept else None  # sets (with coverage), outlier flags
         row_of = {i: r for r, i in enumerate(batch.kept)}
         for i, path in enumerate(chunk):
             if i not in row_of:

@@ -153,16 +153,19 @@ class Predictor:
                                            "the weights are corrupt", "copy or export the backbone again, or refit the adapter")
         return probs
 
-    def predict_sets(self, images: Any, level: float = 0.9) -> list[list[str]]:
+    def predict_sets(self, images: Any, level: float = 0.9, assurance: float | None = None) -> list[list[str]]:
         """Conformal prediction sets: for each image the classes (most probable first) that hold the true one
         with probability at least ``level`` when images are exchangeable with the labelled ones (docs/trust.md).
 
-        ``images`` as for :meth:`classify`, or uint8 pixels [N, 3, S, S]. An adapter fitted before
-        calibration existed is an AdapterError (exit 4): refit it.
+        ``images`` as for :meth:`classify`, or uint8 pixels [N, 3, S, S]. With ``assurance``, the sets
+        are built where this adapter's own coverage reaches ``level`` with that probability over the
+        draw of its labelled images (larger sets). An adapter fitted before calibration existed is an
+        AdapterError (exit 4): refit it.
         """
-        from biomedvr_cli.pipeline.trust import check_level, class_sets
+        from biomedvr_cli.pipeline.trust import check_assurance, check_level, class_sets, sets_level
 
         level = check_level(level)
+        level, _ = sets_level(self, level, check_assurance(assurance, level))
         if not isinstance(images, torch.Tensor):
             images = pixels_for(_as_image_list(images), self.image_size)
         return class_sets(self.assess(images, level), self.classes) if len(images) else []

@@ -30,6 +30,7 @@ def evaluate(
     json_out: bool = options.JsonOption,
     force: bool = typer.Option(False, "--force", help="Overwrite the PNGs already in the --plots folder."),
     coverage: Optional[float] = trust_output.EvalCoverageOption,
+    assurance: Optional[float] = trust_output.AssuranceOption,
     outliers: Optional[Path] = trust_output.OutliersOption,
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, AUROC, ECE, NLL, per-class table and confusion matrix."""
@@ -46,7 +47,7 @@ def evaluate(
         images, adapter, split=split, backbone=backbone, device=device, allow_download=allow_download,
         columns=csv_options.csv_columns(path_column, label_column, csv_options.NO_GROUP, split_column),
         decode=options.decode_options(window, max_pixels),
-        plots=plots, predictor=predictor, force=force, coverage=coverage, outliers=outliers,
+        plots=plots, predictor=predictor, force=force, coverage=coverage, outliers=outliers, assurance=assurance,
     )
     metrics = result["metrics"]
     for warning in result["warnings"]:

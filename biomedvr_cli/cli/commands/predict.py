@@ -97,6 +97,7 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file (never one of the inputs)."),
     explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class (extra columns in CSV)."),
     coverage: Optional[float] = trust_output.CoverageOption,
+    assurance: Optional[float] = trust_output.AssuranceOption,
     batch_size: int = typer.Option(64, "--batch-size", help="Images decoded and scored per batch."),
     backbone: Optional[str] = options.BackboneOverrideOption,
     path_column: str = options.PathColumnOption,
@@ -114,11 +115,12 @@ def predict(
     from biomedvr_cli.distributed import init_distributed
     from biomedvr_cli.errors import EXIT_INVALID_INPUT
     from biomedvr_cli.pipeline.predict import check_predict_options
-    from biomedvr_cli.pipeline.trust import check_level
+    from biomedvr_cli.pipeline.trust import check_assurance, check_level
 
     output_format = output_format_for(output_format, out, json_out=json_out)
     check_predict_options(top_k=top_k, batch_size=batch_size)
     coverage = None if coverage is None else check_level(coverage)
+    assurance = check_assurance(assurance, coverage)
     if out is not None:  # before any work: an input given as --out, an existing file, a folder that cannot be written
         refuse_input_as_output(out, [*paths, adapter])
         check_writable(out, force=force)
@@ -133,8 +135,9 @@ def predict(
             if out is not None:
                 refuse_input_as_output(out, files)  # an image or a manifest's row named as --out
             gathered = _predict_shards(dist, files, adapter, top_k=top_k, batch_size=batch_size, explain=explain,
-                                       coverage=coverage, backbone=backbone, window=window, max_pixels=max_pixels, device=device,
-                                       allow_download=allow_download, accept_preprocessing=accept_preprocessing)
+                                       coverage=coverage, assurance=assurance, backbone=backbone, window=window,
+                                       max_pixels=max_pixels, device=device, allow_download=allow_download,
+                                       accept_preprocessing=accept_preprocessing)
         finally:
             dist.close()
         if gathered is None:  # not rank 0
@@ -148,25 +151,27 @@ def predict(
 
 
 def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch_size: int, explain: bool,
-                    coverage: Optional[float], backbone: Optional[str], window: Optional[str], max_pixels: int, device: str,
+                    coverage: Optional[float], assurance: Optional[float], backbone: Optional[str], window: Optional[str], max_pixels: int, device: str,
                     allow_download: Optional[bool], accept_preprocessing: bool) -> tuple[list[dict], int] | None:
     """This rank's share of the predictions; rank 0 gets every row in input order (and the class count)."""
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.distributed import merge_shards
     from biomedvr_cli.pipeline.predict import predict_files
     from biomedvr_cli.pipeline.predictor import load_predictor
-    from biomedvr_cli.pipeline.trust import require_calibration
+    from biomedvr_cli.pipeline.trust import require_calibration, sets_level
 
     mine = dist.shard(files, chunk=max(1, batch_size))
     predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
                                accept_preprocessing=accept_preprocessing, notify=render.warn)
-    for notice in require_calibration(predictor, coverage=coverage) if dist.is_main else []:
-        render.warn(notice)  # a level too high for the calibration (full sets), or a caveat
+    notices = require_calibration(predictor, coverage=coverage) + sets_level(predictor, coverage, assurance)[1]
+    for notice in notices if dist.is_main else []:
+        render.warn(notice)  # a level too high for the calibration (full sets), a caveat, the assured level
     with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
         task = bar.add_task("predict", total=len(mine), status="")
         shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
                                       decode=options.decode_options(window, max_pixels), explain=explain,
-                                      coverage=coverage, progress=lambda done, total: bar.update(task, completed=done))
+                                      coverage=coverage, assurance=assurance,
+                                      progress=lambda done, total: bar.update(task, completed=done))
     parts = dist.gather(shard_results)
     if parts is None:
         return None
