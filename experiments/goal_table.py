@@ -3,7 +3,8 @@
 Reads the per-job JSON files of one or more `biomedvr benchmark --out` folders and prints, per
 shot count, test accuracy (mean ± std over seeds) of each method on each dataset, then the
 goal checks for the default method against attribute zero-shot, the linear probe and the
-published baselines that are present. With several folders the checks pool every task of every
+published baselines that are present. Jobs that record the test accuracy of their untrained
+start (the VR methods as published) add a row "METHOD (untrained start)". With several folders the checks pool every task of every
 folder (each task's seeds averaged first):
 
     python experiments/goal_table.py experiments/results/heldout [more folders ...]
@@ -31,6 +32,8 @@ def load(folders: list[Path], renames: dict[tuple[Path, str], str]) -> dict[tupl
             job = json.loads(path.read_text(encoding="utf-8"))
             method = renames.get((folder.resolve(), job["method"]), job["method"])
             acc[(job["dataset"], method, int(job["shots"]))].append(100 * job["metrics"]["accuracy"])
+            if job.get("start_accuracy") is not None:  # VR methods as published: their untrained start, a row of its own
+                acc[(job["dataset"], f"{method} (untrained start)", int(job["shots"]))].append(100 * job["start_accuracy"])
     return acc
 
 

@@ -80,6 +80,8 @@ def test_goal_table_keeps_two_runs_of_one_method_apart(tmp_path: Path, capsys: p
 
 def test_goal_table_pools_tasks_of_several_folders_into_counts_and_an_interval(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
     goal_table = _load("goal_table")
     one, two = tmp_path / "set1", tmp_path / "set2"
     # default minus probe: -3 (task a), +1 (task b), +2 (task c); task a is also 1.5 below zero-shot
@@ -89,7 +91,10 @@ def test_goal_table_pools_tasks_of_several_folders_into_counts_and_an_interval(
         for seed in range(2):
             _job(folder, task, "linear-probe", 4, seed, probe)
             _job(folder, task, "biomedvr", 4, seed, ours)
+    record = {"dataset": "c", "method": "ar", "shots": 4, "seed": 0, "metrics": {"accuracy": 0.5}, "start_accuracy": 0.25}
+    (two / "jobs" / "c__ar__k4__s0.json").write_text(json.dumps(record))
     acc = goal_table.load([one, two], {})
+    assert acc[("c", "ar", 4)] == [50.0] and acc[("c", "ar (untrained start)", 4)] == [25.0]
     goal_table.goals(acc, ["a", "b", "c"], [4], "biomedvr")
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| 4 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
