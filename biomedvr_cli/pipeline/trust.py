@@ -29,12 +29,16 @@ class Predictor(Protocol):
     def assess(self, images: torch.Tensor, level: float | None = None, batch_size: int = 256) -> Assessment: ...
 
 
+def _fraction(value: object, what: str, hint: str) -> float:
+    """``value`` as a float strictly between 0 and 1 (UsageError, exit 2, otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and 0 < value < 1):
+        raise UsageError(f"the {what} must be a number between 0 and 1 (exclusive), got {value!r}", hint)
+    return float(value)
+
+
 def check_level(level: object) -> float:
     """A coverage level strictly between 0 and 1 (UsageError, exit 2, otherwise)."""
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not (math.isfinite(level) and 0 < level < 1):
-        raise UsageError(f"the coverage level must be a number between 0 and 1 (exclusive), got {level!r}",
-                         "pass --coverage 0.9 (level=0.9) for sets that hold the true class 9 times in 10")
-    return float(level)
+    return _fraction(level, "coverage level", "pass --coverage 0.9 (level=0.9) for sets that hold the true class 9 times in 10")
 
 
 def check_assurance(assurance: object, coverage: float | None) -> float | None:
@@ -43,11 +47,7 @@ def check_assurance(assurance: object, coverage: float | None) -> float | None:
         return None
     if coverage is None:
         raise UsageError("--assurance needs --coverage", "pass --coverage 0.9 --assurance 0.9")
-    if isinstance(assurance, bool) or not isinstance(assurance, numbers.Real) \
-            or not (math.isfinite(assurance) and 0 < assurance < 1):
-        raise UsageError(f"the assurance must be a number between 0 and 1 (exclusive), got {assurance!r}",
-                         "pass --assurance 0.9 for sets whose coverage reaches the level for 9 adapters in 10")
-    return float(assurance)
+    return _fraction(assurance, "assurance", "pass --assurance 0.9 for sets whose coverage reaches the level for 9 adapters in 10")
 
 
 def sets_level(predictor: Predictor, coverage: float | None, assurance: float | None) -> tuple[float | None, list[str]]:
