@@ -174,10 +174,11 @@ def test_head_tests_differ_where_the_gain_is_in_confidence() -> None:
     offsets = 0.3 * F.one_hot(labels, classes).float()
     wrong = torch.arange(labels.numel()) < 2
     offsets[wrong] = 0.3 * F.one_hot((labels[wrong] + 1) % classes, classes).float()
+    # at 1.5 standard errors 2 flips are noise (2 < 1.5 * sqrt(2)); at today's 0.5 they would pass
     by_either = fit_feature_head(offsets, features, labels, classes, seed=0,
-                                 config=MethodConfig(head_folds=4, head_test="either"))
+                                 config=MethodConfig(head_folds=4, head_test="either", head_clear_z=1.5))
     by_accuracy = fit_feature_head(offsets, features, labels, classes, seed=0,
-                                   config=MethodConfig(head_folds=4, head_test="accuracy"))
+                                   config=MethodConfig(head_folds=4, head_test="accuracy", head_clear_z=1.5))
     assert not math.isinf(by_either.penalty) and by_either.cv_accuracy >= by_either.start_cv_accuracy
     assert math.isinf(by_accuracy.penalty)
     with pytest.raises(ValueError, match="unknown head test"):
@@ -227,18 +228,31 @@ def test_invalid_method_choices() -> None:
 
 
 def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
-    """The penalty is chosen by cross-validation; noise features never beat the sentence scores."""
+    """The penalty is chosen by cross-validation; a head on noise features costs nothing on new images."""
     import math
 
     from biomedvr_cli.method.feature_head import fit_feature_head, solve
 
     torch.manual_seed(0)
     classes, dim, per_class = 4, 32, 10
-    labels = torch.arange(classes * per_class) % classes
-    noise = F.normalize(torch.randn(labels.numel(), dim), dim=1)
-    offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(labels.numel(), 1) < 0.6)  # a 60%-right start
+
+    def draw(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        labels = torch.arange(count) % classes
+        noise = F.normalize(torch.randn(count, dim), dim=1)
+        offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(count, 1) < 0.6)  # a 60%-right start
+        return offsets, noise, labels
+
+    offsets, noise, labels = draw(classes * per_class)
+    strict = fit_feature_head(offsets, noise, labels, classes, seed=0, config=MethodConfig(head_clear_z=1.5))
+    assert math.isinf(strict.penalty) and torch.count_nonzero(strict.weight) == 0 and strict.folds == 5
     fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=MethodConfig())
-    assert math.isinf(fit.penalty) and torch.count_nonzero(fit.weight) == 0 and fit.folds == 5
+    # at 0.5 standard errors this draw lets a head through (it rescales the start and breaks its ties),
+    # with a strong penalty: on new noise images it is no worse than the start
+    assert fit.penalty >= 1e-2
+    new_offsets, new_noise, new_labels = draw(4000)
+    head = fit.scale * new_offsets + new_noise @ fit.weight.t() + fit.bias
+    change = (head.argmax(1) == new_labels).float().mean() - (new_offsets.argmax(1) == new_labels).float().mean()
+    assert change > -0.01
     prototypes = F.normalize(torch.randn(classes, dim), dim=1)
     signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
     fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=MethodConfig())

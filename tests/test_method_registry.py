@@ -188,8 +188,22 @@ def test_feature_head_reads_its_constants_from_the_config() -> None:
     start = torch.zeros(40, classes)
     quick = MethodConfig(head_folds=2, head_penalties=(0.5,), head_lbfgs_steps=20)
     assert fit_feature_head(start, signal, labels, classes, seed=0, config=quick).penalty == 0.5  # only the config's
-    strict = replace(quick, clear_z=1e6)
+    strict = replace(quick, head_clear_z=1e6)
     assert math.isinf(fit_feature_head(start, signal, labels, classes, seed=0, config=strict).penalty)  # none that clear
+    vr_only = replace(quick, clear_z=1e6)  # the VR epochs' check does not govern the head
+    assert fit_feature_head(start, signal, labels, classes, seed=0, config=vr_only).penalty == 0.5
+
+
+def test_head_clear_z_is_its_own_setting_and_old_adapters_read_clear_z() -> None:
+    config = MethodConfig()
+    assert (config.head_clear_z, config.clear_z) == (0.5, 1.5)
+    assert MethodConfig.from_dict(config.to_dict()) == config
+    older = {k: v for k, v in config.to_dict().items() if k != "head_clear_z"}
+    assert MethodConfig.from_dict(older).head_clear_z == 1.5  # the head used clear_z before the field existed
+    assert MethodConfig.from_dict({**older, "clear_z": 2.0}).head_clear_z == 2.0
+    for bad in (-0.1, math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match="head_clear_z"):
+            MethodConfig(head_clear_z=bad)
 
 
 def test_adapter_records_the_constants_and_older_adapters_read_todays(tmp_path: Path, tiny_backbone_spec: str) -> None:
@@ -204,4 +218,5 @@ def test_adapter_records_the_constants_and_older_adapters_read_todays(tmp_path: 
     assert MethodConfig.from_dict(recorded).to_dict() == recorded
     older = {k: v for k, v in recorded.items() if k not in ("clear_z", "head_penalties", "head_lbfgs_steps",
                                                                "head_likelihood_min")}
+    older["head_clear_z"] = recorded["head_clear_z"]  # a field of its own since 2026-12-07 (its legacy value: above)
     assert MethodConfig.from_dict(older) == MethodConfig.from_dict(recorded)

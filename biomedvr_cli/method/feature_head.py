@@ -110,9 +110,10 @@ def clearly_better(correct: torch.Tensor, start_correct: torch.Tensor, z: float)
     """A paired (McNemar-style) check that a head beats the start by ``z`` standard errors.
 
     ``gained`` images the head gets right and the start gets wrong, ``lost`` the reverse; the
-    head must gain more than ``z * sqrt(gained + lost)`` net (``MethodConfig.clear_z``, where
-    the value and how it was chosen are recorded). Picking the best of several penalties on a
-    few held-out images would otherwise reward noise.
+    head must gain more than ``z * sqrt(gained + lost)`` net (``MethodConfig.head_clear_z`` for
+    a feature head, ``clear_z`` for a trained VR epoch, where the values and how they were chosen
+    are recorded). Picking the best of several penalties on a few held-out images would otherwise
+    reward noise.
     """
     gained, lost = _flips(correct, start_correct)
     return gained - lost > z * math.sqrt(gained + lost)
@@ -141,7 +142,8 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
     """Choose the penalty by cross-validation, then fit on every image. Inputs are on the CPU.
 
     The sentence scorer (``inf``) is kept unless some penalty of ``config.head_penalties``
-    passes ``config.head_test`` on held-out folds (at most ``config.head_folds``); among
+    passes ``config.head_test`` (at ``config.head_clear_z`` standard errors) on held-out folds (at
+    most ``config.head_folds``); among
     those, the lowest held-out log-loss wins, then the better accuracy (``config.head_select``
     ``"log-loss"``), or the best accuracy, then the lower log-loss (``"accuracy"``).
     ``accuracy``: the head gets clearly
@@ -153,7 +155,7 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
     """
     offsets, features = offsets.float().cpu(), features.float().cpu()
     labels = labels.long().cpu()
-    steps, z = config.head_lbfgs_steps, config.clear_z
+    steps, z = config.head_lbfgs_steps, config.head_clear_z
     per_class = torch.bincount(labels, minlength=num_classes)
     folds = min(config.head_folds, int(per_class.max()))
     if folds < 2 or labels.numel() < 2 * num_classes:

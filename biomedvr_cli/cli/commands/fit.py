@@ -34,6 +34,7 @@ _SETTING_OPTIONS = {
     "margin": ("margin", "--margin"), "no_confusion_loss": ("confusion_loss", "--no-confusion-loss"),
     "no_negative": ("negative", "--no-negative"), "no_feature_head": ("feature_head", "--no-feature-head"),
     "head_test": ("head_test", "--head-test"), "head_select": ("head_select", "--head-select"),
+    "head_clear_z": ("head_clear_z", "--head-clear-z"),
     "top_k": ("k", "--top-k-sentences"), "k_alias": ("k", "--k"),
     "max_sentences": ("m", "--max-sentences"), "m_alias": ("m", "--m"), "recipe": ("recipe", "--recipe"),
 }
@@ -91,6 +92,10 @@ def fit(
         _DEFAULTS.head_select, "--head-select", rich_help_panel=METHOD,
         help="How the feature head's penalty is chosen among those that pass the test: log-loss (lowest held-out "
              "log-loss) or accuracy (most held-out images right)."),
+    head_clear_z: float = typer.Option(
+        _DEFAULTS.head_clear_z, "--head-clear-z", min=0.0, rich_help_panel=METHOD,
+        help="Standard errors the feature head must gain by over the sentence scores in cross-validation "
+             "(higher keeps zero-shot more often; 1.5 until 2026-12-07)."),
     top_k: int = typer.Option(_DEFAULTS.k, "--top-k-sentences", rich_help_panel=METHOD,
                               help="Top-k sentences averaged per class (k-nearest attribute scoring)."),
     k_alias: Optional[int] = typer.Option(None, "--k", hidden=True, help="Old spelling of --top-k-sentences."),
