@@ -353,6 +353,8 @@ ROWS: list[Row] = [
     Row("fit-unknown-recipe", lambda e: fit(e, None, "--recipe", "slow"), 2, ("--recipe", "'slow' is not one of")),
     Row("fit-unknown-vr", lambda e: fit(e, None, "--vr", "swirl"), 2, ("--vr", "'swirl' is not one of")),
     Row("fit-unknown-head-test", lambda e: fit(e, None, "--head-test", "vibes"), 2, ("--head-test", "'vibes' is not one of")),
+    Row("fit-head-clear-z-negative", lambda e: fit(e, None, "--head-clear-z", "-1"), 2, ("--head-clear-z",)),
+    Row("fit-head-clear-z-nan", lambda e: fit(e, None, "--head-clear-z", "nan"), 2, ("--head-clear-z",)),
     # --- fit: outputs (#2, #13) ----------------------------------------------------------
     Row("fit-out-under-a-file (#2)", lambda e: [*fit(e)[:-2], "--out", e.tmp / "f.txt" / "a.safetensors"], 2,
         ("cannot write a.safetensors", "not a folder"), setup=lambda e: e.text("f.txt", "x")),

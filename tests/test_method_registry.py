@@ -124,6 +124,8 @@ def test_paper_flag_is_the_paper_method(capture_fit) -> None:
     (["--method", "biomedvr", "--no-feature-head"], "--no-feature-head conflicts with --method biomedvr"),
     (["--paper", "--method", "attrvr"], "conflicts with --method attrvr"),
     (["--method", "ar", "--attributes", "a.json"], "--attributes conflicts with --method ar"),
+    (["--method", "biomedvr-strict-head", "--head-clear-z", "0.5"],
+     "--head-clear-z 0.5 conflicts with --method biomedvr-strict-head"),
     (["--top-k-sentences", "4", "--k", "3"], "disagree"),
     (["--method", "linear-probe"], "'linear-probe' is not one of"),
 ])
@@ -140,6 +142,8 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert request.method == replace(MethodConfig(), vr="padding", feature_head=False, k=5, m=7)
     assert request.recipe == "paper"
     assert capture_fit("--top-k-sentences", "4", "--max-sentences", "9").method == replace(MethodConfig(), k=4, m=9)
+    assert capture_fit("--head-clear-z", "1.5").method == capture_fit("--method", "biomedvr-strict-head").method
+    assert capture_fit("--head-clear-z", "1.5").method == replace(MethodConfig(), head_clear_z=1.5)
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:
@@ -218,5 +222,5 @@ def test_adapter_records_the_constants_and_older_adapters_read_todays(tmp_path: 
     assert MethodConfig.from_dict(recorded).to_dict() == recorded
     older = {k: v for k, v in recorded.items() if k not in ("clear_z", "head_penalties", "head_lbfgs_steps",
                                                                "head_likelihood_min")}
-    older["head_clear_z"] = recorded["head_clear_z"]  # a field of its own since 2026-12-07 (its legacy value: above)
+    older["head_clear_z"] = recorded["head_clear_z"]  # a field of its own since 2026-12-06 (its legacy value: above)
     assert MethodConfig.from_dict(older) == MethodConfig.from_dict(recorded)

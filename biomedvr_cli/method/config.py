@@ -62,7 +62,7 @@ class MethodConfig:
     # zero-shot scorer where a head was 20 points better).
     clear_z: float = 1.5
     # The same, for the feature head against the sentence scores in cross-validation. 0.5 since
-    # 2026-12-07, chosen on the built-in tasks (experiments/head_gate_study.py, docs/method.md):
+    # 2026-12-06, chosen on the built-in tasks (experiments/head_gate_study.py, docs/method.md):
     # at 1.5 the check kept zero-shot on draws where a head was right on several more held-out
     # images; log-loss then picks a strong penalty where the evidence is thin. Adapters written
     # before this field used ``clear_z`` here.

@@ -95,7 +95,7 @@ def fit(
     head_clear_z: float = typer.Option(
         _DEFAULTS.head_clear_z, "--head-clear-z", min=0.0, rich_help_panel=METHOD,
         help="Standard errors the feature head must gain by over the sentence scores in cross-validation "
-             "(higher keeps zero-shot more often; 1.5 until 2026-12-07)."),
+             "(higher keeps zero-shot more often; 1.5 until 2026-12-06)."),
     top_k: int = typer.Option(_DEFAULTS.k, "--top-k-sentences", rich_help_panel=METHOD,
                               help="Top-k sentences averaged per class (k-nearest attribute scoring)."),
     k_alias: Optional[int] = typer.Option(None, "--k", hidden=True, help="Old spelling of --top-k-sentences."),
