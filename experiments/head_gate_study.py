@@ -73,13 +73,21 @@ def _passes(c: Candidate, start: Candidate, z: float, likelihood: bool, arm: str
     return False
 
 
-def rule(z: float = 1.5, select: str = "log-loss", arm: str = "either", likelihood_min: int = 8):
-    """A decision rule shaped like fit_feature_head's: test each penalty, then pick by ``select``."""
+DECADES = MethodConfig().head_penalties
+# Half-decade steps over the same range: does a finer grid find a better penalty? (--grid half)
+HALF_DECADES = tuple(float(f"{10.0 ** (-e / 2):.3g}") for e in range(2, 13))
+
+
+def rule(z: float = 0.5, select: str = "log-loss", arm: str = "either", likelihood_min: int = 8,
+         grid: tuple[float, ...] = DECADES):
+    """A decision rule shaped like fit_feature_head's: test each penalty of ``grid``, then pick by ``select``."""
 
     def choose(cell: Cell) -> Candidate:
         best, best_key = cell.start, _key(cell.start, select)
         likelihood = cell.per_class_min >= likelihood_min
         for c in cell.heads:
+            if c.penalty not in grid:
+                continue
             if _passes(c, cell.start, z, likelihood, arm) and _key(c, select) > best_key:
                 best, best_key = c, _key(c, select)
         return best
@@ -87,15 +95,22 @@ def rule(z: float = 1.5, select: str = "log-loss", arm: str = "either", likeliho
     return choose
 
 
+def oracle(cell: Cell) -> Candidate:
+    """Not a rule: the candidate with the best *test* accuracy (the ceiling of any choice)."""
+    return max([cell.start, *cell.heads], key=lambda c: c.test_accuracy)
+
+
+# Rules of the default's shape at head_clear_z 0.5 (the default since 2026-12-06; ``z=1.5`` the
+# rule before it). Rules over the half-decade grid need ``--grid half``.
 RULES = {
     "current": rule(),
-    "z=1.0": rule(z=1.0),
-    "z=0.5": rule(z=0.5),
+    "z=1.5": rule(z=1.5),
     "z=0": rule(z=0.0),
     "accuracy-select": rule(select="accuracy"),
     "no-test log-loss": rule(arm="none"),
-    "no-test accuracy": rule(arm="none", select="accuracy"),
-    "z=1.0 accuracy": rule(z=1.0, select="accuracy"),
+    "half-decades": rule(grid=HALF_DECADES),
+    "half-decades accuracy": rule(grid=HALF_DECADES, select="accuracy"),
+    "oracle (test)": oracle,
 }
 
 
@@ -153,7 +168,7 @@ def builtin_cells(args, config) -> list[tuple[str, int, int, Cell]]:
                                                  test_labels=ty)
                 if made is None:
                     continue
-                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=config)
+                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=MethodConfig())
                 cell = Cell(made[0], made[1], per_class_min, zs, probe_acc, fit.penalty)
                 out.append((spec.name, shots, seed, cell))
                 print(f"{spec.name} K={shots} s{seed}: zs {zs:.3f} probe {probe_acc:.3f} "
@@ -224,9 +239,12 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--noise-draws", type=int, default=30)
     parser.add_argument("--noise-per-class", default="8,20", help="images a class in the noise draws (8, 20: K = 4, 16)")
+    parser.add_argument("--grid", choices=("decades", "half"), default="decades",
+                        help="penalties computed per cell: the default's (decades) or half-decade steps too")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    config = MethodConfig()
+    grid = DECADES if args.grid == "decades" else tuple(sorted(set(DECADES) | set(HALF_DECADES), reverse=True))
+    config = MethodConfig(head_penalties=grid)
     cells = builtin_cells(args, config)
     mismatched = [(n, k, s) for n, k, s, c in cells if RULES["current"](c).penalty != c.chosen_by_fit]
     if mismatched:

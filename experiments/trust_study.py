@@ -13,6 +13,12 @@ task in the list).
 The goals (issue #18): mean coverage at 0.9 within 0.87 to 0.95 on every held-out task, mean set
 size at most 0.6 x the number of classes, outlier AUROC at least 0.95 against real images.
 
+``--streams per-task`` gives each task its own random images: the dataset of seed ``s`` is made
+with ``s + 1000 * (1 + crc32(task name) % 997)`` instead of ``s`` (the fit still draws with
+``s``). With ``shared`` (the default, every run before 2026-12-07) every task's images of one
+seed come from the same random stream, so a draw that happens to make the labelled images
+easier than the test images does so on many tasks at once (docs/trust.md).
+
 ``--summarize FILE ...`` runs nothing: it reads earlier ``--out`` files and prints the table and
 the goal checks pooled over every task in them.
 """
@@ -24,6 +30,7 @@ import json
 import statistics
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real" / "breastmnist.npz"
@@ -56,6 +63,13 @@ def real_images(out: Path, count: int) -> Path | None:
     return out
 
 
+def data_seed(name: str, seed: int, streams: str) -> int:
+    """The seed the task's dataset is made with (see ``--streams`` in the module docstring)."""
+    if streams == "shared":
+        return seed
+    return seed + 1000 * (1 + zlib.crc32(name.encode("utf-8")) % 997)
+
+
 def run_one(task: str, other: str | None, seed: int, args: argparse.Namespace, real: Path | None) -> dict:
     """Fit one task at one seed and measure sets and outlier flags on its test images."""
     from biomedvr_cli.pipeline.evaluate import evaluate_adapter
@@ -63,13 +77,14 @@ def run_one(task: str, other: str | None, seed: int, args: argparse.Namespace, r
     from biomedvr_cli.pipeline.predictor import load_predictor
 
     name = Path(task).stem if task.endswith(".json") else task
-    data = make_dataset(task, args.workdir / f"{name}-s{seed}", seed=seed, train=args.train_per_class,
-                        test=args.test_per_class, shift=args.shift)
+    data = make_dataset(task, args.workdir / f"{name}-s{seed}", seed=data_seed(name, seed, args.streams),
+                        train=args.train_per_class, test=args.test_per_class, shift=args.shift)
     adapter = args.workdir / f"{name}-s{seed}-k{args.shots}.safetensors"
     fit_adapter(FitRequest(images=data, shots=args.shots, out=adapter, attributes=data / "attributes.json",
                            backbone="sandbox", seed=seed, device=args.device, force=True))
     predictor = load_predictor(adapter, device=args.device)
-    row = {"task": name, "seed": seed, "shots": args.shots, "classes": len(predictor.classes),
+    row = {"task": name, "seed": seed, "data_seed": data_seed(name, seed, args.streams), "shots": args.shots,
+           "classes": len(predictor.classes),
            "calibration": predictor.adapter.config.calibration}
     report = evaluate_adapter(data, adapter, predictor=predictor, coverage=args.level, outliers=real)
     metrics = report["metrics"]
@@ -78,8 +93,8 @@ def run_one(task: str, other: str | None, seed: int, args: argparse.Namespace, r
     row["size_ratio"] = metrics["mean_set_size"] / row["classes"]
     if other is not None:
         other_name = Path(other).stem if other.endswith(".json") else other
-        other_data = make_dataset(other, args.workdir / f"{other_name}-s{seed}", seed=seed, train=args.train_per_class,
-                                  test=args.test_per_class, shift=args.shift)
+        other_data = make_dataset(other, args.workdir / f"{other_name}-s{seed}", seed=data_seed(other_name, seed, args.streams),
+                                  train=args.train_per_class, test=args.test_per_class, shift=args.shift)
         cells = evaluate_adapter(data, adapter, predictor=predictor, outliers=other_data / "test")["metrics"]
         row["other_task"], row["other_task_auroc"] = other_name, cells["outlier_auroc"]
     return row
@@ -150,6 +165,8 @@ def main() -> None:
     parser.add_argument("--level", type=float, default=0.9)
     parser.add_argument("--shift", default="default",
                         help="shift of train and test images: the task's default (as the held-out suites), or none ...")
+    parser.add_argument("--streams", choices=("shared", "per-task"), default="shared",
+                        help="random images per seed shared by every task (as before), or each task its own")
     parser.add_argument("--train-per-class", type=int, default=24)
     parser.add_argument("--test-per-class", type=int, default=40)
     parser.add_argument("--other-task", default=None,

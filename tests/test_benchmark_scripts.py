@@ -124,3 +124,32 @@ def test_trust_study_summarize_pools_goal_checks_over_tasks(tmp_path: Path) -> N
     refused = subprocess.run([sys.executable, str(ROOT / "experiments" / "trust_study.py")], capture_output=True,
                              text=True, timeout=120)
     assert refused.returncode == 2 and "--tasks and --workdir are required" in refused.stderr
+
+
+def test_trust_study_per_task_streams_give_each_task_its_own_images() -> None:
+    study = _load("trust_study")
+    assert [study.data_seed("urine-sediment", s, "shared") for s in (0, 1, 2)] == [0, 1, 2]
+    mine = [study.data_seed("urine-sediment", s, "per-task") for s in (0, 1, 2)]
+    other = [study.data_seed("tear-film", s, "per-task") for s in (0, 1, 2)]
+    assert len(set(mine + other)) == 6 and min(mine + other) >= 1000  # never the shared streams 0, 1, 2
+    assert mine == [study.data_seed("urine-sediment", s, "per-task") for s in (0, 1, 2)]  # stable between runs
+
+
+def test_coverage_chance_matches_the_beta_law_of_split_conformal() -> None:
+    import math
+
+    import numpy as np
+
+    chance = _load("coverage_chance")
+    rng = np.random.default_rng(0)
+    # One fit, n = 60, a very large test set: the mean is r / (n + 1) and the spread the Beta law's.
+    means = chance.simulate([(60, 1000)], level=0.9, test_per_class=1000, draws=40_000, rng=rng)
+    rank = math.ceil(0.9 * 61)
+    expected_sd = math.sqrt(rank * (61 - rank) / (61 ** 2 * 62))
+    assert means.mean() == pytest.approx(rank / 61, abs=0.002)
+    assert means.std() == pytest.approx(expected_sd, rel=0.05)
+    # More calibration images, less chance of leaving the band 0.87 to 0.95.
+    small = chance.simulate([(48, 4)] * 3, level=0.9, test_per_class=40, draws=40_000, rng=rng)
+    large = chance.simulate([(960, 4)] * 3, level=0.9, test_per_class=400, draws=40_000, rng=rng)
+    outside = [float(((m < 0.87) | (m > 0.95)).mean()) for m in (small, large)]
+    assert outside[0] > 0.08 and outside[1] < 0.001
