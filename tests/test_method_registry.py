@@ -144,6 +144,9 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert capture_fit("--top-k-sentences", "4", "--max-sentences", "9").method == replace(MethodConfig(), k=4, m=9)
     assert capture_fit("--head-clear-z", "1.5").method == capture_fit("--method", "biomedvr-strict-head").method
     assert capture_fit("--head-clear-z", "1.5").method == replace(MethodConfig(), head_clear_z=1.5)
+    # the grid before 2026-12-07 is a named variant; every other setting is the default's
+    assert capture_fit("--method", "biomedvr-decade-grid").method == replace(
+        MethodConfig(), head_penalties=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6))
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:
@@ -170,7 +173,7 @@ def test_method_constants_are_config_fields_not_module_globals() -> None:
     assert not {"CLEAR_Z", "PENALTY_GRID", "LIKELIHOOD_MIN_PER_CLASS", "_LBFGS_STEPS"} & set(vars(feature_head))
     config = MethodConfig()
     assert (config.clear_z, config.head_lbfgs_steps, config.head_likelihood_min) == (1.5, 100, 8)
-    assert config.head_penalties == (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+    assert config.head_penalties == (1e-1, 3.16e-2, 1e-2, 3.16e-3, 1e-3, 3.16e-4, 1e-4, 3.16e-5, 1e-5, 3.16e-6, 1e-6)
     assert set(HEAD_ONLY_FIELDS) <= {f.name for f in fields(MethodConfig)}
     for bad in ({"clear_z": -1.0}, {"head_penalties": []}, {"head_penalties": [1e-3, 1e-2]},
                 {"head_penalties": [math.inf]}, {"head_lbfgs_steps": 0}, {"head_likelihood_min": 1.5}):
@@ -223,4 +226,7 @@ def test_adapter_records_the_constants_and_older_adapters_read_todays(tmp_path: 
     older = {k: v for k, v in recorded.items() if k not in ("clear_z", "head_penalties", "head_lbfgs_steps",
                                                                "head_likelihood_min")}
     older["head_clear_z"] = recorded["head_clear_z"]  # a field of its own since 2026-12-06 (its legacy value: above)
-    assert MethodConfig.from_dict(older) == MethodConfig.from_dict(recorded)
+    # Half-decade penalties since 2026-12-07: an adapter that does not record its grid searched decades.
+    assert MethodConfig.from_dict(older).head_penalties == (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+    assert MethodConfig.from_dict(older) == MethodConfig.from_dict({**recorded, "head_penalties": [1e-1, 1e-2, 1e-3,
+                                                                                                   1e-4, 1e-5, 1e-6]})

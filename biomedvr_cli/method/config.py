@@ -25,7 +25,11 @@ HEAD_TESTS = ("either", "accuracy")
 HEAD_SELECTIONS = ("log-loss", "accuracy")
 # The feature head's penalties tried after the sentence scores alone (penalty inf, always tried
 # first), strongest first: a logistic-regression probe on these features needs about 1e-5.
-HEAD_PENALTIES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+# Half-decade steps since 2026-12-07 (chosen on the built-in tasks, experiments/head_gate_study.py
+# --grid half; docs/method.md): decades (DECADE_PENALTIES, before) missed the best penalty by
+# enough to cost points at 4 and 8 shots.
+DECADE_PENALTIES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+HEAD_PENALTIES = (1e-1, 3.16e-2, 1e-2, 3.16e-3, 1e-3, 3.16e-4, 1e-4, 3.16e-5, 1e-5, 3.16e-6, 1e-6)
 # Settings that matter only with a feature head (left out of a benchmark job's settings without one).
 HEAD_ONLY_FIELDS = ("head_folds", "head_test", "head_select", "head_clear_z", "head_penalties",
                     "head_lbfgs_steps", "head_likelihood_min")
@@ -132,12 +136,12 @@ class MethodConfig:
         Adapters written before a field existed get that field's old behaviour, not today's
         default: ``combine`` was ``add``, there was no feature head, and later the head was tested
         and its penalty chosen by accuracy. The constants recorded since 0.3.0 (``clear_z`` and the ``head_*`` ones)
-        had today's values before, so a missing one reads as today's default; ``head_clear_z`` did not
-        exist and the head used ``clear_z``.
+        had today's values before, so a missing one reads as today's default, except that
+        ``head_clear_z`` did not exist (the head used ``clear_z``) and the penalties were decades.
         """
         known = {f.name for f in fields(cls)}
         legacy = {"combine": "add", "feature_head": False, "head_test": "accuracy", "head_select": "accuracy",
-                  "head_clear_z": data.get("clear_z", cls.clear_z)}
+                  "head_clear_z": data.get("clear_z", cls.clear_z), "head_penalties": DECADE_PENALTIES}
         values = {**{k: v for k, v in legacy.items() if k not in data}, **{k: v for k, v in data.items() if k in known}}
         return cls(**values)
 
