@@ -5,8 +5,9 @@ Issue #17's K = 4 misses are of two kinds: the paired check keeps the sentence s
 strong that it stays near the start. This study computes, once per dataset, K and seed, the
 cross-validated correctness and log-loss of every penalty (the folds of `fit_feature_head`),
 the test accuracy of the head refitted at each penalty, zero-shot and the benchmark's fair
-probe; then it applies each decision rule to the same numbers. The rule ``current`` must pick
-what `fit_feature_head` picks (checked on every cell).
+probe; then it applies each decision rule to the same numbers. The rule ``current`` (today's
+default over the penalties computed, ``--grid``) must pick what `fit_feature_head` picks
+(checked on every cell).
 
 It also draws tasks whose image features carry no information (as `feature_head_study.py
 --noise-draws`) and reports what each rule costs there: the price of letting heads through.
@@ -15,6 +16,11 @@ Design tool for the built-in tasks (experiments/tuning-suite.json); never run it
 held-out suite to tune.
 
     OMP_NUM_THREADS=1 python experiments/head_gate_study.py --shots 4,16 --seeds 10 --out experiments/results/head-gate-builtin.json
+
+The rules were renamed as the default moved: in ``head-gate-builtin*.json`` (commit 4a5c2de's
+script) ``current`` is z = 1.5 over decades; in ``head-grid-builtin*.json`` (commit db342a1's)
+``current`` is z = 0.5 over decades and ``half-decades`` today's default. Run now, ``current``
+is today's default and ``decades`` the one before it.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from biomedvr_cli.method import feature_head as fh
-from biomedvr_cli.method.config import MethodConfig
+from biomedvr_cli.method.config import DECADE_PENALTIES, MethodConfig
 
 
 @dataclass
@@ -73,20 +79,20 @@ def _passes(c: Candidate, start: Candidate, z: float, likelihood: bool, arm: str
     return False
 
 
-DECADES = MethodConfig().head_penalties
-# Half-decade steps over the same range: does a finer grid find a better penalty? (--grid half)
-HALF_DECADES = tuple(float(f"{10.0 ** (-e / 2):.3g}") for e in range(2, 13))
+DECADES = DECADE_PENALTIES  # the grid before 2026-12-07
+HALF_DECADES = MethodConfig().head_penalties  # today's: half-decade steps over the same range
 
 
 def rule(z: float = 0.5, select: str = "log-loss", arm: str = "either", likelihood_min: int = 8,
-         grid: tuple[float, ...] = DECADES):
-    """A decision rule shaped like fit_feature_head's: test each penalty of ``grid``, then pick by ``select``."""
+         grid: tuple[float, ...] | None = None):
+    """A decision rule shaped like fit_feature_head's: test each penalty of ``grid`` (None: every
+    penalty computed), then pick by ``select``."""
 
     def choose(cell: Cell) -> Candidate:
         best, best_key = cell.start, _key(cell.start, select)
         likelihood = cell.per_class_min >= likelihood_min
         for c in cell.heads:
-            if c.penalty not in grid:
+            if grid is not None and c.penalty not in grid:
                 continue
             if _passes(c, cell.start, z, likelihood, arm) and _key(c, select) > best_key:
                 best, best_key = c, _key(c, select)
@@ -100,16 +106,15 @@ def oracle(cell: Cell) -> Candidate:
     return max([cell.start, *cell.heads], key=lambda c: c.test_accuracy)
 
 
-# Rules of the default's shape at head_clear_z 0.5 (the default since 2026-12-06; ``z=1.5`` the
-# rule before it). Rules over the half-decade grid need ``--grid half``.
+# Rules of the default's shape (head_clear_z 0.5, log-loss) over every penalty computed, and
+# variants; ``decades`` is the default before 2026-12-07, ``decades z=1.5`` the one before that.
 RULES = {
     "current": rule(),
-    "z=1.5": rule(z=1.5),
+    "decades": rule(grid=DECADES),
+    "decades z=1.5": rule(z=1.5, grid=DECADES),
     "z=0": rule(z=0.0),
     "accuracy-select": rule(select="accuracy"),
     "no-test log-loss": rule(arm="none"),
-    "half-decades": rule(grid=HALF_DECADES),
-    "half-decades accuracy": rule(grid=HALF_DECADES, select="accuracy"),
     "oracle (test)": oracle,
 }
 
@@ -168,7 +173,7 @@ def builtin_cells(args, config) -> list[tuple[str, int, int, Cell]]:
                                                  test_labels=ty)
                 if made is None:
                     continue
-                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=MethodConfig())
+                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=config)
                 cell = Cell(made[0], made[1], per_class_min, zs, probe_acc, fit.penalty)
                 out.append((spec.name, shots, seed, cell))
                 print(f"{spec.name} K={shots} s{seed}: zs {zs:.3f} probe {probe_acc:.3f} "
@@ -239,12 +244,11 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--noise-draws", type=int, default=30)
     parser.add_argument("--noise-per-class", default="8,20", help="images a class in the noise draws (8, 20: K = 4, 16)")
-    parser.add_argument("--grid", choices=("decades", "half"), default="decades",
-                        help="penalties computed per cell: the default's (decades) or half-decade steps too")
+    parser.add_argument("--grid", choices=("decades", "half"), default="half",
+                        help="penalties computed per cell: today's half-decade steps, or decades only (as before 2026-12-07)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    grid = DECADES if args.grid == "decades" else tuple(sorted(set(DECADES) | set(HALF_DECADES), reverse=True))
-    config = MethodConfig(head_penalties=grid)
+    config = MethodConfig(head_penalties=DECADES if args.grid == "decades" else HALF_DECADES)
     cells = builtin_cells(args, config)
     mismatched = [(n, k, s) for n, k, s, c in cells if RULES["current"](c).penalty != c.chosen_by_fit]
     if mismatched:
