@@ -26,8 +26,8 @@ HEAD_SELECTIONS = ("log-loss", "accuracy")
 # The feature head's penalties tried after the sentence scores alone (penalty inf, always tried
 # first), strongest first: a logistic-regression probe on these features needs about 1e-5.
 # Half-decade steps since 2026-12-07 (chosen on the built-in tasks, experiments/head_gate_study.py
-# --grid half; docs/method.md): decades (DECADE_PENALTIES, before) missed the best penalty by
-# enough to cost points at 4 and 8 shots.
+# --grid half; docs/results.md#the-penalty-grid-half-decades): between decades (DECADE_PENALTIES,
+# before) the choice had to take one of two penalties bracketing the best, at some cost at 4 and 8 shots.
 DECADE_PENALTIES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 HEAD_PENALTIES = (1e-1, 3.16e-2, 1e-2, 3.16e-3, 1e-3, 3.16e-4, 1e-4, 3.16e-5, 1e-5, 3.16e-6, 1e-6)
 # Settings that matter only with a feature head (left out of a benchmark job's settings without one).
