@@ -176,9 +176,10 @@ def test_head_tests_differ_where_the_gain_is_in_confidence() -> None:
     offsets[wrong] = 0.3 * F.one_hot((labels[wrong] + 1) % classes, classes).float()
     # at 1.5 standard errors 2 flips are noise (2 < 1.5 * sqrt(2)); at today's 0.5 they would pass
     by_either = fit_feature_head(offsets, features, labels, classes, seed=0,
-                                 config=MethodConfig(head_folds=4, head_test="either", head_clear_z=1.5))
+                                 config=MethodConfig(head_folds=4, head_combine="select", head_test="either", head_clear_z=1.5))
     by_accuracy = fit_feature_head(offsets, features, labels, classes, seed=0,
-                                   config=MethodConfig(head_folds=4, head_test="accuracy", head_clear_z=1.5))
+                                   config=MethodConfig(head_folds=4, head_combine="select", head_test="accuracy",
+                                                       head_clear_z=1.5))
     assert not math.isinf(by_either.penalty) and by_either.cv_accuracy >= by_either.start_cv_accuracy
     assert math.isinf(by_accuracy.penalty)
     with pytest.raises(ValueError, match="unknown head test"):
@@ -243,9 +244,10 @@ def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
         return offsets, noise, labels
 
     offsets, noise, labels = draw(classes * per_class)
-    strict = fit_feature_head(offsets, noise, labels, classes, seed=0, config=MethodConfig(head_clear_z=1.5))
+    select = MethodConfig(head_combine="select")
+    strict = fit_feature_head(offsets, noise, labels, classes, seed=0, config=dataclasses.replace(select, head_clear_z=1.5))
     assert math.isinf(strict.penalty) and torch.count_nonzero(strict.weight) == 0 and strict.folds == 5
-    fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=MethodConfig())
+    fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=select)
     # at 0.5 standard errors this draw lets a head through (it rescales the start and breaks its ties),
     # with a strong penalty: on new noise images it is no worse than the start
     assert fit.penalty >= 1e-2
@@ -255,7 +257,7 @@ def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
     assert change > -0.01
     prototypes = F.normalize(torch.randn(classes, dim), dim=1)
     signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
-    fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=MethodConfig())
+    fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=select)
     assert not math.isinf(fit.penalty) and fit.cv_accuracy > 0.9 > fit.start_cv_accuracy
     # a stronger penalty keeps the head closer to the start
     weak, _, _ = solve(offsets, signal, labels, classes, 0.001, steps=100)
@@ -306,7 +308,7 @@ def test_head_penalty_is_chosen_by_the_configured_rule(monkeypatch, select: str,
 
     monkeypatch.setattr(feature_head, "_cross_validate", fake_cross_validate)
     labels = torch.arange(n) % 4
-    config = MethodConfig(head_select=select, head_test="accuracy", head_penalties=(1e-2, 1e-3))
+    config = MethodConfig(head_combine="select", head_select=select, head_test="accuracy", head_penalties=(1e-2, 1e-3))
     fit = feature_head.fit_feature_head(torch.zeros(n, 4), F.normalize(torch.randn(n, 8), dim=1), labels, 4,
                                         seed=0, config=config)
     assert fit.penalty == expected
@@ -320,3 +322,82 @@ def test_head_selection_is_validated_and_old_adapters_read_as_accuracy() -> None
     assert MethodConfig().head_select == "log-loss"
     assert MethodConfig.from_dict({"feature_head": True}).head_select == "accuracy"
     assert MethodConfig.from_dict(MethodConfig().to_dict()).head_select == "log-loss"
+
+
+def test_averaged_head_weights_each_penalty_by_its_held_out_likelihood(monkeypatch) -> None:
+    """Pseudo-BMA: weights are softmax(-summed held-out log-loss); the head is the weighted sum of the refits."""
+    from biomedvr_cli.method import feature_head
+
+    torch.manual_seed(0)
+    n, classes = 40, 4
+    labels = torch.arange(n) % classes
+    right = F.one_hot(labels, classes).float()
+    # held-out logits: the start is unsure, 1e-2 a little surer, 1e-3 much surer, 1e-4 hopeless
+    margins = {math.inf: 0.1, 1e-2: 0.15, 1e-3: 0.3, 1e-4: -5.0}
+
+    def fake_held_out(offsets, features, labels_, num_classes, penalty, fold_of, folds, steps):
+        return margins[penalty] * right
+
+    monkeypatch.setattr(feature_head, "held_out_logits", fake_held_out)
+    features = F.normalize(torch.randn(n, 8), dim=1)
+    offsets = torch.randn(n, classes)
+    config = MethodConfig(head_penalties=(1e-2, 1e-3, 1e-4))
+    assert config.head_combine == "average"
+    fit = feature_head.fit_feature_head(offsets, features, labels, classes, seed=0, config=config)
+    summed = torch.tensor([float(F.cross_entropy(margins[p] * right, labels, reduction="sum"))
+                           for p in (math.inf, 1e-2, 1e-3, 1e-4)], dtype=torch.float64)
+    prior = torch.tensor([0.5, 0.5 / 3, 0.5 / 3, 0.5 / 3], dtype=torch.float64)  # half on the start
+    assert config.head_start_prior == 0.5
+    expected = torch.softmax(-summed + prior.log(), 0)
+    assert expected[3] < feature_head.AVERAGE_MIN_WEIGHT  # the hopeless one is left out, the rest rescaled
+    kept = expected[:3] / expected[:3].sum()
+    assert [p for p, _ in fit.mixture] == [math.inf, 1e-2, 1e-3]
+    assert [w for _, w in fit.mixture] == pytest.approx(kept.tolist())
+    assert fit.penalty == 1e-3 and fit.uses_features and "averaged" in fit.describe()
+    weight, bias, scale = feature_head.solve_mixture(offsets, features, labels, classes, fit.mixture, steps=100)
+    parts = [feature_head.solve(offsets, features, labels, classes, p, steps=100) for p, _ in fit.mixture]
+    assert torch.allclose(weight, sum(w * part[0] for (_, w), part in zip(fit.mixture, parts)), atol=1e-6)
+    assert scale == pytest.approx(sum(w * part[2] for (_, w), part in zip(fit.mixture, parts)))
+    assert torch.allclose(fit.weight, weight) and torch.allclose(fit.bias, bias)
+    mixed = sum(w * margins[p] for p, w in fit.mixture) * right
+    assert fit.cv_nll == pytest.approx(float(F.cross_entropy(mixed, labels)), rel=1e-5)
+
+
+def test_averaged_head_on_noise_costs_little_and_learns_from_signal() -> None:
+    """On uninformative features the average leans on the start; on informative ones on the weak penalties."""
+    from biomedvr_cli.method.feature_head import fit_feature_head
+
+    torch.manual_seed(0)
+    classes, dim, per_class = 4, 32, 10
+
+    def draw(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        labels = torch.arange(count) % classes
+        noise = F.normalize(torch.randn(count, dim), dim=1)
+        offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(count, 1) < 0.6)  # a 60%-right start
+        return offsets, noise, labels
+
+    offsets, noise, labels = draw(classes * per_class)
+    fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=MethodConfig())
+    new_offsets, new_noise, new_labels = draw(4000)
+    head = fit.scale * new_offsets + new_noise @ fit.weight.t() + fit.bias
+    change = (head.argmax(1) == new_labels).float().mean() - (new_offsets.argmax(1) == new_labels).float().mean()
+    assert change > -0.01
+    prototypes = F.normalize(torch.randn(classes, dim), dim=1)
+    signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
+    fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=MethodConfig())
+    assert fit.uses_features and fit.cv_accuracy > 0.9 > fit.start_cv_accuracy
+    assert sum(w for p, w in fit.mixture if math.isinf(p)) < 0.01
+
+
+def test_head_combination_is_validated_and_old_adapters_read_as_select() -> None:
+    with pytest.raises(ValueError, match="unknown head combination"):
+        MethodConfig(head_combine="vote")
+    assert MethodConfig().head_combine == "average"
+    assert MethodConfig.from_dict({"feature_head": True}).head_combine == "select"
+    recorded = MethodConfig().to_dict()
+    del recorded["head_combine"]  # an adapter of the half-decade grid, before averaging
+    assert MethodConfig.from_dict(recorded) == dataclasses.replace(MethodConfig(), head_combine="select")
+    assert MethodConfig.from_dict(MethodConfig().to_dict()) == MethodConfig()
+    for bad in (0.0, 1.0, -0.5, math.nan, True, "0.5"):
+        with pytest.raises(ValueError, match="head_start_prior"):
+            MethodConfig(head_start_prior=bad)

@@ -9,11 +9,17 @@ with ``f`` the L2-normalised image feature, ``V = tau * W`` in logit units and `
 weight of the sentence scores (1 at the start; under a domain shift the data may trust the
 sentences less). ``lam = inf`` is the sentence scorer itself; a small ``lam`` lets the head
 move like a probe (a logistic-regression probe on these features needs penalties of about
-1e-5: class differences in cosine features are small). The
-penalty is chosen by stratified k-fold cross-validation over every labelled image (a
-head must beat the sentence scores clearly on the held-out folds; among those that do, the
-lowest held-out log-loss wins), and the head is refitted on all of them. That is the pull toward the text start of zero-shot-initialised probes (CLAP,
-LP++), with its strength set by the data instead of by a formula in K.
+1e-5: class differences in cosine features are small). Every
+penalty of the grid (and ``inf``) is scored by stratified k-fold cross-validation over the
+labelled images. With ``head_combine="average"`` (the default since 2026-12-07) the heads of
+every penalty are refitted on all images and their logits averaged, each weighted by its
+held-out likelihood times a prior that gives the sentence scores alone half the weight
+(pseudo-Bayesian model averaging): a sum of linear heads is one linear
+head, so the adapter stores one head as before. With ``"select"`` one penalty is kept: a head
+must beat the sentence scores clearly on the held-out folds, and among those that do the
+lowest held-out log-loss wins. Either way that is the pull toward the text start of
+zero-shot-initialised probes (CLAP, LP++), with its strength set by the data instead of by a
+formula in K.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ from biomedvr_cli.method.config import MethodConfig
 
 # Every constant of the head (the penalties tried, the L-BFGS steps, how clear a gain must be,
 # the images a class the log-loss check needs) is a MethodConfig field, recorded in the adapter.
+# Averaged candidates below this weight are left out (their final fits spared; the rest rescaled).
+AVERAGE_MIN_WEIGHT = 1e-3
 
 
 @dataclass
@@ -37,19 +45,35 @@ class FeatureHeadFit:
     weight: torch.Tensor  # V [C, D]
     bias: torch.Tensor  # b [C]
     scale: float  # a, the weight of the sentence scores
-    penalty: float
+    penalty: float  # the penalty of largest weight (the only one when a penalty is selected)
     folds: int
-    cv_accuracy: float | None  # of the chosen penalty, on held-out folds
+    cv_accuracy: float | None  # of the fitted head (selected or averaged), on held-out folds
     cv_nll: float | None
     start_cv_accuracy: float | None  # of the sentence scorer alone (penalty inf), same folds
+    # (penalty, weight) of each head whose logits are summed; weights sum to 1, inf is the sentence scorer.
+    mixture: tuple[tuple[float, float], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.mixture:
+            self.mixture = ((self.penalty, 1.0),)
+
+    @property
+    def uses_features(self) -> bool:
+        """Whether any part of the head reads the image feature (some weight on a finite penalty)."""
+        return any(not math.isinf(p) and w > 0 for p, w in self.mixture)
 
     def describe(self) -> str:
         """One line for the adapter and the report."""
         if self.cv_accuracy is None:
             return "feature head not fitted (too few labelled images for cross-validation)"
+        versus = f"(accuracy {self.cv_accuracy:.3f} vs {self.start_cv_accuracy:.3f} for the sentence scores alone)"
+        if len(self.mixture) > 1:
+            parts = ", ".join(("sentence scores" if math.isinf(p) else f"{p:g}") + f" {w:.2f}"
+                              for p, w in sorted(self.mixture, key=lambda m: -m[1]))
+            return (f"feature heads averaged by their {self.folds}-fold cross-validated likelihood over the "
+                    f"labelled images (penalty weight: {parts}) {versus}")
         chosen = "none (sentence scores kept)" if math.isinf(self.penalty) else f"{self.penalty:g}"
-        return (f"feature-head penalty {chosen} chosen by {self.folds}-fold cross-validation over the labelled "
-                f"images (accuracy {self.cv_accuracy:.3f} vs {self.start_cv_accuracy:.3f} for the sentence scores alone)")
+        return f"feature-head penalty {chosen} chosen by {self.folds}-fold cross-validation over the labelled images {versus}"
 
 
 def solve(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
@@ -77,6 +101,17 @@ def solve(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, n
     return weight.detach().float(), bias.detach().float(), float(scale.detach())
 
 
+def solve_mixture(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                  mixture: tuple[tuple[float, float], ...], *, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The weighted sum of the heads fitted at each penalty of ``mixture``: (V, b, a), one linear head."""
+    weight = torch.zeros(num_classes, features.shape[1])
+    bias, scale = torch.zeros(num_classes), 0.0
+    for penalty, share in mixture:
+        w, b, a = solve(offsets, features, labels, num_classes, penalty, steps=steps)
+        weight, bias, scale = weight + share * w, bias + share * b, scale + share * a
+    return weight, bias, scale
+
+
 def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tensor:
     """Fold index of each image: each class's images dealt round-robin in a seeded order."""
     generator = torch.Generator().manual_seed(seed)
@@ -90,20 +125,23 @@ def stratified_folds(labels: torch.Tensor, folds: int, seed: int) -> torch.Tenso
     return fold_of
 
 
-def _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds,
-                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-image held-out correctness [N] (bool) and held-out NLL [N]."""
-    correct = torch.zeros(labels.numel(), dtype=torch.bool)
-    nll = torch.zeros(labels.numel())
+def held_out_logits(offsets, features, labels, num_classes, penalty, fold_of, folds, steps: int) -> torch.Tensor:
+    """Logits [N, C] of each image from the head fitted at ``penalty`` without its fold."""
+    logits = torch.zeros(labels.numel(), num_classes)
     for k in range(folds):
         held = fold_of == k
         if not bool(held.any()):
             continue
         weight, bias, scale = solve(offsets[~held], features[~held], labels[~held], num_classes, penalty, steps=steps)
-        logits = scale * offsets[held] + features[held] @ weight.t() + bias
-        correct[held] = logits.argmax(1) == labels[held]
-        nll[held] = F.cross_entropy(logits, labels[held], reduction="none")
-    return correct, nll
+        logits[held] = scale * offsets[held] + features[held] @ weight.t() + bias
+    return logits
+
+
+def _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds,
+                    steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image held-out correctness [N] (bool) and held-out NLL [N]."""
+    logits = held_out_logits(offsets, features, labels, num_classes, penalty, fold_of, folds, steps)
+    return logits.argmax(1) == labels, F.cross_entropy(logits, labels, reduction="none")
 
 
 def clearly_better(correct: torch.Tensor, start_correct: torch.Tensor, z: float) -> bool:
@@ -162,6 +200,8 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
         weight, bias, scale = solve(offsets, features, labels, num_classes, math.inf, steps=steps)
         return FeatureHeadFit(weight, bias, scale, math.inf, 0, None, None, None)
     fold_of = stratified_folds(labels, folds, seed)
+    if config.head_combine == "average":
+        return _average_heads(offsets, features, labels, num_classes, fold_of, folds, config)
     start_correct, start_nll = _cross_validate(offsets, features, labels, num_classes, math.inf, fold_of, folds, steps)
     best = (_selection_key(start_correct, start_nll, config.head_select), math.inf)
     scores = {math.inf: (float(start_correct.float().mean()), float(start_nll.mean()))}
@@ -182,6 +222,34 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
     accuracy, mean_nll = scores[penalty]
     weight, bias, scale = solve(offsets, features, labels, num_classes, penalty, steps=steps)
     return FeatureHeadFit(weight, bias, scale, penalty, folds, accuracy, mean_nll, float(start_correct.float().mean()))
+
+
+def _average_heads(offsets, features, labels, num_classes, fold_of, folds, config: MethodConfig) -> FeatureHeadFit:
+    """Pseudo-Bayesian model averaging over the sentence scores and every penalty's head.
+
+    Each candidate's weight is proportional to its prior times its held-out likelihood,
+    ``exp(-sum of held-out log-loss)``: a candidate far behind gets next to nothing and close
+    ones share. The sentence scores alone have prior ``config.head_start_prior``, the heads
+    share the rest. Weights under ``AVERAGE_MIN_WEIGHT`` are dropped (the rest rescaled) to
+    spare their final fits.
+    """
+    steps = config.head_lbfgs_steps
+    penalties = (math.inf, *config.head_penalties)
+    logits = [held_out_logits(offsets, features, labels, num_classes, p, fold_of, folds, steps) for p in penalties]
+    log_likelihood = torch.stack([-F.cross_entropy(l, labels, reduction="sum") for l in logits]).double()
+    start = config.head_start_prior
+    log_prior = torch.tensor([math.log(start)] + [math.log((1 - start) / len(config.head_penalties))]
+                             * len(config.head_penalties), dtype=torch.float64)
+    shares = torch.softmax(log_likelihood + log_prior, dim=0)
+    keep = shares >= AVERAGE_MIN_WEIGHT
+    shares = shares * keep / (shares * keep).sum()
+    mixture = tuple((p, float(w)) for p, w in zip(penalties, shares.tolist()) if w > 0)
+    mixed = sum(float(w) * l for w, l in zip(shares.tolist(), logits))
+    weight, bias, scale = solve_mixture(offsets, features, labels, num_classes, mixture, steps=steps)
+    start_accuracy = float((logits[0].argmax(1) == labels).float().mean())
+    return FeatureHeadFit(weight, bias, scale, max(mixture, key=lambda m: m[1])[0], folds,
+                          float((mixed.argmax(1) == labels).float().mean()), float(F.cross_entropy(mixed, labels)),
+                          start_accuracy, mixture)
 
 
 def _selection_key(correct: torch.Tensor, nll: torch.Tensor, select: str) -> tuple[float, float]:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from biomedvr_cli.errors import TrainingError
 from biomedvr_cli.method.augment import random_resized_crop
-from biomedvr_cli.method.feature_head import FeatureHeadFit, clearly_better, fit_feature_head, solve
+from biomedvr_cli.method.feature_head import FeatureHeadFit, clearly_better, fit_feature_head, solve_mixture
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.method.recipes import Recipe
@@ -335,8 +335,8 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
         chosen = fit_feature_head(sentences, features, labels, head.num_classes, seed=seed, config=head.config)
         head.load_state_dict(current, strict=False)
         _, sentences, features = head_outputs(head, encode, labelled.images, device=device)
-        weight, bias, scale = solve(sentences, features, labels, head.num_classes, chosen.penalty,
-                                    steps=head.config.head_lbfgs_steps)
+        weight, bias, scale = solve_mixture(sentences, features, labels, head.num_classes, chosen.mixture,
+                                            steps=head.config.head_lbfgs_steps)
         fit = replace(chosen, weight=weight, bias=bias, scale=scale)
     _set_feature_head(head, fit.weight, fit.bias, fit.scale)
     return fit

@@ -3,8 +3,9 @@
 At the end of a fit, every labelled image gets
 
 - a conformal score from a model that did not see it (``method.conformal``): when the feature
-  head was fitted with a finite penalty, K fold heads are refitted without each fold (the
-  folds of its own cross-validation, same penalty, through the kept views) and kept, so that
+  head reads the image feature (some weight on a finite penalty), K fold heads are refitted
+  without each fold (the folds of its own cross-validation, same penalties and weights, through
+  the kept views) and kept, so that
   a new image is scored by the same K models (CV+). Otherwise the model is the sentence scorer,
   fitted to none of these images, and its own scores are the calibration (split conformal).
 - an outlier score from class means and a covariance fitted without its fold (``method.outliers``).
@@ -21,7 +22,6 @@ the adapter config records method and counts (``Calibration.record``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ import torch
 
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError
 from biomedvr_cli.method import conformal, outliers
-from biomedvr_cli.method.feature_head import solve, stratified_folds
+from biomedvr_cli.method.feature_head import solve_mixture, stratified_folds
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.training import Encode, LabelledImages, TrainResult, head_outputs
 
@@ -147,14 +147,15 @@ class Calibration:
         return out
 
 
-def _fold_heads(sentences, features, labels, num_classes, penalty, folds, seed, steps):
-    """Out-of-fold probabilities [N, C] and the K heads (stacked) that made them (the fit's own folds)."""
+def _fold_heads(sentences, features, labels, num_classes, mixture, folds, seed, steps):
+    """Out-of-fold probabilities [N, C] and the K heads (stacked) that made them (the fit's own folds and penalties)."""
     fold_of = stratified_folds(labels, folds, seed)
     probs = torch.zeros(labels.numel(), num_classes)
     weights, biases, scales = [], [], []
     for k in range(folds):
         held = fold_of == k
-        weight, bias, scale = solve(sentences[~held], features[~held], labels[~held], num_classes, penalty, steps=steps)
+        weight, bias, scale = solve_mixture(sentences[~held], features[~held], labels[~held], num_classes, mixture,
+                                            steps=steps)
         weights.append(weight), biases.append(bias), scales.append(scale)
         probs[held] = torch.softmax(scale * sentences[held] + features[held] @ weight.t() + bias, dim=1)
     return probs, fold_of, torch.stack(weights), torch.stack(biases), torch.tensor(scales, dtype=torch.float32)
@@ -173,8 +174,8 @@ def calibrate(head: BioMedVRHead, encode: Encode, labelled: LabelledImages, resu
     fused, sentences, features = head_outputs(head, encode, images, device=device)
     caveat = "" if result.selected_epoch == 0 else FITTED_VIEWS_CAVEAT
     fit = result.feature_head
-    if head.config.feature_head and fit is not None and not math.isinf(fit.penalty) and fit.folds >= 2:
-        probs, fold_of, weight, bias, scale = _fold_heads(sentences, features, labels, head.num_classes, fit.penalty,
+    if head.config.feature_head and fit is not None and fit.uses_features and fit.folds >= 2:
+        probs, fold_of, weight, bias, scale = _fold_heads(sentences, features, labels, head.num_classes, fit.mixture,
                                                           fit.folds, seed, head.config.head_lbfgs_steps)
         part = ConformalCalibration(conformal.lac_scores(probs, labels), fold_of, weight, bias, scale, caveat)
     else:  # the sentence scorer (or a head fitted without cross-validation): one model for every image

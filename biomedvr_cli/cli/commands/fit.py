@@ -16,7 +16,7 @@ import typer
 
 from biomedvr_cli.cli import csv_options, options
 from biomedvr_cli.cli.options import BACKBONE, DATA, METHOD, OUTPUT, TRAINING, choice
-from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_SELECTIONS, HEAD_TESTS, VR_KINDS
+from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_COMBINES, HEAD_SELECTIONS, HEAD_TESTS, VR_KINDS
 from biomedvr_cli.method.recipes import available_recipes
 from biomedvr_cli.method.registry import MethodSpec, conflicts, registry
 
@@ -33,6 +33,7 @@ _SETTING_OPTIONS = {
     "gate": ("gate", "--gate"), "combine": ("combine", "--combine"), "beta": ("beta", "--beta"),
     "margin": ("margin", "--margin"), "no_confusion_loss": ("confusion_loss", "--no-confusion-loss"),
     "no_negative": ("negative", "--no-negative"), "no_feature_head": ("feature_head", "--no-feature-head"),
+    "head_combine": ("head_combine", "--head-combine"),
     "head_test": ("head_test", "--head-test"), "head_select": ("head_select", "--head-select"),
     "head_clear_z": ("head_clear_z", "--head-clear-z"),
     "top_k": ("k", "--top-k-sentences"), "k_alias": ("k", "--k"),
@@ -84,6 +85,11 @@ def fit(
                                      help="Drop the negative expert (AttrVR)."),
     no_feature_head: bool = typer.Option(False, "--no-feature-head", rich_help_panel=METHOD,
                                          help="Sentence scores only (no linear head on the image feature)."),
+    head_combine: choice(HEAD_COMBINES) = typer.Option(
+        _DEFAULTS.head_combine, "--head-combine", rich_help_panel=METHOD,
+        help="How the feature head is made from the cross-validated penalties: average (every penalty's head and the "
+             "sentence scores, weighted by held-out likelihood) or select (one penalty that passes --head-test, "
+             "chosen by --head-select; the rule before 2026-12-07)."),
     head_test: choice(HEAD_TESTS) = typer.Option(
         _DEFAULTS.head_test, "--head-test", rich_help_panel=METHOD,
         help="How the feature head must beat the sentence scores in cross-validation: either (clearly more right, or "
