@@ -6,8 +6,8 @@ strong that it stays near the start. This study computes, once per dataset, K an
 cross-validated correctness and log-loss of every penalty (the folds of `fit_feature_head`),
 the test accuracy of the head refitted at each penalty, zero-shot and the benchmark's fair
 probe; then it applies each decision rule to the same numbers. The rules ``current`` (today's
-default over the penalties computed, ``--grid``) and ``select`` (the one before) must give
-what `fit_feature_head` gives (checked on every cell).
+default over the penalties computed, ``--grid``) and ``average`` (``--head-combine average``)
+must give what `fit_feature_head` gives (checked on every cell).
 
 It also draws tasks whose image features carry no information (as `feature_head_study.py
 --noise-draws`) and reports what each rule costs there: the price of letting heads through.
@@ -20,9 +20,9 @@ held-out suite to tune.
 The rules were renamed as the default moved: in ``head-gate-builtin*.json`` (commit 4a5c2de's
 script) ``current`` is z = 1.5 over decades; in ``head-grid-builtin*.json`` (commit db342a1's)
 ``current`` is z = 0.5 over decades and ``half-decades`` the default that followed; in
-``head-average-builtin*.json`` ``current`` is that half-decade selection (today's ``select``),
-``pseudo-BMA start 1/2`` today's default and ``pseudo-BMA`` the uniform prior. Run now,
-``current`` is today's default (the heads averaged) and ``select`` the one before it. Both are
+``head-average-builtin*.json`` ``current`` is today's default (the half-decade selection),
+``pseudo-BMA start 1/2`` the average tried on 2026-12-07 (now ``average``) and ``pseudo-BMA``
+the uniform prior (now ``pseudo-BMA uniform``). Run now, ``current`` and ``average`` are both
 checked against ``fit_feature_head`` on every cell.
 """
 
@@ -168,13 +168,14 @@ def oracle(cell: Cell) -> Candidate:
     return max([cell.start, *cell.heads], key=lambda c: c.test_accuracy)
 
 
-# ``current`` is today's default (the heads averaged by held-out likelihood, half the prior on the
-# start); ``select`` the default before it (one penalty: the check at head_clear_z 0.5, then
-# log-loss), ``decades`` the one before that, ``decades z=1.5`` earlier still; the others are
-# variants (``stack``: simplex weights fitted to the held-out logits; ``oracle``: not a rule).
+# ``current`` is today's default (one penalty: the check at head_clear_z 0.5, then log-loss, over
+# half-decades); ``average`` the heads averaged by held-out likelihood with half the prior on the
+# start (``--head-combine average``: tried 2026-12-07, not kept); ``decades`` the default before
+# today's, ``decades z=1.5`` earlier still; the others are variants (``stack``: simplex weights
+# fitted to the held-out logits; ``oracle``: not a rule).
 RULES = {
-    "current": pseudo_bma(MethodConfig().head_start_prior),
-    "select": rule(),
+    "current": rule(),
+    "average": pseudo_bma(MethodConfig().head_start_prior),
     "decades": rule(grid=DECADES),
     "decades z=1.5": rule(z=1.5, grid=DECADES),
     "z=0": rule(z=0.0),
@@ -250,11 +251,11 @@ def builtin_cells(args, config) -> list[tuple[str, int, int, Cell]]:
                                                  test_labels=ty)
                 if made is None:
                     continue
-                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed,
-                                          config=replace(config, head_combine="select"))
+                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=config)
                 cell = Cell(made[0], made[1], per_class_min, zs, probe_acc, fit.penalty)
-                # today's fit_feature_head (average) against the rule computed here, on the test images
-                averaged = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=config)
+                # fit_feature_head with head_combine average against the rule computed here, on the test images
+                averaged = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed,
+                                               config=replace(config, head_combine="average"))
                 logits = averaged.scale * z_test + tx.float() @ averaged.weight.t() + averaged.bias
                 cell.extra["fit_test_accuracy"] = float((logits.argmax(1) == ty).float().mean())
                 out.append((spec.name, shots, seed, cell))
@@ -332,14 +333,14 @@ def main() -> None:
     args = parser.parse_args()
     config = MethodConfig(head_penalties=DECADES if args.grid == "decades" else HALF_DECADES)
     cells = builtin_cells(args, config)
-    mismatched = [(n, k, s) for n, k, s, c in cells if RULES["select"](c).penalty != c.chosen_by_fit]
+    mismatched = [(n, k, s) for n, k, s, c in cells if RULES["current"](c).penalty != c.chosen_by_fit]
     if mismatched:
-        raise SystemExit(f"rule 'select' disagrees with fit_feature_head (head_combine select) on {mismatched}")
+        raise SystemExit(f"rule 'current' disagrees with fit_feature_head on {mismatched}")
     # fit_feature_head drops weights under AVERAGE_MIN_WEIGHT, the rule keeps them: allow one test image
     off = [(n, k, s) for n, k, s, c in cells
-           if abs(RULES["current"](c).test_accuracy - c.extra["fit_test_accuracy"]) > 1.5 / c.start.test_labels.numel()]
+           if abs(RULES["average"](c).test_accuracy - c.extra["fit_test_accuracy"]) > 1.5 / c.start.test_labels.numel()]
     if off:
-        raise SystemExit(f"rule 'current' disagrees with fit_feature_head on {off}")
+        raise SystemExit(f"rule 'average' disagrees with fit_feature_head (head_combine average) on {off}")
     noise = noise_cells(args, config) if args.noise_draws else []
     report = summarize(cells, noise)
     print(f"\n| rule | K | mean vs probe | mean vs zs | >2 below probe | >1 below zs | worst vs probe | noise heads | noise mean / worst |")

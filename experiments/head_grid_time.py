@@ -1,10 +1,13 @@
-"""What the half-decade penalty grid adds to one feature-head fit, on BiomedCLIP-sized features.
+"""What the feature head's choice costs in one fit, on BiomedCLIP-sized features.
 
 The head is fitted on frozen image features, so its cost does not depend on the encoder, only
 on the feature size, the labelled images and the penalties tried. This times
 ``fit_feature_head`` on synthetic 512-dimensional features (ViT-B/16's embedding size) with
-the decade grid (``biomedvr-decade-grid``) and the default half-decade grid, side by side in
-one process, and prints the median of ``--repeats`` runs each (docs/results.md).
+one penalty selected over decades (``biomedvr-decade-grid``), one selected over half-decades
+(``biomedvr-select-head``) and the default average over half-decades, side by side in one
+process, and prints the median of ``--repeats`` runs each (docs/results.md). The calibration
+column times the fold heads the prediction sets keep (method/trust.py), refitted at the
+chosen penalty or, for the average, at each averaged one.
 
     OMP_NUM_THREADS=1 python experiments/head_grid_time.py
 """
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 
 from biomedvr_cli.method.config import DECADE_PENALTIES, MethodConfig
 from biomedvr_cli.method.feature_head import fit_feature_head
+from biomedvr_cli.method.trust import _fold_heads
 
 
 def task(classes: int, per_class: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,20 +43,27 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    grids = {"decades": MethodConfig(head_penalties=DECADE_PENALTIES), "half-decades": MethodConfig()}
-    print(f"{'images':>6} {'grid':<13} {'median s':>8}")
+    grids = {"decades, select": MethodConfig(head_combine="select", head_penalties=DECADE_PENALTIES),
+             "half, select": MethodConfig(head_combine="select"), "half, average": MethodConfig()}
+    print(f"{'images':>6} {'rule':<16} {'head s':>7} {'calibration s':>14} {'penalties kept':>15}")
     for per_class in (int(n) for n in args.images.split(",")):
         offsets, features, labels = task(args.classes, per_class, args.dim, seed=per_class)
-        fit_feature_head(offsets, features, labels, args.classes, seed=0, config=grids["decades"])  # warm-up
+        fit_feature_head(offsets, features, labels, args.classes, seed=0, config=grids["half, select"])  # warm-up
         times: dict[str, list[float]] = {name: [] for name in grids}
+        calibration: dict[str, list[float]] = {name: [] for name in grids}
+        kept: dict[str, int] = {}
         for _ in range(args.repeats):
             for name, config in grids.items():  # interleaved, so that a busy machine hits both alike
                 start = time.perf_counter()
-                fit_feature_head(offsets, features, labels, args.classes, seed=0, config=config)
+                fit = fit_feature_head(offsets, features, labels, args.classes, seed=0, config=config)
                 times[name].append(time.perf_counter() - start)
-        for name, values in times.items():
-            print(f"{labels.numel():>6} {name:<13} {statistics.median(values):>8.2f}")
-
+                start = time.perf_counter()
+                _fold_heads(offsets, features, labels, args.classes, fit.mixture, fit.folds, 0, config.head_lbfgs_steps)
+                calibration[name].append(time.perf_counter() - start)
+                kept[name] = len(fit.mixture)
+        for name in grids:
+            print(f"{labels.numel():>6} {name:<16} {statistics.median(times[name]):>7.2f} "
+                  f"{statistics.median(calibration[name]):>14.2f} {kept[name]:>15}")
 
 if __name__ == "__main__":
     with torch.no_grad():

@@ -142,15 +142,15 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert request.method == replace(MethodConfig(), vr="padding", feature_head=False, k=5, m=7)
     assert request.recipe == "paper"
     assert capture_fit("--top-k-sentences", "4", "--max-sentences", "9").method == replace(MethodConfig(), k=4, m=9)
-    strict = capture_fit("--head-combine", "select", "--head-clear-z", "1.5").method
-    assert strict == capture_fit("--method", "biomedvr-strict-head").method
-    assert strict == replace(MethodConfig(), head_combine="select", head_clear_z=1.5)
-    # the rule and the grid before 2026-12-07 are named variants; every other setting is the default's
-    select = replace(MethodConfig(), head_combine="select")
-    assert capture_fit("--head-combine", "select").method == capture_fit("--method", "biomedvr-select-head").method
-    assert capture_fit("--method", "biomedvr-select-head").method == select
+    assert capture_fit("--head-clear-z", "1.5").method == capture_fit("--method", "biomedvr-strict-head").method
+    assert capture_fit("--head-clear-z", "1.5").method == replace(MethodConfig(), head_clear_z=1.5)
+    # the grid before 2026-12-07 and the averaged head (tried, not kept) are named variants;
+    # every other setting is the default's
     assert capture_fit("--method", "biomedvr-decade-grid").method == replace(
-        select, head_penalties=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6))
+        MethodConfig(), head_penalties=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6))
+    average = capture_fit("--head-combine", "average").method
+    assert average == capture_fit("--method", "biomedvr-average-head").method
+    assert average == replace(MethodConfig(), head_combine="average")
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:
@@ -197,7 +197,7 @@ def test_feature_head_reads_its_constants_from_the_config() -> None:
     prototypes = F.normalize(torch.randn(classes, dim), dim=1)
     signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(40, dim) / dim**0.5, dim=1)
     start = torch.zeros(40, classes)
-    quick = MethodConfig(head_folds=2, head_combine="select", head_penalties=(0.5,), head_lbfgs_steps=20)
+    quick = MethodConfig(head_folds=2, head_penalties=(0.5,), head_lbfgs_steps=20)
     assert fit_feature_head(start, signal, labels, classes, seed=0, config=quick).penalty == 0.5  # only the config's
     strict = replace(quick, head_clear_z=1e6)
     assert math.isinf(fit_feature_head(start, signal, labels, classes, seed=0, config=strict).penalty)  # none that clear

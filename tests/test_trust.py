@@ -198,6 +198,26 @@ runner = CliRunner()
 CLASSES = ["alpha cell", "beta cell", "gamma cell"]
 
 
+def test_fold_heads_of_an_averaged_head_are_the_averaged_fold_fits() -> None:
+    """With head_combine average, each CV+ fold head is the same weighted sum of penalties, fitted without the fold."""
+    from biomedvr_cli.method.feature_head import solve, stratified_folds
+    from biomedvr_cli.method.trust import _fold_heads
+
+    generator = torch.Generator().manual_seed(3)
+    labels = torch.arange(24) % 3
+    sentences, features = torch.randn(24, 3, generator=generator), torch.randn(24, 8, generator=generator)
+    mixture = ((math.inf, 0.25), (1e-2, 0.5), (1e-3, 0.25))
+    probs, fold_of, weight, bias, scale = _fold_heads(sentences, features, labels, 3, mixture, 4, 0, 50)
+    assert torch.equal(fold_of, stratified_folds(labels, 4, 0)) and weight.shape == (4, 3, 8)
+    held = fold_of == 1
+    parts = [solve(sentences[~held], features[~held], labels[~held], 3, p, steps=50) for p, _ in mixture[1:]]
+    by_hand = 0.5 * parts[0][0] + 0.25 * parts[1][0]
+    assert torch.allclose(weight[1], by_hand, atol=1e-5)
+    assert float(scale[1]) == pytest.approx(0.25 + 0.5 * parts[0][2] + 0.25 * parts[1][2], abs=1e-5)
+    expected = torch.softmax(scale[1] * sentences[held] + features[held] @ weight[1].t() + bias[1], dim=1)
+    assert torch.allclose(probs[held], expected, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     root = make_color_tree(tmp_path_factory.mktemp("trust-imgs") / "data", per_class=6, splits=("train", "test"))
@@ -279,6 +299,21 @@ def test_predict_coverage_json_csv_and_table(fitted: Path, tree: Path, tiny_back
     assert [r["outlier"] for r in table] == [str(r["outlier"]).lower() for r in rows]
     shown = runner.invoke(app, base)
     assert shown.exit_code == 0 and "prediction_set" in shown.stderr
+
+
+def test_an_averaged_head_fits_records_its_weights_and_gives_sets(tree: Path, tiny_backbone_spec: str,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "averaged.safetensors"
+    result = runner.invoke(app, ["fit", str(tree), "--shots", "3", "--backbone", tiny_backbone_spec, "--out", str(out),
+                                 "--epochs", "1", "--head-combine", "average"])
+    assert result.exit_code == 0, result.stderr
+    config = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)["config"]
+    assert config["method"]["head_combine"] == "average" and config["method"]["head_start_prior"] == 0.5
+    predicted = runner.invoke(app, ["predict", str(tree / "test"), "--adapter", str(out), "--backbone",
+                                    tiny_backbone_spec, "--coverage", "0.8", "--format", "json"])
+    assert predicted.exit_code == 0, predicted.stderr
+    rows = json.loads(predicted.stdout)["predictions"]
+    assert len(rows) == 18 and all(row["prediction_set"] for row in rows)
 
 
 def test_predict_sets_from_python_match_the_cli(fitted: Path, tree: Path, tiny_backbone_spec: str) -> None:

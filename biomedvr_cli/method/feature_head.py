@@ -11,13 +11,13 @@ sentences less). ``lam = inf`` is the sentence scorer itself; a small ``lam`` le
 move like a probe (a logistic-regression probe on these features needs penalties of about
 1e-5: class differences in cosine features are small). Every
 penalty of the grid (and ``inf``) is scored by stratified k-fold cross-validation over the
-labelled images. With ``head_combine="average"`` (the default since 2026-12-07) the heads of
-every penalty are refitted on all images and their logits averaged, each weighted by its
-held-out likelihood times a prior that gives the sentence scores alone half the weight
-(pseudo-Bayesian model averaging): a sum of linear heads is one linear
-head, so the adapter stores one head as before. With ``"select"`` one penalty is kept: a head
+labelled images. With ``head_combine="select"`` (the default) one penalty is kept: a head
 must beat the sentence scores clearly on the held-out folds, and among those that do the
-lowest held-out log-loss wins. Either way that is the pull toward the text start of
+lowest held-out log-loss wins. With ``"average"`` (an option: better on the built-in tasks,
+worse at 16 shots on held-out set 9) the heads of every penalty are refitted on all images and
+their logits averaged, each weighted by its held-out likelihood times a prior that gives the
+sentence scores alone half the weight (pseudo-Bayesian model averaging): a sum of linear heads
+is one linear head, so the adapter stores one head either way. Both are the pull toward the text start of
 zero-shot-initialised probes (CLAP, LP++), with its strength set by the data instead of by a
 formula in K.
 """

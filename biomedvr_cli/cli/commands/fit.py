@@ -87,9 +87,9 @@ def fit(
                                          help="Sentence scores only (no linear head on the image feature)."),
     head_combine: choice(HEAD_COMBINES) = typer.Option(
         _DEFAULTS.head_combine, "--head-combine", rich_help_panel=METHOD,
-        help="How the feature head is made from the cross-validated penalties: average (every penalty's head and the "
-             "sentence scores, weighted by held-out likelihood) or select (one penalty that passes --head-test, "
-             "chosen by --head-select; the rule before 2026-12-07)."),
+        help="How the feature head is made from the cross-validated penalties: select (one penalty that passes "
+             "--head-test, chosen by --head-select) or average (every penalty's head and the sentence scores, "
+             "weighted by held-out likelihood; tried, not kept as the default)."),
     head_test: choice(HEAD_TESTS) = typer.Option(
         _DEFAULTS.head_test, "--head-test", rich_help_panel=METHOD,
         help="How the feature head must beat the sentence scores in cross-validation: either (clearly more right, or "
