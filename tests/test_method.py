@@ -228,6 +228,26 @@ def test_invalid_method_choices() -> None:
         MethodConfig(gate="everything")
 
 
+def _noise_task(count: int, classes: int, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sentence scores right 60% of the time, image features that carry no information, labels."""
+    labels = torch.arange(count) % classes
+    noise = F.normalize(torch.randn(count, dim), dim=1)
+    offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(count, 1) < 0.6)
+    return offsets, noise, labels
+
+
+def _change_on_new_images(fit, offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor) -> float:
+    """Accuracy of the fitted head minus that of the sentence scores alone, on new images."""
+    head = fit.scale * offsets + features @ fit.weight.t() + fit.bias
+    return float((head.argmax(1) == labels).float().mean() - (offsets.argmax(1) == labels).float().mean())
+
+
+def _signal_features(labels: torch.Tensor, classes: int, dim: int) -> torch.Tensor:
+    """Image features that tell the classes apart (a prototype each plus a little noise)."""
+    prototypes = F.normalize(torch.randn(classes, dim), dim=1)
+    return F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
+
+
 def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
     """The penalty is chosen by cross-validation; a head on noise features costs nothing on new images."""
     import math
@@ -238,10 +258,7 @@ def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
     classes, dim, per_class = 4, 32, 10
 
     def draw(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        labels = torch.arange(count) % classes
-        noise = F.normalize(torch.randn(count, dim), dim=1)
-        offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(count, 1) < 0.6)  # a 60%-right start
-        return offsets, noise, labels
+        return _noise_task(count, classes, dim)
 
     offsets, noise, labels = draw(classes * per_class)
     select = MethodConfig(head_combine="select")
@@ -251,12 +268,8 @@ def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
     # at 0.5 standard errors this draw lets a head through (it rescales the start and breaks its ties),
     # with a strong penalty: on new noise images it is no worse than the start
     assert fit.penalty >= 1e-2
-    new_offsets, new_noise, new_labels = draw(4000)
-    head = fit.scale * new_offsets + new_noise @ fit.weight.t() + fit.bias
-    change = (head.argmax(1) == new_labels).float().mean() - (new_offsets.argmax(1) == new_labels).float().mean()
-    assert change > -0.01
-    prototypes = F.normalize(torch.randn(classes, dim), dim=1)
-    signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
+    assert _change_on_new_images(fit, *draw(4000)) > -0.01
+    signal = _signal_features(labels, classes, dim)
     fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=select)
     assert not math.isinf(fit.penalty) and fit.cv_accuracy > 0.9 > fit.start_cv_accuracy
     # a stronger penalty keeps the head closer to the start
@@ -370,20 +383,13 @@ def test_averaged_head_on_noise_costs_little_and_learns_from_signal() -> None:
     classes, dim, per_class = 4, 32, 10
 
     def draw(count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        labels = torch.arange(count) % classes
-        noise = F.normalize(torch.randn(count, dim), dim=1)
-        offsets = 2.0 * F.one_hot(labels, classes) * (torch.rand(count, 1) < 0.6)  # a 60%-right start
-        return offsets, noise, labels
+        return _noise_task(count, classes, dim)
 
     average = MethodConfig(head_combine="average")
     offsets, noise, labels = draw(classes * per_class)
     fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=average)
-    new_offsets, new_noise, new_labels = draw(4000)
-    head = fit.scale * new_offsets + new_noise @ fit.weight.t() + fit.bias
-    change = (head.argmax(1) == new_labels).float().mean() - (new_offsets.argmax(1) == new_labels).float().mean()
-    assert change > -0.01
-    prototypes = F.normalize(torch.randn(classes, dim), dim=1)
-    signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
+    assert _change_on_new_images(fit, *draw(4000)) > -0.01
+    signal = _signal_features(labels, classes, dim)
     fit = fit_feature_head(torch.zeros(labels.numel(), classes), signal, labels, classes, seed=0, config=average)
     assert fit.uses_features and fit.cv_accuracy > 0.9 > fit.start_cv_accuracy
     assert sum(w for p, w in fit.mixture if math.isinf(p)) < 0.01

@@ -151,6 +151,7 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     average = capture_fit("--head-combine", "average").method
     assert average == capture_fit("--method", "biomedvr-average-head").method
     assert average == replace(MethodConfig(), head_combine="average")
+    assert capture_fit("--method", "biomedvr-average-strict-vr").method == replace(average, clear_z=3.0)
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:
