@@ -179,6 +179,9 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
                      seed: int, config: MethodConfig) -> FeatureHeadFit:
     """Choose the penalty by cross-validation, then fit on every image. Inputs are on the CPU.
 
+    With ``config.head_combine`` ``"average"`` every penalty is kept instead, weighted by its
+    held-out likelihood (:func:`_average_heads`); what follows describes ``"select"``.
+
     The sentence scorer (``inf``) is kept unless some penalty of ``config.head_penalties``
     passes ``config.head_test`` (at ``config.head_clear_z`` standard errors) on held-out folds (at
     most ``config.head_folds``); among
