@@ -199,12 +199,7 @@ def candidates(offsets, features, labels, num_classes, *, seed, config, test_off
     fold_of = fh.stratified_folds(labels, folds, seed)
 
     def one(penalty: float, recal: bool) -> Candidate:
-        cv_logits = torch.zeros(labels.numel(), num_classes)
-        for k in range(folds):  # as fh._cross_validate, keeping the held-out logits
-            held = fold_of == k
-            if bool(held.any()):
-                w, b, a = fh.solve(offsets[~held], features[~held], labels[~held], num_classes, penalty, steps=steps)
-                cv_logits[held] = a * offsets[held] + features[held] @ w.t() + b
+        cv_logits = fh.held_out_logits(offsets, features, labels, num_classes, penalty, fold_of, folds, steps)
         correct = cv_logits.argmax(1) == labels
         nll = F.cross_entropy(cv_logits, labels, reduction="none")
         recal_nll = None

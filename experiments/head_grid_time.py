@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    grids = {"decades, select": MethodConfig(head_combine="select", head_penalties=DECADE_PENALTIES),
+    grids = {"decades, select": MethodConfig(head_penalties=DECADE_PENALTIES),
              "half, select": MethodConfig(), "half, average": MethodConfig(head_combine="average")}
     print(f"{'images':>6} {'rule':<16} {'head s':>7} {'calibration s':>14} {'penalties kept':>15}")
     for per_class in (int(n) for n in args.images.split(",")):
@@ -64,6 +64,7 @@ def main() -> None:
         for name in grids:
             print(f"{labels.numel():>6} {name:<16} {statistics.median(times[name]):>7.2f} "
                   f"{statistics.median(calibration[name]):>14.2f} {kept[name]:>15}")
+
 
 if __name__ == "__main__":
     with torch.no_grad():

@@ -35,8 +35,8 @@ HEAD_PENALTIES = (1e-1, 3.16e-2, 1e-2, 3.16e-3, 1e-3, 3.16e-4, 1e-4, 3.16e-5, 1e
 # average = every penalty's head (and the sentence scores alone) weighted by held-out likelihood.
 HEAD_COMBINES = ("select", "average")
 # Settings that matter only with a feature head (left out of a benchmark job's settings without one).
-HEAD_ONLY_FIELDS = ("head_folds", "head_combine", "head_start_prior", "head_test", "head_select", "head_clear_z", "head_penalties",
-                    "head_lbfgs_steps", "head_likelihood_min")
+HEAD_ONLY_FIELDS = ("head_folds", "head_combine", "head_start_prior", "head_test", "head_select", "head_clear_z",
+                    "head_penalties", "head_lbfgs_steps", "head_likelihood_min")
 
 
 @dataclass(frozen=True)
