@@ -12,8 +12,9 @@ must give what `fit_feature_head` gives (checked on every cell).
 It also draws tasks whose image features carry no information (as `feature_head_study.py
 --noise-draws`) and reports what each rule costs there: the price of letting heads through.
 
-Design tool for the built-in tasks (experiments/tuning-suite.json); never run it on a
-held-out suite to tune.
+Design tool for the built-in tasks (experiments/tuning-suite.json) and the design tasks
+(experiments/design/design-suite.json, --suite); never run it on a held-out suite to tune.
+experiments/rules_per_task.py turns its printed log into per-task means (the goals' unit).
 
     OMP_NUM_THREADS=1 python experiments/head_gate_study.py --shots 4,16 --seeds 10 --out experiments/results/head-gate-builtin.json
 
@@ -22,7 +23,9 @@ script) ``current`` is z = 1.5 over decades; in ``head-grid-builtin*.json`` (com
 ``current`` is z = 0.5 over decades and ``half-decades`` the default that followed; in
 ``head-average-builtin*.json`` ``current`` is today's default (the half-decade selection),
 ``pseudo-BMA start 1/2`` the average tried on 2026-12-07 (now ``average``) and ``pseudo-BMA``
-the uniform prior (now ``pseudo-BMA uniform``). Run now, ``current`` and ``average`` are both
+the uniform prior (now ``pseudo-BMA uniform``). ``tempered log-loss`` (each candidate's held-out
+log-loss after one fitted temperature, for the choice; ``and check``: for the likelihood arm too)
+was added on 2026-12-07 for ``head-tempered-*`` and not adopted. Run now, ``current`` and ``average`` are both
 checked against ``fit_feature_head`` on every cell.
 """
 
@@ -163,6 +166,50 @@ def pseudo_bma(start_prior: float | None = None):
     return choose
 
 
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, *, steps: int = 50) -> float:
+    """The factor ``s`` (e^-5 to e^5) that minimises the log-loss of ``s * logits`` (convex in ``s``)."""
+    log_s = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    x = logits.double()
+    optimizer = torch.optim.LBFGS([log_s], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(x * log_s.clamp(-5.0, 5.0).exp(), labels)
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        optimizer.step(closure)
+    return float(log_s.detach().clamp(-5.0, 5.0).exp())
+
+
+def _tempered(c: Candidate) -> Candidate:
+    """The candidate with its held-out log-loss taken after one temperature fitted to its held-out logits."""
+    if c.cv_logits is None:
+        return c
+    nll = F.cross_entropy(c.cv_logits * fit_temperature(c.cv_logits, c.cv_labels), c.cv_labels, reduction="none")
+    return replace(c, nll=nll)
+
+
+def tempered_rule(arm_too: bool = False, z: float = 0.5):
+    """Like ``rule()``, but each candidate's log-loss (for the choice, and with ``arm_too`` for
+    the likelihood arm of the check) is taken after a temperature: an accurate head made
+    overconfident by a weak penalty is not ranked below the sentence scores for that alone."""
+
+    def choose(cell: Cell) -> Candidate:
+        start = _tempered(cell.start)
+        heads = [_tempered(h) if arm_too else h for h in cell.heads]
+        tempered = [_tempered(h) for h in cell.heads]
+        best, best_key = cell.start, _key(start, "log-loss")
+        likelihood = cell.per_class_min >= 8
+        for c, t, orig in zip(heads, tempered, cell.heads):
+            if _passes(c, cell.start, z, likelihood) and _key(t, "log-loss") > best_key:
+                best, best_key = orig, _key(t, "log-loss")
+        return best
+
+    return choose
+
+
 def oracle(cell: Cell) -> Candidate:
     """Not a rule: the candidate with the best *test* accuracy (the ceiling of any choice)."""
     return max([cell.start, *cell.heads], key=lambda c: c.test_accuracy)
@@ -185,6 +232,8 @@ RULES = {
     "stack zs+selected": stack(lambda cell: [cell.start] + ([] if math.isinf(rule()(cell).penalty) else [rule()(cell)])),
     "stack zs+weakest": stack(lambda cell: [cell.start, cell.heads[-1]]),
     "pseudo-BMA uniform": pseudo_bma(),
+    "tempered log-loss": tempered_rule(),
+    "tempered log-loss and check": tempered_rule(arm_too=True),
     "oracle (test)": oracle,
 }
 
