@@ -152,6 +152,8 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert average == capture_fit("--method", "biomedvr-average-head").method
     assert average == replace(MethodConfig(), head_combine="average")
     assert capture_fit("--method", "biomedvr-average-strict-vr").method == replace(average, clear_z=3.0)
+    # set 11's candidate: only the VR check changes
+    assert capture_fit("--method", "biomedvr-strict-vr").method == replace(MethodConfig(), clear_z=3.0)
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:
