@@ -17,6 +17,7 @@ from biomedvr_cli.method.scoring import knn_attribute_logits
 from biomedvr_cli.method.textbanks import TextBank
 from biomedvr_cli.method.vr import FullVR, MaskVR, PaddingVR, inner_size
 from biomedvr_cli.method.recipes import available_recipes, load_recipe
+from biomedvr_cli.method import training
 from biomedvr_cli.method.training import predict_logits, train_head
 
 
@@ -83,8 +84,12 @@ def _encoder(dim: int = 16):
 @pytest.mark.parametrize("gate", ["global", "class", "sample"])
 # "subtract" (an earlier variant) runs only in the slow suite: the default run stays under 3 minutes.
 @pytest.mark.parametrize("combine", ["add", pytest.param("subtract", marks=pytest.mark.slow)])
-def test_every_variant_trains_and_round_trips(vr: str, gate: str, combine: str) -> None:
-    head = BioMedVRHead(MethodConfig(vr=vr, gate=gate, combine=combine), 3, 16, 16, 20.0, _banks())
+def test_every_variant_trains_and_round_trips(vr: str, gate: str, combine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # On 6 validation images no epoch could be clearly better, so the stage would be skipped;
+    # here every epoch must train.
+    monkeypatch.setattr(training._Selector, "why_nothing_can_be_kept", lambda self: None)
+    config = MethodConfig(vr=vr, gate=gate, combine=combine)
+    head = BioMedVRHead(config, 3, 16, 16, 20.0, _banks())
     images = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])
     # The whole schedule, every epoch checked: no patience (the shipped `fast` stops at the first check without a gain).
@@ -93,7 +98,7 @@ def test_every_variant_trains_and_round_trips(vr: str, gate: str, combine: str) 
                         device=torch.device("cpu"), shots=2)
     assert [h["epoch"] for h in result.history] == [0, 1, 2]
     assert result.history[result.selected_epoch]["val_accuracy"] == result.val_accuracy
-    clone = BioMedVRHead(MethodConfig(vr=vr, gate=gate, combine=combine), 3, 16, 16, 20.0, _banks())
+    clone = BioMedVRHead(config, 3, 16, 16, 20.0, _banks())
     clone.load_state_dict(head.state_dict(), strict=True)
     x = torch.rand(2, 3, 16, 16)
     assert torch.allclose(clone(x, _encoder()).fused, head(x, _encoder()).fused)
@@ -119,7 +124,9 @@ def test_selection_keeps_the_untrained_start_when_training_does_not_beat_it() ->
     # head predicts (the same training, seeded), where the start is mostly wrong.
     images = (torch.rand(30, 3, 16, 16) * 255).to(torch.uint8)
     labels = torch.arange(30) % 3
-    config, longer = MethodConfig(vr="full", feature_head=False), recipe.with_overrides(epochs=10, eval_every=5)
+    # clear_z 1.5 (the default before 2026-12-07): the start's 6 or more mistakes in 30 can then be clearly gained.
+    config = MethodConfig(vr="full", feature_head=False, clear_z=1.5)
+    longer = recipe.with_overrides(epochs=10, eval_every=5)
     trained = BioMedVRHead(config, 3, 16, 16, 20.0, _banks())
     train_head(trained, _encoder(), images, labels, None, None, longer, seed=0, device=torch.device("cpu"), shots=10)
     target = predict_logits(trained, _encoder(), images, device=torch.device("cpu")).argmax(1)
@@ -136,8 +143,7 @@ def test_clearly_better_is_a_paired_check() -> None:
     from biomedvr_cli.method.feature_head import clearly_better
 
     start = torch.tensor([True] * 10 + [False] * 10)
-    z = MethodConfig().clear_z
-    assert z == 1.5
+    z = 1.5
     assert clearly_better(torch.ones(20, dtype=torch.bool), start, z)  # +10 net > 1.5 * sqrt(10) = 4.7
     assert not clearly_better(start.clone(), start, z)  # no change
     swapped = torch.tensor([False] * 4 + [True] * 6 + [True] * 8 + [False] * 2)  # gains 8, loses 4
@@ -149,7 +155,7 @@ def test_clearly_more_likely_is_a_paired_check_on_log_loss() -> None:
     from biomedvr_cli.method.feature_head import clearly_more_likely
 
     reference = torch.tensor([1.0, 2.0, 0.5, 1.5, 1.0, 0.8, 1.2, 0.9])
-    z = MethodConfig().clear_z
+    z = 1.5
     steady = reference - 0.1  # the same small gain on every image: no spread, clearly better
     assert clearly_more_likely(steady, reference, z)
     assert not clearly_more_likely(reference.clone(), reference, z)  # no gain

@@ -153,7 +153,8 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert average == replace(MethodConfig(), head_combine="average")
     assert capture_fit("--method", "biomedvr-average-strict-vr").method == replace(average, clear_z=3.0)
     # set 11's candidate: only the VR check changes
-    assert capture_fit("--method", "biomedvr-strict-vr").method == replace(MethodConfig(), clear_z=3.0)
+    assert capture_fit("--method", "biomedvr-strict-vr").method == replace(MethodConfig(), clear_z=3.0) == MethodConfig()
+    assert capture_fit("--method", "biomedvr-lenient-vr").method == replace(MethodConfig(), clear_z=1.5)
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:
@@ -179,7 +180,7 @@ def test_method_constants_are_config_fields_not_module_globals() -> None:
 
     assert not {"CLEAR_Z", "PENALTY_GRID", "LIKELIHOOD_MIN_PER_CLASS", "_LBFGS_STEPS"} & set(vars(feature_head))
     config = MethodConfig()
-    assert (config.clear_z, config.head_lbfgs_steps, config.head_likelihood_min) == (1.5, 100, 8)
+    assert (config.clear_z, config.head_lbfgs_steps, config.head_likelihood_min) == (3.0, 100, 8)
     assert config.head_penalties == (1e-1, 3.16e-2, 1e-2, 3.16e-3, 1e-3, 3.16e-4, 1e-4, 3.16e-5, 1e-5, 3.16e-6, 1e-6)
     assert set(HEAD_ONLY_FIELDS) <= {f.name for f in fields(MethodConfig)}
     for bad in ({"clear_z": -1.0}, {"head_penalties": []}, {"head_penalties": [1e-3, 1e-2]},
@@ -210,9 +211,10 @@ def test_feature_head_reads_its_constants_from_the_config() -> None:
 
 def test_head_clear_z_is_its_own_setting_and_old_adapters_read_clear_z() -> None:
     config = MethodConfig()
-    assert (config.head_clear_z, config.clear_z) == (0.5, 1.5)
+    assert (config.head_clear_z, config.clear_z) == (0.5, 3.0)
     assert MethodConfig.from_dict(config.to_dict()) == config
-    older = {k: v for k, v in config.to_dict().items() if k != "head_clear_z"}
+    # an adapter from before head_clear_z existed (2026-12-06) recorded clear_z 1.5
+    older = {k: v for k, v in config.to_dict().items() if k != "head_clear_z"} | {"clear_z": 1.5}
     assert MethodConfig.from_dict(older).head_clear_z == 1.5  # the head used clear_z before the field existed
     assert MethodConfig.from_dict({**older, "clear_z": 2.0}).head_clear_z == 2.0
     for bad in (-0.1, math.nan, math.inf, True, "1"):
@@ -227,7 +229,7 @@ def test_adapter_records_the_constants_and_older_adapters_read_todays(tmp_path: 
                                  "--out", str(out), "--epochs", "1", "--method", "biomedvr"])
     assert result.exit_code == 0, result.stderr
     recorded = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)["config"]["method"]
-    assert recorded["clear_z"] == 1.5 and recorded["head_penalties"] == list(MethodConfig().head_penalties)
+    assert recorded["clear_z"] == 3.0 and recorded["head_penalties"] == list(MethodConfig().head_penalties)
     assert (recorded["head_lbfgs_steps"], recorded["head_likelihood_min"]) == (100, 8)
     assert MethodConfig.from_dict(recorded).to_dict() == recorded
     older = {k: v for k, v in recorded.items() if k not in ("clear_z", "head_penalties", "head_lbfgs_steps",
@@ -235,5 +237,7 @@ def test_adapter_records_the_constants_and_older_adapters_read_todays(tmp_path: 
     older["head_clear_z"] = recorded["head_clear_z"]  # a field of its own since 2026-12-06 (its legacy value: above)
     # Half-decade penalties since 2026-12-07: an adapter that does not record its grid searched decades.
     assert MethodConfig.from_dict(older).head_penalties == (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
-    assert MethodConfig.from_dict(older) == MethodConfig.from_dict({**recorded, "head_penalties": [1e-1, 1e-2, 1e-3,
-                                                                                                   1e-4, 1e-5, 1e-6]})
+    # The VR epochs' check was 1.5 until 2026-12-07: an adapter that does not record it used that.
+    assert MethodConfig.from_dict(older).clear_z == 1.5
+    assert MethodConfig.from_dict(older) == MethodConfig.from_dict({**recorded, "clear_z": 1.5,
+                                                                    "head_penalties": [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6]})

@@ -14,6 +14,7 @@ from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
 from biomedvr_cli.method.recipes import load_recipe
 from biomedvr_cli.method.textbanks import TextBank
 from biomedvr_cli.method.training import head_outputs, train_head
+from biomedvr_cli.method.vr_stopping import ValidationStall
 
 CPU = torch.device("cpu")
 
@@ -93,7 +94,8 @@ def test_patience_stops_the_vr_stage_when_validation_does_not_improve() -> None:
     images, labels = _data()
     # A learning rate too small to change any prediction: no check can beat epoch 0.
     recipe = load_recipe("fast").with_overrides(epochs=40, eval_every=5, lr=1e-12, patience=2)
-    head = BioMedVRHead(MethodConfig(vr="full", feature_head=False), 3, 16, 16, 20.0, _banks())
+    lenient = MethodConfig(vr="full", feature_head=False, clear_z=0.5)  # a check an epoch could pass: the stage runs
+    head = BioMedVRHead(lenient, 3, 16, 16, 20.0, _banks())
     result = train_head(head, CountingEncoder(), images, labels, images, labels, recipe, seed=0, device=CPU, shots=4)
     assert result.vr is not None
     assert result.vr.epochs_run == 10 and result.vr.stopped_early and not result.vr.kept
@@ -101,9 +103,52 @@ def test_patience_stops_the_vr_stage_when_validation_does_not_improve() -> None:
     assert "stops after 2 check(s) in a row without a higher validation accuracy" in result.selection_rule
     assert [h["epoch"] for h in result.history] == list(range(0, 11))
     without = replace(recipe, patience=None)  # with_overrides skips None values
-    head = BioMedVRHead(MethodConfig(vr="full", feature_head=False), 3, 16, 16, 20.0, _banks())
+    head = BioMedVRHead(lenient, 3, 16, 16, 20.0, _banks())
     result = train_head(head, CountingEncoder(), images, labels, images, labels, without, seed=0, device=CPU, shots=4)
     assert result.vr is not None and result.vr.epochs_run == 40 and not result.vr.stopped_early
+
+
+def _fit(config: MethodConfig, images: torch.Tensor, labels: torch.Tensor, val: slice, recipe) -> tuple:
+    head = BioMedVRHead(config, 3, 16, 16, 20.0, _banks())
+    encoder = CountingEncoder()
+    result = train_head(head, encoder, images, labels, images[val], labels[val], recipe, seed=0, device=CPU, shots=4)
+    return head, result, encoder.images
+
+
+def test_the_vr_stage_is_skipped_exactly_when_no_epoch_could_be_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = _data(30)
+    recipe = load_recipe("fast").with_overrides(epochs=10, eval_every=5)
+    config = MethodConfig(vr="full", head_folds=2, head_penalties=(1e-2,), head_lbfgs_steps=10)
+    start_correct: list[int] = []
+    real_consider = training._Selector.consider
+
+    def spy(self, epoch: int) -> dict[str, float]:
+        scores = real_consider(self, epoch)
+        if epoch == 0:
+            start_correct.append(int(self.start_correct.sum()))
+        return scores
+
+    monkeypatch.setattr(training._Selector, "consider", spy)
+    # 9 validation images: even a start wrong on all of them leaves an epoch no way to gain more
+    # than clear_z squared (9) net, so the stage cannot keep anything.
+    head, skipped, encoded = _fit(config, images, labels, slice(21, 30), recipe)
+    wrong = 9 - start_correct[0]
+    assert skipped.vr is not None and skipped.vr.epochs_run == 0 and not skipped.vr.kept
+    assert skipped.vr.skipped and f"{wrong} of 9 validation images wrong" in skipped.vr.skipped
+    assert skipped.vr.to_dict()["skipped"] == skipped.vr.skipped and not skipped.vr.stopped_early
+    # The same fit with the stage forced to run ends in the same adapter: no epoch passed the check.
+    monkeypatch.setattr(training._Selector, "why_nothing_can_be_kept", lambda self: None)
+    head_run, ran, encoded_run = _fit(config, images, labels, slice(21, 30), recipe)
+    assert ran.vr is not None and ran.vr.epochs_run > 0 and ran.vr.skipped is None and not ran.vr.kept
+    assert skipped.selected_epoch == ran.selected_epoch == 0
+    for name, value in head_run.trainable_state().items():
+        assert torch.equal(head.trainable_state()[name], value), name
+    assert encoded < encoded_run  # and it cost fewer encoder passes
+    # With a check the start's mistakes could pass (wrong > clear_z squared), the stage runs.
+    monkeypatch.undo()
+    _, lenient, _ = _fit(replace(config, clear_z=0.5), images, labels, slice(21, 30), recipe)
+    assert start_correct[-1] < 9
+    assert lenient.vr is not None and lenient.vr.skipped is None and lenient.vr.epochs_run > 0
 
 
 def test_a_kept_vr_state_is_retrained_on_every_label(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,12 +195,25 @@ def test_the_saved_head_reports_its_cross_validated_estimate() -> None:
 
 def test_patience_counts_accuracy_not_a_falling_nll() -> None:
     """A validation NLL that keeps falling at the same accuracy does not keep the VR stage going."""
-    stall = training._Stall(2)
+    stall = ValidationStall(2)
     for accuracy, nll in ((0.5, 1.0), (0.5, 0.9), (0.5, 0.8)):
         stall.record({"val_accuracy": accuracy, "val_nll": nll})
     assert stall.exhausted
-    stall = training._Stall(2)
+    stall = ValidationStall(2)
     for accuracy in (0.5, 0.5, 0.55, 0.55):
         stall.record({"val_accuracy": accuracy, "val_nll": 1.0})
     assert not stall.exhausted  # the third check was higher: one check since the best
-    assert not training._Stall(None).exhausted
+    assert not ValidationStall(None).exhausted
+
+
+def test_why_no_epoch_can_pass_is_the_check_at_its_best_case() -> None:
+    from biomedvr_cli.method.vr_stopping import why_no_epoch_can_pass
+
+    def start(wrong: int, n: int = 40) -> torch.Tensor:
+        return torch.arange(n) >= wrong
+
+    # at 3 standard errors an epoch must gain more than 9 net: 9 mistakes are not enough, 10 are
+    assert why_no_epoch_can_pass(start(9), 3.0) is not None and why_no_epoch_can_pass(start(10), 3.0) is None
+    assert "9 of 40 validation images wrong" in why_no_epoch_can_pass(start(9), 3.0)
+    assert why_no_epoch_can_pass(start(2), 1.5) is not None and why_no_epoch_can_pass(start(3), 1.5) is None
+    assert why_no_epoch_can_pass(start(0), 0.0) is not None  # a perfect start cannot be beaten

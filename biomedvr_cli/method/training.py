@@ -11,7 +11,8 @@ Plain functions that report through a callback and never print.
    A few validation images cannot otherwise tell a better epoch from a lucky one.
    With a recipe ``patience``, the stage stops once that many validation checks in a row
    bring no higher validation accuracy than the best so far (the start included): VR training that is not
-   going to be kept is not paid for in full.
+   going to be kept is not paid for in full. When the start gets so few validation images wrong
+   that no epoch could pass the check, the stage is skipped (``VRReport.skipped`` says why).
 3. When a trained epoch was kept, the VR stage is run again from the start on every labelled
    image (support and validation) for the kept number of epochs, on the same schedule, so the
    saved patterns have seen every label (as the feature head does).
@@ -38,6 +39,7 @@ from biomedvr_cli.method.feature_head import FeatureHeadFit, clearly_better, fit
 from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.losses import biomedvr_loss
 from biomedvr_cli.method.recipes import Recipe
+from biomedvr_cli.method.vr_stopping import ValidationStall, why_no_epoch_can_pass
 
 SELECTION_BEST_VAL = (
     "the untrained start (epoch 0) unless an epoch is clearly better on validation (paired check); "
@@ -88,6 +90,7 @@ class VRReport:
     kept_epoch: int
     seconds: float
     refit_seconds: float = 0.0
+    skipped: str | None = None  # why no epoch was trained, when the stage could not have kept one
 
     @property
     def kept(self) -> bool:
@@ -96,7 +99,7 @@ class VRReport:
     def to_dict(self) -> dict[str, float | int | bool]:
         return {"ran": self.epochs_run > 0, "epochs_planned": self.epochs_planned, "epochs_run": self.epochs_run,
                 "stopped_early": self.stopped_early, "kept": self.kept, "kept_epoch": self.kept_epoch,
-                "seconds": round(self.seconds + self.refit_seconds, 3)}
+                "seconds": round(self.seconds + self.refit_seconds, 3), "skipped": self.skipped}
 
 
 @dataclass
@@ -204,6 +207,12 @@ class _Selector:
             self.state = self.head.trainable_state()
         return {"val_accuracy": accuracy, "val_nll": nll}
 
+    def why_nothing_can_be_kept(self) -> str | None:
+        """Why no trained epoch could be kept (:func:`vr_stopping.why_no_epoch_can_pass`), or None."""
+        if self.start_correct is None:  # the start was not scored: nothing to judge by, so train
+            return None
+        return why_no_epoch_can_pass(self.start_correct, self.head.config.clear_z)
+
 
 def _train_epoch(head: BioMedVRHead, encode: Encode, train: LabelledImages, optimizer, scheduler, recipe: Recipe, *,
                  batch_size: int, generator: torch.Generator, device: torch.device, epoch: int) -> float:
@@ -254,12 +263,14 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
     selector = _Selector(head, encode, val if has_val else None, device)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    stall = _Stall(recipe.patience if has_val else None)
+    stall = ValidationStall(recipe.patience if has_val else None)
+    skipped = None
     if has_val:
         history.append({"epoch": 0, **stall.record(selector.consider(0))})
+        skipped = selector.why_nothing_can_be_kept()
     last = recipe.epochs if stop_after is None else min(recipe.epochs, stop_after)
     epoch = 0
-    for epoch in range(1, last + 1):
+    for epoch in range(1, 0 if skipped else last + 1):
         loss = _train_epoch(head, encode, train, optimizer, scheduler, recipe, batch_size=batch_size,
                             generator=generator, device=device, epoch=epoch)
         record: dict[str, float] = {"epoch": epoch, "loss": loss}
@@ -282,31 +293,8 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
     seconds = time.perf_counter() - start
     return TrainResult(state=head.trainable_state(), selected_epoch=selected, selection_rule=rule,
                        val_accuracy=selector.accuracy, val_nll=selector.nll, seconds=seconds, history=history,
-                       vr=VRReport(epochs_planned=last, epochs_run=epoch, stopped_early=epoch < last,
-                                   kept_epoch=selected if has_val else epoch, seconds=seconds))
-
-
-class _Stall:
-    """Counts validation checks in a row without a higher validation accuracy than the best so far.
-
-    Accuracy only: the selector keeps a trained epoch only for a clear gain in images right, so
-    a schedule whose validation NLL still falls while its accuracy stands still will not be kept
-    and is not worth its time.
-    """
-
-    def __init__(self, patience: int | None) -> None:
-        self.patience, self.best, self.since_best = patience, None, 0
-
-    def record(self, scores: dict[str, float]) -> dict[str, float]:
-        if self.best is None or scores["val_accuracy"] > self.best:
-            self.best, self.since_best = scores["val_accuracy"], 0
-        else:
-            self.since_best += 1
-        return scores
-
-    @property
-    def exhausted(self) -> bool:
-        return self.patience is not None and self.since_best >= self.patience
+                       vr=VRReport(epochs_planned=last, epochs_run=epoch, stopped_early=epoch < last and not skipped,
+                                   kept_epoch=selected if has_val else epoch, seconds=seconds, skipped=skipped))
 
 
 def _set_feature_head(head: BioMedVRHead, weight: torch.Tensor, bias: torch.Tensor, scale: float) -> None:
