@@ -7,6 +7,9 @@ the default's). Used for the choice rules written into held-out READMEs before d
 
     python experiments/paired_compare.py experiments/results/v2-design-strict-vr/builtin \\
         experiments/results/v2-design-strict-vr/design --candidate biomedvr-strict-vr
+
+Runs of one method at two times are told apart as in goal_table.py:
+``--rename experiments/results/v2-heldout-2-hd:biomedvr=before``.
 """
 
 from __future__ import annotations
@@ -17,13 +20,17 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+from goal_table import parse_renames
 
-def load(folders: list[Path], methods: tuple[str, str]) -> dict[tuple[str, int, int], dict[str, dict]]:
-    """(dataset, shots, seed) -> method -> job record, for the two methods."""
+
+def load(folders: list[Path], methods: tuple[str, str],
+         renames: dict[tuple[Path, str], str]) -> dict[tuple[str, int, int], dict[str, dict]]:
+    """(dataset, shots, seed) -> method -> job record, for the two methods (after renaming)."""
     cells: dict[tuple[str, int, int], dict[str, dict]] = defaultdict(dict)
     for folder in folders:
         for path in sorted((folder / "jobs").glob("*.json")):
             job = json.loads(path.read_text(encoding="utf-8"))
+            job["method"] = renames.get((folder.resolve(), job["method"]), job["method"])
             if job["method"] in methods:
                 cells[(job["dataset"], int(job["shots"]), int(job["seed"]))][job["method"]] = job
     return {key: jobs for key, jobs in cells.items() if len(jobs) == 2}
@@ -34,8 +41,9 @@ def main() -> None:
     parser.add_argument("folders", nargs="+", type=Path)
     parser.add_argument("--candidate", required=True)
     parser.add_argument("--default", default="biomedvr")
+    parser.add_argument("--rename", action="append", default=[], metavar="FOLDER:METHOD=NEW")
     args = parser.parse_args()
-    cells = load(args.folders, (args.candidate, args.default))
+    cells = load(args.folders, (args.candidate, args.default), parse_renames(args.rename))
 
     def accuracy(job: dict) -> float:
         return 100 * job["metrics"]["accuracy"]
