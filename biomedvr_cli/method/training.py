@@ -96,7 +96,7 @@ class VRReport:
     def kept(self) -> bool:
         return self.kept_epoch > 0
 
-    def to_dict(self) -> dict[str, float | int | bool]:
+    def to_dict(self) -> dict[str, float | int | bool | str | None]:
         return {"ran": self.epochs_run > 0, "epochs_planned": self.epochs_planned, "epochs_run": self.epochs_run,
                 "stopped_early": self.stopped_early, "kept": self.kept, "kept_epoch": self.kept_epoch,
                 "seconds": round(self.seconds + self.refit_seconds, 3), "skipped": self.skipped}
