@@ -88,6 +88,17 @@ def test_published_vr_methods_record_their_untrained_start(all_methods_run) -> N
     assert by_method["ar"] != "" and by_method["linear-probe"] == ""
 
 
+def test_vr_jobs_record_what_their_vr_stage_did(all_methods_run) -> None:
+    """The job JSON carries the fit's VR report: skipped (and why), epochs run, kept."""
+    _, doc = all_methods_run
+    jobs = {j["method"]: j for j in doc["jobs"]}
+    # 3 validation images: no trained epoch could be clearly better, so the default skips the stage
+    assert jobs["biomedvr"]["vr"]["skipped"].startswith("skipped: ") and jobs["biomedvr"]["vr"]["epochs_run"] == 0
+    assert jobs["ar"]["vr"]["skipped"] is None and jobs["ar"]["vr"]["ran"]  # as published: no validation, every epoch
+    for job in doc["jobs"]:
+        assert (job["vr"] is None) == (METHODS[job["method"]].family != "vr"), job["method"]
+
+
 def test_the_probe_refits_on_every_labelled_image(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
     from sklearn.linear_model import LogisticRegression

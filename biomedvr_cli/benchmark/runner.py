@@ -117,6 +117,7 @@ def _job_result(job: Job, job_hash: str, dataset: LoadedDataset, inputs: JobInpu
         "val_accuracy": output.val_accuracy,
         "fitted_images": output.fitted_images,
         "start_accuracy": output.start_accuracy,
+        "vr": output.vr,
         "support_set": _support_hash(inputs.train) if inputs else None,
         "train_images": len(inputs.train) if inputs else 0,
         "val_images": len(inputs.val) if inputs else 0,
