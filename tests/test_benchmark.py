@@ -97,6 +97,7 @@ def test_vr_jobs_record_what_their_vr_stage_did(all_methods_run) -> None:
     assert jobs["ar"]["vr"]["skipped"] is None and jobs["ar"]["vr"]["ran"]  # as published: no validation, every epoch
     for job in doc["jobs"]:
         assert (job["vr"] is None) == (METHODS[job["method"]].family != "vr"), job["method"]
+        assert (job["vr_seconds"] is None) == (job["vr"] is None), job["method"]
 
 
 def test_the_probe_refits_on_every_labelled_image(monkeypatch: pytest.MonkeyPatch) -> None:
