@@ -153,3 +153,33 @@ def test_coverage_chance_matches_the_beta_law_of_split_conformal() -> None:
     large = chance.simulate([(960, 4)] * 3, level=0.9, test_per_class=400, draws=40_000, rng=rng)
     outside = [float(((m < 0.87) | (m > 0.95)).mean()) for m in (small, large)]
     assert outside[0] > 0.08 and outside[1] < 0.001
+
+
+def test_goal_chance_pairs_seeds_and_simulates_only_the_scatter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    goal_chance = _load("goal_chance")
+    run = tmp_path / "run"
+    _job(run, "a", "zs-attributes", 0, 0, 0.70)
+    for seed, (probe, ours) in enumerate(((0.80, 0.78), (0.70, 0.74), (0.75, 0.75))):
+        _job(run, "a", "linear-probe", 4, seed, probe)
+        _job(run, "a", "biomedvr", 4, seed, ours)
+    acc = goal_chance.load_by_seed([run], {})
+    against_probe = goal_chance.paired_differences(acc, "biomedvr", "linear-probe", 4)
+    assert np.allclose(against_probe["a"], [-2.0, 4.0, 0.0])  # paired by seed
+    against_zs = goal_chance.paired_differences(acc, "biomedvr", "zs-attributes", 4)
+    assert np.allclose(against_zs["a"], [8.0, 4.0, 5.0])  # zero-shot's one run against every seed
+    pool = goal_chance.residual_pool(against_probe)
+    # centred on the task's mean (+2/3), then scaled by sqrt(3/2) so the spread is the sample one
+    assert np.allclose(pool, (np.array([-2.0, 4.0, 0.0]) - 2 / 3) * np.sqrt(1.5))
+    rng = np.random.default_rng(0)
+    quiet = np.zeros(10)
+    assert goal_chance.simulate(quiet, 5, 3, -1.9, 2.0, draws=100, rng=rng) == (0.0, 1.0)
+    assert goal_chance.simulate(quiet, 5, 3, -2.1, 2.0, draws=100, rng=rng) == (5.0, 0.0)
+    # one seed, noise +-1 with equal odds, limit 0.5 at margin 0: each task past half the time
+    past, none = goal_chance.simulate(np.array([-1.0, 1.0]), 2, 1, 0.0, 0.5, draws=20000, rng=rng)
+    assert past == pytest.approx(1.0, abs=0.05) and none == pytest.approx(0.25, abs=0.02)
+    assert goal_chance.margin_for(quiet, 5, 3, 2.0, target=0.5, draws=10, rng=rng) == -2.0  # -2 is not past -2
+    # with the +-1 noise, none past in 0.9 of draws needs the -1 seed above -0.5: margin 0.5 (exactly)
+    assert goal_chance.margin_for(np.array([-1.0, 1.0]), 1, 1, 0.5, target=0.9, draws=2000, rng=rng) == 0.5
