@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from biomedvr_cli.errors import (
-    InvalidInputError,
     OutputExistsError,
     OutputNotWritableError,
     OutputWriteError,
@@ -37,7 +36,7 @@ except ImportError:  # Windows: a lock is then only its file's existence, and is
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
 
-def check_writable(path: Path, *, force: bool) -> None:
+def check_writable(path: Path, *, force: bool, option: str = "--out") -> None:
     """Fail early, before any work: ``path`` exists without ``force``, or its folder cannot be written.
 
     The folder check looks at the nearest existing ancestor (missing folders are created
@@ -45,10 +44,10 @@ def check_writable(path: Path, *, force: bool) -> None:
     (or on a read-only file system), is an :class:`OutputNotWritableError`.
     """
     path = Path(path)
+    if path.is_dir():  # before the --force hint: forcing would not help
+        raise OutputNotWritableError(f"{path.name or path} is a folder", "give a file name for the output (inside it, say)")
     if path.exists() and not force:
-        raise OutputExistsError(path.name)
-    if path.exists() and path.is_dir():
-        raise InvalidInputError(f"{path.name} is a folder", "give a file name for the output")
+        raise OutputExistsError(path.name, option=option)
     check_folder_writable(path)
 
 
@@ -115,7 +114,8 @@ def refuse_folder_with_inputs(folder: Path, roots: Iterable[Path], files: Iterab
     where = Path(folder).resolve()
     for root in roots:
         if Path(root).is_dir() and where.is_relative_to(Path(root).resolve()):
-            raise UsageError(f"{option} folder {where.name} is inside the input folder {Path(root).name}; its files "
+            relation = "is" if where == Path(root).resolve() else "is inside"
+            raise UsageError(f"{option} folder {where.name} {relation} the input folder {Path(root).name}; its files "
                              "would be mixed with your images", f"choose a {option} folder outside the images")
     wanted = _file_id(where)
     if wanted is None:
@@ -151,7 +151,7 @@ def reserve_output(path: Path, *, force: bool, inputs: Iterable[Path | None] = (
     """
     path = Path(path)
     refuse_input_as_output(path, inputs, option=option)
-    check_writable(path, force=force)
+    check_writable(path, force=force, option=option)
     created = _missing_parents(path.parent)
     lock = path.parent / f".{path.name}.lock"
     try:

@@ -93,7 +93,7 @@ def test_vr_jobs_record_what_their_vr_stage_did(all_methods_run) -> None:
     _, doc = all_methods_run
     jobs = {j["method"]: j for j in doc["jobs"]}
     # 3 validation images: no trained epoch could be clearly better, so the default skips the stage
-    assert jobs["biomedvr"]["vr"]["skipped"].startswith("skipped: ") and jobs["biomedvr"]["vr"]["epochs_run"] == 0
+    assert jobs["biomedvr"]["vr"]["skipped"].startswith("the untrained views get ") and jobs["biomedvr"]["vr"]["epochs_run"] == 0
     assert jobs["ar"]["vr"]["skipped"] is None and jobs["ar"]["vr"]["ran"]  # as published: no validation, every epoch
     for job in doc["jobs"]:
         assert (job["vr"] is None) == (METHODS[job["method"]].family != "vr"), job["method"]

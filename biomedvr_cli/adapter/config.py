@@ -250,6 +250,7 @@ def check_config(config: AdapterConfig, name: str = "adapter") -> None:
             raise AdapterError(f"{name}: {where} holds the control character {bad}", _TAMPERED)
         if isinstance(leaf, float) and not math.isfinite(leaf):  # Python's JSON reader takes NaN; no writer does
             raise AdapterError(f"{name}: {where} is {leaf}, not a finite number", _TAMPERED)
+    _check_calibration(config.calibration, name)
     backbone, pre = config.backbone, config.preprocessing
     for where, value in (("backbone.embed_dim", backbone.embed_dim), ("preprocessing.image_size", pre.image_size)):
         if value < 1:
@@ -259,3 +260,44 @@ def check_config(config: AdapterConfig, name: str = "adapter") -> None:
             raise AdapterError(f"{name}: config.preprocessing.{key} {values} is not three numbers"
                                + (" above zero" if key == "std" else ""), _TAMPERED)
 
+
+
+# The calibration record (method/trust.py writes it): each field's test, and what it must be.
+# Fields are checked when present; adapters written before calibration existed have none.
+_WHOLE = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number of at least 1")
+_TEXT = (lambda v: isinstance(v, str), "text")
+
+
+def _number(low: float, high: float, *, low_open: bool = False, high_open: bool = False):
+    def test(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    return test
+
+
+_CALIBRATION_FIELDS: dict[str, dict[str, tuple[Any, str]]] = {
+    "conformal": {"method": (lambda v: v in ("split", "cv+"), "split or cv+"), "score": _TEXT, "images": _WHOLE,
+                  "folds": _WHOLE, "calibrated_on": _TEXT,
+                  "max_level": (_number(0, 1, high_open=True), "a number from 0 up to (not including) 1"),
+                  "caveat": _TEXT},
+    "outliers": {"score": _TEXT, "images": _WHOLE,
+                 "rate": (_number(0, 1, low_open=True, high_open=True), "a number between 0 and 1"),
+                 "threshold": (_number(0, math.inf, high_open=True), "a number of at least 0")},
+}
+
+
+def _check_calibration(record: dict[str, Any], name: str) -> None:
+    """Refuse a calibration record no biomedvr writes (exit 4 naming the field), so `info` and `predict` agree."""
+    if "note" in record and not isinstance(record["note"], str):
+        raise AdapterError(f"{name}: config.calibration.note is {_json_type(record['note'])}, not text", _TAMPERED)
+    for part, fields in _CALIBRATION_FIELDS.items():
+        if part not in record:
+            continue
+        entry = record[part]
+        if not isinstance(entry, dict):
+            raise AdapterError(f"{name}: config.calibration.{part} is {_json_type(entry)}, not an object", _TAMPERED)
+        for key, (test, wanted) in fields.items():
+            if key in entry and not test(entry[key]):
+                raise AdapterError(f"{name}: config.calibration.{part}.{key} is {repr(entry[key])[:40]}; it must be {wanted}",
+                                   _TAMPERED)

@@ -28,7 +28,14 @@ from biomedvr_cli.attributes.schema import (
     save_attributes,
     validate_class_entry,
 )
-from biomedvr_cli.errors import BiomedVRError, InvalidInputError, OutputExistsError, ProviderError, UsageError
+from biomedvr_cli.errors import (
+    BiomedVRError,
+    InvalidInputError,
+    OutputExistsError,
+    OutputNotWritableError,
+    ProviderError,
+    UsageError,
+)
 
 DEFAULT_PER_CLASS = 5
 MAX_PER_CLASS = 20
@@ -134,7 +141,7 @@ def generate(
             corrupt = exc  # a fresh reply replaces it below
     if out is not None and out.exists() and not force:
         if out.is_dir():
-            raise InvalidInputError(f"{out.name} is a folder", "give a file name for --out")
+            raise OutputNotWritableError(f"{out.name} is a folder", "give a file name for --out (inside it, say)")
         existing = _try_load(out)
         if cached is not None and existing is not None and existing.same_content(cached):
             return GenerationResult(cached, True, 0, written=False, unchanged=True)

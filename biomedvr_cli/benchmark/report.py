@@ -186,7 +186,10 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 
 
 def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]], document: dict[str, Any]) -> dict[str, Path]:
-    """summary.json, summary.csv, jobs.csv, summary.md and accuracy_vs_shots.png in ``out`` (atomic, replaced)."""
+    """summary.json, summary.csv, jobs.csv, summary.md and (with a finished job) accuracy_vs_shots.png in ``out``.
+
+    Each is written atomically, replacing the earlier one; the paths written are returned.
+    """
     from biomedvr_cli.benchmark.store import strict_json
 
     paths = {
@@ -202,4 +205,6 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
     write_text_atomic(paths["summary_md"], markdown_text(rows), force=True)
     if rows:
         write_plot(rows, paths["plot"])
+    else:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
+        paths.pop("plot").unlink(missing_ok=True)
     return paths

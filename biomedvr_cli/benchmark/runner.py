@@ -24,9 +24,9 @@ from biomedvr_cli.benchmark.datasets import LoadedDataset, load_dataset
 from biomedvr_cli.distributed import DistContext, rank_device
 from biomedvr_cli.method.metrics import SCALAR_METRICS
 from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, estimated_cost, method_signature, run_method
-from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names, make_jobs
+from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names, is_task_file, make_jobs
 from biomedvr_cli.benchmark.report import summarize, write_reports
-from biomedvr_cli.benchmark.store import JobStore, settings_hash
+from biomedvr_cli.benchmark.store import JobStore, check_out_folder, settings_hash
 from biomedvr_cli.data import DecodeOptions, sample_few_shot
 from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import BiomedVRError, UsageError
@@ -305,6 +305,10 @@ def run_benchmark(
     """Run (or resume) the sweep; rank 0 returns the merged outcome, other ranks return None."""
     dist = dist or DistContext()
     _check_request(request)
+    if dist.is_main:
+        tasks = [Path(s.sandbox_task) for s in request.datasets if s.sandbox_task and is_task_file(s.sandbox_task)]
+        given = [p for s in request.datasets for p in (s.images, s.test, s.attributes) if p is not None] + tasks
+        check_out_folder(request.out, [p for p in given if p.is_dir()], [p for p in given if p.is_file()])
     # Rank 0 holds the report for the whole run (a second run into the same --out fails at once). If
     # the run stops (error, Ctrl-C, SIGTERM) the finished jobs stay in jobs/, resumable; a folder it
     # created and left without results is removed.

@@ -14,12 +14,17 @@ import contextlib
 import hashlib
 import json
 import math
+import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from biomedvr_cli.atomic import write_text_atomic
+from biomedvr_cli.atomic import refuse_folder_with_inputs, refuse_input_as_output, write_text_atomic
 from biomedvr_cli.benchmark.protocol import Job
 from biomedvr_cli.errors import UsageError
+
+# What a benchmark writes in its --out folder (benchmark.report.write_reports and the store).
+REPORT_NAMES = ("summary.json", "summary.csv", "jobs.csv", "summary.md", "accuracy_vs_shots.png")
 
 STORE_VERSION = 1
 
@@ -56,15 +61,23 @@ class JobStore:
         return self.jobs_dir / f"{job.key}.json"
 
     def load(self, job: Job) -> dict[str, Any] | None:
-        """The stored result of ``job``, or None (a missing or unreadable file counts as not done)."""
+        """The stored result of ``job``, or None: a missing file, or a damaged one (with a warning), is not done.
+
+        Damaged means unreadable, not this store's JSON, or not this job's result with an accuracy
+        between 0 and 1 (a hand-edited or truncated file): the job is run again and its file replaced.
+        """
         path = self.path(job)
         if not path.is_file():
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+            data = None
+        if not _is_result_of(data, job):
+            warnings.warn(f"{self.out.name}/jobs/{job.key}.json is damaged (not a readable result of this job); "
+                          "the job is run again", stacklevel=2)
             return None
-        return data if isinstance(data, dict) and data.get("store_version") == STORE_VERSION else None
+        return data
 
     def done(self, job: Job, expected_hash: str, *, force: bool) -> dict[str, Any] | None:
         """The stored result when it was made with the same settings; None when the job must run."""
@@ -91,3 +104,46 @@ class JobStore:
         """Remove ``jobs/`` when no job was stored in it (a run stopped before its first job finished)."""
         with contextlib.suppress(OSError):  # missing, or holding results: kept
             self.jobs_dir.rmdir()
+
+
+def _is_result_of(data: Any, job: Job) -> bool:
+    """Whether ``data`` is a stored result of ``job`` that a report can use."""
+    if not isinstance(data, dict) or data.get("store_version") != STORE_VERSION:
+        return False
+    metrics = data.get("metrics")
+    accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
+    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1:
+        return False
+    same = (data.get("dataset"), data.get("method"), data.get("shots"), data.get("seed"))
+    return same == (job.dataset, job.method, job.shots, job.seed) and isinstance(data.get("settings_hash"), str)
+
+
+def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iterable[Path]) -> None:
+    """Refuse (exit 2), before any work, an ``--out`` folder whose reports would harm something.
+
+    It may not be (or lie inside) an image folder of the run, its reports may not replace an
+    input file (a manifest named ``jobs.csv``), and an existing folder with anything in it must
+    be one a benchmark wrote (``jobs/`` or a benchmark ``summary.json``): its reports would
+    replace files of the same names.
+    """
+    out = Path(out)
+    refuse_folder_with_inputs(out, list(image_folders), [], option="--out")
+    inputs = list(input_files)
+    for name in REPORT_NAMES:
+        refuse_input_as_output(out / name, inputs)
+    if not out.is_dir() or (out / "jobs").is_dir() or _is_benchmark_summary(out / "summary.json"):
+        return
+    theirs = sorted(p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".lock")))
+    if theirs:
+        raise UsageError(f"--out folder {out.name} holds files no benchmark wrote ({theirs[0]}"
+                         f"{f' and {len(theirs) - 1} more' if len(theirs) > 1 else ''}); its reports would replace "
+                         "files of the same names", "choose a new or empty --out folder, or the one an earlier "
+                                                    "benchmark wrote")
+
+
+def _is_benchmark_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("benchmark"), dict) and "summary" in data

@@ -210,9 +210,10 @@ def _root(
 
 def _register() -> None:
     # Imported here so the import order is explicit; none of these import torch at module level.
-    from biomedvr_cli.cli import registry
+    from biomedvr_cli.cli import options, registry
 
     registry.register_all(app)
+    options.refuse_empty_paths(app)
 
 
 _register()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import typer
+import typer.models
 from typer.core import TyperCommand
 
 # Help panels: the sections `fit --help` (and any command registered with PanelCommand) groups its options in.
@@ -130,3 +133,45 @@ def default_adapter_name(images: Path, backbone: str, shots: int) -> Path:
     stem = images.resolve().stem if images.suffix.lower() == ".csv" else images.resolve().name
     safe_backbone = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in backbone.split("/")[-1])[:40]
     return Path(f"{stem or 'images'}-{safe_backbone}-{shots}shot.safetensors")
+
+
+def path_value(value: str) -> Path:
+    """Parse a path given on the command line, refusing an empty one (exit 2).
+
+    ``Path("")`` is the current folder, so ``--out ''`` (an unset shell variable, say) would
+    otherwise read or write there without a word.
+    """
+    if isinstance(value, Path):  # a default, already a path
+        return value
+    if value == "":
+        raise typer.BadParameter("an empty path names no file or folder; give one ('.' is the current folder)")
+    return Path(value)
+
+
+def _mentions_path(annotation: Any) -> bool:
+    """Whether a parameter annotation is Path, Optional[Path] or list[Path]."""
+    if annotation is Path:
+        return True
+    return any(_mentions_path(arg) for arg in typing.get_args(annotation))
+
+
+def refuse_empty_paths(app: typer.Typer) -> None:
+    """Give every path parameter of every command of ``app`` (sub-apps included) :func:`path_value`.
+
+    Done once at registration rather than option by option, so that a path option added later
+    cannot forget it (a test walks every command to check).
+    """
+    callbacks = [info.callback for info in app.registered_commands]
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            refuse_empty_paths(group.typer_instance)
+    for callback in callbacks:
+        if callback is None:
+            continue
+        hints = typing.get_type_hints(callback)
+        for name, parameter in inspect.signature(callback).parameters.items():
+            info = parameter.default
+            if isinstance(info, typer.models.ParameterInfo) and _mentions_path(hints.get(name)) \
+                    and getattr(info, "parser", None) is None \
+                    and getattr(info, "click_type", None) is None:  # click_type: older Typers
+                info.parser = path_value

@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ def default_val_shots(shots: int) -> int:
 # deterministic, and it rescues most cases a single greedy pass gets wrong.
 _ATTEMPTS = 16
 _FEWER_HINT = "add images of that class, lower --shots or --val-shots, or pass --allow-fewer to use what there is"
+_EMPTY_HINT = "add images of that class (--allow-fewer cannot draw from none)"
+_GROUP_HINT = ("put each patient/group on one side only (all its images in training or all in test), or check which "
+               "column groups the images (--group-column)")
 
 GroupKey = tuple[str, str]
 
@@ -189,7 +193,9 @@ def sample_few_shot(
         raise UsageError(f"validation shots must be 0 or more, got {val_target}", "pass 0 to skip validation")
     wanted = set(classes)
     candidates = [r for r in records if r.label in wanted and r.split != "test"]
+    before = Counter(r.label for r in candidates)
     candidates, leak_warning = without_test_groups(candidates, test_records(records))
+    left_out = before - Counter(r.label for r in candidates)  # per class, for the shortfall message
     usable = sorted(candidates, key=_sort_key)
     explicit_val = any(r.split == "val" for r in usable)
     grouped = any(r.group is not None for r in usable)
@@ -217,7 +223,11 @@ def sample_few_shot(
             bad = sum(1 for r in unreadable if r.label == name)
             if bad:
                 message += f" ({bad} other image(s) of this class could not be read and were left out)"
-            raise InvalidInputError(message, _FEWER_HINT)
+            if left_out[name]:
+                message += (f" ({left_out[name]} image(s) of this class were left out: their patient/group also has "
+                            "images in the test split)")
+            raise InvalidInputError(message, _GROUP_HINT if left_out[name] else
+                                    _EMPTY_HINT if allow_fewer else _FEWER_HINT)
         if short:
             warnings.append(
                 f"class '{name}': only {len(draw.train)} training and {len(draw.val)} validation images "

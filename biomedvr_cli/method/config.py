@@ -105,7 +105,7 @@ class MethodConfig:
         if self.combine not in COMBINE_KINDS:
             raise ValueError(f"unknown combination {self.combine!r}; choose from {', '.join(COMBINE_KINDS)}")
         if self.k < 1 or (self.m is not None and self.m < 1):
-            raise ValueError("k and m must be at least 1")
+            raise ValueError("k and m (--top-k-sentences and --max-sentences) must be at least 1")
         if not (math.isfinite(self.beta) and math.isfinite(self.margin)) or self.beta < 0 or self.margin < 0:
             raise ValueError("beta and margin must be numbers of 0 or more")
         if not (math.isfinite(self.vr_eps) and 0 < self.vr_eps <= 1):

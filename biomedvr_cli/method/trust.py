@@ -216,7 +216,8 @@ def _load_conformal(tensors: dict[str, torch.Tensor], record: dict[str, Any], nu
 
 def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num_classes: int,
                    dim: int) -> OutlierCalibration:
-    mahalanobis = "outlier_precision" in tensors  # the tensors say which score, not the record's wording
+    # The tensors say which score, not the record's wording; either Mahalanobis tensor alone means the other was lost.
+    mahalanobis = "outlier_precision" in tensors or "outlier_means" in tensors
     means = _tensor(tensors, "outlier_means" if mahalanobis else "outlier_prototypes", 2)
     precision = _tensor(tensors, "outlier_precision", 2) if mahalanobis else None
     if tuple(means.shape) != (num_classes, dim) or (precision is not None and tuple(precision.shape) != (dim, dim)):

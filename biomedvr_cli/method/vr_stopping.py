@@ -46,5 +46,5 @@ def why_no_epoch_can_pass(start_correct: torch.Tensor, z: float) -> str | None:
     if clearly_better(torch.ones_like(start_correct), start_correct, z):
         return None
     wrong = int((~start_correct).sum())
-    return (f"skipped: the untrained views get {wrong} of {start_correct.numel()} validation images wrong, "
+    return (f"the untrained views get {wrong} of {start_correct.numel()} validation images wrong, "
             f"too few for a trained epoch to be clearly better at {z:g} standard errors")

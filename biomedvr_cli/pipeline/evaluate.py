@@ -62,16 +62,21 @@ def fitted_overlap(images: ImageInput, records: list, pixels: Any, training: Any
 
 
 @contextlib.contextmanager
-def reserved_plots(plots: Path | None, images: Path | None, adapter: Path | None, *, force: bool) -> Iterator[None]:
-    """Hold the plot files for the whole run: never the images' folder or an input, existing ones only with ``force``.
+def reserved_plots(plots: Path | None, images: Path | None, adapter: Path | None, *, force: bool,
+                   outliers: Path | None = None) -> Iterator[None]:
+    """Hold the plot files for the whole run: never an input folder or file, existing ones only with ``force``.
 
-    ``images`` and ``adapter`` are None for in-memory images and a fitted, not loaded, adapter.
+    ``images`` and ``adapter`` are None for in-memory images and a fitted, not loaded, adapter;
+    ``outliers`` is the ``--outliers`` folder or manifest (plots written there would be scored
+    as outlier images by the next run).
     """
     with contextlib.ExitStack() as held:
         if plots is not None:
-            refuse_folder_with_inputs(plots, [images] if images is not None else [], [], option="--plots")
+            roots = [root for root in (images, outliers) if root is not None]
+            refuse_folder_with_inputs(plots, roots, [], option="--plots")
             for name in PLOT_NAMES:
-                held.enter_context(reserve_output(plots / name, force=force, inputs=[images, adapter], option="--plots"))
+                held.enter_context(reserve_output(plots / name, force=force, inputs=[images, adapter, outliers],
+                                                  option="--plots"))
         yield
 
 
@@ -106,12 +111,13 @@ def evaluate_adapter(
     coverage = None if coverage is None else check_level(coverage)
     assurance = check_assurance(assurance, coverage)
     folder = images if isinstance(images, Path) else None
-    with reserved_plots(plots, folder, adapter, force=as_flag(force, "force")):  # before any image is scored
+    outliers = as_optional_path(outliers, "outliers", "pass a folder or CSV of images of another kind")
+    with reserved_plots(plots, folder, adapter, force=as_flag(force, "force"), outliers=outliers):  # before any scoring
         source = open_images(images, columns)
-        if plots is not None:  # a manifest's images in the --plots folder
-            refuse_folder_with_inputs(plots, [], [r.path for r in source.source.records], option="--plots")
-        others = outlier_files(as_optional_path(outliers, "outliers", "pass a folder or CSV of images of another kind"),
-                               columns)
+        others = outlier_files(outliers, columns)
+        if plots is not None:  # a manifest's images (or outlier images) in the --plots folder
+            listed = [r.path for r in source.source.records] + list(others or [])
+            refuse_folder_with_inputs(plots, [], listed, option="--plots")
         if predictor is None:
             predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
         notices = require_calibration(predictor, coverage=coverage, outliers_wanted=others is not None)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import warnings as python_warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,7 @@ class FitRequest:
     def check(self) -> None:
         """Coerce what has an obvious meaning (a str path) and refuse the rest with a fix (UsageError)."""
         self.images = images_argument(self.images)
-        self.shots = as_count(self.shots, "shots", 1, "pass shots=8 (images per class to learn from; --shots 8)")
+        self.shots = as_count(self.shots, "shots", 1, "pass 1 or more images per class to learn from, e.g. --shots 8 (shots=8 in Python)")
         self.out = as_optional_path(self.out, "out", "pass the adapter file to write, e.g. out=\"derm.safetensors\"")
         self.attributes = as_optional_path(self.attributes, "attributes", "pass the attributes JSON file, or None")
         check_backbone_argument(self.backbone)
@@ -238,7 +239,12 @@ def fit_adapter(
                       else resolve_attributes(folder, request.attributes, classes, notify, found=found))
         backbone = obtain_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
         with preserved_rng(backbone.device):
-            trained = _train(request, recipe, images, classes, attributes, backbone, progress)
+            try:
+                trained = _train(request, recipe, images, classes, attributes, backbone, progress)
+            except InvalidInputError:  # e.g. a class emptied by grouping: which column grouped the images helps
+                for warning in warnings:
+                    python_warnings.warn(warning, stacklevel=2)
+                raise
         head, split, result, adapter = trained
         warnings.extend(split.warnings)
         if request.out is not None:

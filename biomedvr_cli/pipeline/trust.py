@@ -38,7 +38,8 @@ def _fraction(value: object, what: str, hint: str) -> float:
 
 def check_level(level: object) -> float:
     """A coverage level strictly between 0 and 1 (UsageError, exit 2, otherwise)."""
-    return _fraction(level, "coverage level", "pass --coverage 0.9 (level=0.9) for sets that hold the true class 9 times in 10")
+    return _fraction(level, "coverage level",
+                     "pass a level between 0 and 1, e.g. 0.9 (--coverage 0.9) for sets that hold the true class 9 times in 10")
 
 
 def check_assurance(assurance: object, coverage: float | None) -> float | None:

@@ -135,8 +135,8 @@ def _report(outcome: BenchmarkOutcome, request: BenchmarkRequest, json_out: bool
     seeds_text = f"{len(request.seeds)} seed(s)"
     _print_table(outcome, f"benchmark on {request.backbone}: test metrics, mean ± std over {seeds_text}; "
                           f"selection on validation")
-    render.info(f"{outcome.ran} job(s) run, {outcome.skipped} already stored; reports in {request.out}/ "
-                "(summary.csv, jobs.csv, summary.md, summary.json, accuracy_vs_shots.png)")
+    written = ", ".join(path.name for path in outcome.outputs.values())
+    render.info(f"{outcome.ran} job(s) run, {outcome.skipped} already stored; reports in {request.out}/ ({written})")
 
 
 def _run(request, dist, render):

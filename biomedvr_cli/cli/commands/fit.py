@@ -164,7 +164,7 @@ def fit(
 def describe_vr(vr: dict | None) -> str:
     """One line on what the VR stage did: epochs run of planned, why it stopped, kept or not, its time."""
     if vr and vr.get("skipped"):
-        return str(vr["skipped"])
+        return f"skipped: {vr['skipped']}"
     if not vr or not vr.get("ran"):
         return "did not run"
     stop = " (stopped early: validation stopped improving)" if vr["stopped_early"] else ""

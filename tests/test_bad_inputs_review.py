@@ -1,0 +1,195 @@
+"""Bad inputs found by a hostile review on 2026-12-07 (issue #17's session 11), through the same harness.
+
+Each row runs like the matrix of ``test_bad_inputs.py``: exit code, one ``error: ... (fix: ...)``
+line holding the row's words, no traceback, nothing new left behind after a failure. The
+groups: an empty path taken as the current folder (empty), outputs that would land among
+inputs or replace files no benchmark wrote (out), an adapter's calibration record edited by
+hand (calibration), and a class emptied by patient grouping (grouping).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_bad_inputs import Env, Row, World, _edited_adapter, predict, runner, world  # noqa: F401
+from tests.test_bad_inputs import test_bad_input as run_row
+
+from biomedvr_cli.cli.app import app
+
+
+def _bench(env: Env, images: Any, out: Any, *extra: Any) -> list[Any]:
+    return ["benchmark", images, "--methods", "zs-attributes", "--shots", "1", "--seeds", "1", "--backbone",
+            env.w.spec, "--out", out, *extra]
+
+
+def _copy_tree(env: Env) -> Path:
+    return Path(shutil.copytree(env.w.tree, env.tmp / "imgs"))
+
+
+def _calibration(env: Env, part: str, key: str, value: Any) -> Path:
+    def edit(config: dict) -> None:
+        config["calibration"][part][key] = value
+    return _edited_adapter(env.w.adapter, env.tmp / "edited.safetensors", config=edit)
+
+
+def _unchanged(path: str, text: str):
+    def check(env: Env, result: Any) -> None:
+        assert (env.tmp / path).read_text() == text, f"{path} was overwritten"
+    return check
+
+
+def _shared_patients(env: Env) -> Path:
+    """A manifest whose patient ids (PatientID) recur in train and test: grouping empties training."""
+    rows = ["path,label,split,PatientID"]
+    for split in ("train", "test"):
+        for folder in sorted((env.w.tree / split).iterdir()):
+            for i, image in enumerate(sorted(folder.glob("*.png"))):
+                rows.append(f"{image},{folder.name},{split},P{i}")
+    return env.text("m.csv", "\n".join(rows) + "\n")
+
+
+def _names_the_group_column(env: Env, result: Any) -> None:
+    assert "grouped by column 'PatientID'" in result.stderr, result.stderr
+
+
+ROWS: list[Row] = [
+    # --- an empty path is not the current folder
+    Row("empty-eval-outliers", lambda e: ["eval", e.w.tree, *e.ad, "--outliers", ""], 2, ("empty path", "--outliers")),
+    Row("empty-eval-plots", lambda e: ["eval", e.w.tree, *e.ad, "--plots", ""], 2, ("empty path", "--plots")),
+    Row("empty-predict-input", lambda e: ["predict", "", *e.ad], 2, ("empty path",)),
+    Row("empty-fit-out", lambda e: ["fit", e.w.tree, "--shots", "2", "--backbone", e.w.spec, "--out", ""], 2,
+        ("empty path", "--out")),
+    Row("empty-benchmark-out", lambda e: _bench(e, e.w.tree, ""), 2, ("empty path", "--out")),
+    Row("empty-info-adapter", lambda e: ["info", ""], 2, ("empty path",)),
+    # --- outputs
+    Row("out-fit-is-a-folder-even-with-force",
+        lambda e: ["fit", e.w.tree, "--shots", "2", "--backbone", e.w.spec, "--out", e.tmp / "d", "--force"], 2,
+        ("d is a folder", "file name"), setup=lambda e: (e.tmp / "d").mkdir()),
+    Row("out-predict-is-a-folder", lambda e: [*predict(e), "--out", e.tmp / "d"], 2, ("d is a folder",),
+        setup=lambda e: (e.tmp / "d").mkdir()),
+    Row("out-benchmark-is-the-images-folder", lambda e: _bench(e, e.tmp / "imgs", e.tmp / "imgs"), 2,
+        ("--out folder imgs is the input folder imgs",), setup=_copy_tree),
+    Row("out-benchmark-inside-the-images-folder", lambda e: _bench(e, e.tmp / "imgs", e.tmp / "imgs" / "train"), 2,
+        ("--out folder train is inside the input folder imgs",), setup=_copy_tree),
+    Row("out-benchmark-folder-of-other-files", lambda e: _bench(e, e.w.tree, e.tmp / "mine"), 2,
+        ("holds files no benchmark wrote (jobs.csv and 1 more)", "new or empty --out folder"),
+        setup=lambda e: (e.text("mine/summary.md", "notes"), e.text("mine/jobs.csv", "a,b")),
+        check=_unchanged("mine/summary.md", "notes")),
+    Row("out-benchmark-report-would-replace-a-manifest", lambda e: _bench(e, e.tmp / "jobs.csv", e.tmp), 2,
+        ("--out jobs.csv is also an input",),
+        setup=lambda e: e.text("jobs.csv", "path,label,split\n"), check=_unchanged("jobs.csv", "path,label,split\n")),
+    Row("out-eval-plots-in-the-outliers-folder",
+        lambda e: ["eval", e.w.tree, *e.ad, "--outliers", e.tmp / "other", "--plots", e.tmp / "other"], 2,
+        ("--plots folder other is the input folder other",),
+        setup=lambda e: shutil.copytree(e.w.tree / "test" / "alpha cell", e.tmp / "other")),
+    Row("out-eval-plots-hold-the-outlier-manifest-images",
+        lambda e: ["eval", e.w.tree, *e.ad, "--outliers", e.tmp / "o.csv", "--plots", e.tmp / "pics"], 2,
+        ("--plots folder pics holds input images",),
+        setup=lambda e: (shutil.copytree(e.w.tree / "test" / "alpha cell", e.tmp / "pics"),
+                         e.text("o.csv", "path\n" + "\n".join(f"pics/{p.name}" for p in sorted((e.tmp / "pics").iterdir()))))),
+    # --- an adapter's calibration record edited by hand: info and predict refuse it alike (exit 4)
+    Row("calibration-rate-text-info", lambda e: ["info", _calibration(e, "outliers", "rate", "x")], 4,
+        ("config.calibration.outliers.rate", "between 0 and 1", "refit")),
+    Row("calibration-rate-text-predict", lambda e: ["predict", e.w.good, "--adapter",
+                                                    _calibration(e, "outliers", "rate", "x"), "--backbone", e.w.spec], 4,
+        ("config.calibration.outliers.rate",)),
+    Row("calibration-rate-above-one-predict", lambda e: ["predict", e.w.good, "--adapter",
+                                                         _calibration(e, "outliers", "rate", 2), "--backbone", e.w.spec],
+        4, ("config.calibration.outliers.rate is 2",)),
+    Row("calibration-threshold-negative-info", lambda e: ["info", _calibration(e, "outliers", "threshold", -1)], 4,
+        ("config.calibration.outliers.threshold is -1", "at least 0")),
+    Row("calibration-images-text-info", lambda e: ["info", _calibration(e, "conformal", "images", "many")], 4,
+        ("config.calibration.conformal.images",)),
+    Row("calibration-method-unknown-predict",
+        lambda e: ["predict", e.w.good, "--adapter", _calibration(e, "conformal", "method", "magic"),
+                   "--backbone", e.w.spec, "--coverage", "0.8"], 4, ("config.calibration.conformal.method", "split or cv+")),
+    # --- grouping that empties a class says why, and which column grouped the images
+    Row("grouping-empties-a-class",
+        lambda e: ["fit", e.tmp / "m.csv", "--shots", "1", "--backbone", e.w.spec, "--attributes",
+                   e.w.tree / "attributes.json", "--out", e.tmp / "g.safetensors", "--allow-fewer"], 3,
+        ("were left out: their patient/group also has images in the test split", "one side only"),
+        setup=_shared_patients, check=_names_the_group_column),
+]
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, id=r.name) for r in ROWS])
+def test_review_row(row: Row, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    run_row(row, world, tmp_path, monkeypatch)
+
+
+def test_every_path_parameter_refuses_an_empty_path() -> None:
+    """Every command's path parameters parse through ``path_value`` (so a path option added later does too)."""
+    import typer.main
+
+    from biomedvr_cli.cli import options
+
+    checked = 0
+    for command in typer.main.get_command(app).commands.values():
+        for info in _path_infos(command):
+            assert getattr(info, "parser", None) is options.path_value, info
+            checked += 1
+    assert checked >= 25, checked  # every command has at least one path; most several
+    with pytest.raises(Exception, match="empty path"):
+        options.path_value("")
+    assert options.path_value(".") == Path(".") and options.path_value(Path("x")) == Path("x")
+
+
+def _path_infos(command: Any) -> list[Any]:
+    """The Typer parameter declarations of a command (and its subcommands) whose type holds Path."""
+    import inspect
+    import typing
+
+    from biomedvr_cli.cli.options import _mentions_path
+
+    infos = []
+    for sub in getattr(command, "commands", {}).values():
+        infos += _path_infos(sub)
+    callback = getattr(command, "callback", None)
+    if callback is None:
+        return infos
+    hints = typing.get_type_hints(callback)
+    for name, parameter in inspect.signature(callback).parameters.items():
+        if _mentions_path(hints.get(name)):
+            infos.append(parameter.default)
+    return infos
+
+
+def test_a_damaged_benchmark_job_is_redone_with_a_warning(world: World, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "b"
+    args = [str(a) for a in ["benchmark", world.tree, "--methods", "zs-attributes", "--seeds", "1", "--backbone",
+                             world.spec, "--out", out]]
+    assert runner.invoke(app, args).exit_code == 0
+    (job,) = (out / "jobs").iterdir()
+    good = json.loads(job.read_text())
+    for damage in ({**good, "metrics": {}}, {**good, "dataset": "another"}, "not json"):
+        job.write_text(damage if isinstance(damage, str) else json.dumps(damage))
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.stderr
+        assert f"warning: b/jobs/{job.name} is damaged" in result.stderr and "1 job(s) run" in result.stderr
+        assert json.loads(job.read_text())["metrics"]["accuracy"] == good["metrics"]["accuracy"]
+    result = runner.invoke(app, args)  # whole again: taken from the store, no warning
+    assert "is damaged" not in result.stderr and "0 job(s) run, 1 already stored" in result.stderr
+
+
+def test_a_benchmark_without_a_finished_job_lists_no_plot(world: World, tmp_path: Path,  # noqa: F811
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import biomedvr_cli.benchmark.runner as runner_module
+    from biomedvr_cli.errors import InvalidInputError
+
+    def fails(*args: Any, **kwargs: Any) -> Any:
+        raise InvalidInputError("no", "none")
+
+    monkeypatch.setattr(runner_module, "run_method", fails)
+    out = tmp_path / "b"
+    (out).mkdir()
+    (out / "accuracy_vs_shots.png").write_bytes(b"stale")
+    (out / "summary.json").write_text(json.dumps({"benchmark": {}, "summary": []}))  # an earlier run's folder
+    result = runner.invoke(app, [str(a) for a in ["benchmark", world.tree, "--methods", "zs-attributes", "--seeds",
+                                                  "1", "--backbone", world.spec, "--out", out]])
+    assert result.exit_code == 3, result.stderr
+    assert "accuracy_vs_shots.png" not in result.stderr and not (out / "accuracy_vs_shots.png").exists()
