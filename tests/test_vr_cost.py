@@ -178,6 +178,27 @@ def test_a_kept_vr_state_is_retrained_on_every_label(monkeypatch: pytest.MonkeyP
     assert result.vr is not None and result.vr.kept and result.vr.refit_seconds > 0
 
 
+def test_after_a_kept_vr_epoch_the_estimate_is_not_the_untrained_views_cross_validation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head's folds ran through the untrained views: another model than the saved one, so not its figure."""
+    images, labels = _data()
+
+    def keep_every_epoch(self, epoch: int) -> dict[str, float]:
+        self.epoch, self.accuracy, self.nll = epoch, 0.5, 1.0
+        self.state = self.head.trainable_state()
+        return {"val_accuracy": 0.5 + epoch, "val_nll": 1.0}
+
+    monkeypatch.setattr(training._Selector, "consider", keep_every_epoch)
+    recipe = load_recipe("fast").with_overrides(epochs=2, eval_every=2)
+    head = BioMedVRHead(MethodConfig(vr="full", head_penalties=(1e-2,)), 3, 16, 16, 20.0, _banks())
+    result = train_head(head, CountingEncoder(), images, labels, images[:6], labels[:6], recipe, seed=0, device=CPU,
+                        shots=4)
+    assert result.selected_epoch == 2 and result.feature_head is not None
+    assert result.feature_head.cv_accuracy is not None  # a cross-validated figure existed, and was not used
+    assert result.estimate is not None and result.estimate.kind == "validation-before-refit"
+    assert result.estimate.accuracy == 0.5 and result.estimate.images == 6
+
+
 @pytest.mark.slow  # a whole fit with its cross-validated head (about 15 s)
 def test_the_saved_head_reports_its_cross_validated_estimate() -> None:
     images, labels = _data(24)

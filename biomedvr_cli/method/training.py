@@ -20,7 +20,9 @@ Plain functions that report through a callback and never print.
    penalty is chosen by cross-validation through the untrained views: the trained views have
    been fitted to the support images, which would bias that choice.
 Without a validation split the last epoch is kept. ``TrainResult.estimate`` says which held-out
-figure describes the saved model (cross-validation when the feature head was refitted on all).
+figure describes the saved model: cross-validation when the feature head was refitted on all
+through untrained views; after a kept VR epoch, the selected epoch's validation figure from
+before the refit (``validation-before-refit``), or none without a validation split.
 """
 
 from __future__ import annotations
@@ -363,8 +365,10 @@ def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, t
         result.feature_head = fit_head_on_features(head, encode, everything, seed=seed, device=device,
                                                    choose_with=views if result.selected_epoch > 0 else None)
         head_seconds += time.perf_counter() - start
-        if result.feature_head.cv_accuracy is not None:
+        if result.feature_head.cv_accuracy is not None and result.selected_epoch == 0:
             # The saved head has seen the validation images: its honest figure is the cross-validated one.
+            # Not after a kept VR epoch: its folds ran through the untrained views, another model than
+            # the saved one, so the figure of the selected epoch (or none) is kept and named as such.
             estimate = HeldOutEstimate(result.feature_head.cv_accuracy, result.feature_head.cv_nll, "cross-validation",
                                        len(everything))
     result.state = head.trainable_state()

@@ -155,7 +155,8 @@ def fit(
         [("classes", len(result.classes)), ("train / val images", f"{result.train_images} / {result.val_images}"),
          ("attributes", result.attribute_source), ("backbone", result.backbone), ("method", label),
          ("recipe", result.recipe), ("selected epoch", result.selected_epoch),
-         (f"held-out accuracy ({result.estimate_kind})", result.val_accuracy), ("selection", result.selection_rule),
+         (f"held-out accuracy ({result.estimate_kind})", "none: every labelled image was fitted (--val-shots 1 or "
+          "more gives one)" if result.val_accuracy is None else result.val_accuracy), ("selection", result.selection_rule),
          ("VR stage", describe_vr(result.vr)), ("feature head", result.feature_head or "off"),
          ("seconds", round(result.seconds, 1))],
     )
