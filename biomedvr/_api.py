@@ -160,11 +160,15 @@ def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = N
     ``max_pixels``/``window``. ``progress`` is called with each epoch's report.
     """
     from biomedvr_cli.atomic import check_writable
+    from biomedvr_cli.errors import UsageError
     from biomedvr_cli.pipeline.arguments import as_flag
     from biomedvr_cli.pipeline.fit import FitRequest, fit_adapter
     from biomedvr_cli.pipeline.predictor import predictor_for
 
     allow = None if offline is None else not as_flag(offline, "offline")
+    if progress is not None and not callable(progress):  # else it fails only once an epoch is reported
+        raise UsageError(f"progress must be a function or None, got {type(progress).__name__}",
+                         "pass progress=print, or a function taking each epoch's report")
     request = FitRequest(images=images, shots=shots, out=out, attributes=attributes, backbone=backbone, seed=seed,
                          device=device, force=force, allow_download=allow, **_request_options(options, attributes))
     if request.out is not None:

@@ -193,3 +193,125 @@ def test_a_benchmark_without_a_finished_job_lists_no_plot(world: World, tmp_path
                                                   "1", "--backbone", world.spec, "--out", out]])
     assert result.exit_code == 3, result.stderr
     assert "accuracy_vs_shots.png" not in result.stderr and not (out / "accuracy_vs_shots.png").exists()
+
+
+# ----------------------------------------------------------------------------- round 2: the library and files
+
+
+@pytest.fixture(scope="module")
+def predictor(world: World):  # noqa: F811
+    import biomedvr
+
+    return biomedvr.load(world.adapter, backbone=world.spec)
+
+
+def test_assess_checks_its_level_and_takes_an_empty_batch(predictor) -> None:
+    import torch
+
+    from biomedvr_cli.errors import UsageError
+
+    pixels = torch.zeros(2, 3, predictor.image_size, predictor.image_size, dtype=torch.uint8)
+    for level in (2, "a", 0.0):
+        with pytest.raises(UsageError, match="coverage level"):
+            predictor.assess(pixels, level=level)
+    with pytest.raises(UsageError, match="batch_size"):
+        predictor.assess(pixels, batch_size=0)
+    empty = predictor.assess(pixels[:0], level=0.8)
+    assert tuple(empty.probs.shape) == (0, len(predictor.classes)) and tuple(empty.sets.shape) == (0, len(predictor.classes))
+    assert empty.outliers is not None and empty.outliers.numel() == 0
+    assert predictor.assess(pixels[:0]).sets is None
+
+
+def test_odd_pil_images_are_converted_or_refused_with_the_projects_error(predictor) -> None:
+    from PIL import Image
+
+    from biomedvr_cli.errors import InvalidInputError
+
+    image = Image.new("RGB", (40, 30), (200, 100, 50))
+    assert predictor.classify(image.convert("La")) == predictor.classify(image.convert("LA"))  # premultiplied alpha
+    with pytest.raises(InvalidInputError, match=r"no pixels \(0 x 0\)"):
+        predictor.classify(Image.new("RGB", (0, 0)))
+    closed = image.copy()
+    closed.close()
+    with pytest.raises(InvalidInputError, match="closed PIL image"):
+        predictor.classify(closed)
+
+
+def test_in_memory_labels_follow_the_class_name_rules_of_files(world: World) -> None:  # noqa: F811
+    import biomedvr
+    from biomedvr_cli.errors import InvalidInputError, UsageError
+    from biomedvr_cli.pipeline.images import memory_images
+
+    pairs = [(p, p.parent.name) for p in sorted((world.tree / "train").glob("*/*.png"))]
+    spaced = memory_images([(img, f"  {label} " if i % 2 else label) for i, (img, label) in enumerate(pairs)])
+    assert spaced.source.classes == sorted({label for _, label in pairs})
+    with pytest.raises(InvalidInputError, match="differ only in letter case"):
+        memory_images([(pairs[0][0], pairs[0][1].upper()), *pairs[1:]])
+    with pytest.raises(UsageError, match="progress must be a function"):
+        biomedvr.fit(pairs, shots=1, backbone=world.spec, attributes=world.tree / "attributes.json", progress=5)
+
+
+def _one_class_file(path: Path) -> Path:
+    sentences = {k: [f"a {k} sentence about the one class number {i}" for i in range(2)]
+                 for k in ("descriptive", "distinctive", "confusion")}
+    path.write_text(json.dumps({"schema_version": 1, "task": "", "classes": {"nevus": sentences}}))
+    return path
+
+
+def test_attribute_files_need_two_classes(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["attributes", "validate", str(_one_class_file(tmp_path / "one.json"))])
+    assert result.exit_code == 3 and "at least two are needed" in result.stderr, result.stderr
+    refs = {}
+    for kind in ("descriptive", "distinctive", "confusion"):
+        refs[kind] = tmp_path / f"{kind}.json"
+        refs[kind].write_text(json.dumps({c: [f"a {kind} sentence about {c}, long enough"] for c in ("melanoma", "nevus")}))
+    result = runner.invoke(app, ["attributes", "import", *[a for k, p in refs.items() for a in (f"--{k}", str(p))],
+                                 "--class", "nevus", "--out", str(tmp_path / "o.json")])
+    assert result.exit_code == 3 and "at least two are needed" in result.stderr, result.stderr
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_an_export_inside_or_around_its_source_is_refused(tmp_path: Path, tiny_backbone_spec: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "exp"
+    assert runner.invoke(app, ["backbones", "export", tiny_backbone_spec, str(source)]).exit_code == 0
+    before = sorted(p.name for p in source.iterdir())
+    result = runner.invoke(app, ["backbones", "export", f"local-dir:{source}", str(source / "sub")])
+    assert result.exit_code == 2 and "is inside the backbone folder exp" in result.stderr, result.stderr
+    monkeypatch.chdir(source)
+    result = runner.invoke(app, ["backbones", "export", f"local-dir:{source}", str(tmp_path), "--force"])
+    assert result.exit_code == 2 and "is around the backbone folder exp" in result.stderr, result.stderr
+    assert sorted(p.name for p in source.iterdir()) == before
+
+
+def test_an_export_manifest_that_is_a_folder_is_exit_4_naming_it(tmp_path: Path, world: World) -> None:  # noqa: F811
+    source = tmp_path / "exp"
+    assert runner.invoke(app, ["backbones", "export", world.spec, str(source)]).exit_code == 0
+    (source / "biomedvr-export.json").unlink()
+    (source / "biomedvr-export.json").mkdir()
+    result = runner.invoke(app, ["predict", str(world.good), "--adapter", str(world.adapter), "--backbone",
+                                 f"local-dir:{source}"])
+    assert result.exit_code == 4 and "biomedvr-export.json is a folder" in result.stderr, result.stderr
+
+
+def test_predict_json_escapes_non_utf8_file_names_like_the_csv(tmp_path: Path, world: World) -> None:  # noqa: F811
+    import os
+
+    name = os.fsdecode(b"bad\xff\xfename.png")
+    shutil.copyfile(world.good, tmp_path / name)
+    result = runner.invoke(app, ["predict", str(tmp_path / name), *["--adapter", str(world.adapter), "--backbone",
+                                                                    world.spec], "--json"])
+    assert result.exit_code == 0, result.stderr
+    (row,) = json.loads(result.stdout)["predictions"]
+    assert row["file"].endswith("bad\\xff\\xfename.png") and row["file"].encode("utf-8")
+
+
+def test_csv_prediction_sets_split_back_into_class_names() -> None:
+    from biomedvr_cli.cli.trust_output import trust_cells
+
+    names = ["eos;ino phil", "back\\slash", "plain"]
+    (cell,) = trust_cells({"prediction_set": names}, ["prediction_set"])
+    import re
+
+    parts = [re.sub(r"\\(.)", r"\1", p) for p in re.split(r"(?<!\\);", cell.replace("\\\\", "\0"))]
+    assert [p.replace("\0", "\\") for p in parts] == names

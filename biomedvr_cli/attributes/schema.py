@@ -216,8 +216,9 @@ def validate_attributes(data: dict) -> AttributeFile:
         raise _fail("", "classes is missing")
     if not isinstance(classes, dict):
         raise _fail("classes", f"must be an object of class name -> sets, not {_json_type(classes)}")
-    if not classes:
-        raise _fail("classes", "is empty; at least one class is needed")
+    if len(classes) < 2:  # a classifier tells classes apart; confusion sentences name another class
+        raise _fail("classes", f"has {len(classes)} class(es); at least two are needed",
+                    "list every class of the task")
     out: dict[str, ClassAttributes] = {}
     folded: dict[str, str] = {}
     for index, (raw_name, entry) in enumerate(classes.items(), start=1):

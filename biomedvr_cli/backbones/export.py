@@ -142,8 +142,15 @@ def _write_manifest(staging: Path, backbone: Backbone) -> dict[str, int]:
 
 
 def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
-    if spec.kind == "local-dir" and spec.local_path is not None and spec.local_path.resolve() == out.resolve():
-        raise UsageError("the export folder is the backbone folder itself", "choose another DIR")
+    if spec.kind == "local-dir" and spec.local_path is not None:
+        source, target = spec.local_path.resolve(), out.resolve()
+        if source == target:
+            raise UsageError("the export folder is the backbone folder itself", "choose another DIR")
+        # Inside it, the export would become an unlisted file of the source; around it, --force would replace it.
+        if target.is_relative_to(source) or source.is_relative_to(target):
+            where = "inside" if target.is_relative_to(source) else "around"
+            raise UsageError(f"the export folder {target.name} is {where} the backbone folder {source.name}",
+                             "choose a DIR outside the backbone folder")
     if out.exists() and not out.is_dir():
         raise OutputNotWritableError(f"{out.name} exists and is not a folder", "choose another DIR")
     if out.is_dir() and any(out.iterdir()) and not force:

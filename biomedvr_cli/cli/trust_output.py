@@ -34,7 +34,7 @@ def trust_cells(row: dict[str, Any], header: list[str], *, table: bool = False) 
         if value is None:
             cells.append("")
         elif name == "prediction_set":
-            cells.append((", " if table else ";").join(value))
+            cells.append(", ".join(value) if table else ";".join(_set_member(name) for name in value))
         elif name == "outlier":
             cells.append(("[yellow]outlier[/yellow]" if value else "") if table else str(value).lower())
         else:
@@ -52,3 +52,8 @@ def metric_rows(metrics: dict[str, Any]) -> list[tuple[str, Any]]:
 def per_class_columns(metrics: dict[str, Any]) -> list[str]:
     """``eval``'s extra per-class columns (with --coverage)."""
     return ["coverage", "mean_set_size"] if "coverage" in metrics else []
+
+
+def _set_member(name: str) -> str:
+    """A class name inside the CSV's ``;``-joined set: ``\\`` and ``;`` escaped with a backslash, so it splits back."""
+    return name.replace("\\", "\\\\").replace(";", "\\;")

@@ -118,18 +118,28 @@ def _open(path: Path, options: DecodeOptions) -> Image.Image:
 def to_rgb(image: Image.Image, name: str) -> Image.Image:
     """Any Pillow mode to 8-bit RGB, following the rules in this module's docstring."""
     mode = image.mode
+    if 0 in image.size:
+        raise InvalidImageError(f"{name} has no pixels ({image.width} x {image.height})", "pass a non-empty image")
+    try:
+        return _converted(image, mode)
+    except (ValueError, OSError) as exc:  # a mode Pillow cannot convert (LA premultiplied, ...), or a closed image
+        if "closed" in str(exc):
+            raise InvalidImageError(f"{name} is a closed PIL image", "pass the image before closing it, "
+                                    "or open it again") from None
+        raise InvalidImageError(f"{name}: colour mode {mode} is not supported",
+                                "save the image as RGB or greyscale") from None
+
+
+def _converted(image: Image.Image, mode: str) -> Image.Image:
     if mode in _HIGH_DEPTH_MODES:
         grey = minmax_to_uint8(np.asarray(image))
         return Image.fromarray(grey).convert("RGB")
     if mode in _ALPHA_MODES or "transparency" in image.info:
+        if mode == "La":  # premultiplied: Pillow converts it only to LA
+            image = image.convert("LA")
         rgba = image.convert("RGBA")
         black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(black, rgba).convert("RGB")
     if mode == "1":
         image = image.convert("L")
-    try:
-        return image.convert("RGB")
-    except ValueError:
-        raise InvalidImageError(
-            f"{name}: colour mode {mode} is not supported", "save the image as RGB or greyscale"
-        ) from None
+    return image.convert("RGB")

@@ -92,10 +92,15 @@ def read_regular_file(path: Path, *, max_bytes: int, what: str = "file") -> byte
         raise InvalidInputError(f"{name} not found", "check the path") from None
     except OSError as exc:
         raise InvalidInputError(f"{name} cannot be read: {exc.strerror}", "check the path and its permissions") from None
+    try:  # checked on the descriptor: os.fdopen itself refuses a folder with a bare OSError
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        os.close(fd)
+        raise
+    if stat.S_ISDIR(mode):
+        os.close(fd)
+        raise InvalidInputError(f"{name} is a folder", f"give the {what} itself")
     with os.fdopen(fd, "rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise InvalidInputError(f"{name} is a folder", f"give the {what} itself")
         if not stat.S_ISREG(mode):
             raise InvalidInputError(f"{name} is not a regular file (a pipe, socket or device)",
                                     f"save the {what} to disk and pass that file")

@@ -27,6 +27,7 @@ from PIL import Image
 
 from biomedvr_cli.data import CsvColumns, DecodeOptions, DecodedBatch, ImageRecord, ImageSource, decode_to_tensors, open_source
 from biomedvr_cli.data.decode import decode_image, to_rgb
+from biomedvr_cli.data.labels import canonical_label, check_distinct_labels
 from biomedvr_cli.data.scaling import minmax_to_uint8
 from biomedvr_cli.data.tensors import resize_and_crop
 from biomedvr_cli.errors import InvalidInputError, UsageError
@@ -194,7 +195,8 @@ def memory_images(pairs: Any) -> MemoryImages:
                              "map numeric labels to class names first, e.g. {0: 'benign', 1: 'malignant'}[label]; "
                              "the names are matched against the attribute sentences")
         items.append(item)
-        labels.append(label)
+        labels.append(canonical_label(label))  # the rule of folder names and CSV cells: one spelling per class
+    check_distinct_labels(labels, "images", "label")
     return MemoryImages(items, labels)
 
 

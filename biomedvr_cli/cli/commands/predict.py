@@ -186,13 +186,26 @@ def _emit(render, rows: list[dict], adapter_name: str, k: int, output_format: st
     if output_format == "table" and out is None:
         _render_table(render, rows, adapter_name, k, explain)
         return
-    text = _csv_text(rows, k, explain) if output_format == "csv" \
-        else json.dumps({"adapter": adapter_name, "predictions": rows}, indent=2, allow_nan=False) + "\n"
+    text = _csv_text(rows, k, explain) if output_format == "csv" else _json_text(rows, adapter_name)
     if out is None:
         typer.echo(text, nl=False)
         return
     write_text_atomic(out, text, force=force)
     render.info(f"wrote {len(rows)} predictions to {out}")
+
+
+def _json_text(rows: list[dict], adapter_name: str) -> str:
+    """The rows as JSON; file names (and errors naming them) with non-UTF-8 bytes as ``\\xNN``, as in the CSV."""
+    from biomedvr_cli.data.files import printable_path
+
+    def printable(row: dict) -> dict:
+        fixed = {**row, "file": printable_path(row["file"])}
+        if "error" in row:
+            fixed["error"] = printable_path(row["error"])
+        return fixed
+
+    document = {"adapter": adapter_name, "predictions": [printable(r) for r in rows]}
+    return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
 def _render_table(render, rows: list[dict], adapter_name: str, k: int, explain: bool) -> None:
