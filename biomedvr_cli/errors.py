@@ -74,7 +74,8 @@ class OutputExistsError(BiomedVRError):
             super().__init__(f"another biomedvr run is writing {path_name}",
                              f"wait for it, or choose another {option} (delete .{path_name}.lock if no run is active)")
         else:
-            super().__init__(f"{path_name} already exists", f"pass --force to overwrite it, or choose another {option}")
+            super().__init__(f"{path_name} already exists",
+                             f"pass --force to overwrite it (force=True in Python), or choose another {option}")
 
 
 class OutputNotWritableError(BiomedVRError):

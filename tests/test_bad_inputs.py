@@ -499,7 +499,7 @@ ROWS: list[Row] = [
     Row("sandbox-make-exists", lambda e: ["sandbox", "make", e.tmp / "sb", "--task", "blood-smear"], 2, ("already exists",),
         setup=lambda e: (e.tmp / "sb").mkdir()),
     Row("sandbox-make-per-class-0", lambda e: ["sandbox", "make", e.tmp / "sb", "--task", "blood-smear", "--per-class", "0"],
-        2, ("per-class must be at least 1",)),
+        2, ("--train-per-class", "greater than or equal to 1")),
     Row("sandbox-make-deep-task-file (#7)", lambda e: ["sandbox", "make", e.tmp / "sb", "--task-file", e.text("t.json", DEEP)],
         3, ("t.json is nested more than",)),
     Row("sandbox-make-task-file-fifo", lambda e: ["sandbox", "make", e.tmp / "sb", "--task-file", e.fifo("t.json")], 3,

@@ -61,4 +61,5 @@ def safe_reason(exc: BaseException, path: Path) -> str:
     for variant in (str(path), str(path.resolve()) if path.exists() else ""):
         if variant:
             text = text.replace(variant, path.name)
-    return text.splitlines()[0][:160] if text else type(exc).__name__
+    text = " ".join(text.split())  # a library's message may run over several lines: keep it whole, in one
+    return (text if len(text) <= 200 else text[:199] + "…") if text else type(exc).__name__

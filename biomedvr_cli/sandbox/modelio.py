@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biomedvr_cli.errors import BackboneUnavailableError
 from biomedvr_cli.sandbox import MODEL_CONFIG_PATH, MODEL_NAME, WEIGHTS_PATH
 
 # open_clip's defaults (OPENAI_DATASET_MEAN / STD); used in pretraining and at inference.
@@ -31,8 +32,13 @@ def create_model():
     """A randomly initialised sandbox model (float32, train mode)."""
     import open_clip
 
+    from biomedvr_cli.backbones.downloads import quiet_loading
+
     register_config()
-    return open_clip.create_model(MODEL_NAME, pretrained=None)
+    # open_clip logs "No pretrained weights loaded ..." on the root logger for every random init;
+    # silenced as every other backbone load is, so stderr holds only biomedvr's own lines.
+    with quiet_loading():
+        return open_clip.create_model(MODEL_NAME, pretrained=None)
 
 
 def get_tokenizer():
@@ -127,18 +133,46 @@ class SandboxModel:
         return torch.nn.functional.normalize(f.float(), dim=-1)
 
 
-def load_sandbox(path: Path = WEIGHTS_PATH) -> SandboxModel:
-    """Load the shipped (or given) weights offline into an eval-mode float32 model."""
+def _not_sandbox(path: Path, why: str) -> BackboneUnavailableError:
+    return BackboneUnavailableError(
+        f"{path.name or path} is not a sandbox model: {why}",
+        "pass weights written by `biomedvr sandbox pretrain`, or leave out --weights to use the shipped ones")
+
+
+def _read_state(path: Path) -> dict:
+    """The float32 tensors of a safetensors file; anything else (another format, damaged) is not a sandbox model."""
     from safetensors.torch import load_file
 
-    from biomedvr_cli.errors import BackboneUnavailableError
+    if not path.is_file():  # a folder, FIFO or device: never opened
+        what = "not found" if not path.exists() else "is not a regular file"
+        raise BackboneUnavailableError(f"sandbox weights {path.name or path} {what}",
+                                       "run `biomedvr sandbox pretrain` to create them, or check the --weights path")
+    try:
+        return {k: v.float() for k, v in load_file(str(path)).items()}
+    except (OSError, MemoryError):  # the file could not be read at all: the CLI names it (exit 3)
+        raise
+    except Exception as exc:  # safetensors raises its own error types for every kind of bad file
+        raise _not_sandbox(path, f"not a readable safetensors file ({type(exc).__name__})") from None
 
-    if not Path(path).is_file():
-        raise BackboneUnavailableError(
-            f"sandbox weights not found at {path}", "run `biomedvr sandbox pretrain` to create them"
-        )
+
+def _architecture_mismatch(want: dict, have: dict) -> str:
+    """How ``have`` differs from the tensors ``want`` names (empty when it fits exactly)."""
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    reshaped = [k for k in want if k in have and tuple(have[k].shape) != tuple(want[k].shape)]
+    parts = [f"{len(keys)} {what}, first {keys[0]}" for keys, what in
+             ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if keys]
+    return "; ".join(parts)
+
+
+def load_sandbox(path: Path = WEIGHTS_PATH) -> SandboxModel:
+    """Load the shipped (or given) weights offline into an eval-mode float32 model."""
+    path = Path(path)
+    state = _read_state(path)
     model = create_model()
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    mismatch = _architecture_mismatch(model.state_dict(), state)
+    if mismatch:  # checked here: load_state_dict's own error is a page of tensor names
+        raise _not_sandbox(path, f"its tensors do not fit the {MODEL_NAME} architecture ({mismatch})")
     model.load_state_dict(state)
     model.eval()
     return SandboxModel(

@@ -8,13 +8,19 @@ pretrained model has never seen them.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from biomedvr_cli.attributes.textfile import read_user_json
+from biomedvr_cli.attributes.classlist import check_class_names
+from biomedvr_cli.attributes.privacy import MAX_STORED_CLASS_NAME_CHARS, check_stored_text
+from biomedvr_cli.attributes.textfile import parse_user_json, read_user_text
+from biomedvr_cli.data.labels import canonical_label
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.sandbox import TASKS_DIR
 from biomedvr_cli.sandbox.draw import FAMILY_NAMES, IMAGE_SIZE, render_batch
@@ -62,6 +68,109 @@ def parse_shift(shift: str) -> list[str]:
     return parts
 
 
+# A class name becomes a folder under train/ and test/, so it must be one safe folder name.
+MAX_FOLDER_NAME_BYTES = 255
+_CLASS_NAME_WHY = ("a task's class names become folder names and are stored in adapters fit on its images, "
+                   "which must not hold patient data")
+_RENAME = "rename the class in the task file to a plain name such as 'lymphocyte'"
+
+
+def _folder_problem(name: str) -> str | None:
+    """Why ``name`` cannot be one folder of its own inside OUT/train (None when it can)."""
+    if not name:
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "holds a path separator ('/' or '\\'), which would make nested folders or leave OUT"
+    if name.startswith("."):
+        return "starts with a dot, which names a hidden folder, this folder or the one above"
+    if len(name.encode("utf-8")) > MAX_FOLDER_NAME_BYTES:
+        return f"is longer than the {MAX_FOLDER_NAME_BYTES} bytes a folder name may have"
+    return None
+
+
+def check_task_class_names(names: list[str], where: str) -> None:
+    """Class names of a task file: the project's class-name rules, and each one safe as a folder name.
+
+    Errors name the class by its place (``class 3 of 5``), never by its text, until the
+    identifier check has passed; everything is checked before anything is written.
+    """
+    total = len(names)
+    labels = [f"class {i} of {total}" for i in range(1, total + 1)]
+    for label, name in zip(labels, names):
+        check_stored_text(f"{where}: {label}", name, why=_CLASS_NAME_WHY, fix=_RENAME,
+                          limit=MAX_STORED_CLASS_NAME_CHARS)
+        problem = _folder_problem(name)
+        if problem is not None:
+            raise InvalidInputError(f"{where}: {label} {problem}", _RENAME)
+        if canonical_label(name) != name:  # readers of the image folders would store another spelling
+            raise InvalidInputError(
+                f"{where}: {label} has surrounding or repeated spaces or is not in Unicode NFC form",
+                f"write it as {json.dumps(canonical_label(name), ensure_ascii=False)}")
+    check_class_names(zip(labels, names), where)  # names that differ only in case or Unicode spelling
+
+
+def value_probabilities(weights: dict[str, float], values: tuple[str, ...] | list[str]) -> np.ndarray:
+    """The weights of one family over its values (0 for values not chosen), normalised to sum to 1."""
+    w = np.array([weights.get(v, 0.0) for v in values], dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return w / w.sum()
+
+
+def _family_weights(choice: Any, fam: str, label: str, bad: Callable[..., InvalidInputError]) -> dict[str, float]:
+    """One class's choice for one family as {value: weight}: a value, a list of values or a weight map."""
+    if isinstance(choice, str):
+        choice = [choice]
+    if isinstance(choice, list):
+        if not all(isinstance(v, str) for v in choice):
+            raise bad(f"{label}: {fam!r} lists something that is not a value name")
+        choice = {v: 1.0 for v in choice}
+    if not isinstance(choice, dict) or not choice:
+        raise bad(f"{label}: {fam!r} must be a value, a list of values or {{value: weight}}")
+    for v, w in choice.items():
+        if v not in FAMILIES[fam]:
+            raise bad(f"{label}: unknown value {v!r} for attribute {fam!r}",
+                      f"allowed values for {fam}: {', '.join(FAMILIES[fam])}")
+        # bool is an int in Python; true/false is no weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            raise bad(f"{label}: weight of {fam}={v!r} must be a finite positive number")
+    weights = {v: float(w) for v, w in choice.items()}
+    p = value_probabilities(weights, FAMILIES[fam])
+    if not np.all(np.isfinite(p)) or abs(float(p.sum()) - 1.0) > 1e-9:  # sums that overflow or vanish
+        raise bad(f"{label}: the weights of {fam} cannot be normalised (their sum is too large or too small)",
+                  "use ordinary weights such as 1 and 3, or probabilities")
+    return weights
+
+
+def _classes(classes_in: Any, bad: Callable[..., InvalidInputError],
+             where: str) -> dict[str, dict[str, dict[str, float]]]:
+    """The ``classes`` field: names checked first (nothing is echoed before), then each family's weights."""
+    if not isinstance(classes_in, dict) or len(classes_in) < 2:
+        raise bad("'classes' must map at least two class names to attribute choices")
+    check_task_class_names(list(classes_in), where)
+    classes: dict[str, dict[str, dict[str, float]]] = {}
+    for cname, spec in classes_in.items():
+        label = f"class {cname!r}"  # the names passed the identifier check above
+        if not isinstance(spec, dict):
+            raise bad(f"{label} must map attribute families to values")
+        unknown = next((fam for fam in spec if fam not in FAMILIES), None)
+        if unknown is not None:
+            raise bad(f"{label}: unknown attribute {unknown!r}", f"attributes are: {', '.join(FAMILIES)}")
+        classes[cname] = {fam: _family_weights(choice, fam, label, bad) for fam, choice in spec.items()}
+    return classes
+
+
+def _confusion_pairs(pairs_in: Any, classes: dict, bad: Callable[..., InvalidInputError]) -> list[tuple[str, str]]:
+    """The ``confusion_pairs`` field: a list of two class names each (named by position when wrong)."""
+    if not isinstance(pairs_in, list):
+        raise bad("'confusion_pairs' must be a list of [class, class] pairs")
+    pairs = []
+    for i, pair in enumerate(pairs_in, start=1):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) and p in classes for p in pair)):
+            raise bad(f"confusion pair {i} must name two classes of the task")
+        pairs.append((pair[0], pair[1]))
+    return pairs
+
+
 def _validate(doc: Any, where: str) -> TaskSpec:
     """Check a task document and build the TaskSpec; every problem names its place."""
     def bad(msg: str, hint: str = "fix the task file") -> InvalidInputError:
@@ -69,69 +178,67 @@ def _validate(doc: Any, where: str) -> TaskSpec:
 
     if not isinstance(doc, dict):
         raise bad("a task file must be a JSON object")
-    if doc.get("schema_version") != TASK_SCHEMA_VERSION:
+    version = doc.get("schema_version")
+    if type(version) is not int or version != TASK_SCHEMA_VERSION:  # true and 1.0 equal 1 in Python
         raise bad(f"schema_version must be {TASK_SCHEMA_VERSION}")
     name = doc.get("name")
     if not isinstance(name, str) or not name:
         raise bad("'name' must be a non-empty string")
-    classes_in = doc.get("classes")
-    if not isinstance(classes_in, dict) or len(classes_in) < 2:
-        raise bad("'classes' must map at least two class names to attribute choices")
-    classes: dict[str, dict[str, dict[str, float]]] = {}
-    for cname, spec in classes_in.items():
-        if not isinstance(spec, dict):
-            raise bad(f"class {cname!r} must map attribute families to values")
-        cls: dict[str, dict[str, float]] = {}
-        for fam, choice in spec.items():
-            if fam not in FAMILIES:
-                raise bad(f"class {cname!r}: unknown attribute {fam!r}", f"attributes are: {', '.join(FAMILIES)}")
-            weights = {v: 1.0 for v in choice} if isinstance(choice, list) else ({choice: 1.0} if isinstance(choice, str) else choice)
-            if not isinstance(weights, dict) or not weights:
-                raise bad(f"class {cname!r}: {fam!r} must be a value, a list of values or {{value: weight}}")
-            for v, w in weights.items():
-                if v not in FAMILIES[fam]:
-                    raise bad(
-                        f"class {cname!r}: unknown value {v!r} for attribute {fam!r}",
-                        f"allowed values for {fam}: {', '.join(FAMILIES[fam])}",
-                    )
-                if not isinstance(w, (int, float)) or w <= 0:
-                    raise bad(f"class {cname!r}: weight of {fam}={v!r} must be a positive number")
-            cls[fam] = {v: float(w) for v, w in weights.items()}
-        classes[cname] = cls
-    pairs = []
-    for pair in doc.get("confusion_pairs", []):
-        if not (isinstance(pair, list) and len(pair) == 2 and all(p in classes for p in pair)):
-            raise bad(f"confusion pair {pair!r} must name two classes of the task")
-        pairs.append((pair[0], pair[1]))
+    description = doc.get("description", "")
+    if not isinstance(description, str):
+        raise bad("'description' must be a string")
+    classes = _classes(doc.get("classes"), bad, where)
+    pairs = _confusion_pairs(doc.get("confusion_pairs", []), classes, bad)
     shift = doc.get("default_shift", "none")
+    if not isinstance(shift, str):
+        raise bad("'default_shift' must be a shift name such as \"stain\" or \"stain+blur\"",
+                  f"use one of {', '.join(SHIFTS)} (or several joined with '+')")
     try:
         parse_shift(shift)
     except InvalidInputError as exc:
         raise bad(exc.message, exc.hint) from None
     size = doc.get("image_size", IMAGE_SIZE)
-    if not isinstance(size, int) or not 32 <= size <= 256:
+    if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 256:
         raise bad("image_size must be an integer between 32 and 256")
-    return TaskSpec(name, str(doc.get("description", "")), classes, pairs, shift, size)
+    return TaskSpec(name, description, classes, pairs, shift, size)
+
+
+def builtin_task_names() -> list[str]:
+    """Names of the built-in tasks (their files in ``tasks/``), sorted."""
+    return sorted(p.name.removesuffix(".json") for p in TASKS_DIR.glob("*.json")
+                  if not p.name.endswith(".attributes.json"))
+
+
+def load_builtin_task(name: str) -> TaskSpec:
+    """A built-in task by name; only the shipped names are looked up, never a path."""
+    if name not in builtin_task_names():
+        raise InvalidInputError(f"no built-in task named {name!r}",
+                                f"built-in tasks: {', '.join(builtin_task_names())}; or pass --task-file")
+    return load_task_file(TASKS_DIR / f"{name}.json")
+
+
+def load_task_file(path: Path) -> TaskSpec:
+    """A task file by path: a regular JSON file (not a folder, FIFO or device), validated whole."""
+    path = Path(path)
+    if path.name in ("", ".."):  # "." and ".." have no name of their own to show; name the folder they mean
+        path = path.resolve()
+    text = read_user_text(path, missing_hint="check the --task-file path",
+                          folder_hint="give a task JSON file, not a folder")
+    spec = _validate(parse_user_json(text, path.name, "fix the task file"), path.name)
+    spec.source = path
+    return spec
 
 
 def load_task(name_or_path: str | Path) -> TaskSpec:
-    """A built-in task by name, or a task file by path."""
-    p = Path(name_or_path)
-    if not p.suffix == ".json":
-        builtin = TASKS_DIR / f"{name_or_path}.json"
-        if not builtin.is_file():
-            names = ", ".join(t.name for t in list_tasks())
-            raise InvalidInputError(f"no built-in task named {name_or_path!r}", f"built-in tasks: {names}; or pass --task-file")
-        p = builtin
-    doc = read_user_json(p, missing_hint="check the --task-file path", fix_hint="fix the task file")
-    spec = _validate(doc, p.name)
-    spec.source = p
-    return spec
+    """A built-in task by name, or a task file: a Path, or a string ending in ``.json``."""
+    if isinstance(name_or_path, Path) or Path(name_or_path).suffix == ".json":
+        return load_task_file(Path(name_or_path))
+    return load_builtin_task(name_or_path)
 
 
 def list_tasks() -> list[TaskSpec]:
     """The built-in tasks, sorted by name."""
-    return [load_task(p) for p in sorted(TASKS_DIR.glob("*.json")) if not p.name.endswith(".attributes.json")]
+    return [load_builtin_task(n) for n in builtin_task_names()]
 
 
 def sample_class_attrs(task: TaskSpec, class_index: int, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -141,8 +248,7 @@ def sample_class_attrs(task: TaskSpec, class_index: int, n: int, rng: np.random.
     for fam in FAMILY_NAMES:
         values = FAMILIES[fam]
         if fam in spec:
-            w = np.array([spec[fam].get(v, 0.0) for v in values])
-            cols.append(rng.choice(len(values), size=n, p=w / w.sum()))
+            cols.append(rng.choice(len(values), size=n, p=value_probabilities(spec[fam], values)))
         else:
             cols.append(rng.integers(0, len(values), n))
     return fix_conditionals(np.stack(cols, axis=1).astype(np.int64))

@@ -12,6 +12,11 @@ import typer
 from biomedvr_cli.cli import options
 from biomedvr_cli.sandbox.pretrain import PretrainConfig
 
+# Seeds as pretraining takes them (numpy refuses negative seeds); the range Click checks.
+SEED_MAX = 2**32 - 1
+# Caption retrieval ranks each image's caption among its own and 9 others', so it needs 10 images.
+ALIGN_MIN = 10
+
 sandbox_app = typer.Typer(
     name="sandbox",
     help="The built-in synthetic microscopy world, its tasks and its tiny pretrained model.",
@@ -24,10 +29,10 @@ def make(
     out: Path = typer.Argument(..., help="Folder to create (train/, test/, classes.txt, attributes.json)."),
     task: str = typer.Option(None, "--task", help="Built-in task name (see `biomedvr sandbox tasks`)."),
     task_file: Path = typer.Option(None, "--task-file", help="A task JSON file of your own."),
-    per_class: int = typer.Option(16, "--train-per-class", "--per-class",
+    per_class: int = typer.Option(16, "--train-per-class", "--per-class", min=1,
                                   help="Training images per class (--per-class is the old name)."),
-    test_per_class: int = typer.Option(50, "--test-per-class", help="Test images per class."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the generator (same seed, same images)."),
+    test_per_class: int = typer.Option(50, "--test-per-class", min=0, help="Test images per class."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the generator (same seed, same images)."),
     shift: options.choice(options.SANDBOX_SHIFTS) = typer.Option(
         "none", "--shift", help="Domain shift on train and test: none, stain, blur, noise, all or default (the task's)."
     ),
@@ -38,11 +43,12 @@ def make(
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.sandbox.dataset import make_task_dataset
-    from biomedvr_cli.sandbox.tasks import load_task
+    from biomedvr_cli.sandbox.tasks import load_builtin_task, load_task_file
 
     if (task is None) == (task_file is None):
         raise UsageError("give exactly one of --task and --task-file", "e.g. --task blood-smear")
-    spec = load_task(task if task is not None else task_file)
+    # --task only ever names a built-in task and --task-file only ever a file, whatever its suffix.
+    spec = load_builtin_task(task) if task is not None else load_task_file(task_file)
     summary = make_task_dataset(out, spec, per_class, test_per_class, seed, shift, force)
     if json_out:
         render.emit_json(summary)
@@ -160,10 +166,12 @@ def pretrain(
 @sandbox_app.command("properties")
 def properties(
     weights: Path = typer.Option(None, "--weights", help="Weights to measure instead of the shipped ones."),
-    n_per_class: int = typer.Option(100, "--test-per-class", "--per-class",
+    n_per_class: int = typer.Option(100, "--test-per-class", "--per-class", min=1,
                                     help="Test images per class for the task properties (--per-class is the old name)."),
-    n_align: int = typer.Option(1000, "--n-align", help="Images for the in-world alignment properties."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the measurement images."),
+    n_align: int = typer.Option(1000, "--n-align", min=ALIGN_MIN,
+                                help=f"Images for the in-world alignment properties (at least {ALIGN_MIN}: "
+                                     "retrieval picks each image's true caption among 10)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the measurement images."),
     published_vr: Path = typer.Option(
         None, "--published-vr", metavar="RESULTS",
         help="Also judge property (b) from a benchmark results folder: AR and AttrVR as published, 16 shots, "
