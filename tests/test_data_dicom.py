@@ -185,3 +185,13 @@ def test_voi_lut_sequence_is_applied(tmp_path: Path) -> None:
     out = _grey(tmp_path / "voi.dcm")
     expected = np.rint((top - 1 - ds.pixel_array.astype(float)) * 255 / (top - 1))
     assert np.abs(out - expected).max() <= 1
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")  # pydicom warns when the test file is made
+def test_a_rescale_that_is_not_a_number_is_refused_not_a_blank_image(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(_bundled("CT_small.dcm"))
+    ds.RescaleSlope = "NaN"
+    path = tmp_path / "nan-slope.dcm"
+    ds.save_as(path)
+    with pytest.raises(InvalidImageError, match="Rescale Slope/Intercept nan/.* is not a finite number"):
+        decode_image(path)

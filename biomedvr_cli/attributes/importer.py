@@ -93,7 +93,8 @@ def _class_entry(name: str, sets: dict[str, dict[str, list[Any]]], by_key: dict[
         if key not in by_key[set_name]:
             raise InvalidInputError(
                 f"{paths[set_name].name} has no class matching {name!r}",
-                "check the spelling in classes.txt (underscores count as spaces, case is ignored)",
+                "check the spelling of the class in the --classes or --class list and in the reference files "
+                "(underscores count as spaces, case is ignored)",
             )
         kept: list[str] = []
         for number, sentence in enumerate(sets[set_name][by_key[set_name][key]], start=1):

@@ -19,6 +19,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +211,8 @@ def _modality(pixels: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
         return values
     slope = _first_number(source.get("RescaleSlope", 1.0) or 1.0)
     intercept = _first_number(source.get("RescaleIntercept", 0.0) or 0.0)
+    if not (math.isfinite(slope) and math.isfinite(intercept)):  # NaN would make a blank image, not an error
+        raise ValueError(f"Rescale Slope/Intercept {slope}/{intercept} is not a finite number")
     return values * np.float32(slope) + np.float32(intercept)
 
 
