@@ -52,12 +52,14 @@ def load_backbone(name: str = "biomedclip", *, offline: bool | None = None, devi
     from biomedvr_cli.backbones.downloads import DownloadReporter
     from biomedvr_cli.backbones.loader import load_backbone as load
     from biomedvr_cli.pipeline.arguments import as_flag, as_text
-    from biomedvr_cli.pipeline.state import scoped_environ
+    from biomedvr_cli.pipeline.state import preserved_rng, scoped_environ
 
     as_text(name, "backbone name", 'pass a backbone name, e.g. "biomedclip" (see `biomedvr backbones`)')
     as_text(device, "device", 'pass "auto", "cpu", "cuda" or "mps"')
     allow = None if offline is None else not as_flag(offline, "offline")
-    with scoped_environ():  # loaders set variables (open_clip sets TOKENIZERS_PARALLELISM on import)
+    # Loaders set variables (open_clip sets TOKENIZERS_PARALLELISM on import), and building a model
+    # draws its random initial weights before the real ones are loaded: neither may leak to the caller.
+    with scoped_environ(), preserved_rng():
         return load(name, device=device, allow_download=allow, reporter=DownloadReporter(notify=_log_info))
 
 

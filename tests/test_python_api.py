@@ -167,8 +167,11 @@ def test_load_backbone_leaves_os_environ_as_it_was(tiny_backbone_spec: str, monk
     monkeypatch.setattr(loader, "load_backbone", noisy)
     monkeypatch.setenv("BIOMEDVR_TEST_REMOVED", "kept")
     before = dict(os.environ)
+    torch.manual_seed(77)
+    state = torch.get_rng_state().clone()
     biomedvr.load_backbone(tiny_backbone_spec, device="cpu")
     assert dict(os.environ) == before
+    assert torch.equal(torch.get_rng_state(), state)  # building the model drew random initial weights
 
 
 def test_import_is_light_and_the_facade_sits_on_the_pipeline() -> None:
