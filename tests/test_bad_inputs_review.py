@@ -315,3 +315,17 @@ def test_csv_prediction_sets_split_back_into_class_names() -> None:
 
     parts = [re.sub(r"\\(.)", r"\1", p) for p in re.split(r"(?<!\\);", cell.replace("\\\\", "\0"))]
     assert [p.replace("\0", "\\") for p in parts] == names
+
+
+def test_benchmark_grouping_notices_are_warnings(world: World, tmp_path: Path) -> None:  # noqa: F811
+    rows = ["path,label,split,PatientID"]
+    for split in ("train", "test"):
+        for folder in sorted((world.tree / split).iterdir()):
+            rows += [f"{image},{folder.name},{split},{split}{i}" for i, image in enumerate(sorted(folder.glob("*.png")))]
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, [str(a) for a in ["benchmark", manifest, "--attributes", world.tree / "attributes.json",
+                                                  "--methods", "zs-attributes", "--seeds", "1", "--backbone", world.spec,
+                                                  "--out", tmp_path / "b"]])
+    assert result.exit_code == 0, result.stderr
+    assert "warning: m: m.csv: images are grouped by column 'PatientID'" in result.stderr, result.stderr

@@ -25,6 +25,7 @@ from biomedvr_cli.data import CsvColumns, DecodeOptions, ImageRecord, decode_to_
 from biomedvr_cli.data.sampling import without_test_groups
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.pipeline.fit import ResolvedAttributes, resolve_attributes
+from biomedvr_cli.pipeline.notices import Caution
 from biomedvr_cli.method.textbanks import class_name_sentences
 
 Notify = Callable[[str], None]
@@ -156,8 +157,8 @@ def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> Loa
             raise InvalidInputError(f"{spec.name}: the images have no test split",
                                     "pass --test IMAGES (or a 'test' entry in the suite), or add a test/ folder or split column")
     pool, leak = without_test_groups(pool, test)  # no patient/group on both sides of the support/test split
-    for notice in [*source.notices, *([leak] if leak else [])]:
-        notify(f"{spec.name}: {notice}")
+    for notice in [*source.notices, *([leak] if leak else [])]:  # which column groups, what was left out
+        notify(Caution(f"{spec.name}: {notice}"))
     attributes = resolve_attributes(spec.images, spec.attributes, classes, notify)
     root = (spec.images if spec.images.is_dir() else spec.images.parent).resolve()
     test_root = ((spec.test if spec.test.is_dir() else spec.test.parent).resolve() if spec.test else root)

@@ -142,7 +142,12 @@ def _report(outcome: BenchmarkOutcome, request: BenchmarkRequest, json_out: bool
 def _run(request, dist, render):
     from biomedvr_cli.benchmark.runner import run_benchmark
 
-    notify = render.info if dist.is_main else (lambda message: None)
+    from biomedvr_cli.pipeline.notices import Caution
+
+    def notify(message: str) -> None:  # rank 0 only; a caution (grouping, fallbacks) is a warning
+        if dist.is_main:
+            (render.warn if isinstance(message, Caution) else render.info)(message)
+
     if dist.active:
         def log(event) -> None:
             acc = f" acc {event.accuracy:.3f}" if event.accuracy is not None else ""
