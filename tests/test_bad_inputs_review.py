@@ -329,3 +329,13 @@ def test_benchmark_grouping_notices_are_warnings(world: World, tmp_path: Path) -
                                                   "--out", tmp_path / "b"]])
     assert result.exit_code == 0, result.stderr
     assert "warning: m: m.csv: images are grouped by column 'PatientID'" in result.stderr, result.stderr
+
+
+def test_predict_csv_keeps_spreadsheets_from_running_names_as_formulas() -> None:
+    from biomedvr_cli.cli.commands.predict import _csv_text
+
+    rows = [{"file": "=cmd|' /C calc'!A0.png", "prediction": "@sum", "top": [{"class": "+x", "probability": 0.5}]},
+            {"file": "-2.5", "error": "=bad"}]
+    lines = _csv_text(rows, 1).splitlines()
+    assert lines[1] == "'=cmd|' /C calc'!A0.png,'@sum,'+x,0.500000,"
+    assert lines[2].startswith("-2.5,") and lines[2].endswith(",'=bad")
