@@ -171,3 +171,10 @@ def test_properties_with_weights_keeps_open_clip_logging_off_stderr(caplog: pyte
     assert "WARNING" not in res.stderr and "pretrained weights" not in res.stderr
     assert not [r for r in caplog.records if "pretrained weights" in r.getMessage()]
     assert json.loads(res.stdout)["n_align"] == 10
+
+
+def test_make_refuses_an_image_count_that_would_fill_the_disk(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["sandbox", "make", str(tmp_path / "o"), "--task", "blood-smear",
+                                      "--train-per-class", "1000000000"])
+    assert result.exit_code == 2 and "less than or equal to 100000" in result.stderr, result.stderr
+    assert not (tmp_path / "o").exists()

@@ -24,14 +24,20 @@ sandbox_app = typer.Typer(
 )
 
 
+# A sandbox folder is for trying the tool: 100,000 images a class (about 1.5 GB a class at 96 px) is
+# far past any use, and a mistyped count would otherwise fill the disk before it is noticed.
+MAX_MAKE_PER_CLASS = 100_000
+
+
 @sandbox_app.command("make")
 def make(
     out: Path = typer.Argument(..., help="Folder to create (train/, test/, classes.txt, attributes.json)."),
     task: str = typer.Option(None, "--task", help="Built-in task name (see `biomedvr sandbox tasks`)."),
     task_file: Path = typer.Option(None, "--task-file", help="A task JSON file of your own."),
-    per_class: int = typer.Option(16, "--train-per-class", "--per-class", min=1,
+    per_class: int = typer.Option(16, "--train-per-class", "--per-class", min=1, max=MAX_MAKE_PER_CLASS,
                                   help="Training images per class (--per-class is the old name)."),
-    test_per_class: int = typer.Option(50, "--test-per-class", min=0, help="Test images per class."),
+    test_per_class: int = typer.Option(50, "--test-per-class", min=0, max=MAX_MAKE_PER_CLASS,
+                                       help="Test images per class."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the generator (same seed, same images)."),
     shift: options.choice(options.SANDBOX_SHIFTS) = typer.Option(
         "none", "--shift", help="Domain shift on train and test: none, stain, blur, noise, all or default (the task's)."
