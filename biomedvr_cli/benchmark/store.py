@@ -133,7 +133,7 @@ def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iter
         refuse_input_as_output(out / name, inputs)
     if not out.is_dir() or (out / "jobs").is_dir() or _is_benchmark_summary(out / "summary.json"):
         return
-    theirs = sorted(p.name for p in out.iterdir() if not (p.name.startswith(".") and p.name.endswith(".lock")))
+    theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # locks, .DS_Store: not in the way
     if theirs:
         raise UsageError(f"--out folder {out.name} holds files no benchmark wrote ({theirs[0]}"
                          f"{f' and {len(theirs) - 1} more' if len(theirs) > 1 else ''}); its reports would replace "
