@@ -261,7 +261,6 @@ def check_config(config: AdapterConfig, name: str = "adapter") -> None:
                                + (" above zero" if key == "std" else ""), _TAMPERED)
 
 
-
 # The calibration record (method/trust.py writes it): each field's test, and what it must be.
 # Fields are checked when present; adapters written before calibration existed have none.
 _WHOLE = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number of at least 1")
@@ -299,5 +298,5 @@ def _check_calibration(record: dict[str, Any], name: str) -> None:
             raise AdapterError(f"{name}: config.calibration.{part} is {_json_type(entry)}, not an object", _TAMPERED)
         for key, (test, wanted) in fields.items():
             if key in entry and not test(entry[key]):
-                raise AdapterError(f"{name}: config.calibration.{part}.{key} is {repr(entry[key])[:40]}; it must be {wanted}",
-                                   _TAMPERED)
+                shown = repr(entry[key])[:40]
+                raise AdapterError(f"{name}: config.calibration.{part}.{key} is {shown}; it must be {wanted}", _TAMPERED)

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from biomedvr_cli.atomic import write_text_atomic, write_with_atomic
+from biomedvr_cli.atomic import refuse_folder_with_inputs, refuse_input_as_output, write_text_atomic, write_with_atomic
+from biomedvr_cli.errors import UsageError
+
+# The report files a benchmark writes in its --out folder (besides jobs/), by key.
+REPORT_FILES = {"summary_json": "summary.json", "summary_csv": "summary.csv", "jobs_csv": "jobs.csv",
+                "summary_md": "summary.md", "plot": "accuracy_vs_shots.png"}
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1", "ece")
 EXTRA = ("nll", "auroc_ovr")
@@ -192,13 +198,7 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
     """
     from biomedvr_cli.benchmark.store import strict_json
 
-    paths = {
-        "summary_json": out / "summary.json",
-        "summary_csv": out / "summary.csv",
-        "jobs_csv": out / "jobs.csv",
-        "summary_md": out / "summary.md",
-        "plot": out / "accuracy_vs_shots.png",
-    }
+    paths = {key: out / name for key, name in REPORT_FILES.items()}
     write_text_atomic(paths["summary_json"], strict_json(document, indent=2), force=True)
     write_text_atomic(paths["summary_csv"], csv_text(rows), force=True)
     write_text_atomic(paths["jobs_csv"], jobs_csv_text(results), force=True)
@@ -208,3 +208,34 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
     else:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
         paths.pop("plot").unlink(missing_ok=True)
     return paths
+
+
+def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iterable[Path]) -> None:
+    """Refuse (exit 2), before any work, an ``--out`` folder whose reports would harm something.
+
+    It may not be (or lie inside) an image folder of the run, its reports may not replace an
+    input file (a manifest named ``jobs.csv``), and an existing folder with anything in it must
+    be one a benchmark wrote (``jobs/`` or a benchmark ``summary.json``): its reports would
+    replace files of the same names.
+    """
+    out = Path(out)
+    refuse_folder_with_inputs(out, list(image_folders), [], option="--out")
+    inputs = list(input_files)
+    for name in REPORT_FILES.values():
+        refuse_input_as_output(out / name, inputs)
+    if not out.is_dir() or (out / "jobs").is_dir() or _is_benchmark_summary(out / "summary.json"):
+        return
+    theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # locks, .DS_Store: not in the way
+    if theirs:
+        raise UsageError(f"--out folder {out.name} holds files no benchmark wrote ({theirs[0]}"
+                         f"{f' and {len(theirs) - 1} more' if len(theirs) > 1 else ''}); its reports would replace "
+                         "files of the same names", "choose a new or empty --out folder, or the one an earlier "
+                                                    "benchmark wrote")
+
+
+def _is_benchmark_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("benchmark"), dict) and "summary" in data

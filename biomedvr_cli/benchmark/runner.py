@@ -25,8 +25,8 @@ from biomedvr_cli.distributed import DistContext, rank_device
 from biomedvr_cli.method.metrics import SCALAR_METRICS
 from biomedvr_cli.benchmark.methods import METHODS, JobInputs, Overrides, estimated_cost, method_signature, run_method
 from biomedvr_cli.benchmark.protocol import DatasetSpec, Job, check_unique_names, is_task_file, make_jobs
-from biomedvr_cli.benchmark.report import summarize, write_reports
-from biomedvr_cli.benchmark.store import JobStore, check_out_folder, settings_hash
+from biomedvr_cli.benchmark.report import check_out_folder, summarize, write_reports
+from biomedvr_cli.benchmark.store import JobStore, settings_hash
 from biomedvr_cli.data import DecodeOptions, sample_few_shot
 from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import BiomedVRError, UsageError

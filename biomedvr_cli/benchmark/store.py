@@ -15,16 +15,12 @@ import hashlib
 import json
 import math
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from biomedvr_cli.atomic import refuse_folder_with_inputs, refuse_input_as_output, write_text_atomic
+from biomedvr_cli.atomic import write_text_atomic
 from biomedvr_cli.benchmark.protocol import Job
 from biomedvr_cli.errors import UsageError
-
-# What a benchmark writes in its --out folder (benchmark.report.write_reports and the store).
-REPORT_NAMES = ("summary.json", "summary.csv", "jobs.csv", "summary.md", "accuracy_vs_shots.png")
 
 STORE_VERSION = 1
 
@@ -116,34 +112,3 @@ def _is_result_of(data: Any, job: Job) -> bool:
         return False
     same = (data.get("dataset"), data.get("method"), data.get("shots"), data.get("seed"))
     return same == (job.dataset, job.method, job.shots, job.seed) and isinstance(data.get("settings_hash"), str)
-
-
-def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iterable[Path]) -> None:
-    """Refuse (exit 2), before any work, an ``--out`` folder whose reports would harm something.
-
-    It may not be (or lie inside) an image folder of the run, its reports may not replace an
-    input file (a manifest named ``jobs.csv``), and an existing folder with anything in it must
-    be one a benchmark wrote (``jobs/`` or a benchmark ``summary.json``): its reports would
-    replace files of the same names.
-    """
-    out = Path(out)
-    refuse_folder_with_inputs(out, list(image_folders), [], option="--out")
-    inputs = list(input_files)
-    for name in REPORT_NAMES:
-        refuse_input_as_output(out / name, inputs)
-    if not out.is_dir() or (out / "jobs").is_dir() or _is_benchmark_summary(out / "summary.json"):
-        return
-    theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # locks, .DS_Store: not in the way
-    if theirs:
-        raise UsageError(f"--out folder {out.name} holds files no benchmark wrote ({theirs[0]}"
-                         f"{f' and {len(theirs) - 1} more' if len(theirs) > 1 else ''}); its reports would replace "
-                         "files of the same names", "choose a new or empty --out folder, or the one an earlier "
-                                                    "benchmark wrote")
-
-
-def _is_benchmark_summary(path: Path) -> bool:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("benchmark"), dict) and "summary" in data
