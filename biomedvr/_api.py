@@ -222,7 +222,10 @@ def evaluate(images: Any, predictor: Any, *, split: str = "auto", plots: str | o
     if not isinstance(predictor, Predictor):
         raise UsageError(f"predictor must be a Predictor, got {type(predictor).__name__}",
                          'pass the result of biomedvr.fit(...) or biomedvr.load("adapter.safetensors")')
-    allowed = {"path_column", "label_column", "split_column", "group_column", "max_pixels", "window"}
+    allowed = {"path_column", "label_column", "split_column", "max_pixels", "window"}
+    if "group_column" in options:  # accepted and ignored, it would suggest that evaluate groups images
+        raise UsageError("evaluate takes no group_column: it draws no images, so nothing is grouped",
+                         "leave group_column out (it is for fit, whose draw keeps each patient on one side)")
     if set(options) - allowed:
         raise UsageError(f"unknown option(s) for evaluate: {', '.join(sorted(set(options) - allowed))}",
                          f"use one of {', '.join(sorted(allowed))}")

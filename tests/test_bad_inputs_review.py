@@ -339,3 +339,11 @@ def test_predict_csv_keeps_spreadsheets_from_running_names_as_formulas() -> None
     lines = _csv_text(rows, 1).splitlines()
     assert lines[1] == "'=cmd|' /C calc'!A0.png,'@sum,'+x,0.500000,"
     assert lines[2].startswith("-2.5,") and lines[2].endswith(",'=bad")
+
+
+def test_evaluate_refuses_a_group_column_it_would_ignore(predictor, world: World) -> None:  # noqa: F811
+    import biomedvr
+    from biomedvr_cli.errors import UsageError
+
+    with pytest.raises(UsageError, match="evaluate takes no group_column"):
+        biomedvr.evaluate(world.tree, predictor, group_column="PatientID")
