@@ -56,6 +56,7 @@ class BioMedVRHead(nn.Module):
         super().__init__()
         self.config = config
         self.num_classes = num_classes
+        self.feature_dim = feature_dim
         self.tau = float(tau)
         self.use_negative = config.negative and "confusion" in banks and len(banks["confusion"]) > 0
         self.vr_pos = make_vr(config.vr, image_size, frame=config.vr_frame, eps=config.vr_eps)

@@ -155,7 +155,7 @@ def head_outputs(head: BioMedVRHead, encode: Encode, images: torch.Tensor, *, ba
         features.append(out.pos_features.float().cpu())
     if not fused:
         empty = torch.empty(0, head.num_classes)
-        return empty, empty, torch.empty(0, 0)
+        return empty, empty, torch.empty(0, head.feature_dim)  # the feature width, for what multiplies it
     return torch.cat(fused), torch.cat(sentences), torch.cat(features)
 
 

@@ -58,6 +58,7 @@ from biomedvr_cli.pipeline.fit_inputs import (
     resolve_attributes,
 )
 from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
+from biomedvr_cli.pipeline.notices import BiomedVRWarning
 from biomedvr_cli.pipeline.state import preserved_rng
 
 __all__ = ["FitRequest", "FitResult", "ResolvedAttributes", "find_attributes", "fit_adapter", "resolve_attributes"]
@@ -98,7 +99,8 @@ class FitRequest:
     def check(self) -> None:
         """Coerce what has an obvious meaning (a str path) and refuse the rest with a fix (UsageError)."""
         self.images = images_argument(self.images)
-        self.shots = as_count(self.shots, "shots", 1, "pass 1 or more images per class to learn from, e.g. --shots 8 (shots=8 in Python)")
+        self.shots = as_count(self.shots, "shots", 1,
+                              "pass 1 or more images per class to learn from, e.g. --shots 8 (shots=8 in Python)")
         self.out = as_optional_path(self.out, "out", "pass the adapter file to write, e.g. out=\"derm.safetensors\"")
         self.attributes = as_optional_path(self.attributes, "attributes", "pass the attributes JSON file, or None")
         check_backbone_argument(self.backbone)
@@ -242,8 +244,8 @@ def fit_adapter(
             try:
                 trained = _train(request, recipe, images, classes, attributes, backbone, progress)
             except InvalidInputError:  # e.g. a class emptied by grouping: which column grouped the images helps
-                for warning in warnings:
-                    python_warnings.warn(warning, stacklevel=2)
+                for warning in warnings:  # the facade's category, as when a fit succeeds
+                    python_warnings.warn(warning, BiomedVRWarning, stacklevel=2)
                 raise
         head, split, result, adapter = trained
         warnings.extend(split.warnings)

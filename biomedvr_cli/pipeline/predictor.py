@@ -183,19 +183,8 @@ class Predictor:
         _check_pixels(images, self.image_size, batched=True)
         level = None if level is None else check_level(level)
         batch_size = as_count(batch_size, "batch_size", 1, "pass batch_size=256 (images scored at once)")
-        if not len(images):  # nothing to score: empty results of the same shapes (sets only where asked)
-            return self._empty_assessment(level)
         return assess(self.head, self.backbone.encode_images, self.calibration, images, level,
                       device=self.backbone.device, batch_size=batch_size)
-
-    def _empty_assessment(self, level: float | None) -> Assessment:
-        from biomedvr_cli.method.trust import refit_hint
-
-        if level is not None and self.calibration.conformal is None:
-            raise AdapterError("this adapter has no calibration for prediction sets", refit_hint(self.calibration))
-        classes, flagged = len(self.classes), self.calibration.outliers is not None
-        return Assessment(torch.zeros(0, classes), torch.zeros(0, classes, dtype=torch.bool) if level is not None else None,
-                          torch.zeros(0) if flagged else None, torch.zeros(0, dtype=torch.bool) if flagged else None)
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write the adapter file (atomically; an existing file needs ``force=True``) and return its path."""
