@@ -355,6 +355,13 @@ def test_assurance_builds_larger_sets_at_the_assured_level(fitted: Path, tree: P
     metrics = json.loads(scored.stdout)["metrics"]
     assert metrics["coverage_level"] == 0.9 and metrics["coverage_assurance"] == 0.8
     assert metrics["sets_level"] > 0.9 and metrics["mean_set_size"] >= 1
+    # The assured level is information: a note on stderr and in the report's notes, not a warning.
+    report = json.loads(scored.stdout)
+    assert [n for n in report["notes"] if "built at level" in n] and not [w for w in report["warnings"] if "built at level" in w]
+    noted = runner.invoke(app, ["predict", files[0], *base[:-1], "0.8"])
+    assert noted.exit_code == 0, noted.stderr
+    line = next(line for line in noted.stderr.splitlines() if "built at level" in line)
+    assert not line.startswith("warning")
     for bad, message in ((["--assurance", "0.9"], "--assurance needs --coverage"),
                          (["--coverage", "0.9", "--assurance", "1"], "between 0 and 1")):
         refused = runner.invoke(app, ["predict", files[0], "--adapter", str(fitted), "--backbone", tiny_backbone_spec, *bad])

@@ -121,9 +121,10 @@ def evaluate_adapter(
         if predictor is None:
             predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download)
         notices = require_calibration(predictor, coverage=coverage, outliers_wanted=others is not None)
-        level, assured = sets_level(predictor, coverage, assurance)
+        level, level_warnings, level_note = sets_level(predictor, coverage, assurance)
         result = _evaluate(source, predictor, split, decode, coverage=coverage, level=level, others=others)
-        notices += assured
+        notices += level_warnings
+        result["notes"] = [level_note] if level_note else []
         if assurance is not None:
             result["metrics"].update(coverage_assurance=assurance, sets_level=level)
         result["warnings"][:0] = notices

@@ -89,7 +89,7 @@ def predict_files(
     if coverage is not None:  # before any image is decoded: a bad level (exit 2), an adapter without calibration (exit 4)
         coverage = check_level(coverage)
         require_calibration(predictor, coverage=coverage)
-        level, _ = sets_level(predictor, coverage, assurance)
+        level, _, _ = sets_level(predictor, coverage, assurance)
     results: list[Prediction] = []
     classes = predictor.classes
     k = max(1, min(top_k, len(classes)))

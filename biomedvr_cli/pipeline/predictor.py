@@ -165,7 +165,7 @@ class Predictor:
         from biomedvr_cli.pipeline.trust import check_assurance, check_level, class_sets, sets_level
 
         level = check_level(level)
-        level, _ = sets_level(self, level, check_assurance(assurance, level))
+        level, _, _ = sets_level(self, level, check_assurance(assurance, level))
         if not isinstance(images, torch.Tensor):
             images = pixels_for(_as_image_list(images), self.image_size)
         return class_sets(self.assess(images, level), self.classes) if len(images) else []

@@ -51,25 +51,27 @@ def check_assurance(assurance: object, coverage: float | None) -> float | None:
     return _fraction(assurance, "assurance", "pass --assurance 0.9 for sets whose coverage reaches the level for 9 adapters in 10")
 
 
-def sets_level(predictor: Predictor, coverage: float | None, assurance: float | None) -> tuple[float | None, list[str]]:
-    """The level the sets are built at, and a notice that says it when it is not ``coverage`` itself.
+def sets_level(predictor: Predictor, coverage: float | None,
+               assurance: float | None) -> tuple[float | None, list[str], str | None]:
+    """The level the sets are built at, warnings about it, and a note that names it.
 
     With ``assurance``, the level at which this adapter's own coverage reaches ``coverage`` with
-    that probability over the draw of its labelled images (conformal.assured_level); when its
-    calibration images are too few for that, a level that gives every class in every set.
+    that probability over the draw of its labelled images (conformal.assured_level), and a note
+    saying so (information, not a warning); when its calibration images are too few for that, a
+    level that gives every class in every set, and a warning.
     """
     part = predictor.calibration.conformal
     if coverage is None or assurance is None or part is None or not conformal.level_supported(part.images, coverage):
-        return coverage, []
+        return coverage, [], None
     level = conformal.assured_level(part.images, coverage, assurance)
     if level is None:
         return (part.images + 0.5) / (part.images + 1), [
             f"coverage {coverage:g} with assurance {assurance:g} needs more than the {part.images} labelled images this "
             "adapter was calibrated on: every set holds every class (fit with more labelled images, or lower "
-            "--assurance)"]
-    return level, [f"prediction sets built at level {level:.3f}: at that level this adapter's own coverage is at "
-                   f"least {coverage:g} with probability {assurance:g} over the draw of its {part.images} labelled "
-                   "images (docs/trust.md)"]
+            "--assurance)"], None
+    return level, [], (f"prediction sets built at level {level:.3f}: at that level this adapter's own coverage is at "
+                       f"least {coverage:g} with probability {assurance:g} over the draw of its {part.images} labelled "
+                       "images (docs/trust.md)")
 
 
 def require_calibration(predictor: Predictor, *, coverage: float | None = None, outliers_wanted: bool = False) -> list[str]:

@@ -52,6 +52,8 @@ def evaluate(
     metrics = result["metrics"]
     for warning in result["warnings"]:
         render.warn(warning)
+    for note in result["notes"]:
+        render.info(note)
     if json_out:
         render.emit_json(result)
         return

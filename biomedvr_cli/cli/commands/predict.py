@@ -180,9 +180,11 @@ def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch
     mine = dist.shard(files, chunk=max(1, batch_size))
     predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
                                accept_preprocessing=accept_preprocessing, notify=render.warn)
-    notices = require_calibration(predictor, coverage=coverage) + sets_level(predictor, coverage, assurance)[1]
-    for notice in notices if dist.is_main else []:
-        render.warn(notice)  # a level too high for the calibration (full sets), a caveat, the assured level
+    _, level_warnings, level_note = sets_level(predictor, coverage, assurance)
+    for notice in require_calibration(predictor, coverage=coverage) + level_warnings if dist.is_main else []:
+        render.warn(notice)  # a level too high for the calibration (full sets), a caveat
+    if level_note and dist.is_main:
+        render.info(level_note)  # the assured level: information, not a warning
     with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
         task = bar.add_task("predict", total=len(mine), status="")
         shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
