@@ -341,6 +341,18 @@ def test_predict_csv_keeps_spreadsheets_from_running_names_as_formulas() -> None
     assert lines[2].startswith("-2.5,") and lines[2].endswith(",'=bad")
 
 
+def test_benchmark_csvs_keep_spreadsheets_from_running_names_as_formulas() -> None:
+    from biomedvr_cli.benchmark.report import EXTRA, HEADLINE, csv_text, jobs_csv_text
+
+    stat = {"mean": 0.5, "std": 0.1}
+    summary = [{"dataset": "=HYPERLINK(\"x\")", "method": "+m", "shots": 4, "n": 3, "fit_seconds": 1.0,
+                **{m: stat for m in HEADLINE + EXTRA}}]
+    assert csv_text(summary).splitlines()[1].startswith("\"'=HYPERLINK(\"\"x\"\")\",'+m,4,3,")
+    job = {"dataset": "@data", "method": "-m", "shots": 1, "seed": 0, "fit_seconds": 2.0, "train_images": 4,
+           "val_images": 4, "test_images": 8, "metrics": {m: 0.5 for m in HEADLINE + EXTRA}}
+    assert jobs_csv_text([job]).splitlines()[1].startswith("'@data,'-m,1,0,0.500000")
+
+
 def test_evaluate_refuses_a_group_column_it_would_ignore(predictor, world: World) -> None:  # noqa: F811
     import biomedvr
     from biomedvr_cli.errors import UsageError

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.atomic import refuse_folder_with_inputs, refuse_input_as_output, write_text_atomic, write_with_atomic
+from biomedvr_cli.data.files import spreadsheet_safe
 from biomedvr_cli.errors import UsageError
 
 # The report files a benchmark writes in its --out folder (besides jobs/), by key.
@@ -102,7 +103,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     writer.writerow(["dataset", "method", "shots", "seeds", *[f"{m}_{s}" for m in metrics for s in ("mean", "std")],
                      "fit_seconds_mean"])
     for r in rows:
-        cells = [r["dataset"], r["method"], r["shots"], r["n"]]
+        cells = [spreadsheet_safe(r["dataset"]), spreadsheet_safe(r["method"]), r["shots"], r["n"]]
         for m in metrics:
             cells += ["" if r[m]["mean"] is None else f"{r[m]['mean']:.6f}", "" if r[m]["std"] is None else f"{r[m]['std']:.6f}"]
         cells.append("" if r["fit_seconds"] is None else f"{r['fit_seconds']:.3f}")
@@ -119,7 +120,7 @@ def jobs_csv_text(results: list[dict[str, Any]]) -> str:
                      "train_images", "val_images", "test_images", "start_accuracy"])
     for r in results:
         m = r["metrics"]
-        writer.writerow([r["dataset"], r["method"], r["shots"], r["seed"],
+        writer.writerow([spreadsheet_safe(r["dataset"]), spreadsheet_safe(r["method"]), r["shots"], r["seed"],
                          *["" if m.get(k) is None else f"{m[k]:.6f}" for k in metrics], f"{r['fit_seconds']:.3f}",
                          "" if r.get("selected_epoch") is None else r["selected_epoch"],
                          "" if r.get("val_accuracy") is None else f"{r['val_accuracy']:.6f}",

@@ -123,3 +123,20 @@ def _too_large(name: str, max_bytes: int, what: str) -> InvalidInputError:
 def printable_path(path: Path | str) -> str:
     """``path`` as text that encodes to UTF-8: bytes of a non-UTF-8 file name become ``\\xNN``."""
     return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
+
+
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A text cell a spreadsheet would run as a formula (a file named ``=cmd|...``) gets a leading ``'``.
+
+    Numbers (a negative score) are left as they are.
+    """
+    if not cell.startswith(_FORMULA_STARTS):
+        return cell
+    try:
+        float(cell)
+        return cell
+    except ValueError:
+        return "'" + cell

@@ -34,7 +34,7 @@ def _explain_cells(row: dict, header: list[str]) -> list[str]:
 
 
 def _csv_text(rows: list[dict], top_k: int, explain: bool = False) -> str:
-    from biomedvr_cli.data.files import printable_path
+    from biomedvr_cli.data.files import printable_path, spreadsheet_safe
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -53,25 +53,8 @@ def _csv_text(rows: list[dict], top_k: int, explain: bool = False) -> str:
             cells += [top[i]["class"], f"{top[i]['probability']:.6f}"] if i < len(top) else ["", ""]
         cells += _explain_cells(row, extra) if explain else []
         cells += trust_output.trust_cells(row, trust)
-        writer.writerow([_spreadsheet_safe(c) for c in (*cells, printable_path(row.get("error", "")))])
+        writer.writerow([spreadsheet_safe(c) for c in (*cells, printable_path(row.get("error", "")))])
     return buffer.getvalue()
-
-
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _spreadsheet_safe(cell: str) -> str:
-    """A text cell a spreadsheet would run as a formula (a file named ``=cmd|...``) gets a leading ``'``.
-
-    Numbers (a negative score) are left as they are.
-    """
-    if not cell.startswith(_FORMULA_STARTS):
-        return cell
-    try:
-        float(cell)
-        return cell
-    except ValueError:
-        return "'" + cell
 
 
 def _render_explanation(render, row: dict) -> None:
