@@ -149,6 +149,13 @@ def _link_outside(env: Env) -> None:
     os.symlink(env.w.variants["export"] / CONFIG, folder / CONFIG)  # identical bytes, but outside the folder
 
 
+def _manifest_outside(env: Env) -> None:
+    folder = _copy(env)
+    kept = env.tmp / "elsewhere.json"
+    shutil.move(folder / MANIFEST, kept)
+    os.symlink(kept, folder / MANIFEST)  # the same manifest, but living outside the folder
+
+
 def _nan_features(env: Env) -> None:
     """Weights that pass every load check but overflow: the model yields NaN features for every image."""
     import torch
@@ -234,6 +241,8 @@ ROWS: list[Row] = [
         setup=lambda e: _manifest(e, lambda d: d["files"].__setitem__("/etc/passwd", {"bytes": 1, "sha256": "0" * 64}))),
     Row("export-entry-links-outside (#21.2)", lambda e: _predict_args(e), 4, (*M, CONFIG, "outside the folder"),
         setup=_link_outside),
+    Row("export-manifest-links-outside", lambda e: _predict_args(e), 4, (*M, "link to a file outside the folder"),
+        setup=_manifest_outside),
     Row("export-unlisted-weights-file (#21.2)", lambda e: _predict_args(e), 4, ("model.safetensors", "not listed", *M),
         setup=lambda e: shutil.copyfile(_copy(e) / WEIGHTS, e.tmp / "exp" / "model.safetensors")),
     Row("export-manifest-removed (#21.2)", lambda e: _predict_args(e), 4, (SUMS, "no biomedvr-export.json"),

@@ -85,7 +85,13 @@ def read_local_dir(folder: Path) -> LocalDir:
         raise _fail(f"local-dir backbone folder {folder} {what}", "check the path after local-dir: (a folder); a "
                     "weights file alone is passed as MODEL:FILE, e.g. ViT-B-16:weights.safetensors")
     # The manifest first: a changed file is reported as changed, before anything reads it.
-    manifest = _read_json(folder / MANIFEST_FILE) if os.path.lexists(folder / MANIFEST_FILE) else None
+    manifest_path = folder / MANIFEST_FILE
+    if os.path.lexists(manifest_path) and not manifest_path.resolve().is_relative_to(folder.resolve()):
+        # The manifest vouches for the folder's files; one that lives elsewhere vouches for nothing here.
+        raise _fail(f"{MANIFEST_FILE} in the exported backbone folder is a link to a file outside the folder",
+                    "copy the whole folder (links resolved, e.g. cp -rL), or export the backbone again with "
+                    "`biomedvr backbones export`")
+    manifest = _read_json(manifest_path) if os.path.lexists(manifest_path) else None
     if manifest is not None:
         check_manifest(folder, manifest)
     elif os.path.lexists(folder / SUMS_FILE):  # an export whose manifest was removed: nothing to verify against
