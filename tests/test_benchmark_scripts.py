@@ -183,3 +183,28 @@ def test_goal_chance_pairs_seeds_and_simulates_only_the_scatter(tmp_path: Path, 
     assert goal_chance.margin_for(quiet, 5, 3, 2.0, target=0.5, draws=10, rng=rng) == -2.0  # -2 is not past -2
     # with the +-1 noise, none past in 0.9 of draws needs the -1 seed above -0.5: margin 0.5 (exactly)
     assert goal_chance.margin_for(np.array([-1.0, 1.0]), 1, 1, 0.5, target=0.9, draws=2000, rng=rng) == 0.5
+
+
+def test_head_repeat_study_with_one_partition_is_the_default_check() -> None:
+    import math
+
+    import torch
+
+    from biomedvr_cli.method import feature_head as fh
+
+    study = _load("head_repeat_study")
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.arange(24) % 3
+    features = torch.nn.functional.normalize(torch.randn(24, 8, generator=gen), dim=1)
+    offsets = torch.randn(24, 3, generator=gen) + 2.0 * torch.nn.functional.one_hot(labels, 3)
+    correct, nll, recal = study.averaged_scores(offsets, features, labels, 3, 1e-3, seed=4, folds=4, repeats=1, steps=30)
+    fold_of = fh.stratified_folds(labels, 4, 4)
+    want_correct, want_nll = fh._cross_validate(offsets, features, labels, 3, 1e-3, fold_of, 4, 30)
+    assert torch.equal(correct.bool(), want_correct) and torch.allclose(nll.float(), want_nll)
+    assert recal is not None
+    start_correct, _, none = study.averaged_scores(offsets, features, labels, 3, math.inf, seed=4, folds=4, repeats=2,
+                                                   steps=30)
+    assert none is None and set(start_correct.tolist()) <= {0.0, 1.0}  # the start does not depend on the folds
+    # On right/wrong per image the paired check is McNemar's, as fit_feature_head's.
+    for z in (0.0, 0.5, 1.5):
+        assert study.clearly_better(correct, start_correct, z) == fh.clearly_better(want_correct, start_correct.bool(), z)
