@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from biomedvr_cli.atomic import write_text_atomic
@@ -78,12 +78,15 @@ class CorruptEntryError(InvalidInputError):
         self.reason = reason
 
 
-def read_entry(cache_dir: Path, key: str, class_names: Sequence[str]) -> AttributeFile | None:
+def read_entry(cache_dir: Path, key: str, class_names: Sequence[str], *, task: str | None = None,
+               request: Mapping[str, object] | None = None) -> AttributeFile | None:
     """The cached file for ``key`` in the order of ``class_names``; None when there is no entry.
 
     An entry that cannot be read or fails validation (a damaged or edited file, or one that
-    holds an identifier) raises :class:`CorruptEntryError`, so that ``--offline`` can say so;
-    a run that may ask the LLM treats it as a miss and overwrites it.
+    holds an identifier), or whose classes, ``task`` or provenance fields (``request``: provider,
+    model, prompt version and hash, sentences a set) are not those its key was made from,
+    raises :class:`CorruptEntryError`, so that ``--offline`` can say so; a run that may ask the
+    LLM treats it as a miss and overwrites it.
     """
     path = entry_path(cache_dir, key)
     if not path.is_file():
@@ -94,6 +97,11 @@ def read_entry(cache_dir: Path, key: str, class_names: Sequence[str]) -> Attribu
         raise CorruptEntryError(path, exc.message.removeprefix(f"{path.name}: ")) from None
     if set(cached.classes) != set(class_names):
         raise CorruptEntryError(path, "its classes are not the ones asked for")
+    if task is not None and cached.task != task:
+        raise CorruptEntryError(path, "its task is not the one asked for")
+    changed = [name for name, value in (request or {}).items() if cached.provenance.get(name) != value]
+    if changed:
+        raise CorruptEntryError(path, f"its provenance {changed[0]} is not the one asked for")
     return AttributeFile(
         task=cached.task,
         classes={name: cached.classes[name] for name in class_names},
@@ -110,3 +118,6 @@ def write_entry(cache_dir: Path, key: str, attrs: AttributeFile) -> None:
             f"cannot write the attributes cache: {exc.strerror}",
             f"choose a writable --cache-dir or set {CACHE_ENV}",
         ) from None
+    except BiomedVRError as exc:  # the folder is a file, or cannot be written
+        raise BiomedVRError(f"cannot write the attributes cache: {exc.message}",
+                            f"choose a writable --cache-dir or set {CACHE_ENV}") from None

@@ -3,24 +3,38 @@
 Rules (the same for both sources): UTF-8, one class per line, blank lines and lines
 starting with ``#`` ignored, surrounding spaces stripped and inner runs of spaces
 collapsed, names read in Unicode NFC form (so "café" typed two ways is one name); no class
-may repeat, ignoring case and Unicode spelling; at least one class.
+may repeat, ignoring case and Unicode spelling; at least one class. Lines end only at
+``\n``, ``\r\n`` or ``\r``: other separators (form feed, U+2028, ...) are characters that
+are not plain text and are refused, not taken as line breaks. Every name passes the
+identifier check before any message could quote it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from biomedvr_cli.attributes.privacy import MAX_STORED_CLASS_NAME_CHARS, check_stored_text, not_plain_text
 from biomedvr_cli.attributes.schema import class_name_key
 from biomedvr_cli.attributes.textfile import read_user_text
 from biomedvr_cli.errors import InvalidInputError, UsageError
 
 
+# Spaces and tabs (of any Unicode width); str.split() would also take form feeds, U+2028 and the
+# like as spaces, and those are refused instead.
+_SPACES = re.compile(r"[ \t\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]+")
+
+
 def normalise_class_name(raw: str) -> str:
-    """Strip and collapse whitespace and compose accents (NFC): "benign  tumor" = "benign tumor"."""
-    return unicodedata.normalize("NFC", " ".join(raw.split()))
+    """Strip and collapse whitespace and compose accents (NFC): "benign  tumor" = "benign tumor".
+
+    Characters that are not plain text (a form feed, U+2028, a byte that was not UTF-8) are kept,
+    not collapsed like spaces, so that the check of :func:`check_class_names` refuses them.
+    """
+    return unicodedata.normalize("NFC", " ".join(w for w in _SPACES.split(raw) if w))
 
 
 def check_class_names(names: Iterable[tuple[str, str]], source: str) -> list[str]:
@@ -30,21 +44,25 @@ def check_class_names(names: Iterable[tuple[str, str]], source: str) -> list[str
     """
     out: list[str] = []
     seen: dict[str, str] = {}
-    for label, name in names:
-        bad = next((ch for ch in name if unicodedata.category(ch) in {"Cc", "Cf"}), None)
+    names = list(names)
+    for index, (label, name) in enumerate(names, start=1):
+        bad = not_plain_text(name)
         if bad is not None:
-            raise InvalidInputError(
-                f"{source}: {label} contains the control character U+{ord(bad):04X}",
-                "remove it; class names are plain text",
-            )
+            kind = ("a byte that is not UTF-8" if unicodedata.category(bad) == "Cs"
+                    else f"the control character U+{ord(bad):04X}")
+            raise InvalidInputError(f"{source}: {label} contains {kind}", "remove it; class names are plain text")
+        # By place and kind only, before any message below names the class.
+        place = f"class {index} of {len(names)}" if label.startswith("--class") else f"{source}: {label}"
+        check_stored_text(place, name, limit=MAX_STORED_CLASS_NAME_CHARS,
+                          why="class names are sent to the LLM or stored, and must not hold patient data",
+                          fix="rename the class to its diagnosis or finding")
         key = class_name_key(name)
+        shown = f"{label} {json.dumps(name, ensure_ascii=False)}"  # quoted only after the check above
         if key in seen:
             raise InvalidInputError(
-                f"{source}: {label} {json.dumps(name, ensure_ascii=False)} duplicates {seen[key]} "
-                "(class names are compared ignoring case and Unicode spelling)",
-                "keep each class once",
-            )
-        seen[key] = f"{label} {json.dumps(name, ensure_ascii=False)}"
+                f"{source}: {shown} duplicates {seen[key]} (class names are compared ignoring case and Unicode "
+                "spelling)", "keep each class once")
+        seen[key] = shown
         out.append(name)
     if not out:
         raise InvalidInputError(
@@ -54,10 +72,13 @@ def check_class_names(names: Iterable[tuple[str, str]], source: str) -> list[str
     return out
 
 
+_LINE_BREAK = re.compile(r"\r\n|\n|\r")
+
+
 def parse_class_text(text: str, source: str) -> list[str]:
     """Parse the text of a classes file (already decoded)."""
     pairs: list[tuple[str, str]] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_LINE_BREAK.split(text), start=1):
         name = normalise_class_name(line)
         if not name or name.startswith("#"):
             continue

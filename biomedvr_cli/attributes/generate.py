@@ -21,6 +21,7 @@ from biomedvr_cli import __version__
 from biomedvr_cli.atomic import check_folder_writable
 from biomedvr_cli.attributes import cache, privacy
 from biomedvr_cli.attributes.prompts import PromptRequest, PromptSet, load_prompts, render_request, render_retry
+from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, json_depth, load_json_strictly
 from biomedvr_cli.attributes.schema import (
     AttributeFile,
     ClassAttributes,
@@ -78,6 +79,7 @@ class GenerationResult:
     written: bool
     unchanged: bool
     cache_warning: str | None = None
+    in_cache: bool = True  # False when the reply could not be stored in the cache (cache_warning says why)
 
 
 def plan_generation(
@@ -110,7 +112,9 @@ def plan_generation(
 
 def cached_result(plan: GenerationPlan, cache_dir: Path) -> AttributeFile | None:
     """The cached attributes for ``plan``, or None; a damaged entry raises ``cache.CorruptEntryError``."""
-    return cache.read_entry(cache_dir, plan.cache_key, plan.class_names)
+    request = {"provider": plan.settings.provider, "model": plan.settings.model, "prompt_version": plan.prompts.version,
+               "prompt_sha256": plan.prompts.sha256, "per_class": plan.settings.per_class}
+    return cache.read_entry(cache_dir, plan.cache_key, plan.class_names, task=plan.task, request=request)
 
 
 def generate(
@@ -148,6 +152,7 @@ def generate(
         raise OutputExistsError(out.name)
     if out is not None:
         check_folder_writable(out)  # before any paid request, not after the replies came back
+    in_cache = True
     if cached is not None:
         attrs, sent, warning = cached, 0, None
     elif offline:
@@ -169,12 +174,13 @@ def generate(
             cache.write_entry(cache_dir, plan.cache_key, attrs)
         except BiomedVRError as exc:
             # The reply was paid for: keep going and write --out; the user only loses the cache.
-            warning = exc.one_line()
+            warning, in_cache = exc.one_line(), False
     written = False
     if out is not None:
         save_attributes(attrs, out, force=True)
         written = True
-    return GenerationResult(attrs, cached is not None, sent, written=written, unchanged=False, cache_warning=warning)
+    return GenerationResult(attrs, cached is not None, sent, written=written, unchanged=False, cache_warning=warning,
+                            in_cache=in_cache)
 
 
 def _try_load(path: Path) -> AttributeFile | None:
@@ -242,9 +248,15 @@ def parse_reply(text: str, stop_reason: str | None, class_name: str, n: int) -> 
     if stop_reason == "refusal":
         raise _ReplyInvalid("the reply was a refusal; the request only asks for visual descriptions")
     try:
-        data = json.loads(text)
+        data = load_json_strictly(text)
     except json.JSONDecodeError as exc:
         raise _ReplyInvalid(f"the reply is not valid JSON ({exc.msg} at character {exc.pos})") from None
+    except RecursionError:
+        raise _ReplyInvalid("the reply is nested too deeply; send one flat JSON object") from None
+    except ValueError as exc:  # NaN, Infinity, or a number of thousands of digits
+        raise _ReplyInvalid(f"the reply holds a number JSON cannot carry here ({str(exc)[:80]})") from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise _ReplyInvalid("the reply is nested too deeply; send one flat JSON object")
     if not isinstance(data, dict):
         raise _ReplyInvalid("the reply must be a JSON object with descriptive, distinctive and confusion")
     # More sentences than asked for are harmless: keep the first n (the model's best).

@@ -46,6 +46,17 @@ def _match_key(name: str) -> str:
     return normalise_class_name(name.replace("_", " ")).casefold()
 
 
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]], name: str) -> dict[str, Any]:
+    """An object of the file as a dict; a key given twice would silently lose the first list of sentences."""
+    out: dict[str, Any] = {}
+    for index, (key, value) in enumerate(pairs, start=1):
+        if key in out:  # by position: the key is a class name not yet through the identifier check
+            raise InvalidInputError(f"{name}: key {index} of {len(pairs)} in one object repeats an earlier key "
+                                    "(its first list of sentences would be lost)", "keep each class once")
+        out[key] = value
+    return out
+
+
 def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], str]:
     """One reference file as ``{display name: sentences}`` and its sha256."""
     path = Path(path)
@@ -56,7 +67,8 @@ def _read_reference(path: Path, set_name: str) -> tuple[dict[str, list[Any]], st
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path.name} is not valid UTF-8 (byte {exc.start})", "save it as UTF-8") from None
-    data = parse_user_json(text, path.name, "give the reference implementation's JSON file")
+    data = parse_user_json(text, path.name, "give the reference implementation's JSON file",
+                           object_pairs_hook=lambda pairs: _refuse_repeated_keys(pairs, path.name))
     if not isinstance(data, dict) or not data:
         raise InvalidInputError(
             f"{path.name} must be a non-empty JSON object of class name -> list of sentences",

@@ -9,9 +9,12 @@ patient's name, record number or scan date by mistake, so all go through
 :func:`find_identifier` before they are used.
 
 Refused: runs of six or more digits and ID-like digit groups, dates (numeric, "04-Mar-2021",
-"March 4, 2021", "2021/03/04"), record labels (DOB, MRN, date of birth, patient ID, ...),
-names after a title ("Mr Smith", "Dr. Jones") or after "patient"/"name", e-mail addresses,
-URLs, file paths and names, control characters and over-long strings. The rules are chosen
+"March 4, 2021", "2021/03/04"), record labels (DOB, MRN, MRN12345, date of birth, patient ID,
+...), names after a title ("Mr Smith", "Dr.Jones", "MRS JONES") or after "patient"/"name"
+(also in capitals), e-mail addresses, URLs, file paths and names, characters that are not
+plain text (controls, lone surrogates from undecodable bytes, line separators) and over-long
+strings. The e-mail and path rules scan from their anchors ("@", words with two slashes),
+so a long run of letters costs linear time, not quadratic. The rules are chosen
 so that ordinary medical sentences pass ("ER/PR/HER2 positive", "2-3 mitoses/10 HPF",
 "1.5-2.0 cm", "Reed-Sternberg cells"); the tests hold examples of both kinds.
 
@@ -43,11 +46,20 @@ _FILE_EXT = (
 )
 
 _NAME_WORD = r"[A-Z][a-z'\u2019-]+"
+# Records and DICOM write names in capitals ("JOHN SMITH"); after "patient" / "name" those count too.
+_ANY_CASE_NAME_WORD = rf"(?:{_NAME_WORD}|[A-Z][A-Z'\u2019-]+)"
 _DATE = "a date"
+# Characters that are not plain text: control and format characters, lone surrogates (bytes
+# that were not UTF-8, as Python spells them), line and paragraph separators.
+NOT_PLAIN_TEXT = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def not_plain_text(text: str) -> str | None:
+    """The first character of ``text`` that is not plain text (see ``NOT_PLAIN_TEXT``), else None."""
+    return next((ch for ch in text if unicodedata.category(ch) in NOT_PLAIN_TEXT), None)
 
 # (pattern, what it looks like, mask). Order matters: the first match is reported.
 _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
-    (re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.I), "an e-mail address", "<e-mail>"),
     (re.compile(r"\b[a-z][a-z0-9+.-]*://\S*|\bwww\.\S+", re.I), "a URL", "<URL>"),
     # Numeric dates use one separator throughout ("03/04/2021", "2021-03-04"), so that ranges
     # and counts such as "2-3/10 HPF" stay allowed.
@@ -66,13 +78,17 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # ID-like groups (social security, phone, MRN formats) that dodge the six-digit rule.
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b"), "an ID or phone number", "<digits>"),
     # Labels that only ever introduce a patient's record: "DOB", "MRN", "date of birth", ...
-    (re.compile(r"\b(?:d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|born\s+(?:on\s+|in\s+)?\d|mrn\b|"
+    (re.compile(r"\b(?:d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|born\s+(?:on\s+|in\s+)?\d|mrn(?:\b|(?=\d))|"
                 r"medical\s+record\s+(?:number|no\b)|nhs\s+(?:number|no\b)|ssn\b|social\s+security\s+number|"
                 r"patient\s+(?:id|number)\b|(?:patient|record|accession|case)\s*(?:#|no\.|number)\s*\d)", re.I),
      "a patient record label (such as DOB, MRN or date of birth)", "<record>"),
     # A name after a title, or after "patient" / "name": case matters (titles and names are capitalised).
-    (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b\.?\s+{_NAME_WORD}"), "a name with a title", "<name>"),
-    (re.compile(rf"\b(?i:patient|name)\b\s*[:#-]?\s*{_NAME_WORD}\s+{_NAME_WORD}"), "a patient name", "<name>"),
+    # "Dr. Jones", "Dr.Jones", "Mr Smith", and in capitals "MRS JONES" (not "MR", "DR", "MS": MR imaging,
+    # diabetic retinopathy and multiple sclerosis start many class names).
+    (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b(?:\.\s*|\s+){_NAME_WORD}"
+                rf"|\b(?:MRS|MISS)\b\.?\s+[A-Z][A-Z'\u2019-]+\b"), "a name with a title", "<name>"),
+    (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*{_ANY_CASE_NAME_WORD}\s+{_ANY_CASE_NAME_WORD}"),
+     "a patient name", "<name>"),
     (re.compile(r"(?:^|\s)(?:~|\.{1,2})?[/\\][^\s/\\]+"), "a file path", "<path>"),
     (re.compile(r"\b[a-z]:[\\/]", re.I), "a file path", "<path>"),
     (re.compile(r"\\"), "a file path (backslash)", "<path>"),
@@ -85,11 +101,45 @@ _RELATIVE_PATH = re.compile(r"[^\s/]+(?:/[^\s/]+){2,}")
 _FILE_SYSTEM_PART = re.compile(r"_|[a-z]{2}\d")
 
 
+# Around each "@": the part before and the domain after. Searched from the "@" signs only, so a
+# long run of word characters costs linear time, not quadratic (a 16 MiB file must not hang).
+_EMAIL_LOCAL_CHAR = re.compile(r"[\w.+-]")
+_EMAIL_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+
+
+def _email_span(text: str) -> tuple[int, int] | None:
+    for at in (i for i, ch in enumerate(text) if ch == "@"):
+        domain = _EMAIL_DOMAIN.match(text, at + 1)
+        if domain and at > 0 and _EMAIL_LOCAL_CHAR.match(text, at - 1):
+            start = at - 1
+            while start > 0 and _EMAIL_LOCAL_CHAR.match(text, start - 1):
+                start -= 1
+            return start, domain.end()
+    return None
+
+
+def _relative_path_span(text: str) -> tuple[int, int] | None:
+    """A run of three or more ``/``-joined parts in one word, one part named like a file-system name."""
+    position = 0
+    for word in text.split(" "):
+        start, position = position, position + len(word) + 1
+        if word.count("/") < 2:
+            continue  # most words: no scan at all
+        for match in _RELATIVE_PATH.finditer(word):
+            if any(_FILE_SYSTEM_PART.search(part) for part in match.group(0).split("/")):
+                return start + match.start(), start + match.end()
+    return None
+
+
 def find_identifier(text: str) -> tuple[str, str] | None:
     """Return ``(what, masked_text)`` for the first identifier-like part of ``text``, else None."""
-    for ch in text:
-        if unicodedata.category(ch) in {"Cc", "Cf"}:
-            return "a control character", _mask_controls(text)
+    bad = not_plain_text(text)
+    if bad is not None:
+        what = "a character that is not valid text" if unicodedata.category(bad) == "Cs" else "a control character"
+        return what, _mask_controls(text)
+    found = _email_span(text) if "@" in text else None
+    if found is not None:
+        return "an e-mail address", text[: found[0]] + "<e-mail>" + text[found[1]:]
     for pattern, what, mask in _RULES:
         match = pattern.search(text)
         if match:
@@ -102,9 +152,9 @@ def find_identifier(text: str) -> tuple[str, str] | None:
                 while end < len(text) and not text[end].isspace():
                     end += 1
             return what, text[:start] + mask + text[end:]
-    for match in _RELATIVE_PATH.finditer(text):
-        if any(_FILE_SYSTEM_PART.search(part) for part in match.group(0).split("/")):
-            return "a file path", text[: match.start()] + "<path>" + text[match.end():]
+    found = _relative_path_span(text) if text.count("/") >= 2 else None
+    if found is not None:
+        return "a file path", text[: found[0]] + "<path>" + text[found[1]:]
     return None
 
 
@@ -162,4 +212,4 @@ def _check_one(label: str, text: str, limit: int | None, fix: str, *, why: str =
 
 
 def _mask_controls(text: str) -> str:
-    return "".join("<control>" if unicodedata.category(ch) in {"Cc", "Cf"} else ch for ch in text)
+    return "".join("<control>" if unicodedata.category(ch) in NOT_PLAIN_TEXT else ch for ch in text)

@@ -255,6 +255,12 @@ def map_error(exc: BaseException, *, provider: str, model: str) -> ProviderError
         )
     if isinstance(exc, ImportError) or type(exc).__name__ == "MissingDependencyError":
         return ProviderError(f"the {provider} provider is missing a package ({_first_line(exc)})", hint)
+    if isinstance(exc, json.JSONDecodeError) or isinstance(exc, UnicodeDecodeError):
+        # A 200 whose body is not JSON: a proxy, a captive portal or a wrong base URL answered, not the API.
+        return ProviderError(
+            f"the {provider} endpoint answered with something that is not an API reply ({_first_line(exc)})",
+            "check the base URL (ANTHROPIC_BASE_URL or the platform's) and any proxy between here and the API",
+        )
     if isinstance(exc, (anthropic.AnthropicError, TypeError, ValueError, RuntimeError)):
         # Credential resolution failures ("Could not resolve authentication method", no project id).
         return ProviderError(f"the {provider} client could not send the request: {_first_line(exc)}", hint)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,8 +230,9 @@ def validate_attributes(data: dict) -> AttributeFile:
         shown = json.dumps(name, ensure_ascii=False)
         if not name.strip():
             raise _fail("classes", "has an empty class name")
-        if name != name.strip() or "  " in name or any(ch in name for ch in "\t\r\n"):
-            raise _fail(f"classes[{shown}]", "class names must not have leading, trailing or repeated spaces")
+        if name != " ".join(name.split()):  # as class folders and classes files read them, or they never match
+            raise _fail(f"classes[{shown}]", "class names must not have leading, trailing or repeated spaces, nor "
+                        "spaces other than the plain one (a no-break space, say)", "type the name with plain spaces")
         if len(name) > MAX_CLASS_NAME_CHARS:
             raise _fail(f"classes[{shown}]", f"class name is over {MAX_CLASS_NAME_CHARS} characters")
         key = class_name_key(name)
@@ -245,7 +247,36 @@ def validate_attributes(data: dict) -> AttributeFile:
     provenance = data.get("provenance", {})
     if not isinstance(provenance, dict):
         raise _fail("provenance", f"must be an object, not {_json_type(provenance)}")
+    _check_provenance(provenance, "provenance", technical=False)
     return AttributeFile(task=task.strip(), classes=out, provenance=dict(provenance))
+
+
+# Provenance fields biomedvr writes whose values are ids, hashes and times (digits that the
+# identifier check would take for a record number): they must look like one, nothing more.
+_TECHNICAL_KEYS = frozenset({"model", "created_at", "prompt_sha256", "imported_sha256"})
+_TECHNICAL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
+
+
+def _check_provenance(value: Any, where: str, *, technical: bool) -> None:
+    """Provenance is shown by ``validate`` and kept in caches: every key and text passes the identifier
+    check, except the values of the technical fields, which must be plain ids (letters, digits, ``._:@+/-``)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_stored_text(f"{where}: a key", key, why=ATTRIBUTES_WHY, limit=100, fix=_PROVENANCE_FIX)
+            _check_provenance(item, f"{where}.{key}", technical=technical or key in _TECHNICAL_KEYS)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_provenance(item, f"{where}[{i}]", technical=technical)
+    elif isinstance(value, str):
+        if technical:
+            if not _TECHNICAL_VALUE.fullmatch(value) or value.startswith(("/", "..")):
+                raise _fail(where, "must be an id, hash or time (letters, digits and ._:@+/-, at most 200)",
+                            _PROVENANCE_FIX)
+        else:
+            check_stored_text(where, value, why=ATTRIBUTES_WHY, limit=MAX_TASK_CHARS, fix=_PROVENANCE_FIX)
+
+
+_PROVENANCE_FIX = "remove it from provenance; provenance says how the file was made, in a few plain words"
 
 
 def parse_attributes_text(text: str) -> AttributeFile:

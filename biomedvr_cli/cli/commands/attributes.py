@@ -105,7 +105,8 @@ _ForceOption = typer.Option(False, "--force", help="Overwrite an existing, diffe
 _MaxRetriesOption = typer.Option(
     DEFAULT_MAX_RETRIES, "--max-retries", metavar="N", min=0, max=10, help="SDK retries on rate limits, overload and network errors."
 )
-_TimeoutOption = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", metavar="SECONDS", min=0.1, help="Seconds to wait for each reply.")
+_TimeoutOption = typer.Option(DEFAULT_TIMEOUT_S, "--timeout", metavar="SECONDS", min=0.1, max=3600.0,
+                               help="Seconds to wait for each reply (0.1 to 3600).")
 _ConcurrencyOption = typer.Option(
     DEFAULT_CONCURRENCY, "--concurrency", metavar="N", min=1, max=16, help="Requests in flight at once (one per class)."
 )
@@ -265,7 +266,7 @@ def _emit_generated_json(result: GenerationResult, plan: GenerationPlan, folder:
             "unchanged": result.unchanged,
             "from_cache": result.from_cache,
             "requests_sent": result.requests_sent,
-            "cache_file": str(entry_path(folder, plan.cache_key)),
+            "cache_file": str(entry_path(folder, plan.cache_key)) if result.in_cache else None,
             "content_hash": attrs.content_hash(),
             "attributes": attrs.to_dict(),
         }
@@ -285,7 +286,8 @@ def _report_generated(result: GenerationResult, plan: GenerationPlan, folder: Pa
             f"wrote {out} ({shape}) from {settings.model} via {settings.provider}: "
             f"{result.requests_sent} requests"
         )
-    render.info(f"cache: {entry_path(folder, plan.cache_key)}")
+    if result.in_cache:  # otherwise the warning above said why nothing was cached
+        render.info(f"cache: {entry_path(folder, plan.cache_key)}")
     render.info(fit_hint(out))
 
 

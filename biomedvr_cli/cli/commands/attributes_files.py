@@ -14,12 +14,12 @@ from typing import Optional
 import typer
 
 from biomedvr_cli.cli import options
-from biomedvr_cli.atomic import check_folder_writable
+from biomedvr_cli.atomic import check_folder_writable, refuse_input_as_output
 from biomedvr_cli.attributes import AttributeFile, load_attributes, save_attributes
 from biomedvr_cli.attributes.classlist import class_names_from
 from biomedvr_cli.attributes.importer import import_reference
 from biomedvr_cli.cli import console as render
-from biomedvr_cli.errors import InvalidInputError, OutputExistsError
+from biomedvr_cli.errors import InvalidInputError, OutputExistsError, OutputNotWritableError
 
 
 def fit_hint(out: Path) -> str:
@@ -31,7 +31,8 @@ def fit_hint(out: Path) -> str:
 def validate_cmd(
     file: Path = typer.Argument(..., metavar="FILE", help="Attributes JSON file to check.", show_default=False),
     classes: Optional[Path] = typer.Option(None, "--classes", metavar="FILE", help="Also check that exactly these classes are present."),
-    class_: Optional[list[str]] = typer.Option(None, "--class", metavar="NAME", help="A class that must be present (repeatable)."),
+    class_: Optional[list[str]] = typer.Option(
+        None, "--class", metavar="NAME", help="Also check that exactly these classes are present (repeat it for each)."),
     json_out: bool = options.JsonOption,
 ) -> None:
     """Check an attributes file (hand-written, imported or generated); exit 3 on the first problem."""
@@ -95,6 +96,9 @@ def import_cmd(
     json_out: bool = options.JsonOption,
 ) -> None:
     """Convert the reference implementation's three JSON files into one attributes file."""
+    if out.is_dir():  # before the --force hint below: forcing would not help
+        raise OutputNotWritableError(f"{out.name or out} is a folder", "give a file name for --out (inside it, say)")
+    refuse_input_as_output(out, [descriptive, distinctive, confusion, classes])  # even with --force
     check_folder_writable(out)  # a folder that cannot be written fails before the files are read
     names = class_names_from(classes, class_, required=False)
     report = import_reference(descriptive, distinctive, confusion, class_names=names, task=" ".join(task.split()))
