@@ -133,11 +133,32 @@ def parse_config(metadata: dict[str, str], name: str) -> AdapterConfig:
         )
     try:
         config = json.loads(metadata.get("config", ""))
-    except (json.JSONDecodeError, RecursionError):
+        if not isinstance(config, dict):
+            raise AdapterError(f"{name} has a corrupt config", "refit the adapter")
+        return AdapterConfig.from_dict(config, name=name)
+    except (json.JSONDecodeError, RecursionError):  # nesting no writer makes fails in the checks as well
         raise AdapterError(f"{name} has a corrupt config", "refit the adapter") from None
-    if not isinstance(config, dict):
-        raise AdapterError(f"{name} has a corrupt config", "refit the adapter")
-    return AdapterConfig.from_dict(config, name=name)
+
+
+def read_adapter_header(path: Path) -> tuple[dict[str, str], AdapterConfig]:
+    """Metadata and config of an adapter, checked against its tensors' shapes without reading their data.
+
+    What ``info`` reads: it refuses what :func:`load_adapter` refuses on the config and the shapes
+    (a width that is not the embedding size, a calibration count that is not its scores').
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    config = parse_config(metadata, path.name)
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterError(f"cannot read tensors of {path.name}: {str(exc).splitlines()[0][:120]}",
+                           "refit the adapter") from None
+    check_shapes(shapes, config, path.name)
+    return metadata, config
 
 
 def load_adapter(path: Path) -> Adapter:
@@ -152,16 +173,27 @@ def load_adapter(path: Path) -> Adapter:
     if bad:
         raise AdapterError(f"{path.name} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}",
                            "the file is damaged or was edited; refit the adapter")
-    _check_embedding_size(tensors, config, path.name)
+    check_shapes({key: tuple(t.shape) for key, t in tensors.items()}, config, path.name)
     return Adapter(tensors=tensors, config=config)
 
 
-def _check_embedding_size(tensors: dict[str, torch.Tensor], config: AdapterConfig, name: str) -> None:
-    """The sentence banks and the feature head live in the backbone's embedding space: their width is embed_dim."""
+def check_shapes(shapes: dict[str, tuple[int, ...]], config: AdapterConfig, name: str) -> None:
+    """The sentence banks and the feature head live in the backbone's embedding space (their width is
+    embed_dim), and each calibration record counts the scores stored beside it."""
     dim = int(config.backbone.embed_dim)
-    for key, tensor in sorted(tensors.items()):
+    for key, shape in sorted(shapes.items()):
         if key.startswith("bank_") or key == "head_weight":
-            width = int(tensor.shape[-1]) if tensor.ndim == 2 else None
+            width = int(shape[-1]) if len(shape) == 2 else None
             if width != dim:
-                raise AdapterError(f"{name}: tensor {key} has shape {list(tensor.shape)}, but the config's "
-                                   f"backbone.embed_dim is {dim}", "the file is damaged or was edited; refit the adapter")
+                raise AdapterError(f"{name}: tensor {key} has shape {list(shape)}, but the config's "
+                                   f"backbone.embed_dim is {dim}", _EDITED)
+    for part, tensor in (("conformal", "conformal_scores"), ("outliers", "outlier_scores")):
+        record = config.calibration.get(part)
+        stored = shapes.get(tensor)
+        if isinstance(record, dict) and "images" in record and stored != (record["images"],):
+            count = str(stored[0]) if stored is not None and len(stored) == 1 else "no valid"
+            raise AdapterError(f"{name}: config.calibration.{part}.images is {record['images']}, but the adapter "
+                               f"stores {count} scores", _EDITED)
+
+
+_EDITED = "the file is damaged or was edited; refit the adapter"

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from biomedvr_cli.backbones.presets import pinned_revision
-from biomedvr_cli.errors import BackboneUnavailableError
+from biomedvr_cli.errors import BackboneUnavailableError, UsageError
 
 ALLOW_DOWNLOAD_ENV = "BIOMEDVR_ALLOW_DOWNLOAD"
 HUB_OFFLINE_ENVS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -84,11 +84,16 @@ def downloads_allowed(allow_download: bool | None) -> bool:
 
     HF_HUB_OFFLINE wins over everything: the hub itself refuses network calls then.
     """
+    value = os.environ.get(ALLOW_DOWNLOAD_ENV, "").strip()
+    flag = _env_flag(ALLOW_DOWNLOAD_ENV)
+    if value and flag is None:  # a user who meant "never" must not get downloads without a word
+        raise UsageError(f"{ALLOW_DOWNLOAD_ENV}={value[:40]!r} is neither on nor off",
+                         "set it to 1, true, yes or on (downloads allowed), or 0, false, no or off (never)")
     if hub_offline_env():
         return False
     if allow_download is not None:
         return allow_download
-    return _env_flag(ALLOW_DOWNLOAD_ENV) is not False
+    return flag is not False
 
 
 def offline_reason(allow_download: bool | None) -> str:

@@ -17,6 +17,7 @@ by fingerprint, then renamed into place, so an interrupted export leaves nothing
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli import __version__
+from biomedvr_cli.atomic import check_folder_writable
 from biomedvr_cli.backbones.availability import TOKENIZER_FILES, hf_cached, text_tower_names
 from biomedvr_cli.backbones.downloads import DownloadReporter
 from biomedvr_cli.backbones.loader import Backbone, load_backbone
@@ -151,8 +153,14 @@ def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
             where = "inside" if target.is_relative_to(source) else "around"
             raise UsageError(f"the export folder {target.name} is {where} the backbone folder {source.name}",
                              "choose a DIR outside the backbone folder")
+    here, target = Path.cwd().resolve(), out.resolve()
+    if here.is_relative_to(target):  # the folder is moved into place by rename: not the one a shell stands in
+        where = "the current folder" if here == target else "a folder around the current folder"
+        raise UsageError(f"the export folder {target.name or target} is {where}",
+                         "export into a new folder, e.g. `biomedvr backbones export NAME ./backbone`")
     if out.exists() and not out.is_dir():
         raise OutputNotWritableError(f"{out.name} exists and is not a folder", "choose another DIR")
+    check_folder_writable(out)  # a file where a parent folder should be, or no permission: before the backbone loads
     if out.is_dir() and any(out.iterdir()) and not force:
         raise OutputExistsError(out.name, option="DIR")
 
@@ -201,8 +209,10 @@ def export_backbone(source: str, out: Path, *, force: bool = False, allow_downlo
     except (OSError, SafetensorError) as exc:  # safetensors wraps I/O errors (a full disk) in its own type
         shutil.rmtree(staging, ignore_errors=True)
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:120]
-        raise OutputWriteError(f"cannot write {out.name} ({reason}); nothing was written",
-                               "free some disk space, or choose a DIR on another disk") from None
+        full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT) or "space" in reason.lower()
+        raise OutputWriteError(f"cannot write {out.name or out} ({reason}); nothing was written",
+                               "free some disk space, or choose a DIR on another disk" if full else
+                               "choose a DIR in a folder you can write to") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

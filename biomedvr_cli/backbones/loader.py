@@ -156,8 +156,10 @@ def _find_files(spec: BackboneSpec) -> tuple[Availability, LocalDir | None]:
     if spec.kind == "file":
         assert spec.local_path is not None
         if not spec.local_path.is_file():
-            raise BackboneUnavailableError(f"weights file {spec.local_path.name} does not exist",
-                                           "check the path after MODEL: in --backbone")
+            what = ("is a folder" if spec.local_path.is_dir() else
+                    "is not a regular file (a device or pipe)" if spec.local_path.exists() else "does not exist")
+            raise BackboneUnavailableError(f"weights file {spec.local_path.name} {what}",
+                                           "check the path after MODEL: in --backbone (a weights file)")
         if spec.model not in open_clip.list_models():
             raise BackboneUnavailableError(f"{spec.model!r} is not an open_clip model name", "see open_clip.list_models()")
         found = Availability(True, checkpoint=spec.local_path)
@@ -256,14 +258,30 @@ def _create(spec: BackboneSpec, allow_download: bool | None,
         except BiomedVRError:
             raise
         except Exception as exc:  # open_clip/transformers raise many types; all mean "cannot load"
-            cached = spec.kind in ("preset", "hf-hub", "tag")
-            hint = ("the cached files may be damaged: remove the model's folder under HF_HOME/hub "
-                    "(~/.cache/huggingface/hub/models--ORG--NAME) and run again to download it" if cached else
-                    "check that the weights file belongs to this architecture and that the folder is complete")
-            raise BackboneUnavailableError(
-                f"could not load backbone {spec.label!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}",
-                hint) from None
+            raise BackboneUnavailableError(f"could not load backbone {spec.label!r}: {type(exc).__name__}: "
+                                           f"{_first_reason(exc)}", _load_hint(spec, found)) from None
     return model, tokenizer, cfg, local
+
+
+def _first_reason(exc: Exception) -> str:
+    """The first line of an error, with the next one when the first only introduces it ("...: ")."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    text = f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+    return text[:200]
+
+
+def _load_hint(spec: BackboneSpec, found: Availability) -> str:
+    """Where the damaged file is likely to be: a checkpoint outside the hub cache is named itself."""
+    checkpoint = found.checkpoint
+    if spec.kind in ("preset", "tag") and checkpoint is not None and "huggingface" not in Path(checkpoint).parts:
+        shown = str(checkpoint).replace(str(Path.home()), "~", 1)
+        return f"the cached file {shown} may be damaged: remove it and run again to download it"
+    if spec.kind in ("preset", "hf-hub", "tag"):
+        return ("the cached files may be damaged: remove the model's folder under HF_HOME/hub "
+                "(~/.cache/huggingface/hub/models--ORG--NAME) and run again to download it")
+    return "check that the weights file belongs to this architecture and that the folder is complete"
 
 
 def _image_size(model: torch.nn.Module) -> int:

@@ -44,10 +44,14 @@ _DEBUG_HINT = f"rerun with `biomedvr --debug ...` (or {DEBUG_ENV}=1) to see the 
 
 
 def debug_enabled(ctx: typer.Context | None = None) -> bool:
-    """True with ``biomedvr --debug`` or ``BIOMEDVR_DEBUG`` set to anything but empty, 0, false or no."""
+    """True with ``biomedvr --debug`` or ``BIOMEDVR_DEBUG`` set to anything but empty, 0, false, no or off.
+
+    The false words are those of ``BIOMEDVR_ALLOW_DOWNLOAD``; any other value turns debugging on
+    (showing more is the safe side of a typo here, unlike downloads).
+    """
     if ctx is not None and ctx.find_root().params.get("debug"):
         return True
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _show_own_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,

@@ -64,10 +64,17 @@ def assured_level(n: int, level: float, assurance: float) -> float | None:
     from scipy.special import betainc
 
     level, assurance = check_level(level), check_level(assurance)
-    for rank in range(math.ceil(level * (n + 1) - 1e-9), n + 1):
-        if rank >= 1 and float(betainc(rank, n + 1 - rank, level)) <= 1.0 - assurance:
-            return rank / (n + 1)
-    return None
+
+    def passes(rank: int) -> bool:  # P(coverage < level) <= 1 - assurance; it falls as the rank rises
+        return float(betainc(rank, n + 1 - rank, level)) <= 1.0 - assurance
+
+    low, high = max(1, math.ceil(level * (n + 1) - 1e-9)), n
+    if low > high or not passes(high):
+        return None
+    while low < high:  # the smallest passing rank, in log(n) steps: an edited count of 10**18 costs nothing
+        middle = (low + high) // 2
+        low, high = (low, middle) if passes(middle) else (middle + 1, high)
+    return low / (n + 1)
 
 
 def lac_scores(probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

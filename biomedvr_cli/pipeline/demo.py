@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from biomedvr_cli.errors import OutputExistsError
+from biomedvr_cli.errors import OutputExistsError, OutputNotWritableError, UsageError
 from biomedvr_cli.method.metrics import SCALAR_METRICS
 
 
@@ -66,20 +66,33 @@ def run_demo(
     """
     import time
 
+    from biomedvr_cli.data.sampling import default_val_shots
+    from biomedvr_cli.sandbox.tasks import load_task
+
     start = time.perf_counter()
+    most = max_demo_shots(per_class)
+    if not isinstance(shots, int) or isinstance(shots, bool) or not 1 <= shots <= most:
+        raise UsageError(f"--shots {shots} is not between 1 and {most}: the demo makes {per_class} training images "
+                         f"a class and keeps {default_val_shots(most)} of them for validation", f"pass --shots {most} or fewer")
+    spec = load_task(task)  # before any folder is made: an unknown task leaves nothing behind
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="biomedvr-demo-"))
         created = True
         notify(f"working in {workdir} (a new temporary folder; pass --workdir DIR to choose one)")
     else:
         workdir = Path(workdir)
+        if workdir.exists() and not workdir.is_dir():  # before the --force hint: forcing would not help
+            raise OutputNotWritableError(f"--workdir {workdir.name} is a file, not a folder", "choose a folder")
         if workdir.exists() and not force:
             raise OutputExistsError(workdir.name, option="--workdir")
         created = not workdir.exists()
+    made = _highest_missing(workdir)  # the workdir, or the first of its parents this run creates
     try:
-        result = _run(workdir, task, shots, seed, per_class, test_per_class, progress, notify)
+        result = _run(workdir, spec, shots, seed, per_class, test_per_class, progress, notify)
     except BaseException:
-        if created:
+        if created and made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        elif created:
             shutil.rmtree(workdir, ignore_errors=True)
         raise
     result.seconds = time.perf_counter() - start
@@ -87,7 +100,23 @@ def run_demo(
     return result
 
 
-def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, test_per_class: int, progress, notify) -> DemoResult:
+def max_demo_shots(per_class: int = 24) -> int:
+    """The most shots the demo's training images allow, validation images kept aside."""
+    from biomedvr_cli.data.sampling import default_val_shots
+
+    return max((s for s in range(1, per_class + 1) if s + default_val_shots(s) <= per_class), default=1)
+
+
+def _highest_missing(folder: Path) -> Path | None:
+    """The highest folder of ``folder``'s path that does not exist yet (None when it exists)."""
+    highest = None
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        highest, folder = folder, folder.parent
+    return highest
+
+
+def _run(workdir: Path, task, shots: int, seed: int, per_class: int, test_per_class: int, progress, notify) -> DemoResult:
     from biomedvr_cli.attributes import load_attributes
     from biomedvr_cli.backbones import load_backbone
     from biomedvr_cli.data import decode_to_tensors, open_source
@@ -96,16 +125,16 @@ def _run(workdir: Path, task_name: str, shots: int, seed: int, per_class: int, t
     from biomedvr_cli.pipeline.predictor import load_predictor
     from biomedvr_cli.pipeline.predict import predict_files
     from biomedvr_cli.sandbox.dataset import make_task_dataset
-    from biomedvr_cli.sandbox.tasks import load_task
     from biomedvr_cli.method.zero_shot import image_features, zero_shot_logits
 
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
     adapter = workdir / "adapter.safetensors"
-    task = load_task(task_name)
+    task_name = task.name
     q = shlex.quote
     commands = [
-        f"biomedvr sandbox make {q(str(data))} --task {task_name} --train-per-class {per_class} --test-per-class {test_per_class} --seed {seed} --force",
+        f"biomedvr sandbox make {q(str(data))} --task {task_name} --train-per-class {per_class} "
+        f"--test-per-class {test_per_class} --seed {seed} --shift default --force",
         f"biomedvr fit {q(str(data))} --shots {shots} --backbone sandbox --seed {seed} --out {q(str(adapter))} --force",
         f"biomedvr eval {q(str(data))} --adapter {q(str(adapter))}",
     ]

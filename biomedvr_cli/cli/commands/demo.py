@@ -16,7 +16,8 @@ def demo(
         help="Folder for the generated task, adapter and images (default: a new folder under the system's temporary "
              "folder; where it went is printed)."),
     task: str = typer.Option("blood-smear", "--task", help="Built-in sandbox task (`biomedvr sandbox tasks` lists them)."),
-    shots: int = typer.Option(8, "--shots", min=1, help="Training images per class."),
+    shots: int = typer.Option(8, "--shots", min=1, max=20,
+                              help="Training images per class (the demo makes 24 a class and keeps 4 for validation)."),
     seed: int = typer.Option(0, "--seed", min=0, max=options.MAX_SEED, help="Seed for the task images, the few-shot draw and training."),
     force: bool = typer.Option(False, "--force", help="Reuse an existing working folder."),
     json_out: bool = options.JsonOption,
@@ -26,6 +27,9 @@ def demo(
     from biomedvr_cli.atomic import check_folder_writable
     from biomedvr_cli.pipeline.demo import run_demo
 
+    from biomedvr_cli.cli.commands.sandbox import check_builtin_task
+
+    check_builtin_task(task)  # a bad option value: exit 2, before any folder is made
     if workdir is not None:
         check_folder_writable(workdir)  # before generating anything
     with render.EpochProgress("fit") as bar:

@@ -1,4 +1,4 @@
-"""``biomedvr info``: what an adapter was trained on (reads metadata only)."""
+"""``biomedvr info``: what an adapter was trained on (reads metadata and tensor shapes, not tensor data)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ def info(
 ) -> None:
     """Show an adapter's backbone, classes, attributes, method, training and validation metrics."""
     from biomedvr_cli.cli import console as render
-    from biomedvr_cli.adapter import parse_config, read_metadata
+    from biomedvr_cli.adapter.file import read_adapter_header
 
-    metadata = read_metadata(adapter)
-    config = parse_config(metadata, adapter.name)
+    metadata, config = read_adapter_header(adapter)
     if json_out:
         render.emit_json({"format": metadata.get("format"), "format_version": metadata.get("format_version"),
                           "config": config.to_dict()})

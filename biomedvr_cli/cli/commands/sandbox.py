@@ -54,6 +54,8 @@ def make(
     if (task is None) == (task_file is None):
         raise UsageError("give exactly one of --task and --task-file", "e.g. --task blood-smear")
     # --task only ever names a built-in task and --task-file only ever a file, whatever its suffix.
+    if task is not None:
+        check_builtin_task(task)
     spec = load_builtin_task(task) if task is not None else load_task_file(task_file)
     summary = make_task_dataset(out, spec, per_class, test_per_class, seed, shift, force)
     if json_out:
@@ -63,6 +65,17 @@ def make(
         f"wrote {summary['train_images']} train and {summary['test_images']} test images of "
         f"{len(summary['classes'])} classes to {out} (task {spec.name}, shift {summary['shift']}, seed {seed})"
     )
+
+
+def check_builtin_task(name: str) -> None:
+    """``--task`` names a built-in task; another name is a bad option value (exit 2), not bad input."""
+    from biomedvr_cli.errors import UsageError
+    from biomedvr_cli.sandbox.tasks import builtin_task_names
+
+    names = builtin_task_names()
+    if name not in names:
+        raise UsageError(f"--task {name[:60]!r} is not a built-in task",
+                         f"built-in tasks: {', '.join(names)}; a task file of your own goes to --task-file")
 
 
 @sandbox_app.command("tasks")
