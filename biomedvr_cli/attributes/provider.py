@@ -206,7 +206,6 @@ def map_error(exc: BaseException, *, provider: str, model: str) -> ProviderError
     import anthropic
 
     hint = CREDENTIAL_HINTS[provider]
-    default = DEFAULT_MODELS[provider]
     if isinstance(exc, ProviderError):
         return exc
     if isinstance(exc, anthropic.APITimeoutError):
@@ -218,41 +217,7 @@ def map_error(exc: BaseException, *, provider: str, model: str) -> ProviderError
     if isinstance(exc, anthropic.APIConnectionError):
         return ProviderError(f"cannot reach the {provider} API ({_first_line(exc)})", OFFLINE_HINT)
     if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        detail = _api_detail(exc)
-        if status == 401:
-            return ProviderError(f"the {provider} API rejected the credentials (401{detail})", hint)
-        if status == 403:
-            return ProviderError(
-                f"the {provider} account may not use model {model} (403{detail})",
-                f"enable the model for your account, or pass --model (default {default}); {hint}",
-            )
-        if status == 404:
-            return ProviderError(
-                f"model {model} was not found by the {provider} API (404{detail})",
-                f"pass --model with a model your account offers, or set {MODEL_ENV} (default {default})",
-            )
-        if status == 429:
-            return ProviderError(
-                f"the {provider} API rate limit was reached (429) even after the SDK's retries",
-                "wait a minute and run again, or lower --concurrency, or raise --max-retries",
-            )
-        if status >= 500:
-            what = "is overloaded" if status == 529 else f"failed ({status}{detail})"
-            return ProviderError(
-                f"the {provider} API {what} even after the SDK's retries",
-                "retry later, or raise --max-retries",
-            )
-        if status == 400 and provider == "bedrock" and "inference profile" in detail.lower():
-            return ProviderError(
-                f"Bedrock cannot call {model} on demand (400{detail})",
-                "pass --model with an inference profile id such as us.anthropic.claude-haiku-4-5-20251001-v1:0 "
-                "or eu.anthropic.claude-haiku-4-5-20251001-v1:0",
-            )
-        return ProviderError(
-            f"the {provider} API refused the request ({status}{detail})",
-            f"check --model (default {default}) and --per-class; {hint}",
-        )
+        return _status_error(exc, provider=provider, model=model)
     if isinstance(exc, ImportError) or type(exc).__name__ == "MissingDependencyError":
         return ProviderError(f"the {provider} provider is missing a package ({_first_line(exc)})", hint)
     if isinstance(exc, json.JSONDecodeError) or isinstance(exc, UnicodeDecodeError):
@@ -265,6 +230,47 @@ def map_error(exc: BaseException, *, provider: str, model: str) -> ProviderError
         # Credential resolution failures ("Could not resolve authentication method", no project id).
         return ProviderError(f"the {provider} client could not send the request: {_first_line(exc)}", hint)
     return ProviderError(f"the {provider} request failed: {type(exc).__name__}: {_first_line(exc)}", OFFLINE_HINT)
+
+
+def _status_error(exc: Any, *, provider: str, model: str) -> ProviderError:
+    """An HTTP error status from the API, with the fix for that status."""
+    hint = CREDENTIAL_HINTS[provider]
+    default = DEFAULT_MODELS[provider]
+    status = exc.status_code
+    detail = _api_detail(exc)
+    if status == 401:
+        return ProviderError(f"the {provider} API rejected the credentials (401{detail})", hint)
+    if status == 403:
+        return ProviderError(
+            f"the {provider} account may not use model {model} (403{detail})",
+            f"enable the model for your account, or pass --model (default {default}); {hint}",
+        )
+    if status == 404:
+        return ProviderError(
+            f"model {model} was not found by the {provider} API (404{detail})",
+            f"pass --model with a model your account offers, or set {MODEL_ENV} (default {default})",
+        )
+    if status == 429:
+        return ProviderError(
+            f"the {provider} API rate limit was reached (429) even after the SDK's retries",
+            "wait a minute and run again, or lower --concurrency, or raise --max-retries",
+        )
+    if status >= 500:
+        what = "is overloaded" if status == 529 else f"failed ({status}{detail})"
+        return ProviderError(
+            f"the {provider} API {what} even after the SDK's retries",
+            "retry later, or raise --max-retries",
+        )
+    if status == 400 and provider == "bedrock" and "inference profile" in detail.lower():
+        return ProviderError(
+            f"Bedrock cannot call {model} on demand (400{detail})",
+            "pass --model with an inference profile id such as us.anthropic.claude-haiku-4-5-20251001-v1:0 "
+            "or eu.anthropic.claude-haiku-4-5-20251001-v1:0",
+        )
+    return ProviderError(
+        f"the {provider} API refused the request ({status}{detail})",
+        f"check --model (default {default}) and --per-class; {hint}",
+    )
 
 
 def _has_module(name: str) -> bool:
