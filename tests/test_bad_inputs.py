@@ -286,8 +286,8 @@ ROWS: list[Row] = [
     Row("demo-workdir-exists", lambda e: ["demo", "--workdir", e.tmp / "d"], 2, ("already exists", "--force"),
         setup=lambda e: (e.tmp / "d").mkdir()),
     Row("demo-shots-0", lambda e: ["demo", "--workdir", e.tmp / "d", "--shots", "0"], 2, ("--shots",)),
-    Row("demo-unknown-task", lambda e: ["demo", "--workdir", e.tmp / "d", "--task", "nope"], 3,
-        ("no built-in task", "nope")),
+    Row("demo-unknown-task", lambda e: ["demo", "--workdir", e.tmp / "d", "--task", "nope"], 2,
+        ("is not a built-in task", "nope")),
     # --- attributes generate: user text files (#11) and the privacy guard ---------------
     Row("attributes-classes-missing", lambda e: [*ATTR, "--classes", e.tmp / "nope.txt"], 3, ("nope.txt not found",)),
     Row("attributes-classes-dev-zero", lambda e: [*ATTR, "--classes", "/dev/zero"], 3, ("not a regular file",)),

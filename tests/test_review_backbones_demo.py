@@ -195,3 +195,10 @@ def test_demo_prints_the_commands_that_make_the_same_data() -> None:
     source = inspect.getsource(demo._run)
     assert 'make_task_dataset(data, task, per_class, test_per_class, seed, "default", True)' in source
     assert "--shift default --force" in source
+
+
+def test_an_adapter_string_with_a_bidirectional_override_is_refused(adapter: Path, tmp_path: Path) -> None:
+    edited = _edited(adapter, tmp_path, lambda c: c["attributes"].__setitem__("task", "colour \u202etxet"))
+    result = runner.invoke(app, ["info", str(edited)])
+    assert result.exit_code == 4 and "config.attributes.task holds the control character" in _line(result)
+    assert "\u202e" not in result.stderr

@@ -227,7 +227,8 @@ def check_config(config: AdapterConfig, name: str = "adapter") -> None:
 
     Class names: at least one, each a non-empty string without control or format characters
     (terminal escape sequences, bidirectional overrides), and no two that read the same (after
-    Unicode NFC normalisation). Every other string: no control characters; every number finite.
+    Unicode NFC normalisation). Every other string: no control or format characters (nor lone
+    surrogates or line separators); every number finite.
     The backbone's ``embed_dim`` and ``image_size`` positive; the preprocessing mean and std three
     numbers each, std above zero.
     """
@@ -245,7 +246,9 @@ def check_config(config: AdapterConfig, name: str = "adapter") -> None:
             raise AdapterError(f"{name}: class {i} of {len(classes)} {cls!r} repeats class {seen[key]}", _TAMPERED)
         seen[key] = i
     for where, leaf in _leaves(config.to_dict(), "config"):
-        bad = _controls(leaf, ("Cc",)) if isinstance(leaf, str) else None
+        # Format characters too (a bidirectional override would make `info` print text reversed); the
+        # attribute files and class names an adapter is made from never hold one.
+        bad = _controls(leaf, ("Cc", "Cf", "Cs", "Zl", "Zp")) if isinstance(leaf, str) else None
         if bad:
             raise AdapterError(f"{name}: {where} holds the control character {bad}", _TAMPERED)
         if isinstance(leaf, float) and not math.isfinite(leaf):  # Python's JSON reader takes NaN; no writer does
