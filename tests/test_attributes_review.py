@@ -137,6 +137,13 @@ def test_a_reply_that_is_not_json_blames_the_endpoint_not_the_key(env: Path, stu
     assert "is not an API reply" in line and "ANTHROPIC_BASE_URL" in line and "API_KEY" not in line
 
 
+def test_a_class_list_too_long_for_one_run_is_refused_before_any_request(env: Path, stub: Stub) -> None:
+    (env / "many.txt").write_text("\n".join(f"class {i:04d}x" for i in range(1001)) + "\n", encoding="utf-8")
+    result = run("--classes", "many.txt", "--dry-run")
+    assert result.exit_code == 3 and "1001 classes given; at most 1000" in _error_line(result)
+    assert not stub.requests
+
+
 @pytest.mark.parametrize("value", ["inf", "1e308", "0"])
 def test_a_timeout_out_of_range_is_a_usage_error(env: Path, stub: Stub, value: str) -> None:
     result = run("--class", "benign", "--class", "malignant", "--timeout", value)

@@ -40,6 +40,9 @@ from biomedvr_cli.errors import (
 
 DEFAULT_PER_CLASS = 5
 MAX_PER_CLASS = 20
+# A classification task of a few shots a class; beyond this a mistyped file (a 16 MiB list) would
+# mean thousands of paid requests, and prompts that grow with the square of the class count.
+MAX_CLASSES = 1000
 DEFAULT_CONCURRENCY = 4
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 2
@@ -92,6 +95,11 @@ def plan_generation(
             f"{len(class_names)} class given; distinctive and confusion attributes need at least two",
             "list every class of the task",
         )
+    if len(class_names) > MAX_CLASSES:  # one paid request each, and each prompt lists every other class
+        raise InvalidInputError(
+            f"{len(class_names)} classes given; at most {MAX_CLASSES} are asked for in one run (one request a "
+            "class, each naming every other class)", "split the classes into tasks of their own, or write the "
+            "attributes file by hand and check it with `biomedvr attributes validate FILE`")
     if not 1 <= settings.per_class <= MAX_PER_CLASS:
         raise UsageError(f"--per-class must be between 1 and {MAX_PER_CLASS}", "pick a smaller number")
     privacy.check_outgoing(list(class_names), task)
