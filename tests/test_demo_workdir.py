@@ -54,7 +54,17 @@ def test_demo_defaults_to_a_named_temporary_folder(tmp_path: Path, monkeypatch: 
 
 
 def test_demo_removes_its_temporary_folder_when_it_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli.errors import InvalidInputError
+    from biomedvr_cli.pipeline import demo
+
+    def fails(workdir, *args):
+        (workdir / "data").mkdir()  # something made, then a failure
+        raise InvalidInputError("the task could not be made", "try again")
+
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    result = CliRunner().invoke(app, ["demo", "--task", "no-such-task"])
+    monkeypatch.setattr(demo, "_run", fails)
+    result = CliRunner().invoke(app, ["demo"])
     assert result.exit_code == 3, result.stderr
     assert not list(tmp_path.glob("biomedvr-demo-*"))
+    refused = CliRunner().invoke(app, ["demo", "--task", "no-such-task"])  # refused before any folder is made
+    assert refused.exit_code == 2 and not list(tmp_path.iterdir())

@@ -165,6 +165,23 @@ def _architecture_mismatch(want: dict, have: dict) -> str:
     return "; ".join(parts)
 
 
+def _check_finite(model, path: Path) -> None:
+    """Refuse weights holding NaN or inf (exit 4, naming the file), as every backbone load does.
+
+    Such weights give NaN features, and the properties measured from them are meaningless
+    (a NaN similarity ranks first). The check is the backbone loader's own, so the message
+    and the rule are the same for ``--weights`` as for ``--backbone``.
+    """
+    from biomedvr_cli.backbones.loader import _check_finite as check_backbone_finite
+    from biomedvr_cli.backbones.specs import BackboneSpec
+
+    try:
+        check_backbone_finite(model, BackboneSpec(kind="file", model=MODEL_NAME, local_path=path), None)
+    except BackboneUnavailableError as exc:  # its fix speaks of downloads and exports; these came from pretrain
+        raise BackboneUnavailableError(exc.message, "copy the weights again, or write new ones with "
+                                       "`biomedvr sandbox pretrain`") from None
+
+
 def load_sandbox(path: Path = WEIGHTS_PATH) -> SandboxModel:
     """Load the shipped (or given) weights offline into an eval-mode float32 model."""
     path = Path(path)
@@ -174,6 +191,7 @@ def load_sandbox(path: Path = WEIGHTS_PATH) -> SandboxModel:
     if mismatch:  # checked here: load_state_dict's own error is a page of tensor names
         raise _not_sandbox(path, f"its tensors do not fit the {MODEL_NAME} architecture ({mismatch})")
     model.load_state_dict(state)
+    _check_finite(model, path)
     model.eval()
     return SandboxModel(
         model=model,

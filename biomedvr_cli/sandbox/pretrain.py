@@ -5,8 +5,9 @@ Reproducible: the model is initialised from ``seed`` and batch ``i`` is generate
 each batch comes as hard-negative pairs (captions differing in one attribute). The
 learning-rate schedule is a warmup + cosine over ``steps``; ``minutes`` is a wall-clock
 cap that stops early if the machine is slower than planned. The weights are saved as fp16
-safetensors with the settings, the step count and the wall time in the metadata,
-periodically (so a stopped run leaves usable weights) and at the end.
+safetensors with the settings, the step count and the wall time in the metadata: at the end
+to OUT, and periodically to ``OUT.partial`` (so a run killed outright leaves usable weights;
+Ctrl-C, SIGTERM and divergence remove it, and OUT is untouched until the run has finished).
 
 Run: ``biomedvr sandbox pretrain --out FILE`` (the one entry point; its option defaults are
 ``PretrainConfig``'s). Only the standard library is imported at module level, because the
@@ -154,6 +155,16 @@ def _pair_loss(img, txt, scale):
                   + F.cross_entropy(logits.transpose(1, 2).reshape(2 * n, 2), target))
 
 
+# Periodic saves go to OUT + this suffix; OUT itself is written only when the run has finished.
+CHECKPOINT_SUFFIX = ".partial"
+
+
+def checkpoint_path(out: Path) -> Path:
+    """Where a run writing ``out`` saves its periodic checkpoints (``w.safetensors.partial``)."""
+    out = Path(out)
+    return out.with_name(out.name + CHECKPOINT_SUFFIX)
+
+
 def pretrain(
     out: Path,
     cfg: PretrainConfig | None = None,
@@ -164,7 +175,8 @@ def pretrain(
     """Train from scratch and write ``out``; return the weights' metadata (steps, wall time, last metrics).
 
     ``out`` has no default, so nothing lands in the installed package unless asked for, and an
-    existing file (the shipped weights included) is only replaced with ``force``.
+    existing file (the shipped weights included) is only replaced with ``force``, and only at
+    the end: periodic saves go to :func:`checkpoint_path`, which a stopped or diverged run removes.
     """
     import os
 
@@ -172,6 +184,7 @@ def pretrain(
 
     check_config(cfg or PretrainConfig())
     check_writable(Path(out), force=force)  # before minutes of training, not at the first save
+    check_writable(checkpoint_path(out), force=force, option="--out")  # a killed run's checkpoint is kept
     # Sleep instead of spinning when cores are shared (must precede the first torch import).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
@@ -191,11 +204,22 @@ def pretrain(
     heads = _aux_heads(model)
     opt = _optimiser(model, heads, cfg)
     run = _Run(out=Path(out), cfg=cfg, unseen_rows=unseen_rows)
-    _train(model, heads, opt, tokenizer, run, progress)
-    model.eval()
-    run.metrics = quick_alignment(model, tokenizer, seed=ALIGNMENT_SEED, n=ALIGNMENT_N)
-    _save(model, run)
+    try:
+        _train(model, heads, opt, tokenizer, run, progress)
+        model.eval()
+        run.metrics = quick_alignment(model, tokenizer, seed=ALIGNMENT_SEED, n=ALIGNMENT_N)
+        _save(model, run, run.out)
+    finally:
+        # Done, diverged, interrupted or failed: the checkpoint of this run is not an output.
+        # Only a run killed outright (SIGKILL, power loss) leaves it, for the user to keep or delete.
+        _remove_checkpoint(run)
     return run.meta()
+
+
+def _remove_checkpoint(run: _Run) -> None:
+    """Delete the periodic checkpoint this run wrote (never one it did not write)."""
+    if run.checkpointed:
+        checkpoint_path(run.out).unlink(missing_ok=True)
 
 
 @dataclass
@@ -209,6 +233,7 @@ class _Run:
     step: int = 0
     stopped_by: str = "steps"
     metrics: dict[str, Any] = field(default_factory=dict)
+    checkpointed: bool = False  # whether this run has written checkpoint_path(out)
 
     def meta(self) -> dict:
         """The metadata saved with the weights (and returned by ``pretrain``)."""
@@ -269,8 +294,10 @@ def _optimiser(model, heads, cfg: PretrainConfig):
 def _train(model, heads, opt, tokenizer, run: _Run, progress: Callable[[dict], None] | None) -> None:
     """The optimisation loop: one step per generated batch until the step or minute budget is spent.
 
-    Saves ``run.out`` every ``save_every_minutes`` so a stopped run leaves usable weights;
-    leaves ``run.step`` (steps done), ``run.stopped_by`` and ``run.metrics`` set.
+    Saves a checkpoint beside ``run.out`` (:func:`checkpoint_path`) every ``save_every_minutes``,
+    so a run killed outright leaves usable weights while ``run.out`` (with ``--force``, the
+    user's old file) stays untouched until the end; leaves ``run.step`` (steps done),
+    ``run.stopped_by`` and ``run.metrics`` set.
     """
     from biomedvr_cli.sandbox.properties import quick_alignment
 
@@ -293,7 +320,8 @@ def _train(model, heads, opt, tokenizer, run: _Run, progress: Callable[[dict], N
         if progress:
             progress(info)
         if time.time() - last_save >= cfg.save_every_minutes * 60:
-            _save(model, run)
+            run.checkpointed = True  # set first: an interrupt during the save still cleans up
+            _save(model, run, checkpoint_path(run.out))
             last_save = time.time()
     else:
         run.step = cfg.steps
@@ -332,14 +360,30 @@ def _loss(model, heads, x, tokens, attrs, cfg: PretrainConfig):
     if n_pairs and cfg.pair_weight:
         loss = loss + cfg.pair_weight * _pair_loss(img[: 2 * n_pairs], txt[: 2 * n_pairs], scale)
     if cfg.aux_weight:
-        loss = loss + cfg.aux_weight * sum(
-            F.cross_entropy(head(10.0 * img), attrs[:, j], ignore_index=-1) for j, head in enumerate(heads)
-        ) / len(heads)
+        loss = loss + cfg.aux_weight * _aux_loss(heads, img, attrs)
     return loss
 
 
-def _save(model, run: _Run) -> None:
-    """Write the weights and the run's metadata to ``run.out`` (replacing an earlier save of this run)."""
+def _aux_loss(heads, img, attrs):
+    """Mean over the families of each head's cross-entropy on the images that have that family.
+
+    A family can be absent from every image of a small batch (``granule_colour`` exists only
+    when there are granules: -1 elsewhere); cross-entropy over no target is 0/0 = NaN, so such
+    a family adds nothing in that batch. The divisor stays the number of heads, so batches
+    where every family occurs (all batches of the shipped run) give the same loss as before.
+    """
+    import torch.nn.functional as F
+
+    total = img.new_zeros(())
+    for j, head in enumerate(heads):
+        target = attrs[:, j]
+        if bool((target >= 0).any()):
+            total = total + F.cross_entropy(head(10.0 * img), target, ignore_index=-1)
+    return total / len(heads)
+
+
+def _save(model, run: _Run, path: Path) -> None:
+    """Write the weights and the run's metadata to ``path`` atomically (the checkpoint, or ``run.out`` at the end)."""
     from biomedvr_cli.sandbox.modelio import save_weights
 
-    save_weights(model, run.out, run.meta())
+    save_weights(model, path, run.meta())

@@ -19,6 +19,7 @@ import numpy as np
 
 from biomedvr_cli.attributes.classlist import check_class_names
 from biomedvr_cli.attributes.privacy import MAX_STORED_CLASS_NAME_CHARS, check_stored_text
+from biomedvr_cli.attributes.schema import class_name_key
 from biomedvr_cli.attributes.textfile import parse_user_json, read_user_text
 from biomedvr_cli.data.labels import canonical_label
 from biomedvr_cli.errors import InvalidInputError
@@ -106,7 +107,23 @@ def check_task_class_names(names: list[str], where: str) -> None:
             raise InvalidInputError(
                 f"{where}: {label} has surrounding or repeated spaces or is not in Unicode NFC form",
                 f"write it as {json.dumps(canonical_label(name), ensure_ascii=False)}")
-    check_class_names(zip(labels, names), where)  # names that differ only in case or Unicode spelling
+    _refuse_duplicates(names, labels, where)
+    check_class_names(zip(labels, names), where)  # the project's own rules (plain text), after the above
+
+
+def _refuse_duplicates(names: list[str], labels: list[str], where: str) -> None:
+    """Names that differ only in case or Unicode spelling, named by place only.
+
+    The shared class-list check quotes both names; a task file's names may hold identifiers
+    the identifier check cannot see, so they are never echoed here.
+    """
+    seen: dict[str, str] = {}
+    for label, name in zip(labels, names):
+        key = class_name_key(name)
+        if key in seen:
+            raise InvalidInputError(f"{where}: {label} duplicates {seen[key]} (class names are compared ignoring case "
+                                    "and Unicode spelling)", "keep each class once")
+        seen[key] = label
 
 
 def value_probabilities(weights: dict[str, float], values: tuple[str, ...] | list[str]) -> np.ndarray:

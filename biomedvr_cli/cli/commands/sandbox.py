@@ -151,7 +151,7 @@ def pretrain(
         _PRETRAIN.eval_every, "--eval-every", help="Steps between progress measurements (0: only at the end)."
     ),
     save_every_minutes: float = typer.Option(
-        _PRETRAIN.save_every_minutes, "--save-every-minutes", help="Minutes between saves of OUT during the run."
+        _PRETRAIN.save_every_minutes, "--save-every-minutes", help="Minutes between checkpoints (OUT.partial) during the run; OUT is written at the end."
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists (the shipped weights included)."),
     json_out: bool = options.JsonOption,
