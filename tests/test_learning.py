@@ -86,6 +86,7 @@ def test_untrained_default_head_is_the_attribute_zero_shot_scorer(task_tree: Pat
     assert torch.equal(start.argmax(1), zero_shot.argmax(1))
 
 
+@pytest.mark.slow  # 13 s; the round trip of every VR form and gate is also checked in test_method.py
 def test_fitted_head_and_head_loaded_from_the_file_give_the_same_logits(task_tree: Path, tmp_path: Path) -> None:
     """The adapter file holds the whole trained head, feature head included."""
     from biomedvr_cli.pipeline.fit import FitRequest, fit_adapter
