@@ -234,3 +234,18 @@ def test_the_linear_e_mail_and_path_scans_find_what_the_plain_patterns_found() -
         plain = next((m.span() for m in path.finditer(text)
                       if any(privacy._FILE_SYSTEM_PART.search(p) for p in m.group(0).split("/"))), None)
         assert privacy._relative_path_span(text) == plain, text
+
+
+def test_a_model_id_the_file_could_not_store_is_refused_before_any_request(env: Path, stub: Stub) -> None:
+    result = run("--class", "benign", "--class", "malignant", "--model", "my model", *FAST)
+    assert result.exit_code == 2 and "is not a model id" in _error_line(result)
+    assert not stub.requests and not (env / "attributes.json").exists()
+
+
+def test_schema_version_must_be_the_whole_number_one(env: Path) -> None:
+    write_valid(env / "a.json")
+    doc = json.loads((env / "a.json").read_text())
+    doc["schema_version"] = 1.0
+    (env / "v.json").write_text(json.dumps(doc), encoding="utf-8")
+    result = run("validate", "v.json")
+    assert result.exit_code == 3 and "schema_version" in result.stderr

@@ -25,6 +25,7 @@ from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, json_depth, load_js
 from biomedvr_cli.attributes.schema import (
     AttributeFile,
     ClassAttributes,
+    is_technical_value,
     load_attributes,
     save_attributes,
     validate_class_entry,
@@ -100,6 +101,9 @@ def plan_generation(
             f"{len(class_names)} classes given; at most {MAX_CLASSES} are asked for in one run (one request a "
             "class, each naming every other class)", "split the classes into tasks of their own, or write the "
             "attributes file by hand and check it with `biomedvr attributes validate FILE`")
+    if not is_technical_value(settings.model):  # stored in the file's provenance, which must load again
+        raise UsageError(f"the model id {settings.model[:60]!r} is not a model id (letters, digits and ._:@+/-, "
+                         "at most 200)", "pass --model (or set BIOMEDVR_MODEL) to an id your platform lists")
     if not 1 <= settings.per_class <= MAX_PER_CLASS:
         raise UsageError(f"--per-class must be between 1 and {MAX_PER_CLASS}", "pick a smaller number")
     privacy.check_outgoing(list(class_names), task)

@@ -201,7 +201,7 @@ def validate_attributes(data: dict) -> AttributeFile:
     if "schema_version" not in data:
         raise _fail("", "schema_version is missing", f'add "schema_version": {SCHEMA_VERSION} at the top')
     version = data["schema_version"]
-    if version != SCHEMA_VERSION or isinstance(version, bool):
+    if version != SCHEMA_VERSION or not isinstance(version, int) or isinstance(version, bool):  # 1.0 is not 1
         raise _fail(
             "schema_version",
             f"is {json.dumps(version)}; this biomedvr reads version {SCHEMA_VERSION}",
@@ -257,6 +257,11 @@ _TECHNICAL_KEYS = frozenset({"model", "created_at", "prompt_sha256", "imported_s
 _TECHNICAL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
 
 
+def is_technical_value(value: str) -> bool:
+    """An id, hash or time as provenance stores one (a model id such as ``claude-haiku-4-5@20251001``)."""
+    return bool(_TECHNICAL_VALUE.fullmatch(value)) and not value.startswith(("/", ".."))
+
+
 def _check_provenance(value: Any, where: str, *, technical: bool) -> None:
     """Provenance is shown by ``validate`` and kept in caches: every key and text passes the identifier
     check, except the values of the technical fields, which must be plain ids (letters, digits, ``._:@+/-``)."""
@@ -269,7 +274,7 @@ def _check_provenance(value: Any, where: str, *, technical: bool) -> None:
             _check_provenance(item, f"{where}[{i}]", technical=technical)
     elif isinstance(value, str):
         if technical:
-            if not _TECHNICAL_VALUE.fullmatch(value) or value.startswith(("/", "..")):
+            if not is_technical_value(value):
                 raise _fail(where, "must be an id, hash or time (letters, digits and ._:@+/-, at most 200)",
                             _PROVENANCE_FIX)
         else:
