@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from biomedvr_cli.errors import UsageError
+
 T = TypeVar("T")
 TIMEOUT_ENV = "BIOMEDVR_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 24 * 3600  # ranks wait at the final gather for the slowest shard
@@ -27,6 +29,17 @@ def _env_int(name: str, default: int) -> int:
         return int(os.environ.get(name, default))
     except ValueError:
         return default
+
+
+def _timeout_seconds() -> int:
+    """``BIOMEDVR_DIST_TIMEOUT_S``: whole seconds above zero; another value is a usage error (exit 2)."""
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT_S
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{TIMEOUT_ENV}={value[:40]!r} is not a whole number of seconds above 0",
+                         f"unset it (default {DEFAULT_TIMEOUT_S} s) or set it to, say, 3600")
+    return int(value)
 
 
 @dataclass
@@ -126,7 +139,7 @@ def init_distributed(device: str = "auto") -> DistContext:
 
     use_cuda = device in ("auto", "cuda") and torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
-    timeout = datetime.timedelta(seconds=_env_int(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    timeout = datetime.timedelta(seconds=_timeout_seconds())
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():

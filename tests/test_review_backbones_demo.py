@@ -202,3 +202,15 @@ def test_an_adapter_string_with_a_bidirectional_override_is_refused(adapter: Pat
     result = runner.invoke(app, ["info", str(edited)])
     assert result.exit_code == 4 and "config.attributes.task holds the control character" in _line(result)
     assert "\u202e" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["soon", "-5", "0", "1.5"])
+def test_a_distributed_timeout_that_is_not_whole_seconds_is_refused(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli import distributed
+    from biomedvr_cli.errors import UsageError
+
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, value)
+    with pytest.raises(UsageError, match="not a whole number of seconds"):
+        distributed._timeout_seconds()
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "90")
+    assert distributed._timeout_seconds() == 90
