@@ -214,3 +214,29 @@ def test_a_distributed_timeout_that_is_not_whole_seconds_is_refused(value: str, 
         distributed._timeout_seconds()
     monkeypatch.setenv(distributed.TIMEOUT_ENV, "90")
     assert distributed._timeout_seconds() == 90
+
+
+def test_demo_force_never_reuses_a_folder_it_did_not_make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli.pipeline import demo
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "scan.png").write_bytes(b"mine")
+    result = runner.invoke(app, ["demo", "--workdir", str(project), "--force"])
+    assert result.exit_code == 2 and "holds files an earlier demo did not make" in _line(result)
+    assert (project / "data" / "scan.png").read_bytes() == b"mine"
+
+    class Reached(Exception):
+        pass
+
+    def reached(*args):
+        raise Reached
+
+    monkeypatch.setattr(demo, "_run", reached)
+    earlier = tmp_path / "earlier"
+    (earlier / "data").mkdir(parents=True)
+    (earlier / demo.DEMO_MARK).write_text("made by biomedvr demo\n")
+    for folder in (earlier, tmp_path / "empty"):
+        folder.mkdir(exist_ok=True)
+        with pytest.raises(Reached):  # an earlier demo's folder, or an empty one, is reused with force
+            demo.run_demo(folder, force=True)

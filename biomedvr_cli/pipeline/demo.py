@@ -85,6 +85,11 @@ def run_demo(
             raise OutputNotWritableError(f"--workdir {workdir.name} is a file, not a folder", "choose a folder")
         if workdir.exists() and not force:
             raise OutputExistsError(workdir.name, option="--workdir")
+        if workdir.is_dir() and any(workdir.iterdir()) and not (workdir / DEMO_MARK).is_file():
+            # --force replaces data/ and adapter.safetensors in it: never in a folder an earlier demo did not make.
+            raise UsageError(f"--workdir {workdir.name or workdir} holds files an earlier demo did not make; the demo "
+                             "replaces its data/ and adapter.safetensors, so it is refused even with --force",
+                             "give a new or empty folder, or one an earlier `biomedvr demo` made")
         created = not workdir.exists()
     made = _highest_missing(workdir)  # the workdir, or the first of its parents this run creates
     try:
@@ -98,6 +103,10 @@ def run_demo(
     result.seconds = time.perf_counter() - start
     result.workdir = workdir
     return result
+
+
+# Written into every working folder the demo makes: --force reuses only such a folder (or an empty one).
+DEMO_MARK = ".biomedvr-demo"
 
 
 def max_demo_shots(per_class: int = 24) -> int:
@@ -128,6 +137,8 @@ def _run(workdir: Path, task, shots: int, seed: int, per_class: int, test_per_cl
     from biomedvr_cli.method.zero_shot import image_features, zero_shot_logits
 
     workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / DEMO_MARK).write_text("made by biomedvr demo; `biomedvr demo --workdir DIR --force` may reuse it\n",
+                                     encoding="utf-8")
     data = workdir / "data"
     adapter = workdir / "adapter.safetensors"
     task_name = task.name
