@@ -240,3 +240,29 @@ def test_demo_force_never_reuses_a_folder_it_did_not_make(tmp_path: Path, monkey
         folder.mkdir(exist_ok=True)
         with pytest.raises(Reached):  # an earlier demo's folder, or an empty one, is reused with force
             demo.run_demo(folder, force=True)
+
+
+@pytest.mark.parametrize("error, code, words", [
+    (OSError(28, "No space left on device"), 3, "cannot store backbone 'biomedclip'"),
+    (ConnectionError("connection reset"), 4, "downloading backbone 'biomedclip' failed"),
+])
+def test_a_download_that_fills_the_disk_is_a_write_failure_not_a_missing_backbone(
+        error: BaseException, code: int, words: str, monkeypatch: pytest.MonkeyPatch, empty_hf_home: Path) -> None:
+    import huggingface_hub
+
+    from biomedvr_cli.backbones import downloads
+    from biomedvr_cli.errors import BiomedVRError
+
+    class FakeApi:
+        def model_info(self, repo: str, **_kwargs):
+            return type("Info", (), {"siblings": [type("S", (), {"rfilename": "open_clip_config.json", "size": 2})]})
+
+    def failing_download(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", failing_download)
+    need = downloads.HubNeed("org/repo", required=("open_clip_config.json",))
+    with pytest.raises(BiomedVRError) as raised:
+        downloads.fetch_from_hub([need], "biomedclip", downloads.DownloadReporter(notify=lambda m: None), [])
+    assert raised.value.exit_code == code and words in raised.value.message

@@ -18,6 +18,7 @@ the command line installs with :func:`set_download_reporter`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import warnings
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from biomedvr_cli.backbones.presets import pinned_revision
-from biomedvr_cli.errors import BackboneUnavailableError, UsageError
+from biomedvr_cli.errors import BackboneUnavailableError, OutputWriteError, UsageError
 
 ALLOW_DOWNLOAD_ENV = "BIOMEDVR_ALLOW_DOWNLOAD"
 HUB_OFFLINE_ENVS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
@@ -276,10 +277,20 @@ def fetch_from_hub(needs: list[HubNeed], source: str, reporter: DownloadReporter
                                     tqdm_class=_progress_class(reporter, f"{need.repo.split('/')[-1]}/{name}"))
     except BackboneUnavailableError:
         raise
-    except Exception as exc:  # a connection lost mid-download, a full disk, ...
-        raise BackboneUnavailableError(
-            f"downloading backbone {source!r} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})",
-            "run the command again (finished files are kept); " + fetch_hint(hint_repos, source),
-        ) from None
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+            raise _download_failed(source, exc, hint_repos) from None
+        # This machine could not store the files (the README's exit 3), not the hub failing to send them.
+        raise OutputWriteError(f"cannot store backbone {source!r} in {constants.HF_HUB_CACHE} ({exc.strerror}); the "
+                               "files downloaded so far are kept", "free some disk space, or point HF_HOME at a disk "
+                               "with room that you may write to") from None
+    except Exception as exc:  # a connection lost mid-download, ...
+        raise _download_failed(source, exc, hint_repos) from None
     finally:
         reporter.finish()
+
+
+def _download_failed(source: str, exc: BaseException, hint_repos: list[str]) -> BackboneUnavailableError:
+    reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return BackboneUnavailableError(f"downloading backbone {source!r} failed ({type(exc).__name__}: {reason})",
+                                    "run the command again (finished files are kept); " + fetch_hint(hint_repos, source))
