@@ -266,3 +266,17 @@ def test_a_download_that_fills_the_disk_is_a_write_failure_not_a_missing_backbon
     with pytest.raises(BiomedVRError) as raised:
         downloads.fetch_from_hub([need], "biomedclip", downloads.DownloadReporter(notify=lambda m: None), [])
     assert raised.value.exit_code == code and words in raised.value.message
+
+
+def test_a_folder_finds_every_format_the_decoder_opens(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from biomedvr_cli.data import decode_to_tensors
+    from biomedvr_cli.data.files import IMAGE_EXTENSIONS, is_image_file
+
+    for suffix in (".ppm", ".pgm", ".jp2", ".j2k"):
+        path = tmp_path / f"x{suffix}"
+        Image.new("RGB", (12, 12), (200, 10, 10)).convert("L" if suffix == ".pgm" else "RGB").save(path)
+        assert suffix in IMAGE_EXTENSIONS and is_image_file(path)
+        batch = decode_to_tensors([path], 16)
+        assert batch.kept == [0], batch.failures

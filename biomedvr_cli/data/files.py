@@ -9,7 +9,9 @@ from pathlib import Path
 from biomedvr_cli.errors import InvalidInputError
 
 #: Extensions treated as images without opening the file (compared lower-case).
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".dcm"})
+# Every format the decoder opens (decode._PIL_FORMATS, DICOM), so a folder finds what `predict FILE` reads.
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
+                              ".pbm", ".pnm", ".jp2", ".j2k", ".dcm", ".dicom"})
 
 # Folders that archive tools or operating systems add and that never hold real data.
 _SKIPPED_FOLDERS = frozenset({"__MACOSX"})

@@ -48,7 +48,8 @@ def fit(
     shots: int = typer.Option(..., "--shots", "-k", help="Training images per class (K).", rich_help_panel=DATA),
     attributes: Optional[Path] = typer.Option(
         None, "--attributes", rich_help_panel=DATA,
-        help="Attributes JSON (default: attributes.json beside the images, else class-name templates)."),
+        help="Attributes JSON (default: attributes.json in the images folder, else beside it, else in the current "
+             "folder, else class-name templates)."),
     val_shots: Optional[int] = options.ValShotsOption,
     allow_fewer: bool = options.AllowFewerOption,
     path_column: str = options.PathColumnOption,
