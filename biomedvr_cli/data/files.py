@@ -27,12 +27,23 @@ _DICOM_MAGIC = b"DICM"
 
 
 def has_dicom_magic(path: Path) -> bool:
-    """True when the file carries the DICOM Part 10 marker ``DICM`` at byte 128."""
+    """True when the file carries the DICOM Part 10 marker ``DICM`` at byte 128.
+
+    Only a regular file is read: opened non-blocking and checked on the handle, so a named pipe
+    without an extension (``notes``) is passed over instead of waiting for a writer forever.
+    """
     try:
-        with open(path, "rb") as handle:
-            head = handle.read(_DICOM_PREAMBLE + len(_DICOM_MAGIC))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        head = os.read(fd, _DICOM_PREAMBLE + len(_DICOM_MAGIC))
     except OSError:
         return False
+    finally:
+        os.close(fd)
     return head[_DICOM_PREAMBLE:] == _DICOM_MAGIC
 
 
@@ -54,17 +65,24 @@ def is_hidden(name: str) -> bool:
 def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """All image files under ``root`` (recursively, sorted), and what was skipped with why.
 
-    Hidden folders and ``__MACOSX`` are not entered; each is reported once.
+    Hidden folders and ``__MACOSX`` are not entered; each is reported once. Linked folders are
+    followed at every depth (as a linked class folder is), each folder once: a link back to a
+    folder already walked (a loop) is reported, not entered.
     """
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    for current, dirs, files in os.walk(root):
+    seen = {_folder_id(Path(root))}
+    for current, dirs, files in os.walk(root, followlinks=True):
         here = Path(current)
         kept_dirs = []
         for name in sorted(dirs):
+            folder_id = _folder_id(here / name)
             if is_hidden(name):
                 skipped.append((here / name, "hidden folder"))
+            elif folder_id is not None and folder_id in seen:
+                skipped.append((here / name, "folder already walked (a link loop)"))
             else:
+                seen.add(folder_id)
                 kept_dirs.append(name)
         dirs[:] = kept_dirs  # os.walk descends only into what is left here, in sorted order
         for name in sorted(files):
@@ -77,6 +95,14 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 skipped.append((path, "not an image file"))
     images.sort()
     return images, skipped
+
+
+def _folder_id(folder: Path) -> tuple[int, int] | None:
+    try:
+        info = folder.stat()
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def read_regular_file(path: Path, *, max_bytes: int, what: str = "file") -> bytes:

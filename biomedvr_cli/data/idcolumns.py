@@ -18,8 +18,9 @@ from dataclasses import dataclass
 # The word that says what a column identifies, coarsest first: grouping by the patient
 # also keeps each exam together, grouping by the exam does not keep a patient together.
 _LEVELS = (
-    ("patient", ("patient", "subject", "participant", "mrn", "donor", "individual", "person")),
-    ("case", ("case",)),
+    ("patient", ("patient", "subject", "participant", "mrn", "donor", "individual", "person", "pat", "pt", "record")),
+    # Images of one lesion, slide or specimen (HAM10000's lesion_id, tiles of one slide) belong together too.
+    ("case", ("case", "lesion", "slide", "specimen")),
     ("study", ("study", "accession", "exam", "examination", "visit", "encounter")),
 )
 # Words that make "<level word> ..." an identifier rather than an attribute (patient_age is not).
@@ -46,10 +47,31 @@ class IdColumn:
 
 
 def _words(name: str) -> list[str]:
-    """``StudyInstanceUID`` -> study, instance, uid; ``patient_id`` -> patient, id; ``MRN`` -> mrn."""
+    """``StudyInstanceUID`` -> study, instance, uid; ``patient_id`` -> patient, id; ``MRN`` -> mrn.
+
+    A name in one case with no separator (``PATIENTID``, ``patientid``, ``studyinstanceuid``:
+    spreadsheets and SQL exports lower or raise every header) is split where a level word
+    begins it and an id word ends it.
+    """
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", name)
     spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)
-    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+    return [part for word in words for part in _split_joined(word)]
+
+
+_STEMS = tuple(sorted({stem for _, stems in _LEVELS for stem in stems}, key=len, reverse=True))
+_ID_ENDINGS = tuple(sorted(_ID_WORDS, key=len, reverse=True))
+
+
+def _split_joined(word: str) -> list[str]:
+    if any(word == stem for stem in _STEMS) or word in _ID_WORDS:
+        return [word]
+    for stem in _STEMS:
+        rest = word[len(stem):]
+        if word.startswith(stem) and len(stem) >= 3 and rest and rest.endswith(_ID_ENDINGS):
+            ending = next(e for e in _ID_ENDINGS if rest.endswith(e))
+            return [stem, ending]
+    return [word]
 
 
 def _level(name: str) -> str | None:

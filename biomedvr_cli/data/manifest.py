@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class _Layout:
     split: int | None
     group: int | None
     notices: tuple[str, ...] = ()
+    header_line: int = 1  # blank lines above the header are allowed
 
 
 @dataclass
@@ -63,9 +65,10 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
     parsed = _parse(csv_path, columns, require_labels)
     records: list[ImageRecord] = []
     skipped: list[tuple[Path, str]] = []
-    first: dict[Path, ImageRecord] = {}
+    first: dict[str, ImageRecord] = {}
     for where, record in parsed.rows:
-        earlier = first.get(record.path)
+        key = same_file_key(record.path)
+        earlier = first.get(key)
         if earlier is not None:
             if earlier.label != record.label:
                 raise InvalidInputError(
@@ -74,7 +77,7 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
                 )
             skipped.append((record.path, _REPEATED))
             continue
-        first[record.path] = record
+        first[key] = record
         if not record.path.is_file():
             skipped.append((record.path, _MISSING))
         elif not is_image_file(record.path):
@@ -93,7 +96,10 @@ def manifest_paths(csv_path: Path, columns: CsvColumns = CsvColumns()) -> list[P
     Missing and unreadable files stay in the list so that decoding reports each of them;
     only a manifest where no listed file exists is an error.
     """
-    paths = list(dict.fromkeys(record.path for _, record in _parse(csv_path, columns, False).rows))
+    by_file = {}
+    for _, record in _parse(csv_path, columns, False).rows:
+        by_file.setdefault(same_file_key(record.path), record.path)
+    paths = list(by_file.values())
     if not any(p.is_file() for p in paths):
         _raise_nothing_usable(csv_path.name, [(p, _MISSING) for p in paths])
     return paths
@@ -107,7 +113,7 @@ def _parse(csv_path: Path, columns: CsvColumns, require_labels: bool) -> _Parsed
     rows: list[tuple[str, ImageRecord]] = []
     by_cell: dict[str, Path] = {}  # a path cell seen before resolves the same way: no work per repeat
     spellings: dict[str, set[str]] = {}
-    for start, end, row in _csv_rows(text, layout.delimiter, name):
+    for start, end, row in _csv_rows(text, layout.delimiter, name, layout.header_line):
         where = f"{name} line {start}"
         _check_single_line(row, layout, where, end)
         record = _parse_row(row, layout, csv_path.parent, where, require_labels, by_cell)
@@ -122,9 +128,10 @@ def _parse(csv_path: Path, columns: CsvColumns, require_labels: bool) -> _Parsed
     return _Parsed(rows, notices)
 
 
-def _csv_rows(text: str, delimiter: str, name: str) -> Iterator[tuple[int, int, list[str]]]:
+def _csv_rows(text: str, delimiter: str, name: str, header_line: int = 1) -> Iterator[tuple[int, int, list[str]]]:
     """``(first line, last line, cells)`` of each non-blank row after the header, at most MAX_MANIFEST_ROWS."""
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter, strict=True)
+    # newline=None: lines may end in CR only (Excel's "CSV (Macintosh)"), as well as LF or CRLF.
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter, strict=True)
     end = 0
     count = 0
     while True:
@@ -136,8 +143,8 @@ def _csv_rows(text: str, delimiter: str, name: str) -> Iterator[tuple[int, int, 
         except csv.Error as exc:
             raise _csv_error(name, start, exc) from None
         end = reader.line_num
-        if start == 1 or not any(cell.strip() for cell in row):
-            continue  # the header (read by _find_layout), or a blank row
+        if start <= header_line or not any(cell.strip() for cell in row):
+            continue  # blank lines above the header, the header (read by _find_layout), or a blank row
         count += 1
         if count > MAX_MANIFEST_ROWS:
             raise InvalidInputError(
@@ -196,13 +203,16 @@ def _read_text(csv_path: Path) -> str:
         raise InvalidInputError(f"{csv_path.name} is not UTF-8 text", "save the manifest as CSV UTF-8") from None
 
 
-def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], int]:
-    """(delimiter, header cells, path column) from the first line: the delimiter whose header has the path column."""
-    first_line = text.splitlines()[0] if text.strip() else ""
-    if not first_line.strip():
+def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], int, int]:
+    """(delimiter, header cells, path column, header line) from the first line that is not blank (blank lines,
+    or lines of delimiters only, above it are skipped): the delimiter whose header has the path column."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    number = next((i for i, line in enumerate(lines, start=1) if line.strip(" \t,;")), None)
+    if number is None:
         raise InvalidInputError(
             f"{name} is empty", f"write a header row ({columns.path},{columns.label}) and one row per image"
         )
+    first_line = lines[number - 1]
     header: list[str] = []
     for delimiter in _DELIMITERS:
         try:
@@ -211,7 +221,7 @@ def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], 
             raise _csv_error(name, 1, exc) from None
         path = _column(header, columns.path)
         if path is not None:
-            return delimiter, header, path
+            return delimiter, header, path, number
     raise InvalidInputError(
         f"{name} has no '{columns.path}' column (found: {', '.join(header)[:120]})",
         "rename the image column to 'path', or pass its name with --path-column",
@@ -220,7 +230,7 @@ def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], 
 
 def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool) -> _Layout:
     """Pick the delimiter whose header has the path column, and locate every column."""
-    delimiter, header, path = _header(text, name, columns)
+    delimiter, header, path, header_line = _header(text, name, columns)
     label = _column(header, columns.label)
     if label is None and require_labels:
         raise InvalidInputError(
@@ -229,7 +239,8 @@ def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool
         )
     split = _optional(header, columns.split, CsvColumns.split, name, "split", "--split-column")
     group, notices = _group_column(header, columns.group, name, {path, label, split})
-    return _Layout(delimiter=delimiter, path=path, label=label, split=split, group=group, notices=notices)
+    return _Layout(delimiter=delimiter, path=path, label=label, split=split, group=group, notices=notices,
+                   header_line=header_line)
 
 
 def _group_column(header: list[str], wanted: str | None, name: str, used: set[int | None]) -> tuple[int | None, tuple[str, ...]]:
@@ -285,6 +296,8 @@ def _parse_row(row: list[str], layout: _Layout, base: Path, where: str, require_
     raw_path = _cell(row, layout.path)
     if not raw_path:
         raise InvalidInputError(f"{where}: the path is empty", "fill in the image path or delete the row")
+    if "\x00" in raw_path:  # no file system allows it; the manifest is damaged or not text
+        raise InvalidInputError(f"{where}: the path holds a NUL byte", "fix the row, or export the manifest again")
     path = by_cell.get(raw_path)
     if path is None:
         path = by_cell[raw_path] = _resolve(raw_path, base)
@@ -310,5 +323,13 @@ def _resolve(raw: str, base: Path) -> Path:
     if "\\" in raw and not path.exists():
         alternative = Path(raw.replace("\\", "/"))
         path = alternative if alternative.is_absolute() else base / alternative
-    # "a/../b.png" and "b.png" are the same image: normalise so duplicates are caught.
-    return Path(os.path.normpath(path))
+    # "a/../b.png" reads as "b.png", unless a link comes before the "..": then the operating system
+    # climbs out of the link's target, and the path must stay as written to name that file.
+    normal = Path(os.path.normpath(path))
+    return normal if ".." not in path.parts or os.path.realpath(path) == os.path.realpath(normal) else path
+
+
+def same_file_key(path: Path) -> str:
+    """One key per file, however its path is spelt (relative or absolute, through links, with ".."):
+    repeated rows are found by it."""
+    return os.path.realpath(path)

@@ -39,6 +39,17 @@ def select_split(records: list, split: str) -> tuple[list, str]:
     return chosen, f"{split} split"
 
 
+def _input_warnings(source, split: str, split_name: str) -> list[str]:
+    """Rows or files the input listed but left out (as fit reports them), and an ``auto`` split that found
+    no test image in an input that names splits (its test rows missing, say): all images are scored then."""
+    warnings = [line for line in (source.skipped_summary(),) if line]
+    named = sorted({r.split for r in source.records if r.split})
+    if split == "auto" and split_name == "all images" and named:
+        warnings.append(f"no test image was found (the input's splits: {', '.join(named)}), so all images are scored, "
+                        "training ones included; check the test rows or folder, or pass --split")
+    return warnings
+
+
 def skipped_warning(failures: list[tuple[Path, str]], shown: int = 5) -> str:
     """One line naming the unreadable images that were left out and why (the first ``shown``, then a count)."""
     # Each reason already starts with the file's name (never its folder).
@@ -150,7 +161,7 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
         )
     records, split_name = select_split(source.source.records, split)
     batch = source.decode(records, predictor.image_size, decode)
-    warnings = []
+    warnings = _input_warnings(source.source, split, split_name)
     if batch.failures:
         warnings.append(skipped_warning(batch.failures))
     if not batch.kept:

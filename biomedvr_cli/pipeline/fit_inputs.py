@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from biomedvr_cli.data import DecodedBatch, DecodeOptions, ImageRecord, decode_to_tensors, sample_few_shot
+from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.method.textbanks import class_name_sentences
 from biomedvr_cli.pipeline.notices import Caution
@@ -145,8 +146,22 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
         # A class made too small by unreadable files says so (never "has N usable images" when they are not).
         left = {id(r) for r in pool}
         unreadable = [r for r in records if id(r) not in left] if len(pool) < len(records) else []
-        split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer,
-                                unreadable=unreadable)
+        try:
+            split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer,
+                                    unreadable=unreadable)
+        except InvalidInputError:
+            if not unreadable:
+                raise
+            # Too few, counting files not tried yet: try them (only the short classes, which are small) and
+            # draw again, so the error counts readable images and its fix can work.
+            needed = shots + (default_val_shots(shots) if val_shots is None else val_shots)
+            newly = _try_short_classes(pool, decoded, needed, size, options, decode)
+            if not newly:
+                raise
+            skipped.extend(reason for _, reason in newly)
+            bad = {str(path) for path, _ in newly}
+            pool = [r for r in pool if str(r.path) not in bad]
+            continue
         todo = [r for r in split.train + split.val if r.path not in decoded]
         batch = decode(todo, size, options)
         for row, i in enumerate(batch.kept):
@@ -165,6 +180,22 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
         return torch.stack([decoded[r.path] for r in chosen]) if chosen else torch.empty(0, 3, size, size, dtype=torch.uint8)
 
     return DecodedSplit(split.train, split.val, stack(split.train), stack(split.val), warnings)
+
+
+def _try_short_classes(pool: list[ImageRecord], decoded: dict[Path, torch.Tensor], needed: int, size: int,
+                       options: DecodeOptions, decode) -> list[tuple[Path, str]]:
+    """Decode the untried images of every class with fewer than ``needed`` in ``pool``; return the failures."""
+    by_class: dict[str | None, list[ImageRecord]] = {}
+    for record in pool:
+        if record.split != "test":  # test images are never drawn, so they count for nothing here
+            by_class.setdefault(record.label, []).append(record)
+    todo = [r for rows in by_class.values() if len(rows) < needed for r in rows if r.path not in decoded]
+    if not todo:
+        return []
+    batch = decode(todo, size, options)
+    for row, i in enumerate(batch.kept):
+        decoded[todo[i].path] = batch.images[row]
+    return list(batch.failures)
 
 
 def image_hashes(records: list[ImageRecord], *, sort: bool = True) -> list[str]:

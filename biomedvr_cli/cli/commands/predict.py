@@ -16,9 +16,11 @@ from biomedvr_cli.cli import options, trust_output
 FORMATS = ("table", "json", "csv")
 
 
-def _explain_header(rows: list[dict]) -> list[str]:
-    """The explanation columns of a CSV: the score split, then one column per sentence set."""
-    sets = list(dict.fromkeys(name for row in rows if "explain" in row for name in row["explain"]["sentences"]))
+def _explain_header(rows: list[dict], sets: list[str] | None = None) -> list[str]:
+    """The explanation columns of a CSV: the score split, then one column per sentence set (the adapter's,
+    when known, so the columns never depend on which images could be read)."""
+    if sets is None:
+        sets = list(dict.fromkeys(name for row in rows if "explain" in row for name in row["explain"]["sentences"]))
     return ["sentence_score", "feature_head_score", "sentence_share", *(f"sentences_{name}" for name in sets)]
 
 
@@ -33,7 +35,7 @@ def _explain_cells(row: dict, header: list[str]) -> list[str]:
     return cells
 
 
-def _csv_text(rows: list[dict], top_k: int, explain: bool = False) -> str:
+def _csv_text(rows: list[dict], top_k: int, explain: bool = False, columns: dict[str, list[str]] | None = None) -> str:
     from biomedvr_cli.data.files import printable_path, spreadsheet_safe
 
     buffer = io.StringIO()
@@ -41,8 +43,9 @@ def _csv_text(rows: list[dict], top_k: int, explain: bool = False) -> str:
     header = ["file", "prediction"]
     for i in range(1, top_k + 1):
         header += [f"class_{i}", f"probability_{i}"]
-    extra = _explain_header(rows) if explain else []
-    trust = trust_output.trust_header(rows)
+    columns = columns or {}
+    extra = _explain_header(rows, columns.get("explain")) if explain else []
+    trust = columns["trust"] if "trust" in columns else trust_output.trust_header(rows)
     writer.writerow([*header, *extra, *trust, "error"])
     for row in rows:
         # A file name holding bytes that are not UTF-8 is written with \xNN escapes, so the
@@ -142,9 +145,9 @@ def predict(
             dist.close()
         if gathered is None:  # not rank 0
             return
-        rows, n_classes = gathered
+        rows, n_classes, columns = gathered
         failed = sum(1 for r in rows if "error" in r)
-        _emit(render, rows, adapter.name, max(1, min(top_k, n_classes)), output_format, out, explain, force)
+        _emit(render, rows, adapter.name, max(1, min(top_k, n_classes)), output_format, out, explain, force, columns)
     if failed:
         render.warn(f"{failed} of {len(rows)} input(s) could not be read")
         raise typer.Exit(EXIT_INVALID_INPUT)
@@ -152,8 +155,10 @@ def predict(
 
 def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch_size: int, explain: bool,
                     coverage: Optional[float], assurance: Optional[float], backbone: Optional[str], window: Optional[str], max_pixels: int, device: str,
-                    allow_download: Optional[bool], accept_preprocessing: bool) -> tuple[list[dict], int] | None:
-    """This rank's share of the predictions; rank 0 gets every row in input order (and the class count)."""
+                    allow_download: Optional[bool], accept_preprocessing: bool
+                    ) -> tuple[list[dict], int, dict[str, list[str]]] | None:
+    """This rank's share of the predictions; rank 0 gets every row in input order, the class count and the
+    output's trust and explanation columns (from the adapter and options, never from which images decoded)."""
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.distributed import merge_shards
     from biomedvr_cli.pipeline.predict import predict_files
@@ -177,18 +182,21 @@ def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch
     parts = dist.gather(shard_results)
     if parts is None:
         return None
-    return [r.to_dict() for r in merge_shards(parts, chunk=max(1, batch_size))], len(predictor.classes)
+    columns = {"trust": (["prediction_set"] if coverage is not None else [])
+                        + (["outlier", "outlier_score"] if predictor.calibration.outliers is not None else []),
+               "explain": list(predictor.head.bank_names)}
+    return [r.to_dict() for r in merge_shards(parts, chunk=max(1, batch_size))], len(predictor.classes), columns
 
 
 def _emit(render, rows: list[dict], adapter_name: str, k: int, output_format: str, out: Optional[Path],
-          explain: bool, force: bool) -> None:
+          explain: bool, force: bool, columns: dict[str, list[str]] | None = None) -> None:
     """The rows as a table on stderr, or as CSV/JSON on stdout or into ``out``."""
     from biomedvr_cli.atomic import write_text_atomic
 
     if output_format == "table" and out is None:
         _render_table(render, rows, adapter_name, k, explain)
         return
-    text = _csv_text(rows, k, explain) if output_format == "csv" else _json_text(rows, adapter_name)
+    text = _csv_text(rows, k, explain, columns) if output_format == "csv" else _json_text(rows, adapter_name)
     if out is None:
         typer.echo(text, nl=False)
         return
