@@ -51,6 +51,11 @@ def decode_image(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.
     """Decode one file to an 8-bit RGB :class:`PIL.Image.Image`, or raise :class:`InvalidImageError`."""
     path = Path(path)
     name = path.name
+    if "\x00" in str(path):
+        # A NUL (e.g. from a damaged manifest cell) can name no file; the OS layer would raise
+        # a bare ValueError. Shown escaped so that it cannot cut a CSV row or a terminal line.
+        shown = name.replace("\x00", "\\0")
+        raise InvalidImageError(f"{shown}: the path holds a NUL byte", "fix the path (a damaged manifest cell?)")
     try:
         size = path.stat().st_size
     except FileNotFoundError:

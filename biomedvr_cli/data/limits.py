@@ -1,4 +1,6 @@
-"""What every decoder shares: the decode options, the per-file error and its wording.
+"""What every decoder shares: the decode options, the per-file error and its wording, and
+the sizes that compressed frames state in their own headers (read before any decoder
+allocates them, so that the pixel cap holds for them too).
 
 Kept apart from ``decode`` and ``dicom`` so that both can use them without importing
 each other.
@@ -6,6 +8,8 @@ each other.
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +34,9 @@ class DecodeOptions:
     def __post_init__(self) -> None:
         if self.max_pixels < 1:
             raise UsageError("the pixel cap must be at least 1", "pass a positive number of pixels")
-        if self.window is not None and not self.window[1] > 0:
-            raise UsageError("the DICOM window width must be positive", "pass --window CENTER,WIDTH, e.g. 40,400")
+        problem = window_problem(*self.window) if self.window is not None else None
+        if problem:
+            raise UsageError(f"bad DICOM window {self.window}: {problem}", "pass --window CENTER,WIDTH, e.g. 40,400")
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -41,9 +46,67 @@ def parse_window(text: str) -> tuple[float, float]:
         center, width = (float(p) for p in parts)
     except ValueError:
         raise UsageError(f"bad window '{text[:40]}'", "write it as CENTER,WIDTH, e.g. --window 40,400") from None
-    if not width > 0:
-        raise UsageError(f"bad window '{text[:40]}': the width must be positive", "e.g. --window 40,400")
+    problem = window_problem(center, width)
+    if problem:
+        raise UsageError(f"bad window '{text[:40]}': {problem}", "e.g. --window 40,400")
     return center, width
+
+
+# Far beyond any pixel value, and small enough that float32 arithmetic on it stays finite.
+_WINDOW_BOUND = 1e30
+
+
+def window_problem(center: float, width: float) -> str | None:
+    """Why (center, width) cannot window an image, or None.
+
+    NaN or infinity would turn every pixel black or one flat grey (and numpy warns on the
+    cast), so they are refused here rather than giving a blank image a confident answer.
+    """
+    try:
+        values = float(center), float(width)
+    except (TypeError, ValueError):  # DecodeOptions(window=...) from Python may hold anything
+        values = math.nan, math.nan
+    if not all(math.isfinite(v) and abs(v) <= _WINDOW_BOUND for v in values):
+        return "the center and width must be finite numbers"
+    if not values[1] > 0:
+        return "the width must be positive"
+    return None
+
+
+# JPEG start-of-frame markers (baseline .. lossless, arithmetic, and JPEG-LS's SOF55).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF, 0xF7})
+
+
+def jpeg_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG / JPEG-LS frame header, walking the markers as a decoder does."""
+    if frame[:2] != b"\xff\xd8":
+        return None
+    pos = 2
+    while pos + 4 <= len(frame) and frame[pos] == 0xFF:
+        marker = frame[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+        elif marker in _SOF_MARKERS:
+            if pos + 9 > len(frame):
+                return None
+            height, width = struct.unpack(">HH", frame[pos + 5:pos + 9])  # after length and precision
+            return width, height
+        elif marker == 0xDA:  # scan data before any frame header
+            return None
+        else:
+            pos += 2 + struct.unpack(">H", frame[pos + 2:pos + 4])[0]
+    return None
+
+
+def j2k_size(frame: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG 2000 codestream's SIZ segment (also inside a JP2 wrapper)."""
+    at = frame.find(b"\xff\x4f\xff\x51", 0, 2**20)  # SOC then SIZ
+    if at < 0 or at + 24 > len(frame):
+        return None
+    x, y, x0, y0 = struct.unpack(">4I", frame[at + 8:at + 24])  # after Lsiz and Rsiz
+    return x - x0, y - y0
 
 
 def too_large(name: str, width: int, height: int, options: DecodeOptions) -> InvalidImageError:
