@@ -130,7 +130,8 @@ def refuse_folder_with_inputs(folder: Path, roots: Iterable[Path], files: Iterab
                              "mixed with them", f"choose a {option} folder that holds none of the inputs")
 
 
-def _missing_parents(folder: Path) -> list[Path]:
+def missing_parents(folder: Path) -> list[Path]:
+    """Folders from ``folder`` up that do not exist yet, innermost first (those ``mkdir(parents=True)`` creates)."""
     missing = []
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
@@ -152,7 +153,7 @@ def reserve_output(path: Path, *, force: bool, inputs: Iterable[Path | None] = (
     path = Path(path)
     refuse_input_as_output(path, inputs, option=option)
     check_writable(path, force=force, option=option)
-    created = _missing_parents(path.parent)
+    created = missing_parents(path.parent)
     lock = path.parent / f".{path.name}.lock"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,22 @@ def tiny_backbone_spec(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"biomedvr-tiny-test:{weights}"
 
 
+@pytest.fixture(scope="session")
+def tiny_colour_adapter(tiny_backbone_spec: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """(images folder with train/ and test/, adapter, backbone spec): a two-shot fit on the colour tree."""
+    from typer.testing import CliRunner
+
+    from biomedvr_cli.cli.app import app
+
+    root = make_color_tree(tmp_path_factory.mktemp("colour-adapter") / "data", per_class=6, splits=("train", "test"))
+    write_color_attributes(root / "attributes.json")
+    out = root.parent / "a.safetensors"
+    result = CliRunner().invoke(app, ["fit", str(root), "--shots", "2", "--backbone", tiny_backbone_spec, "--out",
+                                      str(out), "--epochs", "1"])
+    assert result.exit_code == 0, result.stderr
+    return root, out, tiny_backbone_spec
+
+
 def make_color_tree(root: Path, per_class: int = 6, size: int = 40, seed: int = 0, splits: tuple[str, ...] = ()) -> Path:
     """A class-per-folder tree of noisy single-colour PNGs (three classes)."""
     import numpy as np

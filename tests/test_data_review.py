@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from biomedvr_cli.cli.app import app
 from biomedvr_cli.data.manifest import read_manifest, manifest_paths
 from biomedvr_cli.errors import InvalidInputError
-from tests.conftest import make_color_tree, write_color_attributes
 
 runner = CliRunner()
 
@@ -118,15 +117,9 @@ def test_attribute_columns_are_not_ids(header: str) -> None:
     assert id_columns(["path", header], {0}) == []
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_backbone_spec: str, tmp_path_factory) -> tuple[Path, Path, str]:
-    root = make_color_tree(tmp_path_factory.mktemp("data-review") / "data", per_class=6, splits=("train", "test"))
-    write_color_attributes(root / "attributes.json")
-    out = root.parent / "a.safetensors"
-    result = runner.invoke(app, ["fit", str(root), "--shots", "2", "--backbone", tiny_backbone_spec, "--out", str(out),
-                                 "--epochs", "1"])
-    assert result.exit_code == 0, result.stderr
-    return root, out, tiny_backbone_spec
+@pytest.fixture()
+def adapter(tiny_colour_adapter: tuple[Path, Path, str]) -> tuple[Path, Path, str]:
+    return tiny_colour_adapter
 
 
 def test_eval_says_which_rows_it_left_out_and_when_no_test_image_is_left(adapter, tmp_path: Path) -> None:

@@ -31,7 +31,6 @@ from biomedvr_cli.data import DecodeOptions, InvalidImageError, decode_image, pa
 from biomedvr_cli.data.limits import j2k_size, jpeg_size
 from biomedvr_cli.data.tensors import decode_to_tensors
 from biomedvr_cli.errors import EXIT_INVALID_INPUT, EXIT_USAGE, InvalidInputError, UsageError
-from tests.conftest import make_color_tree, write_color_attributes
 
 runner = CliRunner()
 
@@ -215,15 +214,9 @@ def test_a_files_non_finite_window_is_ignored_as_if_absent(tmp_path: Path, cente
 # --- end to end: predict keeps the good images, refuses a bad --window --------------------------
 
 
-@pytest.fixture(scope="module")
-def adapter(tiny_backbone_spec: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    root = make_color_tree(tmp_path_factory.mktemp("dicom-review") / "data", per_class=6, splits=("train", "test"))
-    write_color_attributes(root / "attributes.json")
-    out = root.parent / "a.safetensors"
-    result = runner.invoke(app, ["fit", str(root), "--shots", "2", "--backbone", tiny_backbone_spec, "--out", str(out),
-                                 "--epochs", "1"])
-    assert result.exit_code == 0, result.stderr
-    return root, out, tiny_backbone_spec
+@pytest.fixture()
+def adapter(tiny_colour_adapter: tuple[Path, Path, str]) -> tuple[Path, Path, str]:
+    return tiny_colour_adapter
 
 
 def test_predict_reports_bad_dicoms_per_row_and_keeps_the_rest(adapter, tmp_path: Path) -> None:

@@ -15,21 +15,12 @@ from typer.testing import CliRunner
 
 from biomedvr_cli.cli.app import app
 from biomedvr_cli.sandbox import TASKS_DIR, WEIGHTS_PATH
+from tests.test_sandbox_bad_inputs import _one_error  # the one error line, checked for code, words and fix
 
 runner = CliRunner()
 TINY = ["--train-per-class", "1", "--test-per-class", "0"]
 
 
-def _one_error(res, code: int, *words: str) -> str:
-    """The single ``error:`` line of a failed run, checked for its code, key words and fix."""
-    assert res.exit_code == code, res.output
-    assert "Traceback" not in res.output
-    lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, res.stderr
-    for word in words:
-        assert word.lower() in lines[0].lower(), lines[0]
-    assert "(fix: " in lines[0]
-    return lines[0]
 
 
 def _tree(folder: Path) -> dict[str, bytes | None]:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from biomedvr_cli.atomic import missing_parents
 from biomedvr_cli.errors import OutputExistsError, OutputNotWritableError, UsageError
 from biomedvr_cli.method.metrics import SCALAR_METRICS
 
@@ -91,7 +92,7 @@ def run_demo(
                              "replaces its data/ and adapter.safetensors, so it is refused even with --force",
                              "give a new or empty folder, or one an earlier `biomedvr demo` made")
         created = not workdir.exists()
-    made = _highest_missing(workdir)  # the workdir, or the first of its parents this run creates
+    made = (missing_parents(workdir.absolute()) or [None])[-1]  # the workdir, or the highest parent this run creates
     try:
         result = _run(workdir, spec, shots, seed, per_class, test_per_class, progress, notify)
     except BaseException:
@@ -114,15 +115,6 @@ def max_demo_shots(per_class: int = 24) -> int:
     from biomedvr_cli.data.sampling import default_val_shots
 
     return max((s for s in range(1, per_class + 1) if s + default_val_shots(s) <= per_class), default=1)
-
-
-def _highest_missing(folder: Path) -> Path | None:
-    """The highest folder of ``folder``'s path that does not exist yet (None when it exists)."""
-    highest = None
-    folder = folder.absolute()
-    while not folder.exists() and folder != folder.parent:
-        highest, folder = folder, folder.parent
-    return highest
 
 
 def _run(workdir: Path, task, shots: int, seed: int, per_class: int, test_per_class: int, progress, notify) -> DemoResult:

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from biomedvr_cli.atomic import check_folder_writable, not_writable
+from biomedvr_cli.atomic import check_folder_writable, missing_parents, not_writable
 from biomedvr_cli.attributes.schema import AttributeFile, load_attributes
 from biomedvr_cli.errors import InvalidInputError, OutputExistsError, UsageError
 from biomedvr_cli.sandbox.tasks import TaskSpec, generate_task_arrays, parse_shift
@@ -82,15 +82,6 @@ def _check_attributes(path: Path, task: TaskSpec) -> AttributeFile:
         if name not in task.classes:
             raise InvalidInputError(f"{path.name}: its class {j} of {len(theirs)} is not a class of {task_name}", fix)
     return attrs
-
-
-def _missing_parents(folder: Path) -> list[Path]:
-    """Folders from ``folder`` up that do not exist yet, innermost first (the ones mkdir will create)."""
-    missing = []
-    while not folder.exists() and folder != folder.parent:
-        missing.append(folder)
-        folder = folder.parent
-    return missing
 
 
 def _remove_created(folders: list[Path]) -> None:
@@ -165,7 +156,7 @@ def make_task_dataset(
     check_folder_writable(out)
     attr_path = task.attributes_path()  # read before any image is made: a bad file fails fast
     attributes = None if attr_path is None else _check_attributes(attr_path, task)
-    created = _missing_parents(out.parent)
+    created = missing_parents(out.parent)
     tmp = None
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
