@@ -156,6 +156,7 @@ def test_a_class_emptied_by_unreadable_files_counts_only_readable_ones(tmp_path:
         path.write_bytes(path.read_bytes()[:60])  # every red image truncated
         records.append(ImageRecord(path=path, label="red"))
         records.append(ImageRecord(path=_png(tmp_path / "blue" / f"b{i}.png", (0, 0, 255)), label="blue"))
-    with pytest.raises(InvalidInputError, match="class 'red' has 0 images to draw from"):
+    with pytest.raises(InvalidInputError, match="class 'red' has 0 images to draw from") as raised:
         draw_readable(records, ["blue", "red"], 2, seed=0, val_shots=None, allow_fewer=False, size=16,
                       options=DecodeOptions())
+    assert "--allow-fewer cannot draw from none" in raised.value.hint  # not a fix that cannot work

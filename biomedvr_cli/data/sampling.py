@@ -226,8 +226,9 @@ def sample_few_shot(
             if left_out[name]:
                 message += (f" ({left_out[name]} image(s) of this class were left out: their patient/group also has "
                             "images in the test split)")
+            none_left = not (train_pool or val_pool)  # --allow-fewer cannot draw from none
             raise InvalidInputError(message, _GROUP_HINT if left_out[name] else
-                                    _EMPTY_HINT if allow_fewer else _FEWER_HINT)
+                                    _EMPTY_HINT if allow_fewer or none_left else _FEWER_HINT)
         if short:
             warnings.append(
                 f"class '{name}': only {len(draw.train)} training and {len(draw.val)} validation images "
