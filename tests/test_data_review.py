@@ -160,3 +160,9 @@ def test_a_class_emptied_by_unreadable_files_counts_only_readable_ones(tmp_path:
         draw_readable(records, ["blue", "red"], 2, seed=0, val_shots=None, allow_fewer=False, size=16,
                       options=DecodeOptions())
     assert "--allow-fewer cannot draw from none" in raised.value.hint  # not a fix that cannot work
+
+
+def test_group_ids_that_differ_only_in_case_or_spacing_are_one_group(images: Path) -> None:
+    (images / "m.csv").write_text("path,label,group\na/a0.png,red,P-017\na/a1.png,red,p-017 \nb/b0.png,blue,P-018\n")
+    groups = [r.group for r in read_manifest(images / "m.csv").records]
+    assert groups[0] == groups[1] != groups[2]

@@ -313,7 +313,8 @@ def _parse_row(row: list[str], layout: _Layout, base: Path, where: str, require_
             f"{where}: unknown split '{split_text[:40]}'",
             f"use train, val or test (accepted: {known_split_names()}) or leave it empty",
         )
-    group = _cell(row, layout.group) or None
+    # One patient spelt "P-017" and "p-017 " is one group: merging can only keep more images together.
+    group = " ".join(_cell(row, layout.group).split()).casefold() or None
     return ImageRecord(path=path, label=label, split=split, group=group)
 
 
