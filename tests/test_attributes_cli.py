@@ -265,6 +265,29 @@ def test_refresh_asks_again_and_offline_uses_cache(env: Path, stub: Stub, monkey
     assert both.exit_code == 2
 
 
+def test_tasks_that_make_one_prompt_share_one_cache_entry(env: Path, stub: Stub,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli.attributes import cache
+    from biomedvr_cli.attributes.prompts import DEFAULT_TASK_TEXT, prompt_task_text, task_key
+
+    assert run("--classes", "classes.txt", "--task", "dermoscopy", *FAST).exit_code == 0
+    assert run("--classes", "classes.txt", "--out", "none.json", *FAST).exit_code == 0
+    sent = len(stub.requests)
+    monkeypatch.delenv("ANTHROPIC_API_KEY")
+    for task in ("dermoscopy.", " dermoscopy . ", DEFAULT_TASK_TEXT, f"{DEFAULT_TASK_TEXT}."):
+        hit = run("--classes", "classes.txt", "--task", task, "--offline", "--out", "hit.json", "--force")
+        assert hit.exit_code == 0, (task, hit.stderr)
+    assert len(stub.requests) == sent
+    # Another task is another prompt: no entry for it.
+    assert run("--classes", "classes.txt", "--task", "dermoscopy images", "--offline", "--out", "x.json").exit_code == 5
+    # Entries written before this rule (no task, or a task without a closing stop) keep their keys.
+    assert task_key("") == "" and task_key("dermoscopy") == "dermoscopy"
+    assert prompt_task_text("  ") == DEFAULT_TASK_TEXT and prompt_task_text("a b.") == "a b"
+    assert cache.cache_key(provider="p", model="m", prompt_version="v", prompt_sha256="h", task=task_key(
+        DEFAULT_TASK_TEXT), class_names=["a", "b"], per_class=5) == cache.cache_key(
+        provider="p", model="m", prompt_version="v", prompt_sha256="h", task="", class_names=["b", "a"], per_class=5)
+
+
 def test_offline_without_cache_fails_with_guidance(env: Path, stub: Stub) -> None:
     result = run("--classes", "classes.txt", "--offline")
     assert result.exit_code == 5

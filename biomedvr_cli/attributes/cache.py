@@ -1,8 +1,8 @@
 """The attributes cache: one validated attributes file per request set.
 
-The key is the sha256 of (provider, model, prompt version and hash, task, sorted class
-names, sentences per set), so a hit is exactly the reply the same request would get and
-needs no API call and no key. Entries hold only what was sent (class names, task) and
+The key is the sha256 of (provider, model, prompt version and hash, the task as the prompt
+says it, sorted class names, sentences per set), so a hit is exactly the reply the same
+request would get and needs no API call and no key. Entries hold only what was sent (class names, task) and
 what came back; never a path or an identifier. Writes are atomic.
 """
 
@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from biomedvr_cli.atomic import write_text_atomic
+from biomedvr_cli.attributes.prompts import task_key
 from biomedvr_cli.attributes.schema import AttributeFile, load_attributes
 from biomedvr_cli.errors import BiomedVRError, InvalidInputError
 
@@ -97,7 +98,7 @@ def read_entry(cache_dir: Path, key: str, class_names: Sequence[str], *, task: s
         raise CorruptEntryError(path, exc.message.removeprefix(f"{path.name}: ")) from None
     if set(cached.classes) != set(class_names):
         raise CorruptEntryError(path, "its classes are not the ones asked for")
-    if task is not None and cached.task != task:
+    if task is not None and task_key(cached.task) != task_key(task):
         raise CorruptEntryError(path, "its task is not the one asked for")
     changed = [name for name, value in (request or {}).items() if cached.provenance.get(name) != value]
     if changed:

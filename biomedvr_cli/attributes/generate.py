@@ -20,7 +20,14 @@ from typing import Any
 from biomedvr_cli import __version__
 from biomedvr_cli.atomic import check_folder_writable
 from biomedvr_cli.attributes import cache, privacy
-from biomedvr_cli.attributes.prompts import PromptRequest, PromptSet, load_prompts, render_request, render_retry
+from biomedvr_cli.attributes.prompts import (
+    PromptRequest,
+    PromptSet,
+    load_prompts,
+    render_request,
+    render_retry,
+    task_key,
+)
 from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, json_depth, load_json_strictly
 from biomedvr_cli.attributes.schema import (
     AttributeFile,
@@ -115,7 +122,7 @@ def plan_generation(
         model=settings.model,
         prompt_version=prompts.version,
         prompt_sha256=prompts.sha256,
-        task=task,
+        task=task_key(task),
         class_names=names,
         per_class=settings.per_class,
     )

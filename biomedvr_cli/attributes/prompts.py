@@ -94,12 +94,27 @@ def _substitute(template: Template, name: str, values: dict[str, str]) -> str:
         ) from None
 
 
+def prompt_task_text(task: str) -> str:
+    """The task as the prompt says it: trimmed, without a closing full stop, or the generic text."""
+    return task.strip().rstrip(".").strip() or DEFAULT_TASK_TEXT
+
+
+def task_key(task: str) -> str:
+    """The task as a cache key sees it: two tasks that make the same prompt share one key.
+
+    The generic text maps to "" (no --task), the form entries written before this rule used, so
+    that their keys stay valid.
+    """
+    text = prompt_task_text(task)
+    return "" if text == DEFAULT_TASK_TEXT else text
+
+
 def render_request(prompts: PromptSet, class_name: str, classes: list[str], task: str, n: int) -> PromptRequest:
     """The request for one class; ``classes`` is the whole task's class list (order kept)."""
     others = [c for c in classes if c != class_name]
     values = {
         "class_name": class_name,
-        "task": task.strip().rstrip(".") or DEFAULT_TASK_TEXT,
+        "task": prompt_task_text(task),
         "other_classes": ", ".join(json.dumps(c, ensure_ascii=False) for c in others) or "none",
         "n": str(n),
     }
