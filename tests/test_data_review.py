@@ -38,6 +38,16 @@ def test_blank_lines_above_the_header_are_ignored(images: Path) -> None:
     assert sorted(r.label for r in source.records) == ["blue", "red"]
 
 
+def test_an_excel_sep_line_names_the_delimiter(images: Path) -> None:
+    (images / "m.csv").write_text("sep=;\npath;label;note\na/a0.png;red;x,y\nb/b0.png;blue;\n")
+    source = read_manifest(images / "m.csv")
+    assert sorted(r.label for r in source.records) == ["blue", "red"]
+    # A "sep=" line naming a delimiter that is not the file's leaves the header unfound, said plainly.
+    (images / "m.csv").write_text("SEP=,\npath;label\na/a0.png;red\n")
+    with pytest.raises(InvalidInputError, match="no 'path' column"):
+        read_manifest(images / "m.csv")
+
+
 def test_a_manifest_with_lines_ending_in_cr_only_is_read(images: Path) -> None:
     (images / "m.csv").write_bytes(b"path,label\ra/a0.png,red\rb/b0.png,blue\r")
     assert len(read_manifest(images / "m.csv").records) == 2

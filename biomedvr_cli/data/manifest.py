@@ -215,8 +215,14 @@ def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], 
             f"{name} is empty", f"write a header row ({columns.path},{columns.label}) and one row per image"
         )
     first_line = lines[number - 1]
+    # Excel's "sep=;" first line names the delimiter; the header follows it.
+    declared = re.fullmatch(r"\s*sep=(.)\s*", first_line, flags=re.IGNORECASE)
+    delimiters = _DELIMITERS
+    if declared and declared.group(1) in _DELIMITERS and number < len(lines):
+        delimiters, number = (declared.group(1),), number + 1
+        first_line = lines[number - 1]
     header: list[str] = []
-    for delimiter in _DELIMITERS:
+    for delimiter in delimiters:
         try:
             header = [h.strip() for h in next(csv.reader([first_line], delimiter=delimiter, strict=True))]
         except csv.Error as exc:
