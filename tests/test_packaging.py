@@ -43,3 +43,18 @@ def test_packaged_prompts_are_preferred_over_the_source_tree() -> None:
     expected = prompts._PACKAGED_PROMPTS if prompts._PACKAGED_PROMPTS.is_dir() else prompts._SOURCE_PROMPTS
     assert prompts.PROMPTS_DIR == expected
     assert prompts.load_prompts().version == prompts.PROMPT_VERSION
+
+
+def test_declared_pydicom_range_is_the_one_the_decoder_needs() -> None:
+    """data/dicom.py imports pydicom.pixels (new in 3.0) and pydicom's file-meta reader (private,
+    checked on 3.x): the range must admit the installed version and neither 2.x nor 4.x."""
+    tomllib = pytest.importorskip("tomllib")
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    spec = next(Requirement(d) for d in declared if Requirement(d).name == "pydicom").specifier
+    assert spec.contains(version("pydicom"))
+    assert not spec.contains("2.4.4") and not spec.contains("4.0.0")
+    assert importlib.util.find_spec("pydicom.pixels") is not None
