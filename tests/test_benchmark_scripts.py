@@ -208,3 +208,29 @@ def test_head_repeat_study_with_one_partition_is_the_default_check() -> None:
     # On right/wrong per image the paired check is McNemar's, as fit_feature_head's.
     for z in (0.0, 0.5, 1.5):
         assert study.clearly_better(correct, start_correct, z) == fh.clearly_better(want_correct, start_correct.bool(), z)
+
+
+def test_head_augment_study_without_views_is_the_default_and_keeps_views_in_their_fold() -> None:
+    import torch
+
+    from biomedvr_cli.method import feature_head as fh
+    from biomedvr_cli.method.config import MethodConfig
+
+    study = _load("head_augment_study")
+    gen = torch.Generator().manual_seed(1)
+    labels = torch.arange(30) % 3
+    features = torch.nn.functional.normalize(torch.randn(30, 8, generator=gen) + torch.nn.functional.one_hot(
+        labels, 8).float(), dim=1)
+    offsets = torch.randn(30, 3, generator=gen)
+    config = MethodConfig()
+    plain = study.Labelled(offsets, features, labels, torch.zeros(30, 0, 3), torch.zeros(30, 0, 8))
+    assert study.choose_penalty(plain, 3, seed=2, config=config) == fh.fit_feature_head(
+        offsets, features, labels, 3, seed=2, config=config).penalty
+    # Views of an image train with it and never with another fold: a held-out image's views are left out.
+    views = study.Labelled(offsets, features, labels, offsets[:, None].repeat(1, 2, 1) + 100.0,
+                           features[:, None].repeat(1, 2, 1))
+    keep = torch.zeros(30, dtype=torch.bool)
+    keep[:4] = True
+    z, x, y = views.training(keep)
+    assert z.shape == (12, 3) and torch.equal(y, torch.cat([labels[:4], labels[:4].repeat_interleave(2)]))
+    assert bool((z[4:] >= 90).all()) and torch.equal(x[4:6], features[[0, 0]])
