@@ -37,6 +37,11 @@ class Adapter:
         """Ordered class names."""
         return list(self.config.classes)
 
+    def __repr__(self) -> str:  # the dataclass form prints every tensor
+        size = sum(t.numel() for t in self.tensors.values())
+        return (f"Adapter({len(self.config.classes)} classes, backbone={self.config.backbone.label!r}, "
+                f"{len(self.tensors)} tensors, {size} values)")
+
     def check_backbone(self, fingerprint: str, image_size: int, mean: tuple[float, ...] | None = None,
                        std: tuple[float, ...] | None = None, *, accept_preprocessing: bool = False) -> None:
         """Refuse a backbone whose weights, input size or normalisation differ from the training one."""

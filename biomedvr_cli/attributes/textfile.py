@@ -91,10 +91,14 @@ def parse_user_json(text: str, name: str, fix_hint: str,
                     object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
     """Parse a user's JSON text; bad JSON (with its position) or nesting deeper than MAX_JSON_DEPTH -> InvalidInputError.
 
-    Numbers that are NaN, infinite or of more than ``MAX_INTEGER_DIGITS`` digits are refused too.
+    Numbers that are NaN, infinite or of more than ``MAX_INTEGER_DIGITS`` digits are refused too,
+    and so is a key repeated in one object (unless ``object_pairs_hook`` decides): JSON readers
+    disagree on which copy wins, so neither is taken silently.
     ``json.JSONDecodeError`` is a ``ValueError``; other ValueErrors raised by the hook pass through.
     """
     too_deep = InvalidInputError(f"{name} is nested more than {MAX_JSON_DEPTH} levels deep", fix_hint)
+    if object_pairs_hook is None:
+        object_pairs_hook = lambda pairs: _refuse_repeated_keys(pairs, name, fix_hint)  # noqa: E731
     try:
         value = load_json_strictly(text, object_pairs_hook)
     except JsonNumberError as exc:
@@ -107,6 +111,16 @@ def parse_user_json(text: str, name: str, fix_hint: str,
     if json_depth(value) > MAX_JSON_DEPTH:
         raise too_deep
     return value
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, Any]], name: str, fix_hint: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise InvalidInputError(f"{name}: key {json.dumps(key, ensure_ascii=False)[:80]} appears twice in one "
+                                    "object", fix_hint)
+        out[key] = value
+    return out
 
 
 def read_user_json(path: Path, *, missing_hint: str, fix_hint: str) -> Any:

@@ -22,6 +22,7 @@ from biomedvr_cli.attributes.privacy import check_stored_class_names
 from biomedvr_cli.benchmark.limits import check_sandbox_size
 from biomedvr_cli.benchmark.protocol import DatasetSpec
 from biomedvr_cli.data import CsvColumns, DecodeOptions, ImageRecord, decode_to_tensors, open_source, test_records
+from biomedvr_cli.data.manifest import same_file_key
 from biomedvr_cli.data.sampling import without_test_groups
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.pipeline.fit import ResolvedAttributes, resolve_attributes
@@ -130,6 +131,19 @@ def _record_identity(record: ImageRecord, root: Path) -> list:
     return [name, record.label, record.split, size]
 
 
+def _without_test_files(pool: list[ImageRecord], test: list[ImageRecord], name: str,
+                        notify: Notify) -> list[ImageRecord]:
+    """The pool less every file that is also a test image (however its path is spelt): the test set
+    must stay unseen, or a method is scored on images it was fitted on."""
+    folders: dict[str, str] = {}
+    tested = {same_file_key(r.path, folders) for r in test}
+    kept = [r for r in pool if same_file_key(r.path, folders) not in tested]
+    if len(kept) < len(pool):
+        notify(Caution(f"{name}: {len(pool) - len(kept)} of the training images are also test images; they are "
+                       "left out of the support pool, so that no method is scored on an image it saw"))
+    return kept
+
+
 def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> LoadedDataset:
     assert spec.images is not None
     columns = CsvColumns(path=spec.path_column, label=spec.label_column, split=spec.split_column,
@@ -149,7 +163,7 @@ def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> Loa
             raise InvalidInputError(f"{spec.name}: test classes not in the training images: {', '.join(unknown)}",
                                     "use the same class names for the training and test images")
         test = list(test_source.records)
-        pool = [r for r in source.records if r.split != "test"]
+        pool = _without_test_files([r for r in source.records if r.split != "test"], test, spec.name, notify)
     else:
         test = test_records(source.records)
         pool = [r for r in source.records if r.split != "test"]

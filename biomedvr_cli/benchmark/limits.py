@@ -91,7 +91,8 @@ def _dataset(where: str, doc: Any) -> None:
     if "name" in doc:
         name = _text(f"{where}.name", doc["name"], MAX_NAME_CHARS)
         check_stored_text(f"{where}.name", name, why=NAME_WHY, fix="name the dataset after its task or source")
-    for key in ("images", "test", "attributes", "sandbox_task", "shift", "path_column", "label_column"):
+    for key in ("images", "test", "attributes", "sandbox_task", "shift", "path_column", "label_column", "group_column",
+                "split_column"):
         if key in doc:
             _text(f"{where}.{key}", doc[key])
     for key in ("pool_per_class", "test_per_class"):
@@ -121,6 +122,9 @@ def check_suite_document(doc: Any, file_name: str) -> None:
         _text(f"{file_name}: backbone", doc["backbone"])
     methods = doc.get("methods")
     if isinstance(methods, list):
+        if not methods:
+            raise InvalidInputError(f"{file_name}: methods is an empty list", "name at least one method, or remove "
+                                    "the field for the default (all)")
         if len(methods) > MAX_METHOD_NAMES:
             raise InvalidInputError(f"{file_name}: methods lists {len(methods)} names; at most {MAX_METHOD_NAMES}", _SUITE_FIX)
         for i, method in enumerate(methods):

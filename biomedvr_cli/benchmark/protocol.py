@@ -24,8 +24,9 @@ DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = 3
 ZERO_SHOT_SHOTS = 0
 SUITE_KEYS = {"datasets", "backbone", "methods", "shots", "seeds", "epochs", "epoch_scale", "val_shots"}
-DATASET_KEYS = {"name", "images", "test", "attributes", "sandbox_task", "shift", "pool_per_class", "test_per_class",
-                "data_seed", "path_column", "label_column", "group_column", "split_column"}
+SANDBOX_KEYS = {"name", "sandbox_task", "attributes", "shift", "pool_per_class", "test_per_class", "data_seed"}
+IMAGES_KEYS = {"name", "images", "test", "attributes", "path_column", "label_column", "group_column", "split_column"}
+DATASET_KEYS = SANDBOX_KEYS | IMAGES_KEYS
 
 
 def slug(text: str) -> str:
@@ -175,6 +176,11 @@ def _dataset_from(doc: Any, base: Path, index: int) -> DatasetSpec:
     if ("sandbox_task" in doc) == ("images" in doc):
         raise InvalidInputError(f"{where} ({name}) needs exactly one of 'images' and 'sandbox_task'",
                                 "point 'images' at a folder/CSV, or name a built-in sandbox task")
+    kind, allowed = ("sandbox_task", SANDBOX_KEYS) if "sandbox_task" in doc else ("images", IMAGES_KEYS)
+    misplaced = sorted(set(doc) - allowed)
+    if misplaced:  # e.g. a test split on a sandbox task: silently unused, the run would not be the one described
+        raise InvalidInputError(f"{where} ({name}): {', '.join(misplaced)} do(es) not apply to a dataset with '{kind}'",
+                                f"remove it; keys for such a dataset: {', '.join(sorted(allowed))}")
     kwargs: dict[str, Any] = {"name": name.strip()}
     if "sandbox_task" in doc:
         kwargs["sandbox_task"] = _sandbox_task(base, doc["sandbox_task"], f"{where} ({name}) sandbox_task")
@@ -197,9 +203,24 @@ def _dataset_from(doc: Any, base: Path, index: int) -> DatasetSpec:
     return DatasetSpec(**kwargs)
 
 
+def _suite_backbone(base: Path, text: str) -> str:
+    """A backbone that names a local folder or weights file, relative to the suite's folder like the datasets."""
+    from biomedvr_cli.backbones.specs import parse_backbone
+
+    try:
+        spec = parse_backbone(text)
+    except UsageError:
+        return text  # refused with its own message when the run loads it
+    if spec.local_path is None or spec.local_path.is_absolute():
+        return text
+    where = base / spec.local_path
+    return f"local-dir:{where}" if spec.kind == "local-dir" else f"{spec.model}:{where}"
+
+
 def load_suite(path: Path) -> Suite:
-    """Read a suite file (JSON). Relative paths (images, test, attributes and a ``sandbox_task``
-    ending in ``.json``) are relative to the suite file's folder, wherever the command runs.
+    """Read a suite file (JSON). Relative paths (images, test, attributes, a ``sandbox_task``
+    ending in ``.json`` and a backbone's folder or weights file) are relative to the suite file's
+    folder, wherever the command runs.
 
     Format::
 
@@ -227,7 +248,11 @@ def load_suite(path: Path) -> Suite:
     seeds = doc.get("seeds")
     if seeds is not None and (not isinstance(seeds, int) or seeds < 1):
         raise InvalidInputError(f"{path.name}: 'seeds' must be a positive integer", "e.g. \"seeds\": 3")
-    return Suite(datasets=datasets, backbone=doc.get("backbone"), methods=methods, shots=shots, seeds=seeds,
+    if "epochs" in doc and "epoch_scale" in doc:
+        raise InvalidInputError(f"{path.name}: 'epochs' and 'epoch_scale' both set",
+                                "keep one: epochs for every method, or epoch_scale for each recipe's own")
+    backbone = _suite_backbone(base, doc["backbone"]) if "backbone" in doc else None
+    return Suite(datasets=datasets, backbone=backbone, methods=methods, shots=shots, seeds=seeds,
                  epochs=doc.get("epochs"), epoch_scale=doc.get("epoch_scale"), val_shots=doc.get("val_shots"))
 
 

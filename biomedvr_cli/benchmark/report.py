@@ -136,8 +136,13 @@ def markdown_text(rows: list[dict[str, Any]]) -> str:
     for i, cells in enumerate(table_rows(rows)):
         if i in best:
             cells = [*cells[:4], f"**{cells[4]}**", *cells[5:]]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_markdown_cell(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _markdown_cell(text: str) -> str:
+    """A table cell that cannot split its row: a '|' in a dataset or method name is escaped."""
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
@@ -195,15 +200,17 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
 def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]], document: dict[str, Any]) -> dict[str, Path]:
     """summary.json, summary.csv, jobs.csv, summary.md and (with a finished job) accuracy_vs_shots.png in ``out``.
 
-    Each is written atomically, replacing the earlier one; the paths written are returned.
+    Each is written atomically, replacing the earlier one; every text is made before the first is
+    written, so that a result no report can show leaves the earlier set whole. The paths written
+    are returned.
     """
     from biomedvr_cli.benchmark.store import strict_json
 
     paths = {key: out / name for key, name in REPORT_FILES.items()}
-    write_text_atomic(paths["summary_json"], strict_json(document, indent=2), force=True)
-    write_text_atomic(paths["summary_csv"], csv_text(rows), force=True)
-    write_text_atomic(paths["jobs_csv"], jobs_csv_text(results), force=True)
-    write_text_atomic(paths["summary_md"], markdown_text(rows), force=True)
+    texts = {"summary_json": strict_json(document, indent=2), "summary_csv": csv_text(rows),
+             "jobs_csv": jobs_csv_text(results), "summary_md": markdown_text(rows)}
+    for key, text in texts.items():
+        write_text_atomic(paths[key], text, force=True)
     if rows:
         write_plot(rows, paths["plot"])
     else:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
@@ -216,15 +223,15 @@ def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iter
 
     It may not be (or lie inside) an image folder of the run, its reports may not replace an
     input file (a manifest named ``jobs.csv``), and an existing folder with anything in it must
-    be one a benchmark wrote (``jobs/`` or a benchmark ``summary.json``): its reports would
-    replace files of the same names.
+    be one a benchmark wrote (job files in ``jobs/``, or a benchmark ``summary.json``): its
+    reports would replace files of the same names.
     """
     out = Path(out)
     refuse_folder_with_inputs(out, list(image_folders), [], option="--out")
     inputs = list(input_files)
     for name in REPORT_FILES.values():
         refuse_input_as_output(out / name, inputs)
-    if not out.is_dir() or (out / "jobs").is_dir() or _is_benchmark_summary(out / "summary.json"):
+    if not out.is_dir() or _holds_job_files(out / "jobs") or _is_benchmark_summary(out / "summary.json"):
         return
     theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # locks, .DS_Store: not in the way
     if theirs:
@@ -232,6 +239,14 @@ def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iter
                          f"{f' and {len(theirs) - 1} more' if len(theirs) > 1 else ''}); its reports would replace "
                          "files of the same names", "choose a new or empty --out folder, or the one an earlier "
                                                     "benchmark wrote")
+
+
+def _holds_job_files(jobs: Path) -> bool:
+    """An earlier benchmark's ``jobs/`` (an empty one is removed when a run stops before its first job)."""
+    try:
+        return jobs.is_dir() and any(p.suffix == ".json" and p.is_file() for p in jobs.iterdir())
+    except OSError:
+        return False
 
 
 def _is_benchmark_summary(path: Path) -> bool:

@@ -22,13 +22,14 @@ from biomedvr_cli.benchmark.protocol import (
     DEFAULT_SHOTS,
     DatasetSpec,
     Suite,
+    is_task_file,
     load_suite,
     parse_shots,
     seed_list,
 )
 from biomedvr_cli.benchmark.runner import BenchmarkRequest
 from biomedvr_cli.data import DecodeOptions, parse_window
-from biomedvr_cli.errors import UsageError
+from biomedvr_cli.errors import InvalidInputError, UsageError
 
 T = TypeVar("T")
 
@@ -83,6 +84,14 @@ def _datasets(options: BenchmarkOptions) -> tuple[list[DatasetSpec], Suite | Non
         if options.test is not None or options.attributes is not None or options.name is not None:
             raise UsageError("--test, --attributes and --name describe one dataset; with --suite put them in the suite file",
                              "move them into the suite's dataset entries")
+        columns = [option for option, value, default in (
+            ("--path-column", options.path_column, "path"), ("--label-column", options.label_column, "label"),
+            ("--split-column", options.split_column, "split"), ("--group-column", options.group_column, None))
+            if value != default]
+        if columns:  # each dataset of a suite names its own columns; one option for all would be ignored
+            raise UsageError(f"{', '.join(columns)} describe(s) one dataset's CSV; with --suite set them per dataset",
+                             "put path_column, label_column, split_column or group_column (\"none\": no grouping) "
+                             "in the suite's dataset entries")
         suite = load_suite(options.suite)
         return suite.datasets, suite
     images = options.images
@@ -111,11 +120,24 @@ def _overrides(options: BenchmarkOptions, suite: Suite | None) -> Overrides:
 def _check_file_names(datasets: list[DatasetSpec]) -> None:
     """The reports keep each dataset's file names (``DatasetSpec.describe``): no identifiers there either."""
     for i, spec in enumerate(datasets, start=1):
-        for what, path in (("images", spec.images), ("test", spec.test), ("attributes", spec.attributes)):
+        task_file = Path(spec.sandbox_task) if spec.sandbox_task and is_task_file(spec.sandbox_task) else None
+        for what, path in (("images", spec.images), ("test", spec.test), ("attributes", spec.attributes),
+                           ("sandbox task", task_file)):
             if path is not None:  # "busi.csv" is a file name by design: its stem is what could hold an identifier
                 name = path.stem if path.suffix.lower() in _DATA_FILE_SUFFIXES else path.name
                 check_stored_text(f"dataset {i} ({spec.key}): the {what} file or folder name", name, why=NAME_WHY,
                                   fix="rename the file or folder after the dataset's task or source")
+
+
+def _methods(options: BenchmarkOptions, suite: Suite | None) -> list[str]:
+    """The methods of the run; a wrong name in the suite file is that file's error (exit 3, naming it)."""
+    if options.methods is not None or suite is None or suite.methods is None:
+        return resolve_methods(options.methods if options.methods is not None else DEFAULT_METHODS)
+    try:
+        return resolve_methods(suite.methods)
+    except UsageError as exc:
+        assert options.suite is not None
+        raise InvalidInputError(f"{options.suite.name}: methods: {exc.message}", exc.hint) from None
 
 
 def build_request(options: BenchmarkOptions) -> BenchmarkRequest:
@@ -126,7 +148,7 @@ def build_request(options: BenchmarkOptions) -> BenchmarkRequest:
     datasets, suite = _datasets(options)
     _check_file_names(datasets)
     overrides = _overrides(options, suite)
-    methods = resolve_methods(_pick(options.methods, suite.methods if suite else None, DEFAULT_METHODS))
+    methods = _methods(options, suite)
     shots = parse_shots(_pick(cli_shots, suite.shots if suite else None, list(DEFAULT_SHOTS)))
     seed_count = _pick(options.seeds, suite.seeds if suite else None, DEFAULT_SEEDS)
     shot_free = sum(1 for m in methods if METHODS[m].shot_free)
@@ -144,6 +166,7 @@ def build_request(options: BenchmarkOptions) -> BenchmarkRequest:
         device=options.device,
         allow_download=options.allow_download,
         force=options.force,
+        suite=options.suite,
         decode=DecodeOptions(window=parse_window(options.window) if options.window else None,
                              max_pixels=options.max_pixels),
     )

@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from biomedvr_cli import __version__
-from biomedvr_cli.atomic import reserve_output
+from biomedvr_cli.atomic import refuse_folder_with_inputs, reserve_output
 from biomedvr_cli.benchmark.datasets import LoadedDataset, load_dataset
 from biomedvr_cli.distributed import DistContext, rank_device
 from biomedvr_cli.method.metrics import SCALAR_METRICS
@@ -29,7 +29,7 @@ from biomedvr_cli.benchmark.report import check_out_folder, summarize, write_rep
 from biomedvr_cli.benchmark.store import JobStore, settings_hash
 from biomedvr_cli.data import DecodeOptions, sample_few_shot
 from biomedvr_cli.data.sampling import default_val_shots
-from biomedvr_cli.errors import BiomedVRError, UsageError
+from biomedvr_cli.errors import BiomedVRError, InvalidInputError, UsageError
 
 if TYPE_CHECKING:  # the loader pulls in open_clip; it is imported when a backbone is really loaded
     from biomedvr_cli.backbones.loader import Backbone
@@ -56,6 +56,7 @@ class BenchmarkRequest:
     allow_download: bool | None = None
     force: bool = False
     decode: DecodeOptions = field(default_factory=DecodeOptions)
+    suite: Path | None = None  # the suite file the datasets came from: an input no report may replace
 
 
 @dataclass
@@ -145,9 +146,12 @@ class _Sweep:
 
     def job_hash(self, job: Job) -> str:
         """The hash of everything that changes ``job``'s result (what the store compares on resume)."""
-        return settings_hash({"dataset": self.datasets[job.dataset].fingerprint, "backbone": self.backbone.fingerprint,
-                              "method": self.signatures[job.method], "shots": job.shots, "seed": job.seed,
-                              "val_shots": self.request.val_shots, "allow_fewer": self.request.allow_fewer})
+        parts = {"dataset": self.datasets[job.dataset].fingerprint, "backbone": self.backbone.fingerprint,
+                 "method": self.signatures[job.method], "shots": job.shots, "seed": job.seed,
+                 "val_shots": self.request.val_shots, "allow_fewer": self.request.allow_fewer}
+        if self.request.decode != DecodeOptions():  # only when set, so that results stored before stay valid
+            parts["decode"] = asdict(self.request.decode)
+        return settings_hash(parts)
 
 
 @dataclass
@@ -179,6 +183,8 @@ def _prepare(request: BenchmarkRequest, dist: DistContext, notify: Callable[[str
     datasets = {spec.name: load_dataset(spec, notify=notify if dist.is_main else (lambda m: None), decode=request.decode)
                 for spec in request.datasets}
     _check_methods(request, list(datasets.values()))
+    if dist.is_main:
+        refuse_folder_with_inputs(request.out, _image_folders(list(datasets.values())), [], option="--out")
     backbone = load_backbone(request.backbone, device=rank_device(dist, request.device), allow_download=request.allow_download)
     shot_free = {m for m in request.methods if METHODS[m].shot_free}
     jobs = make_jobs(request.datasets, request.methods, request.shots, request.seeds, shot_free)
@@ -186,6 +192,28 @@ def _prepare(request: BenchmarkRequest, dist: DistContext, notify: Callable[[str
     store = JobStore(request.out)
     request.out.mkdir(parents=True, exist_ok=True)
     return _Sweep(request, datasets, backbone, jobs, shot_free, signatures, store)
+
+
+def _image_folders(datasets: list[LoadedDataset]) -> list[Path]:
+    """The folders that hold the run's image files, and the parents of class folders (``data/test`` for
+    ``data/test/nevus/1.png``): a folder made there would be read as one more class by a folder scan."""
+    folders: set[Path] = set()
+    for dataset in datasets:
+        if dataset.spec.is_sandbox:  # generated in memory; their paths are names only
+            continue
+        for record in (*dataset.pool, *dataset.test):
+            folder = record.path.parent
+            folders.add(folder)
+            if record.label is not None and folder.name == record.label:
+                folders.add(folder.parent)
+    return sorted(folders)
+
+
+def _readable(dataset: LoadedDataset, records: list, what: str, size: int) -> None:
+    """Refuse (exit 3, this job only) a set of which no image can be read: no method can score or fit on none."""
+    if records and not len(dataset.pixels(records, size)[0]):
+        raise InvalidInputError(f"{dataset.spec.name}: none of the {len(records)} {what} images could be read",
+                                "check those files (damaged, or larger than --max-pixels allows)")
 
 
 def _my_jobs(sweep: _Sweep, dist: DistContext) -> list[Job]:
@@ -203,11 +231,13 @@ def _my_jobs(sweep: _Sweep, dist: DistContext) -> list[Job]:
 def _run_job(sweep: _Sweep, job: Job, expected: str, rank: int) -> dict[str, Any]:
     """Draw the support set, fit and score one job; its result record (not yet stored)."""
     request, dataset = sweep.request, sweep.datasets[job.dataset]
+    _readable(dataset, dataset.test, "test", sweep.backbone.image_size)
     if job.method in sweep.shot_free:
         inputs = JobInputs(dataset, sweep.backbone, [], [], 0, 0, request.overrides, sweep.text_cache)
     else:
         split = sample_few_shot(dataset.pool, dataset.classes, job.shots, seed=job.seed,
                                 val_shots=request.val_shots, allow_fewer=request.allow_fewer)
+        _readable(dataset, split.train, "support", sweep.backbone.image_size)
         inputs = JobInputs(dataset, sweep.backbone, split.train, split.val, job.shots, job.seed, request.overrides,
                            sweep.text_cache)
     output = run_method(job.method, inputs)
@@ -308,6 +338,7 @@ def run_benchmark(
     if dist.is_main:
         tasks = [Path(s.sandbox_task) for s in request.datasets if s.sandbox_task and is_task_file(s.sandbox_task)]
         given = [p for s in request.datasets for p in (s.images, s.test, s.attributes) if p is not None] + tasks
+        given += [request.suite] if request.suite is not None else []
         check_out_folder(request.out, [p for p in given if p.is_dir()], [p for p in given if p.is_file()])
     # Rank 0 holds the report for the whole run (a second run into the same --out fails at once). If
     # the run stops (error, Ctrl-C, SIGTERM) the finished jobs stay in jobs/, resumable; a folder it

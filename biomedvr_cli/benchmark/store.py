@@ -102,13 +102,36 @@ class JobStore:
             self.jobs_dir.rmdir()
 
 
+def _number(value: Any, *, optional: bool) -> bool:
+    if value is None:
+        return optional
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _count(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 0
+
+
+# Fields the reports read from a stored result, beyond its job and hash: (name, check).
+_REPORTED = (("fit_seconds", lambda v: _number(v, optional=False) and v >= 0),
+             ("selected_epoch", lambda v: v is None or _count(v)),
+             ("val_accuracy", lambda v: _number(v, optional=True)),
+             ("start_accuracy", lambda v: _number(v, optional=True)),
+             ("train_images", _count), ("val_images", _count), ("test_images", _count))
+
+
 def _is_result_of(data: Any, job: Job) -> bool:
-    """Whether ``data`` is a stored result of ``job`` that a report can use."""
+    """Whether ``data`` is a stored result of ``job`` that a report can use: every field a report
+    reads has its type (a metric may be null: undefined, such as AUROC with one test class)."""
     if not isinstance(data, dict) or data.get("store_version") != STORE_VERSION:
         return False
     metrics = data.get("metrics")
-    accuracy = metrics.get("accuracy") if isinstance(metrics, dict) else None
-    if isinstance(accuracy, bool) or not isinstance(accuracy, (int, float)) or not 0 <= accuracy <= 1:
+    if not isinstance(metrics, dict) or not all(_number(v, optional=True) for v in metrics.values()):
+        return False
+    accuracy = metrics.get("accuracy")
+    if not _number(accuracy, optional=False) or not 0 <= accuracy <= 1:
+        return False
+    if not all(check(data.get(name)) for name, check in _REPORTED):
         return False
     same = (data.get("dataset"), data.get("method"), data.get("shots"), data.get("seed"))
     return same == (job.dataset, job.method, job.shots, job.seed) and isinstance(data.get("settings_hash"), str)

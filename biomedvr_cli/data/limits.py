@@ -32,6 +32,9 @@ class DecodeOptions:
     window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.max_pixels, bool) or not isinstance(self.max_pixels, int):
+            raise UsageError(f"the pixel cap must be a whole number, got {self.max_pixels!r}",
+                             "pass a positive number of pixels, e.g. 64000000")
         if self.max_pixels < 1:
             raise UsageError("the pixel cap must be at least 1", "pass a positive number of pixels")
         problem = window_problem(*self.window) if self.window is not None else None

@@ -98,6 +98,7 @@ class MethodConfig:
     head_likelihood_min: int = 8
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.vr not in VR_KINDS:
             raise ValueError(f"unknown VR kind {self.vr!r}; choose from {', '.join(VR_KINDS)}")
         if self.gate not in GATE_KINDS:
@@ -125,6 +126,24 @@ class MethodConfig:
         if self.head_folds < 2:
             raise ValueError("head_folds must be at least 2")
         self._check_head_constants()
+
+    def _check_types(self) -> None:
+        """Each field of the type its annotation names: from Python (notebooks, ``biomedvr.fit(k="3")``) a
+        string or a bool would otherwise reach a comparison deep inside, or be stored as text
+        (``feature_head="no"`` is a true value)."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and kind.endswith("| None"):
+                continue
+            base = kind.removesuffix(" | None")
+            if base == "bool" and not isinstance(value, bool):
+                raise ValueError(f"{f.name} must be true or false, got {value!r}")
+            if base == "str" and not isinstance(value, str):
+                raise ValueError(f"{f.name} must be a string, got {value!r}")
+            if base == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{f.name} must be a whole number, got {value!r}")
+            if base == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
 
     def _check_head_constants(self) -> None:
         # A JSON list (adapter, registry) arrives as a list; keep the config hashable and exact.

@@ -45,6 +45,14 @@ class Recipe:
         _at_least("eval_every", self.eval_every, 1, "the recipe's eval_every")
         if self.patience is not None:
             _at_least("patience", self.patience, 1, "the recipe's patience")
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{name} must be a number, got {value!r}", f"pass {name} as a number, e.g. "
+                                 f"{_EXAMPLES[name]}")
+        if not isinstance(self.optimizer, str) or not isinstance(self.flip, bool):
+            raise UsageError(f"optimizer must be a name and flip true or false, got {self.optimizer!r} and "
+                             f"{self.flip!r}", f"optimizer: one of {', '.join(OPTIMIZERS)}; flip: True or False")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UsageError(f"the learning rate must be a positive number, got {self.lr}", "pass --lr above 0, e.g. --lr 0.05")
         if not (math.isfinite(self.momentum) and 0 <= self.momentum < 1):
@@ -53,7 +61,12 @@ class Recipe:
             raise UsageError(f"weight decay must be 0 or more, got {self.weight_decay}", "fix the recipe's weight_decay")
         if self.optimizer not in OPTIMIZERS:
             raise UsageError(f"unknown optimizer {self.optimizer!r}", f"choose one of {', '.join(OPTIMIZERS)}")
-        low, high = (float(v) for v in self.crop_scale)
+        scale = self.crop_scale
+        if (isinstance(scale, (str, bytes)) or not isinstance(scale, (tuple, list)) or len(scale) != 2
+                or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in scale)):
+            raise UsageError(f"crop_scale must be two numbers (low, high), got {scale!r}",
+                             "pass e.g. crop_scale=(0.08, 1.0)")
+        low, high = (float(v) for v in scale)
         if not 0 < low <= high <= 1:
             raise UsageError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}",
                              "fix the recipe's crop_scale")
@@ -69,12 +82,15 @@ class Recipe:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
+_EXAMPLES = {"lr": "lr=0.05", "momentum": "momentum=0.9", "weight_decay": "weight_decay=0.0"}
+
+
 def _at_least(what: str, value: int, low: int, option: str) -> None:
     """Refuse a count below ``low`` (or not a whole number); ``option`` is where the user sets it."""
     # bool is an int subclass; a float such as 2.5 from a JSON file is no count either.
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         fix = f"pass {option} {low} or more" if option.startswith("--") else f"fix {option}"
-        raise UsageError(f"{what} must be a whole number of at least {low}, got {value}", fix)
+        raise UsageError(f"{what} must be a whole number of at least {low}, got {value!r}", fix)
 
 
 def available_recipes() -> list[str]:

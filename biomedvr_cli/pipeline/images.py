@@ -54,6 +54,9 @@ def check_picture(item: Any, name: str) -> None:
         raise InvalidInputError(f"{name} has {item.shape[2]} channels in its last axis (shape {tuple(item.shape)})", fix)
     if item.dtype.kind not in "buif":
         raise InvalidInputError(f"{name} has dtype {item.dtype}, not numbers", _ITEM_HINT)
+    if item.dtype.kind == "f" and not bool(np.isfinite(item).all()):  # its scaling to 0..255 would be undefined
+        raise InvalidInputError(f"{name} holds NaN or infinite values",
+                                "replace them first, e.g. np.nan_to_num(array, nan=array[np.isfinite(array)].min())")
     if item.ndim == 3 and item.shape[2] > 1 and item.dtype != np.uint8:
         raise InvalidInputError(f"{name} is a colour array of dtype {item.dtype}; colour arrays must be uint8",
                                 "convert it: (array * 255).round().astype('uint8') for values in 0..1, "

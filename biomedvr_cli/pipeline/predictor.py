@@ -128,6 +128,10 @@ class Predictor:
     def image_size(self) -> int:
         return self.backbone.image_size
 
+    def __repr__(self) -> str:  # the dataclass form prints every tensor: pages in a notebook
+        classes = ", ".join(self.classes[:6]) + (f", ... ({len(self.classes)} classes)" if len(self.classes) > 6 else "")
+        return f"Predictor(classes=[{classes}], backbone={self.backbone.label!r}, image_size={self.image_size})"
+
     def classify(self, inputs: Any, *, decode: DecodeOptions = DecodeOptions()) -> list[dict[str, float]]:
         """Class probabilities for images, in input order: ``[{class: probability}, ...]``.
 

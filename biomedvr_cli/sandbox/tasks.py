@@ -239,7 +239,7 @@ def load_task_file(path: Path) -> TaskSpec:
     path = Path(path)
     if path.name in ("", ".."):  # "." and ".." have no name of their own to show; name the folder they mean
         path = path.resolve()
-    text = read_user_text(path, missing_hint="check the --task-file path",
+    text = read_user_text(path, missing_hint="check the task file's path (--task-file, or a suite's sandbox_task)",
                           folder_hint="give a task JSON file, not a folder")
     spec = _validate(parse_user_json(text, path.name, "fix the task file"), path.name)
     spec.source = path
