@@ -72,7 +72,20 @@ def _backbone(value: Any, device: str, offline: bool | None):
     from biomedvr_cli.pipeline.arguments import check_backbone_argument
 
     check_backbone_argument(value)
-    return load_backbone(value, offline=offline, device=device) if isinstance(value, str) else value
+    if isinstance(value, str):
+        return load_backbone(value, offline=offline, device=device)
+    if device != "auto" and _device_type(device) != value.device.type:
+        # A loaded backbone stays where it is: saying nothing would run on another device than asked.
+        from biomedvr_cli.errors import UsageError
+
+        raise UsageError(f"the backbone is already loaded on {value.device.type}; device={device!r} cannot move it",
+                         f"load it with biomedvr.load_backbone(name, device={device!r}), or leave device out")
+    return value
+
+
+def _device_type(device: Any) -> str:
+    """The kind of a device argument ("cuda:1" -> "cuda"); a malformed one is left for the loader to refuse."""
+    return str(device).split(":", 1)[0].strip().lower()
 
 
 def _request_options(options: dict[str, Any], attributes: Any = None) -> dict[str, Any]:

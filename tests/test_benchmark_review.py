@@ -221,3 +221,14 @@ def test_python_api_refuses_non_finite_arrays_and_prints_short_reprs(tiny_colour
         predictor.classify(np.full((32, 32), np.nan, np.float32))
     assert len(repr(predictor)) < 300 and "classes=" in repr(predictor)
     assert len(repr(predictor.adapter)) < 300
+
+
+def test_a_device_other_than_the_loaded_backbone_s_is_refused(tiny_colour_adapter) -> None:
+    import biomedvr
+
+    _, adapter_path, spec = tiny_colour_adapter
+    backbone = biomedvr.load_backbone(spec, device="cpu")
+    with pytest.raises(UsageError, match="already loaded on cpu"):
+        biomedvr.load(adapter_path, backbone=backbone, device="cuda")
+    assert biomedvr.load(adapter_path, backbone=backbone, device="cpu").backbone is backbone
+    assert biomedvr.load(adapter_path, backbone=backbone).backbone is backbone
