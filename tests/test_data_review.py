@@ -176,3 +176,19 @@ def test_group_ids_that_differ_only_in_case_or_spacing_are_one_group(images: Pat
     (images / "m.csv").write_text("path,label,group\na/a0.png,red,P-017\na/a1.png,red,p-017 \nb/b0.png,blue,P-018\n")
     groups = [r.group for r in read_manifest(images / "m.csv").records]
     assert groups[0] == groups[1] != groups[2]
+
+
+def test_an_empty_folder_among_predict_inputs_gets_its_row_and_the_rest_are_predicted(tiny_colour_adapter,
+                                                                                      tmp_path: Path) -> None:
+    root, adapter, spec = tiny_colour_adapter
+    good = next((root / "test").rglob("*.png"))
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["predict", str(good), str(tmp_path / "empty"), "--adapter", str(adapter),
+                                      "--backbone", spec, "--json"])
+    assert result.exit_code == 3, result.stderr
+    rows = json.loads(result.stdout)["predictions"]
+    assert "prediction" in rows[0] and "a folder with no image files" in rows[1]["error"]
+    # Nothing at all to predict on: refused before the model is loaded, as before.
+    alone = CliRunner().invoke(app, ["predict", str(tmp_path / "empty"), str(tmp_path / "gone.png"),
+                                     "--adapter", str(adapter), "--backbone", spec])
+    assert alone.exit_code == 3 and "no image files found in empty" in alone.stderr

@@ -62,6 +62,8 @@ def decode_image(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.
         raise InvalidImageError(f"{name}: file not found") from None
     except OSError as exc:
         raise InvalidImageError(f"{name}: cannot read ({exc.strerror})") from None
+    if path.is_dir():  # a folder given among predict's inputs that held no image file
+        raise InvalidImageError(f"{name}: a folder with no image files")
     if not path.is_file():
         raise InvalidImageError(f"{name}: not a file")
     if size == 0:

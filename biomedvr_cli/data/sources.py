@@ -48,26 +48,29 @@ def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> 
     """The image files to predict on, in order, each once.
 
     Files are taken as given: a missing or unreadable one stays in the list and gets its own
-    error row when decoding, as a broken file inside a folder does (only when none of the
-    given paths exists is that an error here, before any model is loaded). Folders are
-    searched recursively for image and DICOM files (sorted, hidden entries skipped); CSV
-    manifests expand to their path column in row order (a label column is optional; listed
-    files that are missing stay in, so decoding reports them).
+    error row when decoding, as a broken file inside a folder does, and so does a folder with
+    no image file (only when nothing given exists, or no image is found at all, is that an
+    error here, before any model is loaded). Folders are searched recursively for image and
+    DICOM files (sorted, hidden entries skipped); CSV manifests expand to their path column in
+    row order (a label column is optional; listed files that are missing stay in, so decoding
+    reports them).
     """
     given = [Path(p) for p in paths]
     missing = [p for p in given if not p.exists()]
     if missing and len(missing) == len(given):
         _require_exists(missing[0])
     found: list[Path] = []
+    empty: list[Path] = []
     for path in given:
         if path.is_dir():
             images, _ = walk_images(path)
-            if not images:
-                raise InvalidInputError(f"no image files found in {path.name}", "check the folder, or pass image files")
-            found.extend(images)
+            empty += [] if images else [path]
+            found.extend(images or [path])  # the folder itself: its row says it held no image
         elif _is_manifest(path):
             _require_exists(path)  # a manifest lists the inputs; without it there is nothing to report per row
             found.extend(manifest_paths(path, columns))
         else:
             found.append(path)
+    if empty and all(p in empty or p in missing for p in found):  # nothing at all to predict on
+        raise InvalidInputError(f"no image files found in {empty[0].name}", "check the folder, or pass image files")
     return list(dict.fromkeys(found))  # drop repeats, keep first-seen order
