@@ -192,3 +192,11 @@ def test_an_empty_folder_among_predict_inputs_gets_its_row_and_the_rest_are_pred
     alone = CliRunner().invoke(app, ["predict", str(tmp_path / "empty"), str(tmp_path / "gone.png"),
                                      "--adapter", str(adapter), "--backbone", spec])
     assert alone.exit_code == 3 and "no image files found in empty" in alone.stderr
+
+
+def test_one_image_listed_with_two_splits_is_an_error(images: Path) -> None:
+    (images / "m.csv").write_text("path,label,split\na/a0.png,red,train\nb/b0.png,blue,test\na/a0.png,red,test\n")
+    with pytest.raises(InvalidInputError, match="listed again with another split \\(train, then test\\)"):
+        read_manifest(images / "m.csv")
+    (images / "m.csv").write_text("path,label,split\na/a0.png,red,train\nb/b0.png,blue,test\na/a0.png,red,train\n")
+    assert len(read_manifest(images / "m.csv").records) == 2

@@ -76,6 +76,12 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
                     f"{where}: {record.path.name} is listed again with another label",
                     "give each image one row (one label)",
                 )
+            if earlier.split != record.split:  # e.g. train and test: which one holds would decide a leak
+                raise InvalidInputError(
+                    f"{where}: {record.path.name} is listed again with another split "
+                    f"({earlier.split or 'none'}, then {record.split or 'none'})",
+                    "give each image one row (one split)",
+                )
             skipped.append((record.path, _REPEATED))
             continue
         first[key] = record
