@@ -232,3 +232,27 @@ def test_a_device_other_than_the_loaded_backbone_s_is_refused(tiny_colour_adapte
         biomedvr.load(adapter_path, backbone=backbone, device="cuda")
     assert biomedvr.load(adapter_path, backbone=backbone, device="cpu").backbone is backbone
     assert biomedvr.load(adapter_path, backbone=backbone).backbone is backbone
+
+
+def test_an_interrupted_benchmark_says_its_finished_jobs_are_kept(tree: Path, tiny_backbone_spec: str,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import biomedvr_cli.benchmark.runner as runner_module
+
+    real, calls = runner_module.run_method, []
+
+    def second_job_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner_module, "run_method", second_job_interrupted)
+    out = tree.parent / "stopped"
+    result = bench(tree, "--backbone", tiny_backbone_spec, "--methods", "linear-probe", "--shots", "1",
+                   "--seeds", "2", "--out", out)
+    assert result.exit_code == 130 and "finished jobs are kept" in result.stderr and "resume" in result.stderr
+    assert len(list((out / "jobs").glob("*.json"))) == 1
+    monkeypatch.setattr(runner_module, "run_method", real)
+    resumed = bench(tree, "--backbone", tiny_backbone_spec, "--methods", "linear-probe", "--shots", "1",
+                    "--seeds", "2", "--out", out)
+    assert resumed.exit_code == 0 and "1 already stored" in resumed.stderr + resumed.stdout

@@ -129,6 +129,13 @@ def _usage_error(exc: Any) -> NoReturn:
     sys.exit(exc.exit_code)
 
 
+def _after_interrupt(ctx: typer.Context) -> str:
+    """What an interrupted command left: a benchmark keeps its finished jobs (resumable)."""
+    if ctx.invoked_subcommand == "benchmark":
+        return "the finished jobs are kept and partial outputs were removed (fix: run the same command again to resume)"
+    return "partial outputs were removed (fix: run the command again)"
+
+
 class _BoundaryGroup(TyperGroup):
     """A click group that maps library errors, parsing errors and Ctrl-C to exit codes."""
 
@@ -163,10 +170,9 @@ class _BoundaryGroup(TyperGroup):
             except BiomedVRError as exc:
                 self._fail(exc.one_line(), exc.exit_code, debug)
             except Terminated:
-                self._fail("terminated (SIGTERM); partial outputs were removed (fix: run the command again)",
-                           EXIT_TERMINATED, False)
+                self._fail(f"terminated (SIGTERM); {_after_interrupt(ctx)}", EXIT_TERMINATED, False)
             except KeyboardInterrupt:
-                self._fail("interrupted; partial outputs were removed (fix: run the command again)", EXIT_INTERRUPTED, False)
+                self._fail(f"interrupted; {_after_interrupt(ctx)}", EXIT_INTERRUPTED, False)
             except Exception as exc:  # MemoryError and RecursionError are Exceptions too
                 if debug:
                     raise
