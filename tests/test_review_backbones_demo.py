@@ -51,7 +51,9 @@ def test_info_refuses_a_calibration_count_its_scores_do_not_have_and_answers_at_
     edited = _edited(adapter, tmp_path, lambda c: c["calibration"]["conformal"].__setitem__("images", 10**18))
     for command in (["info", str(edited)], ["info", str(edited), "--json"]):
         result = runner.invoke(app, command)
-        assert result.exit_code == 4 and "config.calibration.conformal.images is 1000000000000000000" in _line(result)
+        # the recorded max_level no longer fits the count (checked first), or the count its scores
+        assert result.exit_code == 4 and "config.calibration.conformal." in _line(result)
+        assert "1000000000000000000" in _line(result)
 
 
 def test_assured_level_searches_rather_than_walks_the_ranks() -> None:

@@ -435,11 +435,12 @@ def _with_cosine_outliers(adapter: Path, out: Path) -> Path:
         metadata = dict(handle.metadata())
     config = json.loads(metadata["config"])
     config["calibration"]["outliers"]["score"] = outliers.COSINE
-    metadata["config"] = json.dumps(config)
     tensors = load_file(str(adapter))
     tensors["outlier_prototypes"] = torch.nn.functional.normalize(tensors.pop("outlier_means"), dim=1)
     tensors.pop("outlier_precision")
     tensors["outlier_scores"] = torch.linspace(0.0, 0.3, tensors["outlier_scores"].numel())
+    config["calibration"]["outliers"]["threshold"] = round(outliers.conformal_threshold(tensors["outlier_scores"], 0.05), 6)
+    metadata["config"] = json.dumps(config)
     save_file(tensors, str(out), metadata=metadata)
     return out
 

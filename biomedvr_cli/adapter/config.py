@@ -303,3 +303,9 @@ def _check_calibration(record: dict[str, Any], name: str) -> None:
             if key in entry and not test(entry[key]):
                 shown = repr(entry[key])[:40]
                 raise AdapterError(f"{name}: config.calibration.{part}.{key} is {shown}; it must be {wanted}", _TAMPERED)
+        if "images" not in entry:  # every calibration counts its images; the scores are checked against it
+            raise AdapterError(f"{name}: config.calibration.{part} lacks its images count", _TAMPERED)
+        n = entry["images"]
+        if "max_level" in entry and abs(entry["max_level"] - n / (n + 1)) > 1e-6:
+            raise AdapterError(f"{name}: config.calibration.{part}.max_level is {entry['max_level']}, but "
+                               f"{n} images support at most {n / (n + 1):.6f}", _TAMPERED)

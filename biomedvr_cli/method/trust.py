@@ -22,6 +22,7 @@ the adapter config records method and counts (``Calibration.record``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,10 +183,23 @@ def calibrate(head: BioMedVRHead, encode: Encode, labelled: LabelledImages, resu
         probs = torch.softmax(fused, dim=1)
         part = ConformalCalibration(conformal.lac_scores(probs, labels), torch.zeros_like(labels), caveat=caveat)
     means, precision = outliers.fit_gaussian(features, labels, head.num_classes)
-    folds = max(2, min(head.config.head_folds, int(torch.bincount(labels).max())))
     flag = OutlierCalibration(means, outliers.cross_fitted_scores(features, labels, head.num_classes,
-                                                                  stratified_folds(labels, folds, seed)), precision)
+                                                                  outlier_folds(labels, head.config.head_folds, seed)),
+                              precision)
     return Calibration(part, flag)
+
+
+def outlier_folds(labels: torch.Tensor, head_folds: int, seed: int) -> torch.Tensor:
+    """The fold of each labelled image for its outlier score: the feature head's folds (2 to ``head_folds``).
+
+    With at most two images a class (1 shot), k folds would leave one image a class in each fold
+    fit: no spread around the means to estimate, so the fold scores (over a bare ridge) would run
+    hundreds of times above the final fit's and the threshold would flag nothing. Then each image
+    is left out alone, and every fold fit keeps a spread, as the final one does.
+    """
+    largest = int(torch.bincount(labels.long()).max())
+    folds = labels.numel() if largest <= 2 else max(2, min(head_folds, largest))
+    return stratified_folds(labels, folds, seed)
 
 
 def _tensor(tensors: dict[str, torch.Tensor], name: str, dims: int) -> torch.Tensor:
@@ -211,7 +225,18 @@ def _load_conformal(tensors: dict[str, torch.Tensor], record: dict[str, Any], nu
     if not shapes_ok or folds.shape != scores.shape or (folds.numel() and (int(folds.min()) < 0 or int(folds.max()) >= k)):
         raise AdapterError("the adapter's calibration tensors do not match its classes or feature size",
                            "the file is damaged or was edited; refit the adapter")
+    if record.get("folds", k) != k:
+        raise AdapterError(f"the adapter's calibration records {record.get('folds')} fold models but stores {k}",
+                           "the file is damaged or was edited; refit the adapter")
+    # 1 - p(true class) lies in [0, 1]; outside it no fit wrote it, and sets built on it would be wrong.
+    _in_range(scores, 0.0, 1.0, "conformal_scores", "from 0 to 1 (one minus a probability)")
     return ConformalCalibration(scores, folds, weight, bias, scale, str(record.get("caveat", "")))
+
+
+def _in_range(values: torch.Tensor, low: float, high: float, name: str, wanted: str) -> None:
+    if values.numel() == 0 or not bool(((values >= low) & (values <= high)).all()):
+        raise AdapterError(f"the adapter's {name} are not all {wanted}" if values.numel() else
+                           f"the adapter stores no {name}", "the file is damaged or was edited; refit the adapter")
 
 
 def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num_classes: int,
@@ -223,8 +248,15 @@ def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num
     if tuple(means.shape) != (num_classes, dim) or (precision is not None and tuple(precision.shape) != (dim, dim)):
         raise AdapterError("the adapter's outlier calibration does not match its classes or feature size",
                            "the file is damaged or was edited; refit the adapter")
-    return OutlierCalibration(means, _tensor(tensors, "outlier_scores", 1), precision,
-                              float(record.get("rate", outliers.DEFAULT_RATE)))
+    scores = _tensor(tensors, "outlier_scores", 1)
+    _in_range(scores, 0.0, math.inf, "outlier_scores", "0 or more (distances)")
+    flag = OutlierCalibration(means, scores, precision, float(record.get("rate", outliers.DEFAULT_RATE)))
+    recorded = record.get("threshold")
+    if isinstance(recorded, (int, float)) and abs(recorded - flag.threshold) > 1e-6 * (1 + abs(flag.threshold)):
+        # `info` shows the recorded threshold, predict uses the scores': they must agree.
+        raise AdapterError(f"the adapter's outlier threshold {recorded} is not the one its scores give "
+                           f"({flag.threshold:.6g})", "the file is damaged or was edited; refit the adapter")
+    return flag
 
 
 def load_calibration(tensors: dict[str, torch.Tensor], record: dict[str, Any] | None, *, num_classes: int,

@@ -136,8 +136,8 @@ def evaluate_adapter(
         result = _evaluate(source, predictor, split, decode, coverage=coverage, level=level, others=others)
         notices += level_warnings
         result["notes"] = [level_note] if level_note else []
-        if assurance is not None:
-            result["metrics"].update(coverage_assurance=assurance, sets_level=level)
+        if assurance is not None:  # no level assures it (too few images): the sets are full, built at no real level
+            result["metrics"].update(coverage_assurance=assurance, sets_level=None if level_warnings else level)
         result["warnings"][:0] = notices
         result["adapter"] = adapter.name if adapter is not None else None
         if plots is not None:
@@ -160,8 +160,12 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
             f"evaluate only the adapter's classes ({', '.join(classes)})",
         )
     records, split_name = select_split(source.source.records, split)
-    batch = source.decode(records, predictor.image_size, decode)
     warnings = _input_warnings(source.source, split, split_name)
+    # The outlier images first: none readable is an error before the evaluated images are scored.
+    others_assessed = None if others is None else assess_outliers(predictor, others, decode=decode, warnings=warnings)
+    if others and not isinstance(source, MemoryImages):  # in-memory images have no files to compare
+        warnings += _outlier_overlap(others, records)
+    batch = source.decode(records, predictor.image_size, decode)
     if batch.failures:
         warnings.append(skipped_warning(batch.failures))
     if not batch.kept:
@@ -173,10 +177,22 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
     labels = np.array([classes.index(records[i].label) for i in batch.kept])
     assessed = predictor.assess(batch.images, level)  # probabilities, sets (at the sets' level), outlier scores
     metrics = compute_metrics(labels, assessed.probs.numpy(), classes)
-    others_assessed = None if others is None else assess_outliers(predictor, others, decode=decode, warnings=warnings)
     add_trust_metrics(metrics, assessed, labels.tolist(), classes, coverage=coverage, others=others_assessed)
     return {"adapter": None, "split": split_name, "metrics": metrics, "warnings": warnings,
             "selection": predictor.adapter.config.selection.rule}
+
+
+def _outlier_overlap(others: list[Path], records: list) -> list[str]:
+    """A warning when ``--outliers`` images are also evaluated images (the AUROC would compare them with themselves)."""
+    from biomedvr_cli.data.manifest import same_file_key
+
+    folders: dict[str, str] = {}
+    evaluated = {same_file_key(r.path, folders) for r in records}
+    both = sum(1 for p in others if same_file_key(p, folders) in evaluated)
+    if not both:
+        return []
+    return [f"{both} of the {len(others)} --outliers images are also evaluated images, so outlier_auroc compares "
+            "them with themselves; pass images of another kind"]
 
 
 def _check_arguments(images: Any, adapter: Any, split: Any, plots: Any,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -166,10 +167,14 @@ class Predictor:
         draw of its labelled images (larger sets). An adapter fitted before calibration existed is an
         AdapterError (exit 4): refit it.
         """
-        from biomedvr_cli.pipeline.trust import check_assurance, check_level, class_sets, sets_level
+        from biomedvr_cli.pipeline.notices import BiomedVRWarning
+        from biomedvr_cli.pipeline.trust import check_assurance, check_level, class_sets, require_calibration, sets_level
 
-        level = check_level(level)
-        level, _, _ = sets_level(self, level, check_assurance(assurance, level))
+        coverage = check_level(level)
+        notices = require_calibration(self, coverage=coverage)  # none: AdapterError; full sets or a caveat: warned
+        level, level_warnings, _ = sets_level(self, coverage, check_assurance(assurance, coverage))
+        for notice in notices + level_warnings:
+            warnings.warn(notice, BiomedVRWarning, stacklevel=2)
         if not isinstance(images, torch.Tensor):
             images = pixels_for(_as_image_list(images), self.image_size)
         return class_sets(self.assess(images, level), self.classes) if len(images) else []
