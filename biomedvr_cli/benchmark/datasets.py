@@ -87,6 +87,11 @@ class LoadedDataset:
             return torch.empty(0, 3, size, size, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
         return torch.stack([t for t, _ in rows]), self.labels([r for _, r in rows])
 
+    def readable(self, records: list[ImageRecord], size: int) -> int:
+        """How many of ``records`` decode (decoded once, then cached; nothing is stacked)."""
+        self._load_missing(records, size)
+        return sum(1 for r in records if self._pixels[(str(r.path), size)] is not None)
+
     def features(self, backbone, records: list[ImageRecord]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frozen L2-normalised image features [N, D] (CPU) and labels, computed once per backbone."""
         from biomedvr_cli.method.zero_shot import image_features

@@ -211,7 +211,7 @@ def _image_folders(datasets: list[LoadedDataset]) -> list[Path]:
 
 def _readable(dataset: LoadedDataset, records: list, what: str, size: int) -> None:
     """Refuse (exit 3, this job only) a set of which no image can be read: no method can score or fit on none."""
-    if records and not len(dataset.pixels(records, size)[0]):
+    if records and not dataset.readable(records, size):
         raise InvalidInputError(f"{dataset.spec.name}: none of the {len(records)} {what} images could be read",
                                 "check those files (damaged, or larger than --max-pixels allows)")
 
