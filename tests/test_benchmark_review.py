@@ -105,6 +105,11 @@ def test_a_relative_local_dir_backbone_is_read_from_the_suite_s_folder(tmp_path:
     assert load_suite(suite).backbone == f"local-dir:{(tmp_path / 'sub' / 'bbdir').resolve()}"
     absolute = _suite(tmp_path / "a.json", [{"name": "b", "sandbox_task": "blood-smear"}], backbone="sandbox")
     assert load_suite(absolute).backbone == "sandbox"
+    weights = _suite(tmp_path / "sub" / "w.json", [{"name": "b", "sandbox_task": "blood-smear"}],
+                     backbone="ViT-B-16:w/weights.pt")
+    assert load_suite(weights).backbone == f"ViT-B-16:{(tmp_path / 'sub' / 'w' / 'weights.pt').resolve()}"
+    tagged = _suite(tmp_path / "t.json", [{"name": "b", "sandbox_task": "blood-smear"}], backbone="ViT-B-16:openai")
+    assert load_suite(tagged).backbone == "ViT-B-16:openai"
 
 
 def test_the_suite_file_is_an_input_no_report_replaces(tmp_path: Path) -> None:
