@@ -107,8 +107,8 @@ def _request_options(options: dict[str, Any], attributes: Any = None) -> dict[st
                          f"use one of {', '.join(sorted(known))} (docs/python-api.md)")
     request = {k: options[k] for k in direct if k in options}
     picked = {group: {k: v for k, v in options.items() if k in names} for group, names in groups.items()}
-    request["method"], request["recipe"] = _method(options.get("method"), picked["method"], options.get("recipe"),
-                                                   attributes)
+    request["method"], request["recipe"], request["scorer"] = _method(options.get("method"), picked["method"],
+                                                                      options.get("recipe"), attributes)
     request["recipe_overrides"] = picked["recipe_overrides"]
     decode = dict(picked["decode"])
     if isinstance(decode.get("window"), str):  # "40,400", as --window takes it
@@ -125,15 +125,16 @@ def _request_options(options: dict[str, Any], attributes: Any = None) -> dict[st
 
 
 def _method(method: Any, settings: dict[str, Any], recipe: Any, attributes: Any):
-    """(MethodConfig, recipe name): a registry method by name fixes both (a conflicting keyword is refused, as
-    ``fit --method`` does); without one, the keywords change the registry's default method one by one."""
+    """(MethodConfig, recipe name, scorer): a registry method by name fixes all three (a conflicting keyword is
+    refused, as ``fit --method`` does); without one, the keywords change the registry's default method one by one."""
     from biomedvr_cli.errors import UsageError
-    from biomedvr_cli.method.config import MethodConfig
+    from biomedvr_cli.method.config import MethodConfig, unused_settings
     from biomedvr_cli.method.registry import conflicts, registry
 
     methods = registry()
     if isinstance(method, MethodConfig):
-        base, default_recipe = method, methods.methods[methods.default].recipe
+        spec = methods.methods[methods.default]
+        base, default_recipe = method, spec.recipe
     elif method is None or isinstance(method, str):
         name = methods.default if method is None else method
         if name not in methods.fit_methods():
@@ -153,9 +154,15 @@ def _method(method: Any, settings: dict[str, Any], recipe: Any, attributes: Any)
                          f"pass method=\"{methods.default}\" (see `biomedvr benchmark --list-methods`), or settings as "
                          "keywords (vr=\"full\", k=3, ...)")
     try:
-        return replace(base, **settings), recipe if recipe is not None else default_recipe
+        config = replace(base, **settings)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc), "see docs/method.md for the allowed values") from None
+    unused = unused_settings(config, set(settings))
+    if unused:
+        setting, why = unused[0]
+        raise UsageError(f"{setting}= {why}, so it would change nothing", f"drop {setting}=, or turn on what it acts "
+                         "through")
+    return config, recipe if recipe is not None else default_recipe, spec.scorer
 
 
 def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = None, backbone: Any = "biomedclip",

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from biomedvr_cli.cli.app import app
 from biomedvr_cli.method import conformal, outliers
+from biomedvr_cli.pipeline.notices import BiomedVRWarning
 from tests.conftest import make_color_tree, write_color_attributes
 
 # ---------------------------------------------------------------- the math on synthetic scores
@@ -326,7 +327,8 @@ def test_predict_sets_from_python_match_the_cli(fitted: Path, tree: Path, tiny_b
     result = runner.invoke(app, ["predict", *map(str, files), "--adapter", str(fitted), "--backbone", tiny_backbone_spec,
                                  "--coverage", "0.9", "--json"])
     assert sets == [r["prediction_set"] for r in json.loads(result.stdout)["predictions"]]
-    assert all(sorted(s) == CLASSES for s in predictor.predict_sets([str(f) for f in files], level=0.99))
+    with pytest.warns(BiomedVRWarning, match="every set holds every class"):
+        assert all(sorted(s) == CLASSES for s in predictor.predict_sets([str(f) for f in files], level=0.99))
     with pytest.raises(UsageError):
         predictor.predict_sets([str(files[0])], level=1.0)
 
@@ -344,7 +346,8 @@ def test_assurance_builds_larger_sets_at_the_assured_level(fitted: Path, tree: P
     assert assured == predictor.predict_sets(files, level=level)
     assert all(set(a) >= set(p) for a, p in zip(assured, plain))  # a higher rank never drops a class
     # 0.9 with assurance 0.9 needs at least 22 images: every class in every set, and the CLI says why.
-    assert all(sorted(s) == CLASSES for s in predictor.predict_sets(files[:3], level=0.9, assurance=0.9))
+    with pytest.warns(BiomedVRWarning, match="assurance 0.9 needs more than"):
+        assert all(sorted(s) == CLASSES for s in predictor.predict_sets(files[:3], level=0.9, assurance=0.9))
     base = ["--adapter", str(fitted), "--backbone", tiny_backbone_spec, "--coverage", "0.9", "--assurance", "0.9"]
     shown = runner.invoke(app, ["predict", files[0], *base, "--json"])
     assert shown.exit_code == 0, shown.stderr

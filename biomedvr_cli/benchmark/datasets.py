@@ -162,7 +162,8 @@ def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> Loa
     except InvalidInputError as exc:
         raise InvalidInputError(f"{spec.name}: {exc.message}", exc.hint) from None
     if spec.test is not None:
-        test_source = open_source(spec.test, columns=columns)
+        # The columns name the training CSV's; a test folder has none (a test CSV shares them).
+        test_source = open_source(spec.test, columns=CsvColumns() if spec.test.is_dir() else columns)
         unknown = sorted(set(test_source.classes) - set(classes))
         if unknown:
             raise InvalidInputError(f"{spec.name}: test classes not in the training images: {', '.join(unknown)}",

@@ -7,8 +7,8 @@ from pathlib import Path
 from biomedvr_cli.data.files import is_image_file, walk_images
 from biomedvr_cli.data.folder import read_folder_tree
 from biomedvr_cli.data.manifest import manifest_paths, read_manifest
-from biomedvr_cli.data.records import CsvColumns, ImageSource
-from biomedvr_cli.errors import InvalidInputError
+from biomedvr_cli.data.records import NO_GROUP, CsvColumns, ImageSource
+from biomedvr_cli.errors import InvalidInputError, UsageError
 
 __all__ = ["collect_inputs", "is_image_file", "open_source"]
 
@@ -35,6 +35,7 @@ def open_source(path: Path, *, columns: CsvColumns = CsvColumns(), require_label
     path = Path(path)
     _require_exists(path)
     if path.is_dir():
+        _refuse_csv_columns(path, columns)
         return read_folder_tree(path, require_labels=require_labels)
     if _is_manifest(path):
         return read_manifest(path, columns, require_labels=require_labels)
@@ -42,6 +43,18 @@ def open_source(path: Path, *, columns: CsvColumns = CsvColumns(), require_label
         f"{path.name} is neither a folder nor a .csv manifest",
         "pass a folder with one subfolder per class, or a CSV with path and label columns",
     )
+
+
+def _refuse_csv_columns(folder: Path, columns: CsvColumns) -> None:
+    """Column names given for a folder would be ignored: a group column that groups nothing most of all."""
+    named = [f"{role} column {value!r}" for role, value, default in (
+        ("path", columns.path, "path"), ("label", columns.label, "label"), ("split", columns.split, "split"),
+        ("group", columns.group, None)) if value != default and not (role == "group" and str(value).lower() == NO_GROUP)]
+    if named:
+        raise UsageError(f"{folder.name or folder} is a folder, and the {', '.join(named)} apply to a CSV manifest only",
+                         "leave them out (a folder's class folders are its labels and train/val/test folders its "
+                         "splits), or pass a CSV manifest; to keep each patient's images together, use a CSV with a "
+                         "group column")
 
 
 def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> list[Path]:

@@ -41,6 +41,28 @@ HEAD_ONLY_FIELDS = ("head_folds", "head_combine", "head_start_prior", "head_test
                     "head_penalties", "head_lbfgs_steps", "head_likelihood_min")
 
 
+# Settings that act only through the negative (confusion) expert, and those of its loss.
+NEGATIVE_ONLY_FIELDS = ("gate", "combine", "confusion_loss", "beta", "margin")
+CONFUSION_LOSS_FIELDS = ("beta", "margin")
+
+
+def unused_settings(config: MethodConfig, given: set[str]) -> list[tuple[str, str]]:
+    """The settings in ``given`` that ``config`` makes useless, each with why: set, they would be
+    recorded in the adapter as if they had acted."""
+    out: list[tuple[str, str]] = []
+    if "vr_frame" in given and config.vr != "padding":
+        out.append(("vr_frame", "sets the padding VR's frame, and the VR form is not padding"))
+    if not config.negative:
+        out += [(f, "acts through the negative (confusion) expert, which is off") for f in NEGATIVE_ONLY_FIELDS
+                if f in given]
+    elif not config.confusion_loss:
+        out += [(f, "weighs or shapes the confusion-suppression loss, which is off") for f in CONFUSION_LOSS_FIELDS
+                if f in given]
+    if not config.feature_head:
+        out += [(f, "tunes the feature head, which is off") for f in HEAD_ONLY_FIELDS if f in given]
+    return out
+
+
 @dataclass(frozen=True)
 class MethodConfig:
     """Every choice and constant of the method (docs/method.md); the registry names the published ones."""

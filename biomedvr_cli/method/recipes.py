@@ -78,8 +78,15 @@ class Recipe:
         return data
 
     def with_overrides(self, **overrides: Any) -> Recipe:
-        """A copy with the non-None overrides applied (from CLI options); bad values raise UsageError."""
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+        """A copy with the non-None overrides applied (from CLI options); bad values raise UsageError.
+
+        A batch size given alone is the batch size at every shot count (``--batch-size`` says one
+        number; the recipe's smaller one-shot batch would otherwise ignore it at 1 shot).
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "batch_size" in given and "batch_size_one_shot" not in given:
+            given["batch_size_one_shot"] = given["batch_size"]
+        return replace(self, **given)
 
 
 _EXAMPLES = {"lr": "lr=0.05", "momentum": "momentum=0.9", "weight_decay": "weight_decay=0.0"}

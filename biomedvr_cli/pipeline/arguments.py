@@ -44,11 +44,16 @@ def as_count(value: Any, what: str, minimum: int, fix: str) -> int:
     return int(value)
 
 
-def as_seed(value: Any, fix: str = "pass seed=0 (any whole number from 0 to 2**63 - 1)") -> int:
-    """A seed torch and random accept: a whole number in ``[0, 2**63)``."""
+# The command line's --seed range (cli/options.MAX_SEED, numpy's): an adapter fitted from Python must be
+# reproducible from the command line, so the library takes the same range.
+MAX_SEED = 2**32 - 1
+
+
+def as_seed(value: Any, fix: str = "pass seed=0 (any whole number from 0 to 2**32 - 1)") -> int:
+    """A seed numpy, torch and random accept, and ``--seed`` too: a whole number in ``[0, 2**32)``."""
     seed = as_count(value, "seed", 0, fix)
-    if seed >= 2**63:
-        raise UsageError(f"seed must be below 2**63, got {seed}", fix)
+    if seed > MAX_SEED:
+        raise UsageError(f"seed must be at most 2**32 - 1 (as --seed), got {seed}", fix)
     return seed
 
 

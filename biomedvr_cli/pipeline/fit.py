@@ -33,6 +33,7 @@ from biomedvr_cli.atomic import refuse_input_as_output, reserve_output
 from biomedvr_cli.attributes.privacy import check_stored_class_names
 from biomedvr_cli.data import CsvColumns, DecodeOptions
 from biomedvr_cli.data.hashing import new_hash_salt, pixel_hashes
+from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.build import build_head, trained_config
 from biomedvr_cli.method.config import MethodConfig
@@ -104,7 +105,7 @@ class FitRequest:
         self.out = as_optional_path(self.out, "out", "pass the adapter file to write, e.g. out=\"derm.safetensors\"")
         self.attributes = as_optional_path(self.attributes, "attributes", "pass the attributes JSON file, or None")
         check_backbone_argument(self.backbone)
-        self.seed = as_seed(self.seed, "pass --seed 0 (a whole number from 0 to 2**63 - 1)")
+        self.seed = as_seed(self.seed, "pass --seed 0 (a whole number from 0 to 2**32 - 1)")
         if self.val_shots is not None:
             self.val_shots = as_count(self.val_shots, "val_shots", 0, "pass --val-shots 4, or 0 to keep the last epoch")
         self.recipe = as_text(self.recipe, "recipe", "pass a recipe name such as \"fast\" or \"paper\"")
@@ -142,6 +143,9 @@ class FitResult:
     estimate_kind: str = "validation"  # what val_accuracy / val_nll are (ValidationRecord.kind)
     head: BioMedVRHead | None = field(default=None, repr=False)
     adapter: Adapter | None = field(default=None, repr=False)  # what was (or, without ``out``, would be) written
+    # The files the fit read (images, manifest, attributes, backbone weights): never in to_dict, and
+    # never to be replaced by a later save of this fit's adapter.
+    input_files: list[Path] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (the output name only, never a full path)."""
@@ -180,11 +184,14 @@ def adapter_config(request: FitRequest, backbone, classes: list[str], attributes
         attributes=AttributeRecord(source=attributes.source, sentences=sentences, task=attributes.task,
                                    hash=attributes.content_hash),
         method=trained_config(request.method, head).to_dict(),
-        training=TrainingRecord(seed=request.seed, shots=request.shots, val_shots=n_val // max(1, len(classes)),
+        # shots and val_shots as asked (with --allow-fewer a class may have had fewer); the counts say what was used
+        training=TrainingRecord(seed=request.seed, shots=request.shots,
+                                val_shots=default_val_shots(request.shots) if request.val_shots is None
+                                else request.val_shots,
                                 train_images=len(split.train), val_images=n_val, recipe=recipe.to_dict(),
                                 device=backbone.device.type, seconds=round(result.seconds, 2),
                                 image_hashes=hashes[0], image_hash_salt=hashes[1]),
-        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch,
+        selection=SelectionRecord(rule=rule, epoch=result.selected_epoch, split="validation" if n_val else "none",
                                   vr=result.vr.to_dict() if result.vr else None, encoder_passes=head.encoder_passes),
         validation=_validation_record(result, n_val),
     )
@@ -216,6 +223,23 @@ def _open_classes(request: FitRequest) -> tuple[ImageInput, list[str], list[str]
     return images, classes, warnings
 
 
+def _backbone_files(backbone: Any) -> list[Path]:
+    """The files a ``local-dir:`` or ``MODEL:WEIGHTS`` backbone is read from (none for presets and hub models)."""
+    from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
+
+    try:
+        spec = parse_backbone(backbone) if isinstance(backbone, str) else getattr(backbone, "spec", None)
+    except UsageError:
+        return []  # refused with its own message when loaded
+    local = spec.local_path if isinstance(spec, BackboneSpec) else None
+    if local is None:
+        return []
+    try:
+        return sorted(p for p in Path(local).iterdir() if p.is_file()) if Path(local).is_dir() else [Path(local)]
+    except OSError:
+        return []
+
+
 def fit_adapter(
     request: FitRequest,
     *,
@@ -231,7 +255,10 @@ def fit_adapter(
     templates = request.scorer == "class-names"
     # a bad attributes.json is named before the images are read
     found = (None, "") if templates else find_attributes(folder, request.attributes)
-    reserved = (reserve_output(request.out, force=request.force, inputs=[folder, request.attributes, found[0]])
+    weights = _backbone_files(request.backbone)  # an export's weights, config and manifest are inputs too
+    if request.out is not None:
+        refuse_input_as_output(request.out, weights)
+    reserved = (reserve_output(request.out, force=request.force, inputs=[folder, request.attributes, found[0], *weights])
                 if request.out is not None else contextlib.nullcontext())
     with reserved:
         images, classes, warnings = _open_classes(request)
@@ -258,6 +285,7 @@ def fit_adapter(
         backbone=backbone.label, recipe=recipe.name, warnings=warnings,
         feature_head=result.feature_head.describe() if result.feature_head else None,
         vr=adapter.config.selection.vr, estimate_kind=adapter.config.validation.kind, head=head, adapter=adapter,
+        input_files=[*images.input_files(), *(p for p in (request.attributes, found[0]) if p is not None), *weights],
     )
 
 

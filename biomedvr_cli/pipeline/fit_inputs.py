@@ -101,9 +101,12 @@ def resolve_attributes(images: Path | None, explicit: Path | None, classes: list
             parts.append(f"image classes missing from {path.name}: {', '.join(missing)}")
         if extra:
             parts.append(f"classes in {path.name} with no images: {', '.join(extra)}")
+        found_as = "" if explicit is not None else f" found {where}"  # a file fit found itself may be unexpected
         raise InvalidInputError(
-            "classes do not match the attributes file (" + "; ".join(parts) + ")",
-            "make the class folder/label names and the attribute file's class names identical, or pass --attributes",
+            f"classes do not match the attributes file{found_as} (" + "; ".join(parts) + ")",
+            "make the class folder/label names and the attribute file's class names identical, or pass --attributes"
+            + ("" if explicit is not None else f" with the right file (fit looked for {ATTRIBUTES_NAME} inside and "
+               "beside the images and in the current folder)"),
         )
     if explicit is None:
         notify(f"using attributes from {path.name} {where}")

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from biomedvr_cli.adapter import Adapter, load_adapter, save_adapter
+from biomedvr_cli.atomic import refuse_input_as_output
 from biomedvr_cli.backbones import Backbone
 from biomedvr_cli.data import DecodeOptions
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, UsageError
@@ -198,6 +199,8 @@ class Predictor:
     def save(self, path: str | os.PathLike, *, force: bool = False) -> Path:
         """Write the adapter file (atomically; an existing file needs ``force=True``) and return its path."""
         path = as_path(path, "path", 'pass the adapter file to write, e.g. "derm.safetensors"')
+        if self.fit_result is not None:  # the fit's own images, attributes and weights: never, even with force
+            refuse_input_as_output(path, getattr(self.fit_result, "input_files", []), option="path")
         save_adapter(path, self.adapter.tensors, self.adapter.config, force=as_flag(force, "force"))
         return path
 

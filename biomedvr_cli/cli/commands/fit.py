@@ -16,7 +16,15 @@ import typer
 
 from biomedvr_cli.cli import csv_options, options
 from biomedvr_cli.cli.options import BACKBONE, DATA, METHOD, OUTPUT, TRAINING, choice
-from biomedvr_cli.method.config import COMBINE_KINDS, GATE_KINDS, HEAD_COMBINES, HEAD_SELECTIONS, HEAD_TESTS, VR_KINDS
+from biomedvr_cli.method.config import (
+    COMBINE_KINDS,
+    GATE_KINDS,
+    HEAD_COMBINES,
+    HEAD_SELECTIONS,
+    HEAD_TESTS,
+    VR_KINDS,
+    unused_settings,
+)
 from biomedvr_cli.method.recipes import available_recipes
 from biomedvr_cli.method.registry import MethodSpec, conflicts, registry
 
@@ -202,6 +210,11 @@ def method_settings(ctx: typer.Context, attributes: Path | None) -> tuple[Method
         config = replace(spec.config, **fields)
     except ValueError as exc:
         raise UsageError(str(exc), "see `biomedvr fit --help` for the allowed values") from None
+    unused = unused_settings(config, set(fields))
+    if unused:
+        setting, why = unused[0]
+        raise UsageError(f"{given[setting][1]} {why}, so it would change nothing",
+                         f"drop {given[setting][1]}, or turn on what it acts through")
     changed = [spelling for setting, (value, spelling) in given.items() if value != spec.fixed_values()[setting]]
     label = name if not changed else f"{name} with {', '.join(changed)}"
     return spec, config, given.get("recipe", (spec.recipe, ""))[0], label

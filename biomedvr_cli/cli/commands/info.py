@@ -32,13 +32,27 @@ def info(
             ("attributes", attributes.source + (f" (task: {attributes.task})" if attributes.task else "")
              + ", " + ", ".join(f"{k}: {len(v)}" for k, v in attributes.sentences.items())),
             ("method", ", ".join(f"{k}={v}" for k, v in config.method.items())),
-            ("shots / seed", f"{training.shots} / {training.seed}"),
+            ("shots / seed", f"{training.shots} / {training.seed} ({training.train_images} support and "
+                             f"{training.val_images} validation images)"),
             ("recipe", f"{training.recipe.get('name')} ({training.recipe.get('epochs')} epochs)"),
             ("selection", f"{config.selection.rule}; epoch {config.selection.epoch}"),
-            ("validation accuracy", config.validation.accuracy),
+            _held_out_row(config.validation),
             *_calibration_rows(config.calibration),
         ],
     )
+
+
+# What each kind of held-out figure is (adapter/config.py ValidationRecord.kind), as info names it.
+_HELD_OUT = {"validation": "validation accuracy", "cross-validation": "cross-validated accuracy",
+             "validation-before-refit": "validation accuracy (before the refit on every label)"}
+
+
+def _held_out_row(validation) -> tuple[str, str]:
+    """The held-out accuracy under the name of what it is, or why there is none."""
+    if validation.accuracy is None:
+        return ("held-out accuracy", "none: every labelled image was fitted (no validation split)")
+    name = _HELD_OUT.get(validation.kind, "held-out accuracy")
+    return (name, f"{validation.accuracy:.4f} on {validation.images} images")
 
 
 def _calibration_rows(calibration: dict) -> list[tuple[str, str]]:
