@@ -222,7 +222,7 @@ def test_head_augment_study_without_views_is_the_default_and_keeps_views_in_thei
     features = torch.nn.functional.normalize(torch.randn(30, 8, generator=gen) + torch.nn.functional.one_hot(
         labels, 8).float(), dim=1)
     offsets = torch.randn(30, 3, generator=gen)
-    config = MethodConfig(head_penalties=(1e-2, 1e-4))  # two penalties keep it quick; the rule is the same
+    config = MethodConfig(head_penalties=(1e-2, 1e-4), head_lbfgs_steps=30)  # quick; the rule is the same
     plain = study.Labelled(offsets, features, labels, torch.zeros(30, 0, 3), torch.zeros(30, 0, 8))
     assert study.choose_penalty(plain, 3, seed=2, config=config) == fh.fit_feature_head(
         offsets, features, labels, 3, seed=2, config=config).penalty
