@@ -157,11 +157,10 @@ def _method(method: Any, settings: dict[str, Any], recipe: Any, attributes: Any)
         config = replace(base, **settings)
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc), "see docs/method.md for the allowed values") from None
-    unused = unused_settings(config, set(settings))
+    unused = unused_settings(config, settings)
     if unused:
-        setting, why = unused[0]
-        raise UsageError(f"{setting}= {why}, so it would change nothing", f"drop {setting}=, or turn on what it acts "
-                         "through")
+        setting, why, (needed, value) = unused[0]
+        raise UsageError(f"{setting}= {why}, so it would change nothing", f"drop {setting}=, or pass {needed}={value!r}")
     return config, recipe if recipe is not None else default_recipe, spec.scorer
 
 

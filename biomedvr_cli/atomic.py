@@ -115,7 +115,8 @@ def refuse_folder_with_inputs(folder: Path, roots: Iterable[Path], files: Iterab
     for root in roots:
         if Path(root).is_dir() and where.is_relative_to(Path(root).resolve()):
             relation = "is" if where == Path(root).resolve() else "is inside"
-            raise UsageError(f"{option} folder {where.name} {relation} the input folder {Path(root).name}; its files "
+            name = Path(root).resolve().name  # "." has no name of its own
+            raise UsageError(f"{option} folder {where.name} {relation} the input folder {name}; its files "
                              "would be mixed with your images", f"choose a {option} folder outside the images")
     wanted = _file_id(where)
     if wanted is None:

@@ -261,3 +261,22 @@ def test_an_interrupted_benchmark_says_its_finished_jobs_are_kept(tree: Path, ti
     resumed = bench(tree, "--backbone", tiny_backbone_spec, "--methods", "linear-probe", "--shots", "1",
                     "--seeds", "2", "--out", out)
     assert resumed.exit_code == 0 and "1 already stored" in resumed.stderr + resumed.stdout
+
+
+def test_a_folder_with_a_test_csv_takes_the_csv_s_columns(tree: Path, tiny_backbone_spec: str) -> None:
+    rows = ["file,dx"] + [f"{p.relative_to(tree)},{p.parent.name}" for p in sorted((tree / "test").rglob("*.png"))]
+    (tree / "test.csv").write_text("\n".join(rows) + "\n")
+    result = bench(tree / "train", "--test", tree / "test.csv", "--attributes", tree / "attributes.json",
+                   "--path-column", "file", "--label-column", "dx", "--backbone", tiny_backbone_spec,
+                   "--methods", "zs-classname", "--out", tree.parent / "o")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_reports_may_go_in_the_manifest_s_own_folder_and_an_empty_jobs_folder_resumes(
+        tree: Path, tiny_backbone_spec: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    _manifest(tree)  # man.csv at the root of the class folders: the project folder
+    monkeypatch.chdir(tree)
+    args = ("man.csv", "--group-column", "none", "--backbone", tiny_backbone_spec, "--methods", "zs-classname")
+    assert bench(*args).exit_code == 0  # the default --out, benchmark-results/ beside the manifest
+    (tree / "again" / "jobs").mkdir(parents=True)  # a run killed before its first job was stored
+    assert bench(*args, "--out", "again").exit_code == 0

@@ -187,7 +187,7 @@ def test_an_empty_folder_among_predict_inputs_gets_its_row_and_the_rest_are_pred
                                       "--backbone", spec, "--json"])
     assert result.exit_code == 3, result.stderr
     rows = json.loads(result.stdout)["predictions"]
-    assert "prediction" in rows[0] and "a folder with no image files" in rows[1]["error"]
+    assert "prediction" in rows[0] and "a folder, not an image file" in rows[1]["error"]
     # Nothing at all to predict on: refused before the model is loaded, as before.
     alone = CliRunner().invoke(app, ["predict", str(tmp_path / "empty"), str(tmp_path / "gone.png"),
                                      "--adapter", str(adapter), "--backbone", spec])

@@ -44,7 +44,7 @@ def test_csv_column_options_on_a_folder_are_refused_not_ignored(tree: Path, tiny
 
     for option in (["--group-column", "PatientID"], ["--split-column", "fold"], ["--label-column", "dx"]):
         result = fit(tree, "--shots", "1", "--backbone", tiny_backbone_spec, *option, "--out", tree.parent / "a.st")
-        assert result.exit_code == 2 and "apply to a CSV manifest only" in result.stderr, result.stderr
+        assert result.exit_code == 2 and "to a CSV manifest only" in result.stderr, result.stderr
     assert fit(tree, "--shots", "1", "--backbone", tiny_backbone_spec, "--epochs", "1", "--group-column", "none",
                "--out", tree.parent / "ok.safetensors").exit_code == 0
     with pytest.raises(UsageError, match="group column 'PatientID'"):
@@ -144,3 +144,37 @@ def test_an_output_name_that_is_a_link_to_nothing_needs_force(tree: Path, tiny_b
     os.symlink(tree.parent / "nowhere" / "x", link)
     result = fit(tree, "--shots", "1", "--backbone", tiny_backbone_spec, "--epochs", "1", "--out", link)
     assert result.exit_code == 2 and "--force" in result.stderr and link.is_symlink()
+
+
+def test_the_registry_s_own_ablation_settings_and_default_values_are_not_refused(tree: Path,
+                                                                                tiny_backbone_spec: str) -> None:
+    import numpy as np
+
+    from biomedvr_cli.method.config import MethodConfig, unused_settings
+
+    # Without the negative expert, turning its loss off too is what the registry's ablations do.
+    off = MethodConfig(negative=False, confusion_loss=False)
+    assert unused_settings(off, {"negative": False, "confusion_loss": False}) == []
+    assert unused_settings(MethodConfig(), {"vr_frame": None}) == []  # the default value changes nothing
+    # head_folds sets the outlier calibration's folds too: it acts without a feature head.
+    assert unused_settings(MethodConfig(feature_head=False), {"feature_head": False, "head_folds": 3}) == []
+    padding = MethodConfig(vr="padding")
+    assert [u[0] for u in unused_settings(padding, {"vr": "padding", "vr_eps": 0.5})] == ["vr_eps"]
+    assert MethodConfig(k=np.int64(3)).k == 3 and type(MethodConfig(k=np.int64(3)).k) is int
+    result = fit(tree, "--shots", "1", "--backbone", tiny_backbone_spec, "--no-negative", "--no-confusion-loss",
+                 "--epochs", "1", "--out", tree.parent / "abl.safetensors")
+    assert result.exit_code == 0, result.stderr
+    refused = fit(tree, "--shots", "1", "--backbone", tiny_backbone_spec, "--no-negative", "--gate", "sample",
+                  "--out", tree.parent / "x.safetensors")
+    assert refused.exit_code == 2 and "drop --no-negative" in refused.stderr
+
+
+def test_one_image_a_class_stores_no_outlier_flag_and_says_why(tree: Path, tiny_backbone_spec: str) -> None:
+    out = tree.parent / "one.safetensors"
+    assert fit(tree, "--shots", "1", "--val-shots", "0", "--backbone", tiny_backbone_spec, "--epochs", "1",
+               "--out", out).exit_code == 0
+    config = json.loads(runner.invoke(app, ["info", str(out), "--json"]).stdout)["config"]
+    assert "outliers" not in config["calibration"] and "one labelled image a class" in config["calibration"]["note"]
+    result = runner.invoke(app, ["eval", str(tree), "--adapter", str(out), "--backbone", tiny_backbone_spec,
+                                 "--outliers", str(next(tree.rglob("*.png")))])
+    assert result.exit_code == 4 and "one labelled image a class" in result.stderr

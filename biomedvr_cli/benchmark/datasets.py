@@ -153,7 +153,10 @@ def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> Loa
     assert spec.images is not None
     columns = CsvColumns(path=spec.path_column, label=spec.label_column, split=spec.split_column,
                          group=spec.group_column)
-    source = open_source(spec.images, columns=columns)
+    # The column options describe whichever of the two is a CSV; a folder has none (given for folders
+    # only, they are refused by open_source rather than ignored).
+    test_is_csv = spec.test is not None and not spec.test.is_dir()
+    source = open_source(spec.images, columns=CsvColumns() if spec.images.is_dir() and test_is_csv else columns)
     classes = list(source.classes)
     if len(classes) < 2:
         raise InvalidInputError(f"{spec.name}: found {len(classes)} class(es)", "give at least two classes")
@@ -162,8 +165,7 @@ def _load_files(spec: DatasetSpec, notify: Notify, decode: DecodeOptions) -> Loa
     except InvalidInputError as exc:
         raise InvalidInputError(f"{spec.name}: {exc.message}", exc.hint) from None
     if spec.test is not None:
-        # The columns name the training CSV's; a test folder has none (a test CSV shares them).
-        test_source = open_source(spec.test, columns=CsvColumns() if spec.test.is_dir() else columns)
+        test_source = open_source(spec.test, columns=columns if test_is_csv else CsvColumns())
         unknown = sorted(set(test_source.classes) - set(classes))
         if unknown:
             raise InvalidInputError(f"{spec.name}: test classes not in the training images: {', '.join(unknown)}",

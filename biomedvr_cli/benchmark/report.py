@@ -233,12 +233,20 @@ def check_out_folder(out: Path, image_folders: Iterable[Path], input_files: Iter
         refuse_input_as_output(out / name, inputs)
     if not out.is_dir() or _holds_job_files(out / "jobs") or _is_benchmark_summary(out / "summary.json"):
         return
-    theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))  # locks, .DS_Store: not in the way
+    # Locks and .DS_Store are not in the way, nor an empty jobs/ (a run killed before its first job was stored).
+    theirs = sorted(p.name for p in out.iterdir() if not p.name.startswith(".") and not _empty_jobs(p))
     if theirs:
         raise UsageError(f"--out folder {out.name} holds files no benchmark wrote ({theirs[0]}"
                          f"{f' and {len(theirs) - 1} more' if len(theirs) > 1 else ''}); its reports would replace "
                          "files of the same names", "choose a new or empty --out folder, or the one an earlier "
                                                     "benchmark wrote")
+
+
+def _empty_jobs(path: Path) -> bool:
+    try:
+        return path.name == "jobs" and path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def _holds_job_files(jobs: Path) -> bool:

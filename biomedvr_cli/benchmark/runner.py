@@ -195,17 +195,23 @@ def _prepare(request: BenchmarkRequest, dist: DistContext, notify: Callable[[str
 
 
 def _image_folders(datasets: list[LoadedDataset]) -> list[Path]:
-    """The folders that hold the run's image files, and the parents of class folders (``data/test`` for
-    ``data/test/nevus/1.png``): a folder made there would be read as one more class by a folder scan."""
+    """The folders a manifest's images are in, and the parents of class folders (``data/test`` for
+    ``data/test/nevus/1.png``): a folder made there would be read as one more class by a folder scan.
+    A manifest's own folder is left out (the project folder, where reports naturally go: nothing scans
+    it while the manifest is the dataset); folders given as IMAGES are checked before this."""
     folders: set[Path] = set()
     for dataset in datasets:
-        if dataset.spec.is_sandbox:  # generated in memory; their paths are names only
+        spec = dataset.spec
+        if spec.is_sandbox:  # generated in memory; their paths are names only
             continue
+        manifests = {p.resolve().parent for p in (spec.images, spec.test) if p is not None and not p.is_dir()}
+        found: set[Path] = set()
         for record in (*dataset.pool, *dataset.test):
             folder = record.path.parent
-            folders.add(folder)
+            found.add(folder)
             if record.label is not None and folder.name == record.label:
-                folders.add(folder.parent)
+                found.add(folder.parent)
+        folders.update(f for f in found if f.resolve() not in manifests)  # a few folders, resolved once each
     return sorted(folders)
 
 

@@ -62,8 +62,9 @@ def decode_image(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.
         raise InvalidImageError(f"{name}: file not found") from None
     except OSError as exc:
         raise InvalidImageError(f"{name}: cannot read ({exc.strerror})") from None
-    if path.is_dir():  # a folder given among predict's inputs that held no image file
-        raise InvalidImageError(f"{name}: a folder with no image files")
+    if path.is_dir():  # a folder among predict's inputs that held no image file, or a manifest row naming a folder
+        raise InvalidImageError(f"{name}: a folder, not an image file (an input folder with no image file in it, "
+                                "or a manifest row naming a folder)")
     if not path.is_file():
         raise InvalidImageError(f"{name}: not a file")
     if size == 0:

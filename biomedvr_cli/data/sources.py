@@ -47,11 +47,12 @@ def open_source(path: Path, *, columns: CsvColumns = CsvColumns(), require_label
 
 def _refuse_csv_columns(folder: Path, columns: CsvColumns) -> None:
     """Column names given for a folder would be ignored: a group column that groups nothing most of all."""
-    named = [f"{role} column {value!r}" for role, value, default in (
+    named = [f"the {role} column {value!r} (--{role}-column, {role}_column=)" for role, value, default in (
         ("path", columns.path, "path"), ("label", columns.label, "label"), ("split", columns.split, "split"),
         ("group", columns.group, None)) if value != default and not (role == "group" and str(value).lower() == NO_GROUP)]
     if named:
-        raise UsageError(f"{folder.name or folder} is a folder, and the {', '.join(named)} apply to a CSV manifest only",
+        verb = "applies" if len(named) == 1 else "apply"
+        raise UsageError(f"{folder.resolve().name} is a folder, and {', '.join(named)} {verb} to a CSV manifest only",
                          "leave them out (a folder's class folders are its labels and train/val/test folders its "
                          "splits), or pass a CSV manifest; to keep each patient's images together, use a CSV with a "
                          "group column")

@@ -9,6 +9,7 @@ registry (``method/registry.json``, read by ``method/registry.py``).
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -41,25 +42,34 @@ HEAD_ONLY_FIELDS = ("head_folds", "head_combine", "head_start_prior", "head_test
                     "head_penalties", "head_lbfgs_steps", "head_likelihood_min")
 
 
-# Settings that act only through the negative (confusion) expert, and those of its loss.
-NEGATIVE_ONLY_FIELDS = ("gate", "combine", "confusion_loss", "beta", "margin")
+# Settings that act only through the negative (confusion) expert, and those of its loss. Turning the
+# loss off (confusion_loss) is not among them: the registry's ablations without the expert say so too.
+NEGATIVE_ONLY_FIELDS = ("gate", "combine", "beta", "margin")
 CONFUSION_LOSS_FIELDS = ("beta", "margin")
+# head_folds also sets the outlier calibration's folds (method/trust.py), so it acts without a head.
+_HEAD_TUNING_FIELDS = tuple(f for f in HEAD_ONLY_FIELDS if f != "head_folds")
 
 
-def unused_settings(config: MethodConfig, given: set[str]) -> list[tuple[str, str]]:
-    """The settings in ``given`` that ``config`` makes useless, each with why: set, they would be
-    recorded in the adapter as if they had acted."""
-    out: list[tuple[str, str]] = []
-    if "vr_frame" in given and config.vr != "padding":
-        out.append(("vr_frame", "sets the padding VR's frame, and the VR form is not padding"))
+def unused_settings(config: MethodConfig, given: dict[str, Any]) -> list[tuple[str, str, tuple[str, Any]]]:
+    """The settings in ``given`` (name -> value) that ``config`` makes useless: set to anything but the
+    default, they would be recorded in the adapter as if they had acted. Each comes with why, and the
+    setting (name, value) that would let it act."""
+    default = MethodConfig()
+    moved = {name for name, value in given.items() if getattr(default, name, value) != value}
+    out: list[tuple[str, str, tuple[str, Any]]] = []
+    if config.vr != "padding" and "vr_frame" in moved:
+        out.append(("vr_frame", "sets the padding VR's frame, and the VR form is not padding", ("vr", "padding")))
+    if config.vr == "padding" and "vr_eps" in moved:
+        out.append(("vr_eps", "bounds the full or mask VR pattern, and the VR form is padding", ("vr", "full")))
     if not config.negative:
-        out += [(f, "acts through the negative (confusion) expert, which is off") for f in NEGATIVE_ONLY_FIELDS
-                if f in given]
+        out += [(f, "acts through the negative (confusion) expert, which is off", ("negative", True))
+                for f in NEGATIVE_ONLY_FIELDS if f in moved]
     elif not config.confusion_loss:
-        out += [(f, "weighs or shapes the confusion-suppression loss, which is off") for f in CONFUSION_LOSS_FIELDS
-                if f in given]
+        out += [(f, "weighs or shapes the confusion-suppression loss, which is off", ("confusion_loss", True))
+                for f in CONFUSION_LOSS_FIELDS if f in moved]
     if not config.feature_head:
-        out += [(f, "tunes the feature head, which is off") for f in HEAD_ONLY_FIELDS if f in given]
+        out += [(f, "tunes the feature head, which is off", ("feature_head", True)) for f in _HEAD_TUNING_FIELDS
+                if f in moved]
     return out
 
 
@@ -162,10 +172,12 @@ class MethodConfig:
                 raise ValueError(f"{f.name} must be true or false, got {value!r}")
             if base == "str" and not isinstance(value, str):
                 raise ValueError(f"{f.name} must be a string, got {value!r}")
-            if base == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+            if base == "int" and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
                 raise ValueError(f"{f.name} must be a whole number, got {value!r}")
-            if base == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if base == "float" and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
                 raise ValueError(f"{f.name} must be a number, got {value!r}")
+            if base in ("int", "float") and type(value) not in (int, float):  # numpy's: stored as plain numbers
+                object.__setattr__(self, f.name, int(value) if base == "int" else float(value))
 
     def _check_head_constants(self) -> None:
         # A JSON list (adapter, registry) arrives as a list; keep the config hashable and exact.

@@ -80,12 +80,13 @@ class Recipe:
     def with_overrides(self, **overrides: Any) -> Recipe:
         """A copy with the non-None overrides applied (from CLI options); bad values raise UsageError.
 
-        A batch size given alone is the batch size at every shot count (``--batch-size`` says one
-        number; the recipe's smaller one-shot batch would otherwise ignore it at 1 shot).
+        A batch size given alone caps the one-shot batch too (``--batch-size`` says one number: at
+        1 shot the recipe's smaller one-shot batch would otherwise ignore a smaller one); the rule
+        ``benchmark --batch-size`` has always used, so a benchmark cell is reproduced by ``fit``.
         """
         given = {k: v for k, v in overrides.items() if v is not None}
         if "batch_size" in given and "batch_size_one_shot" not in given:
-            given["batch_size_one_shot"] = given["batch_size"]
+            given["batch_size_one_shot"] = min(given["batch_size"], self.batch_size_one_shot)
         return replace(self, **given)
 
 

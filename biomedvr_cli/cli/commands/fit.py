@@ -210,11 +210,13 @@ def method_settings(ctx: typer.Context, attributes: Path | None) -> tuple[Method
         config = replace(spec.config, **fields)
     except ValueError as exc:
         raise UsageError(str(exc), "see `biomedvr fit --help` for the allowed values") from None
-    unused = unused_settings(config, set(fields))
+    unused = unused_settings(config, fields)
     if unused:
-        setting, why = unused[0]
+        setting, why, (needed, value) = unused[0]
+        enable = {"negative": "drop --no-negative", "confusion_loss": "drop --no-confusion-loss",
+                  "feature_head": "drop --no-feature-head"}.get(needed, f"pass --{needed.replace('_', '-')} {value}")
         raise UsageError(f"{given[setting][1]} {why}, so it would change nothing",
-                         f"drop {given[setting][1]}, or turn on what it acts through")
+                         f"drop {given[setting][1]}, or {enable}")
     changed = [spelling for setting, (value, spelling) in given.items() if value != spec.fixed_values()[setting]]
     label = name if not changed else f"{name} with {', '.join(changed)}"
     return spec, config, given.get("recipe", (spec.recipe, ""))[0], label

@@ -79,6 +79,8 @@ def _calibration_rows(calibration: dict) -> list[tuple[str, str]]:
     if isinstance(flag, dict):
         rows.append(("outlier flag", f"{flag.get('score')}; threshold {flag.get('threshold')} "
                      f"(about {100 * float(flag.get('rate', 0)):g}% of images like the labelled ones score above it)"))
+    elif calibration.get("note"):
+        rows.append(("outlier flag", str(calibration["note"])))
     return rows
 
 
