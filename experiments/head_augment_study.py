@@ -22,9 +22,8 @@ It prints ``TASK K=k sS: ...`` lines that rules_per_task.py reads.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -33,6 +32,9 @@ import torch.nn.functional as F
 from biomedvr_cli.method import feature_head as fh
 from biomedvr_cli.method.augment import random_resized_crop
 from biomedvr_cli.method.config import MethodConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_cells import print_summary, study_cells, write_rows  # noqa: E402
 
 
 def view_features(backbone, images: torch.Tensor, views: int, *, seed: int,
@@ -114,11 +116,6 @@ def test_accuracy(data: Labelled, num_classes, penalty, z_test, tx, ty, steps) -
 
 def main() -> None:
     from biomedvr_cli.backbones import load_backbone
-    from biomedvr_cli.benchmark.datasets import load_dataset
-    from biomedvr_cli.benchmark.methods import JobInputs, Overrides, run_method
-    from biomedvr_cli.benchmark.protocol import load_suite
-    from biomedvr_cli.data import sample_few_shot
-    from biomedvr_cli.method.zero_shot import zero_shot_logits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path("experiments/tuning-suite.json"))
@@ -134,57 +131,29 @@ def main() -> None:
     steps = config.head_lbfgs_steps
     backbone = load_backbone("sandbox", device="cpu")
     rows = []
-    for spec in load_suite(args.suite).datasets:
-        data = load_dataset(spec)
-        sets, n = data.attributes.sets, len(data.classes)
-        tx, ty = data.features(backbone, data.test)
-        z_test = zero_shot_logits(backbone, tx, data.classes, sets).float()
-        zs = float((z_test.argmax(1) == ty).float().mean())
-        for shots in (int(s) for s in args.shots.split(",")):
-            for seed in range(args.seeds):
-                split = sample_few_shot(data.pool, data.classes, shots, seed=seed, val_shots=None)
-                records = split.train + split.val
-                xs, ys = data.features(backbone, records)
-                images, _ = data.pixels(records, backbone.image_size)
-                z_train = zero_shot_logits(backbone, xs, data.classes, sets).float()
-                probe = run_method("linear-probe", JobInputs(data, backbone, split.train, split.val, shots, seed,
-                                                              Overrides()))
-                probe_acc = float((probe.logits.argmax(1) == probe.labels).float().mean())
-                row = {"task": spec.name, "shots": shots, "seed": seed, "zs": zs, "probe": probe_acc}
-                most = max(views_list)
-                all_views = view_features(backbone, images, most, seed=seed, scale=(low, high))
-                all_offsets = zero_shot_logits(backbone, all_views.reshape(-1, all_views.shape[-1]), data.classes,
-                                               sets).float().reshape(len(records), most, n)
-                for views in views_list:
-                    labelled = Labelled(z_train, xs.float(), ys.long(), all_offsets[:, :views], all_views[:, :views])
-                    penalty = choose_penalty(labelled, n, seed=seed, config=config)
-                    if penalty is None:
-                        penalty = math.inf
-                    if views == 0:
-                        fit = fh.fit_feature_head(z_train, xs, ys, n, seed=seed, config=config)
-                        if fit.penalty != penalty:
-                            raise SystemExit(f"views 0 chose {penalty}, fit_feature_head {fit.penalty}")
-                    row[f"V={views}"] = test_accuracy(labelled, n, penalty, z_test, tx.float(), ty, steps)
-                    row[f"V={views} penalty"] = penalty
-                rows.append(row)
-                print(f"{spec.name} K={shots} s{seed}: zs {zs:.3f} probe {probe_acc:.3f} "
-                      + " ".join(f"V={v} {row[f'V={v}']:.3f} ({row[f'V={v} penalty']:g})" for v in views_list),
-                      flush=True)
-    print("\n| rule | K | cells | mean vs probe | mean vs zs | cells >2 below probe | cells >1 below zs |")
-    print("|---|---|---|---|---|---|---|")
-    for views in views_list:
-        name = f"V={views}"
-        for shots in sorted({r["shots"] for r in rows}):
-            cells = [r for r in rows if r["shots"] == shots]
-            vp = [100 * (r[name] - r["probe"]) for r in cells]
-            vz = [100 * (r[name] - r["zs"]) for r in cells]
-            print(f"| {name} | {shots} | {len(cells)} | {statistics.mean(vp):+.2f} | {statistics.mean(vz):+.2f} | "
-                  f"{sum(v < -2 for v in vp)} | {sum(v < -1 for v in vz)} |")
-    if args.out:
-        args.out.write_text(json.dumps({"command": "python experiments/head_augment_study.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and v is not None),
-            "cells": rows}, indent=1, default=str) + "\n")
-
+    shots = [int(s) for s in args.shots.split(",")]
+    for cell in study_cells(args.suite, shots, args.seeds, backbone):
+        n, most = cell.classes, max(views_list)
+        all_views = view_features(backbone, cell.images, most, seed=cell.seed, scale=(low, high))
+        all_offsets = cell.score(all_views.reshape(-1, all_views.shape[-1])).reshape(len(cell.labels), most, n)
+        accuracies, penalties = {}, {}
+        for views in views_list:
+            labelled = Labelled(cell.offsets, cell.features, cell.labels, all_offsets[:, :views], all_views[:, :views])
+            penalty = choose_penalty(labelled, n, seed=cell.seed, config=config)
+            penalty = math.inf if penalty is None else penalty
+            if views == 0:
+                fit = fh.fit_feature_head(cell.offsets, cell.features, cell.labels, n, seed=cell.seed, config=config)
+                if fit.penalty != penalty:
+                    raise SystemExit(f"views 0 chose {penalty}, fit_feature_head {fit.penalty}")
+            accuracies[f"V={views}"] = test_accuracy(labelled, n, penalty, cell.test_offsets, cell.test_features,
+                                                     cell.test_labels, steps)
+            penalties[f"V={views} penalty"] = penalty
+        rows.append(cell.row(**accuracies, **penalties))
+        print(f"{cell.task} K={cell.shots} s{cell.seed}: zs {cell.zero_shot:.3f} probe {cell.probe:.3f} "
+              + " ".join(f"V={v} {accuracies[f'V={v}']:.3f} ({penalties[f'V={v} penalty']:g})" for v in views_list),
+              flush=True)
+    print_summary(rows, [f"V={v}" for v in views_list])
+    write_rows(args.out, "head_augment_study.py", args, rows)
 
 if __name__ == "__main__":
     with torch.no_grad():

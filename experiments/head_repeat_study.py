@@ -20,9 +20,8 @@ Design tool for the built-in tasks (experiments/tuning-suite.json) and the desig
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import statistics
+import sys
 from pathlib import Path
 
 import torch
@@ -30,6 +29,9 @@ import torch.nn.functional as F
 
 from biomedvr_cli.method import feature_head as fh
 from biomedvr_cli.method.config import MethodConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from study_cells import print_summary, study_cells, write_rows  # noqa: E402
 
 FOLD_SEED_STEP = 7919  # a prime, so that the partitions of nearby seeds do not coincide
 
@@ -96,11 +98,6 @@ def cell_accuracies(z_train, xs, ys, num_classes, z_test, tx, ty, *, seed, confi
 
 def main() -> None:
     from biomedvr_cli.backbones import load_backbone
-    from biomedvr_cli.benchmark.datasets import load_dataset
-    from biomedvr_cli.benchmark.methods import JobInputs, Overrides, run_method
-    from biomedvr_cli.benchmark.protocol import load_suite
-    from biomedvr_cli.data import sample_few_shot
-    from biomedvr_cli.method.zero_shot import zero_shot_logits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", type=Path, default=Path("tuning-suite.json"))
@@ -111,52 +108,25 @@ def main() -> None:
     args = parser.parse_args()
     repeats_list = [int(r) for r in args.repeats.split(",")]
     config = MethodConfig()
-    backbone = load_backbone("sandbox", device="cpu")
     rows = []
-    for spec in load_suite(args.suite).datasets:
-        data = load_dataset(spec)
-        sets = data.attributes.sets
-        tx, ty = data.features(backbone, data.test)
-        z_test = zero_shot_logits(backbone, tx, data.classes, sets).float()
-        zs = float((z_test.argmax(1) == ty).float().mean())
-        for shots in (int(s) for s in args.shots.split(",")):
-            for seed in range(args.seeds):
-                split = sample_few_shot(data.pool, data.classes, shots, seed=seed, val_shots=None)
-                xs, ys = data.features(backbone, split.train + split.val)
-                z_train = zero_shot_logits(backbone, xs, data.classes, sets).float()
-                probe = run_method("linear-probe", JobInputs(data, backbone, split.train, split.val, shots, seed,
-                                                              Overrides()))
-                probe_acc = float((probe.logits.argmax(1) == probe.labels).float().mean())
-                made = cell_accuracies(z_train, xs.float(), ys.long(), len(data.classes), z_test, tx.float(), ty,
-                                       seed=seed, config=config, repeats_list=repeats_list)
-                if made is None:
-                    continue
-                chosen, test_acc = made
-                fit = fh.fit_feature_head(z_train, xs, ys, len(data.classes), seed=seed, config=config)
-                if 1 in chosen and chosen[1] != fit.penalty:
-                    raise SystemExit(f"R=1 chose {chosen[1]}, fit_feature_head {fit.penalty} ({spec.name} K={shots} s{seed})")
-                row = {"task": spec.name, "shots": shots, "seed": seed, "zs": zs, "probe": probe_acc,
-                       **{f"R={r}": test_acc[p] for r, p in chosen.items()},
-                       "oracle (test)": max(test_acc.values())}
-                rows.append(row)
-                print(f"{spec.name} K={shots} s{seed}: zs {zs:.3f} probe {probe_acc:.3f} "
-                      + " ".join(f"{k} {row[k]:.3f}" for k in row if k.startswith("R=") or k.startswith("oracle")),
-                      flush=True)
-    print("\n| rule | K | cells | mean vs probe | mean vs zs | cells >2 below probe | cells >1 below zs |")
-    print("|---|---|---|---|---|---|---|")
-    names = [f"R={r}" for r in repeats_list] + ["oracle (test)"]
-    for name in names:
-        for shots in sorted({r["shots"] for r in rows}):
-            cells = [r for r in rows if r["shots"] == shots]
-            vp = [100 * (r[name] - r["probe"]) for r in cells]
-            vz = [100 * (r[name] - r["zs"]) for r in cells]
-            print(f"| {name} | {shots} | {len(cells)} | {statistics.mean(vp):+.2f} | {statistics.mean(vz):+.2f} | "
-                  f"{sum(v < -2 for v in vp)} | {sum(v < -1 for v in vz)} |")
-    if args.out:
-        args.out.write_text(json.dumps({"command": "python experiments/head_repeat_study.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and v is not None),
-            "cells": rows}, indent=1) + "\n")
-
+    shots = [int(s) for s in args.shots.split(",")]
+    for cell in study_cells(args.suite, shots, args.seeds, load_backbone("sandbox", device="cpu")):
+        made = cell_accuracies(cell.offsets, cell.features, cell.labels, cell.classes, cell.test_offsets,
+                               cell.test_features, cell.test_labels, seed=cell.seed, config=config,
+                               repeats_list=repeats_list)
+        if made is None:
+            continue
+        chosen, test_acc = made
+        fit = fh.fit_feature_head(cell.offsets, cell.features, cell.labels, cell.classes, seed=cell.seed, config=config)
+        if 1 in chosen and chosen[1] != fit.penalty:
+            raise SystemExit(f"R=1 chose {chosen[1]}, fit_feature_head {fit.penalty} ({cell.task} K={cell.shots} "
+                             f"s{cell.seed})")
+        row = cell.row(**{f"R={r}": test_acc[p] for r, p in chosen.items()}, **{"oracle (test)": max(test_acc.values())})
+        rows.append(row)
+        print(f"{cell.task} K={cell.shots} s{cell.seed}: zs {cell.zero_shot:.3f} probe {cell.probe:.3f} "
+              + " ".join(f"{k} {row[k]:.3f}" for k in row if k.startswith("R=") or k.startswith("oracle")), flush=True)
+    print_summary(rows, [f"R={r}" for r in repeats_list] + ["oracle (test)"])
+    write_rows(args.out, "head_repeat_study.py", args, rows)
 
 if __name__ == "__main__":
     with torch.no_grad():
