@@ -178,3 +178,16 @@ def test_one_image_a_class_stores_no_outlier_flag_and_says_why(tree: Path, tiny_
     result = runner.invoke(app, ["eval", str(tree), "--adapter", str(out), "--backbone", tiny_backbone_spec,
                                  "--outliers", str(next(tree.rglob("*.png")))])
     assert result.exit_code == 4 and "one labelled image a class" in result.stderr
+
+
+def test_an_unknown_backbone_is_refused_before_the_images_are_read(tmp_path: Path) -> None:
+    result = fit(tmp_path / "no-such-images", "--shots", "1", "--backbone", "nosuch", "--out", tmp_path / "a.st")
+    assert result.exit_code == 2 and "unknown backbone 'nosuch'" in result.stderr
+
+
+def test_the_selection_rule_says_the_last_epoch_is_checked_too(tree: Path, tiny_backbone_spec: str) -> None:
+    result = fit(tree, "--shots", "2", "--backbone", tiny_backbone_spec, "--epochs", "1", "--json",
+                 "--out", tree.parent / "e1.safetensors")
+    assert result.exit_code == 0, result.stderr
+    rule = json.loads(result.stdout)["selection_rule"]
+    assert "evaluated every 5 epoch(s) and at the last planned epoch (1)" in rule

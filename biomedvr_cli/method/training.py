@@ -288,6 +288,8 @@ def train_vr(head: BioMedVRHead, encode: Encode, train: LabelledImages, val: Lab
     if has_val:
         head.load_state_dict(selector.state, strict=False)
         rule, selected = SELECTION_BEST_VAL.format(every=recipe.eval_every), selector.epoch
+        if last % recipe.eval_every:  # the last epoch is checked too (with --epochs 1, the only one)
+            rule += f" and at the last planned epoch ({last})"
         if recipe.patience is not None:
             rule += f"; stops after {recipe.patience} check(s) in a row without a higher validation accuracy"
     else:

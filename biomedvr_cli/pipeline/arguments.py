@@ -75,7 +75,12 @@ def check_backbone_argument(value: Any) -> None:
     """A backbone is a name (``"biomedclip"``, ``"local-dir:DIR"``, ...) or a loaded backbone."""
     from biomedvr_cli.backbones import Backbone
 
-    if isinstance(value, Backbone) or (isinstance(value, str) and value.strip()):
+    if isinstance(value, Backbone):
+        return
+    if isinstance(value, str) and value.strip():
+        from biomedvr_cli.backbones.specs import parse_backbone
+
+        parse_backbone(value)  # an unknown name is refused now, before any image is read
         return
     raise UsageError(f"backbone must be a backbone name or a loaded backbone, got {_kind(value)}",
                      'pass backbone="biomedclip" (see `biomedvr backbones`) or biomedvr.load_backbone(name)')
