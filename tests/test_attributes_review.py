@@ -249,3 +249,23 @@ def test_schema_version_must_be_the_whole_number_one(env: Path) -> None:
     (env / "v.json").write_text(json.dumps(doc), encoding="utf-8")
     result = run("validate", "v.json")
     assert result.exit_code == 3 and "schema_version" in result.stderr
+
+
+def test_a_dicom_person_name_is_an_identifier_and_a_power_is_not() -> None:
+    from biomedvr_cli.attributes.privacy import check_stored_text
+
+    for text in ("Smith^John", "DOE^JANE^M", "lesion of Doe^J"):
+        with pytest.raises(InvalidInputError, match="DICOM person name"):
+            check_stored_text("class 1", text, why="stored", fix="rename it")
+    for text in ("cells per mm^3", "x^2 growth", "basal cell carcinoma"):
+        check_stored_text("class 1", text, why="stored", fix="rename it")
+
+
+def test_the_linear_url_scan_finds_what_the_plain_pattern_found() -> None:
+    url = re.compile(r"\b[a-z][a-z0-9+.-]*://\S*", re.I)
+    rng = random.Random(1)
+    for _ in range(5000):
+        text = "".join(rng.choice("aZ1_.+-:/ é") for _ in range(rng.randint(1, 24)))
+        want = url.search(text)
+        assert privacy._url_span(text) == (want.span() if want else None), text
+    assert privacy.find_identifier("see https://x.org/a now")[1] == "see <URL> now"

@@ -60,7 +60,8 @@ def not_plain_text(text: str) -> str | None:
 
 # (pattern, what it looks like, mask). Order matters: the first match is reported.
 _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
-    (re.compile(r"\b[a-z][a-z0-9+.-]*://\S*|\bwww\.\S+", re.I), "a URL", "<URL>"),
+    # "scheme://..." is found by _url_span (from each "://", in linear time); "www." here.
+    (re.compile(r"\bwww\.\S+", re.I), "a URL", "<URL>"),
     # Numeric dates use one separator throughout ("03/04/2021", "2021-03-04"), so that ranges
     # and counts such as "2-3/10 HPF" stay allowed.
     (re.compile(r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}\b"), _DATE, "<date>"),
@@ -89,6 +90,10 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
                 rf"|\b(?:MRS|MISS)\b\.?\s+[A-Z][A-Z'\u2019-]+\b"), "a name with a title", "<name>"),
     (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*{_ANY_CASE_NAME_WORD}\s+{_ANY_CASE_NAME_WORD}"),
      "a patient name", "<name>"),
+    # DICOM writes a person's name as Family^Given (PN): "Smith^John", "DOE^JANE^M".
+    # Words on both sides: "mm^3" or "x^2" in a sentence is no name. Letters only before the caret, so
+    # that the scan stays linear ("O'Neil^John" is still found from "Neil").
+    (re.compile(r"\b[A-Za-z]{2,}\^[A-Za-z]"), "a DICOM person name (Family^Given)", "<name>"),
     (re.compile(r"(?:^|\s)(?:~|\.{1,2})?[/\\][^\s/\\]+"), "a file path", "<path>"),
     (re.compile(r"\b[a-z]:[\\/]", re.I), "a file path", "<path>"),
     (re.compile(r"\\"), "a file path (backslash)", "<path>"),
@@ -118,6 +123,30 @@ def _email_span(text: str) -> tuple[int, int] | None:
     return None
 
 
+_SCHEME_CHAR = re.compile(r"[a-z0-9+.-]", re.I)
+_WORD_CHAR = re.compile(r"\w")
+
+
+def _url_span(text: str) -> tuple[int, int] | None:
+    r"""What ``\b[a-z][a-z0-9+.-]*://\S*`` (case-insensitive) finds first, found back from each "://":
+    the scheme runs before two "://" never overlap, so a long run costs one pass, not one per letter."""
+    at = text.find("://")
+    while at != -1:
+        start, position = None, at
+        while position > 0 and _SCHEME_CHAR.match(text, position - 1):
+            position -= 1
+            boundary = position == 0 or not _WORD_CHAR.match(text, position - 1)
+            if text[position].isascii() and text[position].isalpha() and boundary:
+                start = position  # the leftmost letter at a word boundary wins, as in a regex search
+        if start is not None:
+            end = at + 3
+            while end < len(text) and not text[end].isspace():
+                end += 1
+            return start, end
+        at = text.find("://", at + 1)
+    return None
+
+
 def _relative_path_span(text: str) -> tuple[int, int] | None:
     """A run of three or more ``/``-joined parts in one word, one part named like a file-system name."""
     position = 0
@@ -140,6 +169,9 @@ def find_identifier(text: str) -> tuple[str, str] | None:
     found = _email_span(text) if "@" in text else None
     if found is not None:
         return "an e-mail address", text[: found[0]] + "<e-mail>" + text[found[1]:]
+    found = _url_span(text) if "://" in text else None
+    if found is not None:
+        return "a URL", text[: found[0]] + "<URL>" + text[found[1]:]
     for pattern, what, mask in _RULES:
         match = pattern.search(text)
         if match:
