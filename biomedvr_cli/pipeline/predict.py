@@ -71,6 +71,7 @@ def predict_files(
     progress: Callable[[int, int], None] | None = None,
     coverage: float | None = None,
     assurance: float | None = None,
+    made: list[Prediction] | None = None,
 ) -> list[Prediction]:
     """Predict every path in order; files that cannot be read carry their error.
 
@@ -78,11 +79,15 @@ def predict_files(
     ``coverage`` adds each image's prediction set at that level (with ``assurance``: at the level where
     this adapter's own coverage reaches ``coverage`` with that probability, docs/trust.md);
     calibrated adapters also flag outliers.
+    ``made``, when given, is the list the predictions are appended to as each batch is scored (and
+    returned), so a caller still holds the finished ones when the run is interrupted.
     """
     if not isinstance(predictor, Predictor):
         raise UsageError(f"predictor must be a loaded Predictor, got {type(predictor).__name__}",
                          "load one with biomedvr.load(\"adapter.safetensors\") or load_predictor(path)")
     paths = _path_list(paths)
+    if made is not None and not isinstance(made, list):
+        raise UsageError(f"made must be a list, got {type(made).__name__}", "pass an empty list, or leave made out")
     check_predict_options(top_k=top_k, batch_size=batch_size)
     assurance = check_assurance(assurance, coverage)
     level = None
@@ -90,7 +95,7 @@ def predict_files(
         coverage = check_level(coverage)
         require_calibration(predictor, coverage=coverage)
         level, _, _ = sets_level(predictor, coverage, assurance)
-    results: list[Prediction] = []
+    results: list[Prediction] = made if made is not None else []
     classes = predictor.classes
     k = max(1, min(top_k, len(classes)))
     for start in range(0, len(paths), batch_size):

@@ -91,6 +91,7 @@ def output_format_for(output_format: str | None, out: Path | None, *, json_out: 
 
 
 def predict(
+    ctx: typer.Context,
     paths: list[Path] = typer.Argument(..., help="Image files, folders (searched recursively) or CSV manifests."),
     adapter: Path = options.AdapterOption,
     top_k: int = typer.Option(3, "--top-k", help="How many classes to list per image."),
@@ -132,6 +133,8 @@ def predict(
     # Rank 0 holds --out for the whole run, so a second run writing it fails now, not after its predictions.
     held = reserve_output(out, force=force, inputs=[*paths, adapter]) if out is not None and dist.is_main \
         else contextlib.nullcontext()
+    partial: dict = {}  # what an interrupted single-process run had finished (rows, columns, k, total)
+    files: list[Path] = []
     with held:
         try:
             files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
@@ -140,7 +143,11 @@ def predict(
             gathered = _predict_shards(dist, files, adapter, top_k=top_k, batch_size=batch_size, explain=explain,
                                        coverage=coverage, assurance=assurance, backbone=backbone, window=window,
                                        max_pixels=max_pixels, device=device, allow_download=allow_download,
-                                       accept_preprocessing=accept_preprocessing)
+                                       accept_preprocessing=accept_preprocessing, partial=partial)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: keep the finished rows beside --out, never in it
+            if out is not None and partial.get("rows"):
+                _keep_partial(ctx, partial, out, adapter.name, output_format, explain, force, [*paths, adapter, *files])
+            raise
         finally:
             dist.close()
         if gathered is None:  # not rank 0
@@ -155,10 +162,12 @@ def predict(
 
 def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch_size: int, explain: bool,
                     coverage: Optional[float], assurance: Optional[float], backbone: Optional[str], window: Optional[str], max_pixels: int, device: str,
-                    allow_download: Optional[bool], accept_preprocessing: bool
+                    allow_download: Optional[bool], accept_preprocessing: bool, partial: dict
                     ) -> tuple[list[dict], int, dict[str, list[str]]] | None:
     """This rank's share of the predictions; rank 0 gets every row in input order, the class count and the
-    output's trust and explanation columns (from the adapter and options, never from which images decoded)."""
+    output's trust and explanation columns (from the adapter and options, never from which images decoded).
+    When interrupted in a single process, ``partial`` holds the rows finished so far (under torchrun each
+    rank holds only its own share, so nothing is kept)."""
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.distributed import merge_shards
     from biomedvr_cli.pipeline.predict import predict_files
@@ -173,19 +182,53 @@ def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch
         render.warn(notice)  # a level too high for the calibration (full sets), a caveat
     if level_note and dist.is_main:
         render.info(level_note)  # the assured level: information, not a warning
-    with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
-        task = bar.add_task("predict", total=len(mine), status="")
-        shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
-                                      decode=options.decode_options(window, max_pixels), explain=explain,
-                                      coverage=coverage, assurance=assurance,
-                                      progress=lambda done, total: bar.update(task, completed=done))
-    parts = dist.gather(shard_results)
-    if parts is None:
-        return None
     columns = {"trust": (["prediction_set"] if coverage is not None else [])
                         + (["outlier", "outlier_score"] if predictor.calibration.outliers is not None else []),
                "explain": list(predictor.head.bank_names)}
+    made: list = []
+    with render.progress_bar("count", enabled=len(mine) > batch_size and dist.is_main) as bar:
+        task = bar.add_task("predict", total=len(mine), status="")
+        try:
+            shard_results = predict_files(predictor, mine, top_k=top_k, batch_size=batch_size,
+                                          decode=options.decode_options(window, max_pixels), explain=explain,
+                                          coverage=coverage, assurance=assurance, made=made,
+                                          progress=lambda done, total: bar.update(task, completed=done))
+        except KeyboardInterrupt:
+            if not dist.active:
+                partial.update(rows=[r.to_dict() for r in made], total=len(mine), columns=columns,
+                               k=max(1, min(top_k, len(predictor.classes))))
+            raise
+    parts = dist.gather(shard_results)
+    if parts is None:
+        return None
     return [r.to_dict() for r in merge_shards(parts, chunk=max(1, batch_size))], len(predictor.classes), columns
+
+
+def partial_path(out: Path) -> Path:
+    """Where an interrupted run keeps its finished predictions: ``preds.partial.csv`` beside ``preds.csv``."""
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def _keep_partial(ctx: typer.Context, partial: dict, out: Path, adapter_name: str, output_format: str, explain: bool, force: bool, inputs: list) -> None:
+    """Write the rows an interrupted run finished to :func:`partial_path` (atomically; never over an input,
+    nor over an existing file without --force), and say so in the interrupt line (``ctx.meta``)."""
+    from biomedvr_cli.atomic import refuse_input_as_output, write_text_atomic
+    from biomedvr_cli.errors import BiomedVRError
+
+    rows, kept = partial["rows"], partial_path(out)
+    text = (_csv_text(rows, partial["k"], explain, partial["columns"]) if output_format == "csv"
+            else _json_text(rows, adapter_name, complete=False, total=partial["total"]))
+    try:
+        refuse_input_as_output(kept, inputs)
+        if (kept.exists() or kept.is_symlink()) and not force:
+            note = f"the {len(rows)} predictions made were not kept: {kept.name} already exists (pass --force to replace it)"
+        else:
+            write_text_atomic(kept, text, force=True)
+            note = f"the {len(rows)} predictions made (of {partial['total']} inputs) are kept in {kept.name}"
+    except (BiomedVRError, OSError):
+        note = f"the {len(rows)} predictions made could not be kept in {kept.name}"
+    ctx.meta["biomedvr.after_interrupt"] = (
+        f"{note}; nothing was written to {out.name} (fix: run the command again to predict every input)")
 
 
 def _emit(render, rows: list[dict], adapter_name: str, k: int, output_format: str, out: Optional[Path],
@@ -204,8 +247,9 @@ def _emit(render, rows: list[dict], adapter_name: str, k: int, output_format: st
     render.info(f"wrote {len(rows)} predictions to {out}")
 
 
-def _json_text(rows: list[dict], adapter_name: str) -> str:
-    """The rows as JSON; file names (and errors naming them) with non-UTF-8 bytes as ``\\xNN``, as in the CSV."""
+def _json_text(rows: list[dict], adapter_name: str, *, complete: bool = True, total: int | None = None) -> str:
+    """The rows as JSON; file names (and errors naming them) with non-UTF-8 bytes as ``\\xNN``, as in the CSV.
+    An interrupted run's document says ``"complete": false`` and how many inputs there were."""
     from biomedvr_cli.data.files import printable_path
 
     def printable(row: dict) -> dict:
@@ -214,7 +258,10 @@ def _json_text(rows: list[dict], adapter_name: str) -> str:
             fixed["error"] = printable_path(row["error"])
         return fixed
 
-    document = {"adapter": adapter_name, "predictions": [printable(r) for r in rows]}
+    document: dict = {"adapter": adapter_name}
+    if not complete:
+        document.update(complete=False, inputs=total)
+    document["predictions"] = [printable(r) for r in rows]
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 
 
