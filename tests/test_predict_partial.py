@@ -113,3 +113,13 @@ def test_the_python_api_appends_to_made(world: World) -> None:  # noqa: F811
     assert returned is made and len(made) == 1 and made[0].error is None
     with pytest.raises(UsageError, match="made must be a list"):
         predict_files(predictor, [world.good], made=())
+
+
+def test_out_in_missing_folders_creates_them(world: World, tmp_path: Path) -> None:  # noqa: F811
+    """Documented in docs/commands.md (Outputs): missing folders on the way to --out are made."""
+    out = tmp_path / "new" / "deeper" / "preds.csv"
+    result = runner.invoke(app, ["predict", str(world.good), "--adapter", str(world.adapter), "--backbone",
+                                 world.spec, "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert out.read_text().startswith("file,prediction")
+    assert sorted(p.name for p in out.parent.iterdir()) == ["preds.csv"]
