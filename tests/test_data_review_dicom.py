@@ -246,3 +246,16 @@ def test_predict_refuses_a_non_finite_window_and_the_api_a_nul_path(adapter, tmp
     predictor = biomedvr.load(out, backbone=spec)
     with pytest.raises(InvalidInputError, match="NUL byte"):
         predictor.classify([str(tmp_path / "x\x00y.png")])
+
+
+def test_a_jpeg_frame_above_pillows_own_limit_decodes_when_our_cap_allows_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow refuses images above twice its global limit (about 179 MP) whatever --max-pixels says;
+    a DICOM JPEG frame our cap allows is decoded anyway, and Pillow's limit is put back after."""
+    path = _dicom(tmp_path / "big.dcm", rows=48, columns=64, pixels=encapsulate([_jpeg(64, 48)]),
+                  syntax=JPEGBaseline8Bit)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 64 x 48 is far beyond twice this
+    assert decode_image(path, DecodeOptions(max_pixels=10_000)).size == (64, 48)
+    assert Image.MAX_IMAGE_PIXELS == 100
+    with pytest.raises(InvalidImageError, match="exceeds the cap of 1,000"):
+        decode_image(path, DecodeOptions(max_pixels=1000))  # our own cap still holds

@@ -18,7 +18,6 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
-import threading
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from biomedvr_cli.data.files import has_dicom_magic
-from biomedvr_cli.data.limits import DecodeOptions, InvalidImageError, parse_window, safe_reason, too_large
+from biomedvr_cli.data.limits import PILLOW_LIMIT_LOCK, DecodeOptions, InvalidImageError, parse_window, safe_reason
+from biomedvr_cli.data.limits import too_large
 from biomedvr_cli.data.scaling import minmax_to_uint8
 
 __all__ = ["DecodeOptions", "InvalidImageError", "decode_image", "is_dicom", "parse_window", "to_rgb"]
@@ -36,11 +36,6 @@ _PIL_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "DIB", "GIF", "WEBP", "PPM", "JPEG
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
-
-# Pillow's bomb limit is a process-wide setting: opening happens under this lock while the
-# limit is set to our cap, so parallel decodes cannot see each other's value.
-_OPEN_LOCK = threading.Lock()
-
 
 def is_dicom(path: Path) -> bool:
     """A ``.dcm``/``.dicom`` file, or any file with the DICOM marker."""
@@ -99,9 +94,10 @@ def _decode_with_pillow(path: Path, options: DecodeOptions) -> Image.Image:
 
 
 def _open(path: Path, options: DecodeOptions) -> Image.Image:
-    """Open lazily (header only) with Pillow's bomb check set to our cap."""
+    """Open lazily (header only) with Pillow's bomb check set to our cap (a process-wide setting,
+    so under PILLOW_LIMIT_LOCK: parallel decodes cannot see each other's value)."""
     name = path.name
-    with _OPEN_LOCK, warnings.catch_warnings():
+    with PILLOW_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         previous = Image.MAX_IMAGE_PIXELS
         Image.MAX_IMAGE_PIXELS = options.max_pixels

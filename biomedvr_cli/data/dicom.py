@@ -23,11 +23,8 @@ Rules:
 
 from __future__ import annotations
 
-import math
 import zlib
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import pydicom
 from PIL import Image
@@ -37,21 +34,19 @@ from pydicom.encaps import get_frame
 from pydicom.filebase import DicomBytesIO
 # The same file-meta reader dcmread uses, so that our "is it deflated?" matches pydicom's.
 from pydicom.filereader import _read_file_meta_info, read_dataset, read_preamble
-from pydicom.multival import MultiValue
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
+from pydicom.pixels import get_decoder, pixel_array
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from biomedvr_cli.data.dicom_display import COLOUR_PHOTOMETRICS, display_rgb
 from biomedvr_cli.data.files import has_dicom_magic
-from biomedvr_cli.data.limits import DecodeOptions, InvalidImageError, j2k_size, jpeg_size, safe_reason, too_large
-from biomedvr_cli.data.limits import window_problem
-from biomedvr_cli.data.scaling import minmax_to_uint8, range_to_uint8
+from biomedvr_cli.data.limits import DecodeOptions, InvalidImageError, j2k_size, jpeg_size, pillow_allows, safe_reason
+from biomedvr_cli.data.limits import too_large
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 # Elements nearly every DICOM object carries; one of them tells a header-only DICOM file
 # (no preamble) from a file of another kind that merely has a .dcm name.
 _HEADER_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "Rows")
-_COLOUR = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420", "YBR_PARTIAL_422"})
 _ONE_SAMPLE = frozenset({"MONOCHROME1", "MONOCHROME2", "PALETTE COLOR"})
 _PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})  # Float, Double Float, Pixel Data
 # Deflate bounds: the most header an image needs; room for elements after Pixel Data.
@@ -90,7 +85,7 @@ def decode_dicom(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.
     if pixels.shape != expected:  # the last guard: what reaches the display must be one frame
         raise _unreadable(name, f"its pixels decode to shape {pixels.shape}, not the header's {expected}")
     try:
-        rgb = _display(pixels, ds, index, options)
+        rgb = display_rgb(pixels, ds, index, options)
     except Exception as exc:  # malformed LUTs or attributes surface as many exception types
         raise InvalidImageError(f"{name}: DICOM display transform failed ({safe_reason(exc, path)})") from None
     if rgb.shape != (rows, columns, 3):
@@ -124,26 +119,10 @@ def _check_samples(ds: Dataset, name: str) -> int:
     """Samples per Pixel, refused when it cannot go with the photometric interpretation."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     samples = _header_int(ds, "SamplesPerPixel") or 1  # malformed reads as 1: the shape check still guards
-    wanted = 3 if photometric in _COLOUR else 1 if photometric in _ONE_SAMPLE else samples
+    wanted = 3 if photometric in COLOUR_PHOTOMETRICS else 1 if photometric in _ONE_SAMPLE else samples
     if samples != wanted or samples not in (1, 3):
         raise _unreadable(name, f"Photometric Interpretation {photometric[:20]} with Samples per Pixel {samples}")
     return samples
-
-
-def _display(pixels: np.ndarray, ds: Dataset, index: int, options: DecodeOptions) -> np.ndarray:
-    """Decoded pixels to contiguous ``HxWx3`` uint8, by photometric interpretation."""
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric == "PALETTE COLOR":
-        rgb = apply_color_lut(pixels, ds)
-        rgb = rgb if rgb.dtype == np.uint8 else range_to_uint8(rgb, 0, np.iinfo(rgb.dtype).max)
-    elif pixels.ndim == 3 or photometric in _COLOUR:
-        rgb = _colour_to_uint8(pixels, ds)
-    else:
-        grey = _grey_to_uint8(pixels, ds, index, options)
-        if photometric == "MONOCHROME1":  # 0 means white in MONOCHROME1
-            grey = 255 - grey
-        rgb = np.repeat(grey[..., None], 3, axis=-1)
-    return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 
 def _read(path: Path, options: DecodeOptions) -> Dataset:
@@ -265,7 +244,8 @@ def _frame(ds: Dataset, path: Path, index: int | None) -> np.ndarray:
             _check_frame_size(ds, name, tsyntax, index or 0)
         else:
             _check_stored_length(ds, name)
-        return pixel_array(ds, index=index)
+        with pillow_allows(_header_int(ds, "Rows") * _header_int(ds, "Columns")):  # a JPEG frame decodes in Pillow
+            return pixel_array(ds, index=index)
     except InvalidImageError:
         raise
     except Exception as exc:
@@ -300,98 +280,3 @@ def _check_frame_size(ds: Dataset, name: str, tsyntax: UID, index: int) -> None:
     if size != header:
         found = f"is {size[0]}x{size[1]} pixels" if size else "has no readable JPEG / JPEG 2000 size"
         raise _unreadable(name, f"its compressed frame {found}; its header says {header[0]}x{header[1]}")
-
-
-def _grey_to_uint8(pixels: np.ndarray, ds: Dataset, index: int, options: DecodeOptions) -> np.ndarray:
-    values = _modality(pixels, ds, index)
-    if options.window is not None:
-        return _window(values, *options.window, "LINEAR")
-    if ds.get("VOILUTSequence"):
-        return _voi_lut(values, ds)
-    window = _file_window(ds, index)
-    if window is not None:
-        return _window(values, *window)
-    return minmax_to_uint8(values)
-
-
-def _functional_item(ds: Dataset, index: int, sequence: str) -> Dataset | None:
-    """First item of ``sequence`` for this frame in an enhanced multi-frame file, if any."""
-    places = (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0))
-    for groups_keyword, position in places:
-        groups = ds.get(groups_keyword)
-        if groups and len(groups) > position:
-            items = groups[position].get(sequence)
-            if items:
-                return items[0]
-    return None
-
-
-def _first_number(value: Any) -> float:
-    """A DS value, or the first of a multi-valued one."""
-    if isinstance(value, (MultiValue, list, tuple)):
-        value = value[0]
-    return float(value)
-
-
-def _modality(pixels: np.ndarray, ds: Dataset, index: int) -> np.ndarray:
-    """Stored values to modality values (e.g. Hounsfield units for CT)."""
-    if ds.get("ModalityLUTSequence"):
-        return apply_modality_lut(pixels, ds).astype(np.float32)
-    source: Dataset | None = ds if "RescaleSlope" in ds or "RescaleIntercept" in ds else None
-    if source is None:
-        source = _functional_item(ds, index, "PixelValueTransformationSequence")
-    values = pixels.astype(np.float32)
-    if source is None:
-        return values
-    slope = _first_number(source.get("RescaleSlope", 1.0) or 1.0)
-    intercept = _first_number(source.get("RescaleIntercept", 0.0) or 0.0)
-    if not (math.isfinite(slope) and math.isfinite(intercept)):  # NaN would make a blank image, not an error
-        raise ValueError(f"Rescale Slope/Intercept {slope}/{intercept} is not a finite number")
-    return values * np.float32(slope) + np.float32(intercept)
-
-
-def _file_window(ds: Dataset, index: int) -> tuple[float, float, str] | None:
-    """The file's first Window Center/Width and VOI LUT Function, if it has one."""
-    source: Dataset | None = ds if "WindowCenter" in ds and "WindowWidth" in ds else None
-    if source is None:
-        source = _functional_item(ds, index, "FrameVOILUTSequence")
-    if source is None or source.get("WindowCenter") is None or source.get("WindowWidth") is None:
-        return None
-    try:
-        center, width = _first_number(source.WindowCenter), _first_number(source.WindowWidth)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if window_problem(center, width):  # NaN, infinite or non-positive: as if the file had no window
-        return None
-    function = str(source.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    return center, width, function
-
-
-def _window(values: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
-    """DICOM PS3.3 C.11.2.1.2 windowing to 0..255 (values outside the window saturate)."""
-    if function == "SIGMOID":
-        fraction = 0.5 + 0.5 * np.tanh(2.0 * (values - center) / width)  # 1 / (1 + exp(-4x)), no overflow
-    elif function == "LINEAR_EXACT":
-        fraction = (values - center) / width + 0.5
-    else:
-        # LINEAR: width counts pixel levels, so a width of 1 is a hard threshold.
-        span = max(width - 1.0, 1e-6)
-        fraction = (values - (center - 0.5)) / span + 0.5
-    return np.rint(np.clip(fraction, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _voi_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    """The file's first VOI LUT, its output scaled from the table's own range."""
-    item = ds.VOILUTSequence[0]
-    entries = int(item.LUTDescriptor[0]) or 2**16
-    first = int(item.LUTDescriptor[1])
-    table = apply_voi(np.arange(first, first + entries, dtype=np.int64), ds)  # the LUT itself
-    mapped = apply_voi(np.rint(values).astype(np.int64), ds)
-    return range_to_uint8(mapped, float(table.min()), float(table.max()))
-
-
-def _colour_to_uint8(pixels: np.ndarray, ds: Dataset) -> np.ndarray:
-    if pixels.dtype == np.uint8:
-        return pixels
-    bits = int(ds.get("BitsStored") or pixels.dtype.itemsize * 8)
-    return range_to_uint8(pixels, 0, 2**bits - 1)

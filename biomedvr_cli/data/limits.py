@@ -8,12 +8,20 @@ each other.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from biomedvr_cli.errors import InvalidInputError, UsageError
+
+
+# Pillow's decompression-bomb limit is one global; whoever changes it for a while holds this.
+PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 class InvalidImageError(InvalidInputError):
@@ -129,3 +137,23 @@ def safe_reason(exc: BaseException, path: Path) -> str:
             text = text.replace(variant, path.name)
     text = " ".join(text.split())  # a library's message may run over several lines: keep it whole, in one
     return (text if len(text) <= 200 else text[:199] + "…") if text else type(exc).__name__
+
+
+@contextlib.contextmanager
+def pillow_allows(pixels: int) -> Iterator[None]:
+    """Let Pillow decode an image of ``pixels`` that our own cap has already allowed (a DICOM frame
+    decoded by pydicom's Pillow plugin). Pillow refuses images above twice its global limit
+    (about 179 million pixels) whatever ``--max-pixels`` says, so for such an image the limit is
+    raised to ``pixels`` while it decodes, under :data:`PILLOW_LIMIT_LOCK`; smaller ones change nothing."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is None or pixels <= Image.MAX_IMAGE_PIXELS:
+        yield
+        return
+    with PILLOW_LIMIT_LOCK, warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
