@@ -186,7 +186,7 @@ def test_provenance_is_checked_before_validate_shows_it(env: Path) -> None:
     doc = json.loads((env / "a.json").read_text())
     for provenance, kind in (({"source": "/home/jsmith/MRN 1234567/scan.dcm"}, "provenance.source looks like"),
                              ({"source": "\x1b[2J\x1b[31mred"}, "a control character"),
-                             ({"model": "/home/jsmith/x"}, "provenance.model: must be an id")):
+                             ({"model": "/home/jsmith/x"}, "provenance.model: must be a plain id")):
         doc["provenance"] = provenance
         (env / "p.json").write_text(json.dumps(doc), encoding="utf-8")
         result = run("validate", "p.json")

@@ -90,7 +90,7 @@ def test_sentences_are_stripped() -> None:
     [
         (lambda d: d.pop("schema_version"), "schema_version is missing"),
         (lambda d: d.update(schema_version=2), "schema_version: is 2"),
-        (lambda d: d.update(extra=1), 'unknown top-level key "extra"'),
+        (lambda d: d.update(extra=1), 'unknown top-level key: key 5 of 5'),
         (lambda d: d.update(classes={}), "classes: has 0 class(es); at least two are needed"),
         (lambda d: d.update(classes=[]), "classes: must be an object"),
         (lambda d: d["classes"]["benign"].pop("confusion"),
@@ -103,7 +103,7 @@ def test_sentences_are_stripped() -> None:
          'classes["benign"].confusion[2]: repeats classes["benign"].confusion[0]'),
         (lambda d: d["classes"]["benign"]["confusion"].append(d["classes"]["benign"]["descriptive"][0]),
          'classes["benign"].confusion[2]: repeats classes["benign"].descriptive[0]'),
-        (lambda d: d["classes"]["benign"].update(colour=[]), 'unknown key "colour"'),
+        (lambda d: d["classes"]["benign"].update(colour=[]), 'unknown key: key 4 of 4'),
         (lambda d: d["classes"]["benign"]["descriptive"].append(3), "descriptive[2]: must be a string, not a number"),
         (lambda d: d["classes"].update({"Benign": d["classes"]["malignant"]}), "duplicates class"),
         (lambda d: d["classes"].update({" x": d["classes"]["malignant"]}), "leading, trailing or repeated spaces"),
@@ -133,7 +133,7 @@ def test_load_attributes_file_problems(tmp_path: Path) -> None:
         "missing.json": "missing.json not found",
         "bad.json": "bad.json: not valid JSON",
         "latin.json": "latin.json is not valid UTF-8",
-        "dupkey.json": 'key "schema_version" appears twice',
+        "dupkey.json": 'key 2 of 2 in one object repeats an earlier key',
         "list.json": "the document must be a JSON object",
     }
     for name, content in cases.items():

@@ -99,8 +99,20 @@ def test_export_refuses_an_existing_folder_and_a_damaged_copy_is_exit_4(biomedcl
     assert result.exit_code == 2 and "--force" in result.stderr
     assert (folder / "keep.txt").read_text() == "mine"
     result = runner.invoke(app, ["backbones", "export", "biomedclip", str(folder), "--force"])
+    assert result.exit_code == 2 and "--force replaces only an earlier export" in result.stderr
+    assert (folder / "keep.txt").read_text() == "mine"  # the user's own files are never deleted with the folder
+    (folder / "keep.txt").unlink()
+    (folder / ".DS_Store").write_text("finder")  # hidden files alone: nothing of the user's to lose
+    result = runner.invoke(app, ["backbones", "export", "biomedclip", str(folder), "--force"])
     assert result.exit_code == 0, result.stderr
-    assert not (folder / "keep.txt").exists() and "local-dir:" in result.stderr
+    assert "local-dir:" in result.stderr and not (folder / ".DS_Store").exists()
+    result = runner.invoke(app, ["backbones", "export", "biomedclip", str(folder), "--force"])
+    assert result.exit_code == 0, result.stderr  # an earlier export is replaced
+    (folder / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["backbones", "export", "biomedclip", str(folder), "--force"])
+    assert result.exit_code == 2 and "also holds 1 file(s) the export did not write" in result.stderr
+    assert (folder / "notes.txt").read_text() == "mine"
+    (folder / "notes.txt").unlink()
     weights = folder / "open_clip_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])  # an interrupted copy
     with pytest.raises(BackboneUnavailableError, match="incomplete copy") as info:
@@ -167,3 +179,22 @@ def test_exported_folder_predicts_in_a_fresh_process_with_an_empty_cache(biomedc
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("file,prediction") and "Traceback" not in out.stderr
     assert not (tmp_path / "empty" / "hub").exists() or not any((tmp_path / "empty" / "hub").iterdir())
+
+
+def test_a_local_dir_without_a_manifest_loads_with_a_notice_and_an_export_without_one(
+        tiny_biomedclip_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder assembled by hand is allowed, but nothing checks its files: the load says so."""
+    from biomedvr_cli.backbones.downloads import DownloadReporter
+
+    repo = tiny_biomedclip_home / "hub" / ("models--" + BIOMEDCLIP_REPO.replace("/", "--"))
+    folder = tmp_path / "handmade"
+    shutil.copytree(next((repo / "snapshots").iterdir()), folder)
+    use_hf_home(monkeypatch, tiny_biomedclip_home)
+    notices: list[str] = []
+    load_backbone(f"local-dir:{folder}", reporter=DownloadReporter(notify=notices.append))
+    assert any("local-dir:handmade has no biomedvr-export.json" in n and "unverified" in n for n in notices)
+    result = runner.invoke(app, ["backbones", "export", f"local-dir:{folder}", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.stderr
+    notices.clear()
+    load_backbone(f"local-dir:{tmp_path / 'out'}", reporter=DownloadReporter(notify=notices.append))
+    assert not any("unverified" in n for n in notices)

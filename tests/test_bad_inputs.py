@@ -320,7 +320,7 @@ ROWS: list[Row] = [
     Row("validate-not-json", lambda e: ["attributes", "validate", e.text("a.json", "{nope")], 3,
         ("a.json", "not valid json", "line 1")),
     Row("validate-duplicate-key", lambda e: ["attributes", "validate", e.text("a.json", '{"task": "a", "task": "b"}')],
-        3, ("appears twice",)),
+        3, ("repeats an earlier key",)),
     Row("validate-fifo", lambda e: ["attributes", "validate", e.fifo("a.json")], 3, ("not a regular file",)),
     Row("validate-folder", lambda e: ["attributes", "validate", e.tmp], 3, ("is a folder",)),
     Row("validate-missing", lambda e: ["attributes", "validate", e.tmp / "a.json"], 3, ("a.json not found",)),

@@ -116,9 +116,11 @@ def write_entry(cache_dir: Path, key: str, attrs: AttributeFile) -> None:
         write_text_atomic(entry_path(cache_dir, key), attrs.to_json(), force=True)
     except OSError as exc:
         raise BiomedVRError(
-            f"cannot write the attributes cache: {exc.strerror}",
+            f"cannot write the attributes cache: {exc.strerror}; only the cache entry was not stored",
             f"choose a writable --cache-dir or set {CACHE_ENV}",
         ) from None
     except BiomedVRError as exc:  # the folder is a file, or cannot be written
-        raise BiomedVRError(f"cannot write the attributes cache: {exc.message}",
+        # The write error ends "nothing was written", which read as if the attributes file were not.
+        reason = exc.message.removesuffix("; nothing was written")
+        raise BiomedVRError(f"cannot write the attributes cache: {reason}; only the cache entry was not stored",
                             f"choose a writable --cache-dir or set {CACHE_ENV}") from None

@@ -97,7 +97,7 @@ def plan_generation(
     class_names: Sequence[str], task: str, settings: GenerationSettings, prompts: PromptSet | None = None
 ) -> GenerationPlan:
     """Check classes and task (privacy guard first) and render every request; sends nothing."""
-    task = " ".join(task.split())
+    task = privacy.plain_task(task)
     if len(class_names) < 2:
         raise InvalidInputError(
             f"{len(class_names)} class given; distinctive and confusion attributes need at least two",

@@ -20,7 +20,7 @@ from typing import Any
 
 from biomedvr_cli import __version__
 from biomedvr_cli.attributes.classlist import normalise_class_name
-from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text
+from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text, plain_task
 from biomedvr_cli.attributes.schema import (
     MAX_TASK_CHARS,
     MIN_SENTENCE_CHARS,
@@ -109,20 +109,26 @@ def _class_entry(name: str, sets: dict[str, dict[str, list[Any]]], by_key: dict[
                 "(underscores count as spaces, case is ignored)",
             )
         kept: list[str] = []
+        short = repeated = 0
         for number, sentence in enumerate(sets[set_name][by_key[set_name][key]], start=1):
             text = sentence.strip()
             check_stored_text(f"{paths[set_name].name}: class {name!r} sentence {number}", text,
                               why=ATTRIBUTES_WHY, fix="remove the patient detail from the sentence")
             folded = " ".join(text.split()).casefold()
             if len(text) < MIN_SENTENCE_CHARS or folded in seen:
+                short, repeated = short + (len(text) < MIN_SENTENCE_CHARS), repeated + (folded in seen)
                 dropped += 1
                 continue
             seen.add(folded)
             kept.append(text)
         if not kept:
+            why = ", ".join(part for part in (f"{short} shorter than {MIN_SENTENCE_CHARS} characters" if short else "",
+                                              f"{repeated} repeating a sentence of another set" if repeated else "")
+                            if part)
             raise InvalidInputError(
-                f"{paths[set_name].name}: class {name!r} has no sentence of at least {MIN_SENTENCE_CHARS} characters",
-                "add sentences for it, or write that class by hand",
+                f"{paths[set_name].name}: class {name!r} has no sentence left"
+                + (f" after dropping {why}" if why else " (its list is empty)"),
+                "add sentences for it (each set needs its own), or write that class by hand",
             )
         entry[set_name] = kept
     return entry, dropped
@@ -138,6 +144,7 @@ def import_reference(
 ) -> ImportReport:
     """Build a validated :class:`AttributeFile` from the three reference files."""
     # The same words as `attributes --task`, which refuses such text before sending it.
+    task = plain_task(task, stored=True)
     check_stored_text("the --task text", task, why=ATTRIBUTES_WHY, limit=MAX_TASK_CHARS,
                       fix="describe the imaging task in a few plain words")
     paths = {"descriptive": Path(descriptive), "distinctive": Path(distinctive), "confusion": Path(confusion)}

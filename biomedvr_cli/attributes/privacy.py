@@ -45,9 +45,19 @@ _FILE_EXT = (
     r"|csv|tsv|txt|json|xlsx?|h5|hdf5|npy|npz|pt|pth|ckpt|safetensors|zip|tar|gz|pdf"
 )
 
-_NAME_WORD = r"[A-Z][a-z'\u2019-]+"
+
+
+def _letters(category: str) -> str:
+    """Every Latin, Greek and Cyrillic letter of one Unicode category ("Lu", "Ll"), for a regex class:
+    names are written "Müller", "Øztürk", "Łukasz", "Ñúñez" as often as "Smith"."""
+    return "".join(re.escape(ch) for ch in map(chr, range(0x41, 0x530)) if unicodedata.category(ch) == category)
+
+
+_UPPER, _LOWER = _letters("Lu"), _letters("Ll")
+# A capitalised word; hyphenated ("Jean-Luc", "Anne-Marie") and inner capitals ("McDonald") included.
+_NAME_WORD = rf"[{_UPPER}][{_LOWER}'\u2019-]+(?:[{_UPPER}][{_LOWER}'\u2019-]+)*"
 # Records and DICOM write names in capitals ("JOHN SMITH"); after "patient" / "name" those count too.
-_ANY_CASE_NAME_WORD = rf"(?:{_NAME_WORD}|[A-Z][A-Z'\u2019-]+)"
+_ANY_CASE_NAME_WORD = rf"(?:{_NAME_WORD}|[{_UPPER}][{_UPPER}'\u2019-]+)"
 _DATE = "a date"
 # Characters that are not plain text: control and format characters, lone surrogates (bytes
 # that were not UTF-8, as Python spells them), line and paragraph separators.
@@ -66,6 +76,8 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # and counts such as "2-3/10 HPF" stay allowed.
     (re.compile(r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}\b"), _DATE, "<date>"),
     (re.compile(r"\b\d{1,2}([-/.])\d{1,2}\1\d{2,4}\b"), _DATE, "<date>"),
+    # Spaces as the separator only with a four-digit year: "03 04 2021", "2021 03 04".
+    (re.compile(r"\b\d{1,2} \d{1,2} (?:19|20)\d{2}\b|\b(?:19|20)\d{2} \d{1,2} \d{1,2}\b"), _DATE, "<date>"),
     # Dates with a month name: "04-Mar-2021", "4 March 2021", "04MAR2021", "Mar-04-2021",
     # "2021-Mar-04", "March 4, 2021", "March 2021".
     (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of\s+|[-/.\s]?){_MONTH}(?:[-/.,]\s*|\s+)\d{{2,4}}\b", re.I),
@@ -77,7 +89,8 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(rf"\b{_MONTH}\s+(?:19|20)\d{{2}}\b", re.I), _DATE, "<date>"),
     (re.compile(r"\d{6,}"), "a run of six or more digits (like a record or accession number)", "<digits>"),
     # ID-like groups (social security, phone, MRN formats) that dodge the six-digit rule.
-    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b"), "an ID or phone number", "<digits>"),
+    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b|\(\d{3}\)\s*\d{3}[-. ]\d{4}\b"),
+     "an ID or phone number", "<digits>"),
     # Labels that only ever introduce a patient's record: "DOB", "MRN", "date of birth", ...
     (re.compile(r"\b(?:d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|born\s+(?:on\s+|in\s+)?\d|mrn(?:\b|(?=\d))|"
                 r"medical\s+record\s+(?:number|no\b)|nhs\s+(?:number|no\b)|ssn\b|social\s+security\s+number|"
@@ -87,13 +100,13 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # "Dr. Jones", "Dr.Jones", "Mr Smith", and in capitals "MRS JONES" (not "MR", "DR", "MS": MR imaging,
     # diabetic retinopathy and multiple sclerosis start many class names).
     (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b(?:\.\s*|\s+){_NAME_WORD}"
-                rf"|\b(?:MRS|MISS)\b\.?\s+[A-Z][A-Z'\u2019-]+\b"), "a name with a title", "<name>"),
+                rf"|\b(?:MRS|MISS)\b\.?\s+[{_UPPER}][{_UPPER}'\u2019-]+\b"), "a name with a title", "<name>"),
     (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*{_ANY_CASE_NAME_WORD}\s+{_ANY_CASE_NAME_WORD}"),
      "a patient name", "<name>"),
     # DICOM writes a person's name as Family^Given (PN): "Smith^John", "DOE^JANE^M".
-    # Words on both sides: "mm^3" or "x^2" in a sentence is no name. Letters only before the caret, so
-    # that the scan stays linear ("O'Neil^John" is still found from "Neil").
-    (re.compile(r"\b[A-Za-z]{2,}\^[A-Za-z]"), "a DICOM person name (Family^Given)", "<name>"),
+    # Words on both sides: "mm^3" or "x^2" in a sentence is no name. Letters only (any script) before the
+    # caret, so that the scan stays linear ("O'Neil^John" is still found from "Neil").
+    (re.compile(r"\b[^\W\d_]{2,}\^[^\W\d_]\S*"), "a DICOM person name (Family^Given)", "<name>"),
     (re.compile(r"(?:^|\s)(?:~|\.{1,2})?[/\\][^\s/\\]+"), "a file path", "<path>"),
     (re.compile(r"\b[a-z]:[\\/]", re.I), "a file path", "<path>"),
     (re.compile(r"\\"), "a file path (backslash)", "<path>"),
@@ -221,6 +234,20 @@ def check_stored_class_names(class_names: Sequence[str], source: str = "class") 
     for index, name in enumerate(class_names, start=1):
         _check_one(f"{source} {index} of {total}", name, MAX_STORED_CLASS_NAME_CHARS,
                    f"rename the {source} to its diagnosis or finding", why=_STORED_WHY, kept="stored")
+
+
+def plain_task(task: str, *, stored: bool = False) -> str:
+    """The --task text as sent and stored: whitespace runs made one space. Tabs and line breaks (a
+    pasted task) are whitespace; any other character that is not plain text (a control or format
+    character, U+2028, U+2029) is refused first (exit 3), as in class names, not quietly dropped."""
+    spaced = task.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    bad = not_plain_text(spaced)
+    if bad is not None:
+        what = "a character that is not valid text" if unicodedata.category(bad) == "Cs" else "a control character"
+        why, kept = (ATTRIBUTES_WHY, "stored") if stored else (_SENT_WHY, "sent to the LLM")
+        raise InvalidInputError(f"the --task text looks like it contains {what}; {why}",
+                                "describe the imaging task in a few plain words")
+    return " ".join(spaced.split())
 
 
 def check_stored_text(where: str, text: str, *, why: str, fix: str, limit: int | None = None) -> None:

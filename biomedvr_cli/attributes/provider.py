@@ -108,6 +108,7 @@ def make_client(provider: str, *, timeout: float, max_retries: int, **overrides:
                 and getattr(client, "credentials", None) is None
             ):
                 raise ProviderError("no Anthropic API key found (ANTHROPIC_API_KEY is not set)", hint)
+            _refuse_malformed_credential(client, hint)
         elif provider == "bedrock":
             client = anthropic.AnthropicBedrock(**kwargs)
             if client.api_key is None and not _has_module("boto3"):
@@ -125,6 +126,17 @@ def make_client(provider: str, *, timeout: float, max_retries: int, **overrides:
         # Raised by the constructors for a missing region or conflicting credentials.
         raise ProviderError(f"cannot set up the {provider} client: {_first_line(exc)}", hint) from None
     return client
+
+
+def _refuse_malformed_credential(client: Any, hint: str) -> None:
+    """A key with a space, line break or other character no key holds (a bad paste) cannot go into an
+    HTTP header; httpx would fail the request as if the network were down. Say which variable it is
+    (never the key itself)."""
+    for attribute, variable in (("api_key", "ANTHROPIC_API_KEY"), ("auth_token", "ANTHROPIC_AUTH_TOKEN")):
+        value = getattr(client, attribute, None)
+        if isinstance(value, str) and (not value.isascii() or not value.isprintable() or " " in value):
+            raise ProviderError(f"{variable} holds a space, line break or other character that no key has "
+                                "(a copy-and-paste slip?)", hint)
 
 
 @dataclass(frozen=True)

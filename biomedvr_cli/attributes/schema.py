@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.atomic import write_text_atomic
-from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text
+from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text, find_identifier
 from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, JsonNumberError, json_depth, load_json_strictly, read_user_text
 from biomedvr_cli.errors import InvalidInputError
 
@@ -171,7 +171,7 @@ def validate_class_entry(name: str, value: Any, *, min_count: int = 1) -> ClassA
         raise _fail(where, f"must be an object with {', '.join(SET_NAMES)}, not {_json_type(value)}")
     unknown = [k for k in value if k not in SET_NAMES]
     if unknown:
-        raise _fail(where, f"unknown key {json.dumps(unknown[0])}; expected only {', '.join(SET_NAMES)}")
+        raise _fail(where, f"{_unknown_key(list(value), unknown[0], SET_NAMES)}; expected only {', '.join(SET_NAMES)}")
     missing = [k for k in SET_NAMES if k not in value]
     if missing:
         raise _fail(where, f"is missing the {missing[0]} set")
@@ -197,14 +197,15 @@ def validate_attributes(data: dict) -> AttributeFile:
         raise _fail("", f"the document must be a JSON object, not {_json_type(data)}")
     unknown = [k for k in data if k not in _TOP_LEVEL_KEYS]
     if unknown:
-        raise _fail("", f"unknown top-level key {json.dumps(unknown[0])}; expected {', '.join(_TOP_LEVEL_KEYS)}")
+        raise _fail("", f"{_unknown_key(list(data), unknown[0], _TOP_LEVEL_KEYS, 'top-level key')}; "
+                        f"expected {', '.join(_TOP_LEVEL_KEYS)}")
     if "schema_version" not in data:
         raise _fail("", "schema_version is missing", f'add "schema_version": {SCHEMA_VERSION} at the top')
     version = data["schema_version"]
     if version != SCHEMA_VERSION or not isinstance(version, int) or isinstance(version, bool):  # 1.0 is not 1
         raise _fail(
             "schema_version",
-            f"is {json.dumps(version)}; this biomedvr reads version {SCHEMA_VERSION}",
+            f"is {_shown_version(version)}; this biomedvr reads version {SCHEMA_VERSION}",
             "regenerate the file with this biomedvr, or upgrade biomedvr",
         )
     task = data.get("task", "")
@@ -247,7 +248,7 @@ def validate_attributes(data: dict) -> AttributeFile:
     provenance = data.get("provenance", {})
     if not isinstance(provenance, dict):
         raise _fail("provenance", f"must be an object, not {_json_type(provenance)}")
-    _check_provenance(provenance, "provenance", technical=False)
+    _check_provenance(provenance, "provenance", technical=None)
     return AttributeFile(task=task.strip(), classes=out, provenance=dict(provenance))
 
 
@@ -257,26 +258,48 @@ _TECHNICAL_KEYS = frozenset({"model", "created_at", "prompt_sha256", "imported_s
 _TECHNICAL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
 
 
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+_TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
+_LONG_DIGITS = re.compile(r"\d{6,}")
+
+
 def is_technical_value(value: str) -> bool:
-    """An id, hash or time as provenance stores one (a model id such as ``claude-haiku-4-5@20251001``)."""
-    return bool(_TECHNICAL_VALUE.fullmatch(value)) and not value.startswith(("/", ".."))
+    """An id as provenance stores one (a model id such as ``claude-haiku-4-5@20251001`` or a Bedrock ARN):
+    letters, digits and ``._:@+/-``, and nothing the identifier check finds once its long digit runs
+    (dates of a release, account numbers) are set aside: no e-mail address, record label or file name."""
+    if not _TECHNICAL_VALUE.fullmatch(value) or value.startswith(("/", "..")):
+        return False
+    return find_identifier(_LONG_DIGITS.sub("0", value)) is None
 
 
-def _check_provenance(value: Any, where: str, *, technical: bool) -> None:
+def _technical_problem(field: str, value: str) -> str | None:
+    """Why a technical provenance field's value is not what biomedvr writes there, else None."""
+    if field in ("prompt_sha256", "imported_sha256"):
+        return None if _SHA256.fullmatch(value) else "must be a SHA-256 digest (64 hexadecimal digits)"
+    if field == "created_at":
+        return None if _TIMESTAMP.fullmatch(value) else "must be an ISO 8601 time, e.g. 2026-12-07T10:00:00Z"
+    if not is_technical_value(value):
+        return "must be a plain id (letters, digits and ._:@+/-, at most 200), with no e-mail, record label or file name"
+    return None
+
+
+def _check_provenance(value: Any, where: str, *, technical: str | None) -> None:
     """Provenance is shown by ``validate`` and kept in caches: every key and text passes the identifier
-    check, except the values of the technical fields, which must be plain ids (letters, digits, ``._:@+/-``)."""
+    check, except the values of the technical fields (``technical``: the field they are under), which
+    must be what biomedvr writes there: a digest, a time, or a plain id (see :func:`_technical_problem`)."""
     if isinstance(value, dict):
         for key, item in value.items():
             check_stored_text(f"{where}: a key", key, why=ATTRIBUTES_WHY, limit=100, fix=_PROVENANCE_FIX)
-            _check_provenance(item, f"{where}.{key}", technical=technical or key in _TECHNICAL_KEYS)
+            field = technical or (key if key in _TECHNICAL_KEYS else None)
+            _check_provenance(item, f"{where}.{key}", technical=field)
     elif isinstance(value, list):
         for i, item in enumerate(value):
             _check_provenance(item, f"{where}[{i}]", technical=technical)
     elif isinstance(value, str):
         if technical:
-            if not is_technical_value(value):
-                raise _fail(where, "must be an id, hash or time (letters, digits and ._:@+/-, at most 200)",
-                            _PROVENANCE_FIX)
+            problem = _technical_problem(technical, value)
+            if problem:
+                raise _fail(where, problem, _PROVENANCE_FIX)
         else:
             check_stored_text(where, value, why=ATTRIBUTES_WHY, limit=MAX_TASK_CHARS, fix=_PROVENANCE_FIX)
 
@@ -291,7 +314,8 @@ def parse_attributes_text(text: str) -> AttributeFile:
     except JsonNumberError as exc:
         raise _fail("", str(exc)) from None
     except _DuplicateKey as exc:
-        raise _fail("", f"key {json.dumps(exc.key, ensure_ascii=False)} appears twice in one object") from None
+        raise _fail("", f"key {exc.position} of {exc.count} in one object repeats an earlier key "
+                        "(its first value would be lost)", "keep each key once") from None
     except json.JSONDecodeError as exc:
         raise _fail("", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:  # the C parser recurses once per nesting level
@@ -324,18 +348,38 @@ def save_attributes(attrs: AttributeFile, path: Path, *, force: bool) -> None:
 
 
 class _DuplicateKey(ValueError):
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-        self.key = key
+    """A key given twice, by its place only: keys are class names not yet through the identifier check."""
+
+    def __init__(self, position: int, count: int) -> None:
+        super().__init__(f"key {position} of {count}")
+        self.position, self.count = position, count
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key, value in pairs:
+    for position, (key, value) in enumerate(pairs, start=1):
         if key in out:
-            raise _DuplicateKey(key)
+            raise _DuplicateKey(position, len(pairs))
         out[key] = value
     return out
+
+
+def _unknown_key(keys: list[str], unknown: str, expected: tuple[str, ...] | frozenset[str],
+                 what: str = "key") -> str:
+    """An unknown key named by its place (its text may be anything a person pasted, a name say),
+    with the expected key it is closest to when it looks like a typo of one."""
+    import difflib
+
+    close = difflib.get_close_matches(unknown, sorted(expected), n=1, cutoff=0.75)
+    hint = f" (did you mean {json.dumps(close[0])}?)" if close else ""
+    return f"unknown {what}: key {keys.index(unknown) + 1} of {len(keys)}{hint}"
+
+
+def _shown_version(version: Any) -> str:
+    """A schema_version as the error may show it: numbers as they are, any text only by its type."""
+    if version is None or isinstance(version, (bool, int, float)):
+        return json.dumps(version)
+    return f"{_json_type(version)}, not a number"
 
 
 def _json_type(value: Any) -> str:

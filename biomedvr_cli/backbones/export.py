@@ -32,9 +32,11 @@ from biomedvr_cli.backbones.downloads import DownloadReporter
 from biomedvr_cli.backbones.loader import Backbone, load_backbone
 from biomedvr_cli.backbones.localdir import CONFIG_FILE, WEIGHTS_FILE, read_local_dir
 from biomedvr_cli.backbones.manifest import MANIFEST_FILE, MANIFEST_FORMAT, MANIFEST_VERSION, SUMS_FILE, sha256_file
+from biomedvr_cli.backbones.manifest import manifest_entries, unlisted_files
 from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
 from biomedvr_cli.errors import (
     BackboneUnavailableError,
+    BiomedVRError,
     OutputExistsError,
     OutputNotWritableError,
     OutputWriteError,
@@ -161,8 +163,26 @@ def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise OutputNotWritableError(f"{out.name} exists and is not a folder", "choose another DIR")
     check_folder_writable(out)  # a file where a parent folder should be, or no permission: before the backbone loads
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise OutputExistsError(out.name, option="DIR")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise OutputExistsError(out.name, option="DIR")
+        why = _not_replaceable(out)
+        if why:  # --force would delete the user's own files with the folder
+            raise UsageError(f"--force replaces only an earlier export, and {out.name} {why}",
+                             "export into a new or empty folder (or move that folder's files away first)")
+
+
+def _not_replaceable(out: Path) -> str | None:
+    """Why ``--force`` must not replace the folder ``out`` (it is not an earlier export, or it holds
+    files the export did not write; hidden files aside), else None."""
+    try:
+        listed = set(manifest_entries(json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))))
+    except (OSError, ValueError, BiomedVRError):
+        if not any(not p.name.startswith(".") for p in out.iterdir()):
+            return None  # only hidden files (.DS_Store): nothing of the user's is lost
+        return f"is not one (it has no readable {MANIFEST_FILE})"
+    extra = unlisted_files(out, listed)
+    return f"also holds {len(extra)} file(s) the export did not write" if extra else None
 
 
 def _swap_in(staging: Path, out: Path) -> None:

@@ -38,6 +38,7 @@ from biomedvr_cli.backbones.downloads import (
 )
 from biomedvr_cli.backbones.fingerprint import legacy_fingerprint, weights_fingerprint
 from biomedvr_cli.backbones.localdir import LocalDir, local_tokenizer, read_local_dir, text_cfg_override
+from biomedvr_cli.backbones.localdir import unverified_notice
 from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
 from biomedvr_cli.errors import BackboneUnavailableError, BiomedVRError
 
@@ -252,6 +253,8 @@ def _create(spec: BackboneSpec, allow_download: bool | None,
             reporter: DownloadReporter) -> tuple[torch.nn.Module, object, dict, LocalDir | None]:
     """Build the model and tokenizer for ``spec``, downloading missing files first when allowed."""
     found, local = _ensure_files(spec, allow_download, reporter)
+    if spec.kind == "local-dir" and (notice := unverified_notice(local)):
+        reporter.notify(notice)
     with hub_offline(), quiet_loading():
         try:
             model, tokenizer, cfg = _build(spec, found, local, reporter)

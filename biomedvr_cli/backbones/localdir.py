@@ -42,6 +42,15 @@ class LocalDir:
     needs: list[HubNeed] = field(default_factory=list)
 
 
+def unverified_notice(local: LocalDir | None) -> str | None:
+    """The notice for a folder without a manifest (assembled by hand, which is allowed): nothing checks
+    its files against a record, so an edited weights file loads without a word otherwise."""
+    if local is None or local.manifest is not None:
+        return None
+    return (f"local-dir:{local.folder.name} has no {MANIFEST_FILE}, so its files are loaded unverified "
+            "(`biomedvr backbones export` writes a folder with checksums)")
+
+
 def _fail(message: str, hint: str) -> BackboneUnavailableError:
     return BackboneUnavailableError(message, hint)
 

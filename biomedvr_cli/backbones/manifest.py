@@ -96,7 +96,7 @@ def manifest_entries(manifest: Any) -> dict[str, tuple[int, str]]:
     return entries
 
 
-def _unlisted_files(folder: Path, listed: set[str]) -> list[str]:
+def unlisted_files(folder: Path, listed: set[str]) -> list[str]:
     """Files the loader could read that the manifest does not list (hidden files and the manifest itself aside)."""
     found = []
     for root, dirs, names in os.walk(folder):  # does not follow symlinked folders
@@ -115,7 +115,7 @@ def verify_export(folder: Path, manifest: Any) -> None:
     listed file is hashed. Raises :class:`BackboneUnavailableError` (exit 4) naming the file.
     """
     entries = manifest_entries(manifest)
-    unlisted = _unlisted_files(folder, set(entries))
+    unlisted = unlisted_files(folder, set(entries))
     if unlisted:
         raise BackboneUnavailableError(
             f"{shown(unlisted[0])} in the exported backbone folder is not listed in {MANIFEST_FILE}",

@@ -101,7 +101,7 @@ def import_cmd(
     refuse_input_as_output(out, [descriptive, distinctive, confusion, classes])  # even with --force
     check_folder_writable(out)  # a folder that cannot be written fails before the files are read
     names = class_names_from(classes, class_, required=False)
-    report = import_reference(descriptive, distinctive, confusion, class_names=names, task=" ".join(task.split()))
+    report = import_reference(descriptive, distinctive, confusion, class_names=names, task=task)
     attrs = report.attributes
     unchanged = False
     if out.exists() and not force:
