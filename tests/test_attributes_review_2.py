@@ -161,3 +161,12 @@ def test_check_stored_text_reports_a_unicode_name_by_place_only() -> None:
     with pytest.raises(InvalidInputError) as info:
         check_stored_text("class 1 of 2", "Dr Öztürk", why="stored", fix="rename it")
     assert "Öztürk" not in info.value.one_line() and "a name with a title" in info.value.one_line()
+
+
+def test_a_mistyped_download_setting_is_refused_for_every_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli.backbones import load_backbone
+    from biomedvr_cli.errors import UsageError
+
+    monkeypatch.setenv("BIOMEDVR_ALLOW_DOWNLOAD", "nope")
+    with pytest.raises(UsageError, match="BIOMEDVR_ALLOW_DOWNLOAD='nope' is neither on nor off"):
+        load_backbone("sandbox")

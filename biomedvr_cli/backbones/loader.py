@@ -365,6 +365,7 @@ def load_backbone(
     """
     if isinstance(spec, str):
         spec = parse_backbone(spec)
+    downloads_allowed(allow_download)  # a mistyped BIOMEDVR_ALLOW_DOWNLOAD is refused whatever the backbone
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
     model, tokenizer, model_cfg, local = _create(spec, allow_download, reporter or current_reporter())
     model.eval()
