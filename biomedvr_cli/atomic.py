@@ -35,6 +35,20 @@ except ImportError:  # Windows: a lock is then only its file's existence, and is
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
+# Every output renamed into place by this process, so that a Ctrl-C arriving after a command has
+# written its output can say so truthfully (the command line resets it for each command).
+_COMMITTED: list[Path] = []
+
+
+def committed_outputs() -> list[Path]:
+    """The outputs this process has written in full (renamed into place) and that are still there."""
+    return [path for path in dict.fromkeys(_COMMITTED) if path.exists()]
+
+
+def forget_committed() -> None:
+    """Start a new record of written outputs (at the start of each command)."""
+    _COMMITTED.clear()
+
 
 def check_writable(path: Path, *, force: bool, option: str = "--out") -> None:
     """Fail early, before any work: ``path`` exists without ``force``, or its folder cannot be written.
@@ -284,6 +298,7 @@ def atomic_path(path: Path, *, force: bool) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+        _COMMITTED.append(path)
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

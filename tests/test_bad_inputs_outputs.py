@@ -232,7 +232,7 @@ ROWS: list[Row] = [
     Row("predict-disk-full-exit-3 (#10)", lambda e: ["predict", e.w.good, *e.ad, "--out", e.tmp / "p.csv"], 3,
         ("cannot write p.csv", "no space left", "nothing was written"), setup=_disk_full),
     Row("eval-plots-disk-full-exit-3 (#10)", lambda e: ev(e, None, "--plots", e.tmp / "plots"), 3,
-        ("cannot write confusion_matrix.png", "no space left", "nothing was written"), setup=_disk_full),
+        ("cannot write reliability.png", "no space left", "nothing was written"), setup=_disk_full),
     # --- 11. messages and formats that misled -------------------------------------------------------
     Row("predict-explain-csv-keeps-the-explanation (#11)",
         lambda e: ["predict", e.w.good, *e.ad, "--explain", "--format", "csv"], 0, check=_csv_has_explanations),

@@ -41,7 +41,7 @@ _MONTH = (
     r"|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.?"
 )
 _FILE_EXT = (
-    r"dcm|dicom|ima|png|jpe?g|tiff?|bmp|gif|webp|nii(?:\.gz)?|nrrd|mha|mhd|svs|ndpi|scn|mrxs"
+    r"dcm|dicom|ima|png|jpe?g|jfif|tiff?|bmp|gif|webp|nii(?:\.gz)?|nrrd|mha|mhd|svs|ndpi|scn|mrxs"
     r"|csv|tsv|txt|json|xlsx?|h5|hdf5|npy|npz|pt|pth|ckpt|safetensors|zip|tar|gz|pdf"
 )
 

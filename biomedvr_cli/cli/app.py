@@ -136,7 +136,19 @@ def _after_interrupt(ctx: typer.Context) -> str:
         return ctx.meta["biomedvr.after_interrupt"]
     if ctx.invoked_subcommand == "benchmark":
         return "the finished jobs are kept and partial outputs were removed (fix: run the same command again to resume)"
-    return "partial outputs were removed (fix: run the command again)"
+    return _written_before() or "partial outputs were removed (fix: run the command again)"
+
+
+def _written_before() -> str | None:
+    """What a command had written in full before the interrupt (and kept), by name; None when nothing."""
+    from biomedvr_cli.atomic import committed_outputs
+
+    names = [path.name for path in committed_outputs()]
+    if not names:
+        return None
+    shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"{shown} had been written in full before it and {'is' if len(names) == 1 else 'are'} kept; nothing "
+            "partial was left (fix: use them as they are, or run the command again with --force)")
 
 
 class _BoundaryGroup(TyperGroup):
@@ -161,9 +173,17 @@ class _BoundaryGroup(TyperGroup):
 
             render.error("aborted (fix: run the command again)")
             sys.exit(EXIT_UNEXPECTED)
+        except KeyboardInterrupt:  # after the command had finished (its own handler is in invoke), while exiting
+            from biomedvr_cli.cli import console as render
+
+            render.error(f"interrupted as it finished; {_written_before() or 'nothing partial was left'}")
+            sys.exit(EXIT_INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:
+        from biomedvr_cli.atomic import forget_committed
+
+        forget_committed()
         debug = debug_enabled(ctx)
         with _warnings_for_users(debug), _sigterm_as_interrupt():
             try:
@@ -233,5 +253,10 @@ _register()
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. Once the command is done, a late Ctrl-C is ignored: it must not
+    print a traceback from the interpreter's exit (torch's atexit hooks, say) nor change the status."""
+    try:
+        app()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)

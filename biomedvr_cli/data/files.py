@@ -10,8 +10,9 @@ from biomedvr_cli.errors import InvalidInputError
 
 #: Extensions treated as images without opening the file (compared lower-case).
 # Every format the decoder opens (decode._PIL_FORMATS, DICOM), so a folder finds what `predict FILE` reads.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp", ".ppm", ".pgm",
-                              ".pbm", ".pnm", ".jp2", ".j2k", ".dcm", ".dicom"})
+# .jfif / .jpe / .jif are JPEG (the names Windows and old cameras give them).
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jfif", ".jpe", ".jif", ".tif", ".tiff", ".bmp", ".gif",
+                              ".webp", ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".j2k", ".dcm", ".dicom"})
 
 # Folders that archive tools or operating systems add and that never hold real data.
 _SKIPPED_FOLDERS = frozenset({"__MACOSX"})
@@ -95,6 +96,16 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 skipped.append((path, "not an image file"))
     images.sort()
     return images, skipped
+
+
+def file_identity(path: Path, fallback: str) -> tuple[int, int] | str:
+    """One key per file however it is reached (a path, a symbolic link, a hard link): its device and
+    inode; ``fallback`` (a path key) for a file that cannot be stat'ed (missing, no permission)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
+        return fallback
+    return info.st_dev, info.st_ino
 
 
 def _folder_id(folder: Path) -> tuple[int, int] | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biomedvr_cli.data.files import is_hidden, is_image_file, printable_path, walk_images
+from biomedvr_cli.data.files import file_identity, is_hidden, is_image_file, printable_path, walk_images
 from biomedvr_cli.data.labels import canonical_label, check_distinct_labels, respelt_notice
 from biomedvr_cli.data.records import ImageRecord, ImageSource
 from biomedvr_cli.data.splits import normalise_split
@@ -77,6 +77,28 @@ def _class_name(folder: Path) -> str:
     return canonical_label(name) or name
 
 
+def _each_file_once(records: list[ImageRecord], skipped: list[tuple[Path, str]], where: str) -> list[ImageRecord]:
+    """Each file once, however many links lead to it (a linked folder, a link to an image, a hard link).
+    Reached again with the same class and split it is skipped; under another class or split it is an
+    error, as a manifest row listed twice is: one image with two labels, or in train and test."""
+    first: dict[tuple[int, int] | str, ImageRecord] = {}
+    kept: list[ImageRecord] = []
+    for record in records:
+        key = file_identity(record.path, str(record.path))
+        earlier = first.setdefault(key, record)
+        if earlier is record:
+            kept.append(record)
+            continue
+        for field, what in (("label", "class folders"), ("split", "split folders")):
+            if getattr(earlier, field) != getattr(record, field):
+                raise InvalidInputError(
+                    f"{where}: one image file is reached from two {what} ({getattr(earlier, field) or 'none'} and "
+                    f"{getattr(record, field) or 'none'}) through a link: {printable_path(record.path.name)}",
+                    "remove the link (or the linked folder), so that each image sits in one class and split")
+        skipped.append((record.path, "reached again through a link"))
+    return kept
+
+
 def read_folder_tree(root: Path, *, require_labels: bool = True) -> ImageSource:
     """List a class-per-folder tree.
 
@@ -106,6 +128,7 @@ def read_folder_tree(root: Path, *, require_labels: bool = True) -> ImageSource:
     else:
         listing.add_classes(subdirs, loose, None)
 
+    listing.records = _each_file_once(listing.records, listing.skipped, root.name)
     if not listing.records:
         if require_labels and not listing.classes:
             raise InvalidInputError(f"{root.name} holds no class folders with images", _LAYOUT_HINT)

@@ -12,11 +12,12 @@ import csv
 import io
 import os
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomedvr_cli.data.files import MAX_MANIFEST_BYTES, is_image_file, read_regular_file
+from biomedvr_cli.data.files import MAX_MANIFEST_BYTES, file_identity, is_image_file, read_regular_file
 from biomedvr_cli.data.idcolumns import grouping_notice, id_columns
 from biomedvr_cli.data.labels import canonical_label, check_distinct_labels, respelt_notice
 from biomedvr_cli.data.records import NO_GROUP, CsvColumns, ImageRecord, ImageSource
@@ -65,10 +66,10 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
     parsed = _parse(csv_path, columns, require_labels)
     records: list[ImageRecord] = []
     skipped: list[tuple[Path, str]] = []
-    first: dict[str, ImageRecord] = {}
+    first: dict[tuple[int, int] | str, ImageRecord] = {}
     folders: dict[str, str] = {}
     for where, record in parsed.rows:
-        key = same_file_key(record.path, folders)
+        key = file_identity(record.path, same_file_key(record.path, folders))  # hard links are one file too
         earlier = first.get(key)
         if earlier is not None:
             if earlier.label != record.label:
@@ -224,8 +225,13 @@ def _header(text: str, name: str, columns: CsvColumns) -> tuple[str, list[str], 
     # Excel's "sep=;" first line names the delimiter; the header follows it.
     declared = re.fullmatch(r"\s*sep=(.)\s*", first_line, flags=re.IGNORECASE)
     delimiters = _DELIMITERS
-    if declared and declared.group(1) in _DELIMITERS and number < len(lines):
-        delimiters, number = (declared.group(1),), number + 1
+    if declared and declared.group(1) in _DELIMITERS:
+        # The header is the next line that is not blank, as above the "sep=" line.
+        after = next((i for i in range(number + 1, len(lines) + 1) if lines[i - 1].strip(" \t,;")), None)
+        if after is None:
+            raise InvalidInputError(f"{name} has a sep= line but no header row after it",
+                                    f"write a header row ({columns.path},{columns.label}) and one row per image")
+        delimiters, number = (declared.group(1),), after
         first_line = lines[number - 1]
     header: list[str] = []
     for delimiter in delimiters:
@@ -325,9 +331,16 @@ def _parse_row(row: list[str], layout: _Layout, base: Path, where: str, require_
             f"{where}: unknown split '{split_text[:40]}'",
             f"use train, val or test (accepted: {known_split_names()}) or leave it empty",
         )
-    # One patient spelt "P-017" and "p-017 " is one group: merging can only keep more images together.
-    group = " ".join(_cell(row, layout.group).split()).casefold() or None
+    group = group_key(_cell(row, layout.group)) or None
     return ImageRecord(path=path, label=label, split=split, group=group)
+
+
+def group_key(text: str) -> str:
+    """One patient spelt "P-017", "p-017 ", "Ｐ-017" (full width), "José" in NFC or NFD (a Mac or Windows
+    round trip) or with a zero-width space is one group: merging can only keep more images together."""
+    folded = unicodedata.normalize("NFKC", text)
+    folded = "".join(ch for ch in folded if unicodedata.category(ch) != "Cf")
+    return " ".join(folded.split()).casefold()
 
 
 def _resolve(raw: str, base: Path) -> Path:

@@ -60,10 +60,15 @@ class ImageSource:
 
     def skipped_summary(self) -> str | None:
         """One line counting the skipped files by reason, e.g. ``3 file(s) were skipped: 2 listed more than once ...``."""
-        if not self.skipped:
-            return None
-        counts: dict[str, int] = {}
-        for _, why in self.skipped:
-            counts[why] = counts.get(why, 0) + 1
-        parts = [f"{n} {why}" for why, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
-        return f"{len(self.skipped)} file(s) were skipped: " + "; ".join(parts)
+        return skipped_summary(self.skipped)
+
+
+def skipped_summary(skipped: list[tuple[Path, str]]) -> str | None:
+    """One line counting ``(file, reason)`` pairs by reason, most frequent first; None when there are none."""
+    if not skipped:
+        return None
+    counts: dict[str, int] = {}
+    for _, why in skipped:
+        counts[why] = counts.get(why, 0) + 1
+    parts = [f"{n} {why}" for why, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
+    return f"{len(skipped)} file(s) were skipped: " + "; ".join(parts)

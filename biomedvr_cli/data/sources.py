@@ -58,7 +58,8 @@ def _refuse_csv_columns(folder: Path, columns: CsvColumns) -> None:
                          "group column")
 
 
-def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> list[Path]:
+def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns(),
+                   skipped: list[tuple[Path, str]] | None = None) -> list[Path]:
     """The image files to predict on, in order, each once.
 
     Files are taken as given: a missing or unreadable one stays in the list and gets its own
@@ -67,7 +68,8 @@ def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> 
     error here, before any model is loaded). Folders are searched recursively for image and
     DICOM files (sorted, hidden entries skipped); CSV manifests expand to their path column in
     row order (a label column is optional; listed files that are missing stay in, so decoding
-    reports them).
+    reports them). Files inside folders passed over for another reason than being hidden (not an
+    image file, a link loop) are added to ``skipped`` when it is given, so the caller can say so.
     """
     given = [Path(p) for p in paths]
     missing = [p for p in given if not p.exists()]
@@ -77,7 +79,9 @@ def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns()) -> 
     empty: list[Path] = []
     for path in given:
         if path.is_dir():
-            images, _ = walk_images(path)
+            images, passed_over = walk_images(path)
+            if skipped is not None:
+                skipped.extend(item for item in passed_over if not item[1].startswith("hidden"))
             empty += [] if images else [path]
             found.extend(images or [path])  # the folder itself: its row says it held no image
         elif _is_manifest(path):

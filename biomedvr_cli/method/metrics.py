@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from biomedvr_cli.atomic import write_with_atomic
+from biomedvr_cli.atomic import atomic_path
 
 ECE_BINS = 15
 # The scalar metrics every report shows, in this order (eval, benchmark jobs, demo).
@@ -106,28 +106,34 @@ def most_confused_pairs(matrix: Sequence[Sequence[int]], classes: Sequence[str],
 PLOT_NAMES = ("confusion_matrix.png", "reliability.png")
 
 
-def _save_figure(fig: Any, path: Path, force: bool) -> None:
-    # Atomic: a full disk or an interruption leaves the previous PNG (or none), never half of one.
-    import matplotlib.pyplot as plt
-
-    try:
-        write_with_atomic(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"), force=force)
-    finally:
-        plt.close(fig)
-
-
 def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -> list[Path]:
-    """Confusion-matrix and reliability-diagram PNGs (no display needed); existing ones need ``force``."""
+    """Confusion-matrix and reliability-diagram PNGs (no display needed); existing ones need ``force``.
+
+    Both are written to temporary files first and renamed into place together: a full disk or an
+    interruption leaves the previous pair (or none), never one new plot beside an old one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = [_confusion_figure(metrics), _reliability_figure(metrics)]
+    paths = [out_dir / name for name in PLOT_NAMES]
+    try:
+        with atomic_path(paths[0], force=force) as first:  # nested so that an error names the file that failed
+            figures[0].savefig(first, dpi=120, format="png")
+            with atomic_path(paths[1], force=force) as second:
+                figures[1].savefig(second, dpi=120, format="png")
+    finally:
+        for fig in figures:
+            plt.close(fig)
+    return paths
+
+
+def _confusion_figure(metrics: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
     classes = metrics["classes"]
     matrix = np.asarray(metrics["confusion_matrix"])
-    written = []
-
     fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(classes), 1.0 + 0.7 * len(classes)))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
@@ -140,9 +146,11 @@ def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -
                     color="white" if matrix[i, j] > matrix.max() / 2 else "black")
     ax.set_title(f"accuracy {metrics['accuracy']:.3f}")
     fig.tight_layout()
-    path = out_dir / PLOT_NAMES[0]
-    _save_figure(fig, path, force)
-    written.append(path)
+    return fig
+
+
+def _reliability_figure(metrics: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     bins = [b for b in metrics["reliability"] if b["count"]]
@@ -156,7 +164,4 @@ def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -
     ax.set_title(f"reliability (ECE {metrics['ece']:.3f})")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    path = out_dir / PLOT_NAMES[1]
-    _save_figure(fig, path, force)
-    written.append(path)
-    return written
+    return fig

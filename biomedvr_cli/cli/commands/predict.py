@@ -116,6 +116,7 @@ def predict(
     from biomedvr_cli.atomic import check_writable, refuse_input_as_output, reserve_output
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.data import collect_inputs
+    from biomedvr_cli.data.records import skipped_summary
     from biomedvr_cli.distributed import init_distributed
     from biomedvr_cli.errors import EXIT_INVALID_INPUT
     from biomedvr_cli.pipeline.predict import check_predict_options
@@ -137,7 +138,11 @@ def predict(
     files: list[Path] = []
     with held:
         try:
-            files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"))
+            passed_over: list = []
+            files = collect_inputs(list(paths), columns=options.csv_columns(path_column, "label"), skipped=passed_over)
+            if passed_over and dist.is_main:  # not hidden files: those a folder always has
+                render.warn(f"{skipped_summary(passed_over)} inside the folders given (no row for them; name a file "
+                            "to predict it anyway)")
             if out is not None:
                 refuse_input_as_output(out, files)  # an image or a manifest's row named as --out
             gathered = _predict_shards(dist, files, adapter, top_k=top_k, batch_size=batch_size, explain=explain,
