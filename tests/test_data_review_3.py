@@ -125,3 +125,14 @@ def test_plots_on_a_full_disk_leave_neither_plot(world: World, tmp_path: Path,  
                                  "--plots", str(plots)])
     assert result.exit_code == 3 and "nothing was written" in result.stderr
     assert not plots.exists() or list(plots.iterdir()) == []
+
+
+@pytest.mark.parametrize("header", ["path,path,label", "path,label,Label", "Path,label,PATH"])
+def test_a_column_named_twice_is_refused_not_guessed(tmp_path: Path, header: str) -> None:
+    make_color_tree(tmp_path / "t", per_class=1, size=8)
+    cells = {"path,path,label": "t/alpha cell/img00.png,t/beta cell/img00.png,alpha cell",
+             "path,label,Label": "t/alpha cell/img00.png,alpha cell,beta cell",
+             "Path,label,PATH": "t/alpha cell/img00.png,alpha cell,t/beta cell/img00.png"}[header]
+    (tmp_path / "m.csv").write_text(f"{header}\n{cells}\n")
+    with pytest.raises(InvalidInputError, match="has 2 columns named"):
+        read_manifest(tmp_path / "m.csv")

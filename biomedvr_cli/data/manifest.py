@@ -259,8 +259,19 @@ def _find_layout(text: str, name: str, columns: CsvColumns, require_labels: bool
         )
     split = _optional(header, columns.split, CsvColumns.split, name, "split", "--split-column")
     group, notices = _group_column(header, columns.group, name, {path, label, split})
+    _refuse_twin_columns(header, [i for i in (path, label, split, group) if i is not None], name)
     return _Layout(delimiter=delimiter, path=path, label=label, split=split, group=group, notices=notices,
                    header_line=header_line)
+
+
+def _refuse_twin_columns(header: list[str], used: list[int], name: str) -> None:
+    """A column read (path, label, split, group) whose name appears twice, ignoring case (``path,path``,
+    ``label,Label``): which one holds the data is a guess, so the user says."""
+    for index in used:
+        twins = [h for h in header if h.lower() == header[index].lower()]
+        if len(twins) > 1:
+            raise InvalidInputError(f"{name} has {len(twins)} columns named '{header[index]}' (ignoring case)",
+                                    "rename or delete the extra column, so that each one is named once")
 
 
 def _group_column(header: list[str], wanted: str | None, name: str, used: set[int | None]) -> tuple[int | None, tuple[str, ...]]:
