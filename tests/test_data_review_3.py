@@ -136,3 +136,20 @@ def test_a_column_named_twice_is_refused_not_guessed(tmp_path: Path, header: str
     (tmp_path / "m.csv").write_text(f"{header}\n{cells}\n")
     with pytest.raises(InvalidInputError, match="has 2 columns named"):
         read_manifest(tmp_path / "m.csv")
+
+
+def test_a_tree_a_thousand_folders_deep_is_walked(tmp_path: Path) -> None:
+    """Python 3.11's os.walk recursed once per level: 1,100 levels (a 2.2 KB path) failed the run."""
+    from PIL import Image
+
+    from biomedvr_cli.data.files import walk_images
+
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    here = deep
+    for _ in range(1100):
+        here = here / "d"
+        os.mkdir(here)
+    Image.new("RGB", (4, 4)).save(here / "x.png")
+    images, skipped = walk_images(deep)
+    assert images == [here / "x.png"] and skipped == []

@@ -73,22 +73,25 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     seen = {_folder_id(Path(root))}
-    for current, dirs, files in os.walk(root, followlinks=True):
-        here = Path(current)
-        kept_dirs = []
-        for name in sorted(dirs):
-            folder_id = _folder_id(here / name)
-            if is_hidden(name):
-                skipped.append((here / name, "hidden folder"))
+    # A stack, not os.walk: Python 3.11's os.walk recurses once per level, so a tree a thousand
+    # folders deep (still a legal path) would fail the whole run.
+    stack = [Path(root)]
+    while stack:
+        here = stack.pop()
+        folders, files = _entries(here)
+        kept: list[Path] = []
+        for folder in folders:
+            folder_id = _folder_id(folder)
+            if is_hidden(folder.name):
+                skipped.append((folder, "hidden folder"))
             elif folder_id is not None and folder_id in seen:
-                skipped.append((here / name, "folder already walked (a link loop)"))
+                skipped.append((folder, "folder already walked (a link loop)"))
             else:
                 seen.add(folder_id)
-                kept_dirs.append(name)
-        dirs[:] = kept_dirs  # os.walk descends only into what is left here, in sorted order
-        for name in sorted(files):
-            path = here / name
-            if is_hidden(name):
+                kept.append(folder)
+        stack.extend(reversed(kept))  # walked in sorted order
+        for path in files:
+            if is_hidden(path.name):
                 skipped.append((path, "hidden file"))
             elif is_image_file(path):
                 images.append(path)
@@ -96,6 +99,25 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 skipped.append((path, "not an image file"))
     images.sort()
     return images, skipped
+
+
+def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
+    """A folder's subfolders (links to folders included) and other entries, each sorted by name;
+    a folder that cannot be listed holds nothing (as os.walk treats it)."""
+    folders: list[Path] = []
+    files: list[Path] = []
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        return folders, files
+    for entry in entries:
+        try:
+            is_folder = entry.is_dir()  # follows a link; a dangling one is no folder
+        except OSError:
+            is_folder = False
+        (folders if is_folder else files).append(folder / entry.name)
+    return folders, files
 
 
 def file_identity(path: Path, fallback: str) -> tuple[int, int] | str:
