@@ -32,7 +32,7 @@ def _edited(adapter: Path, out: Path, edit: Callable[[dict, dict], None]) -> Pat
 
 
 def test_info_s_advised_level_builds_the_sets_of_the_assured_level() -> None:
-    from biomedvr_cli.cli.commands.info import _same_rank_text
+    from biomedvr_cli.method.conformal import level_text as _same_rank_text
 
     def rank(level: float, n: int) -> int:
         return math.ceil(level * (n + 1) - 1e-9)

@@ -111,7 +111,7 @@ def _open(path: Path, options: DecodeOptions) -> Image.Image:
         except UnidentifiedImageError:
             raise InvalidImageError(
                 f"{name}: not an image biomedvr can read",
-                "use PNG, JPEG, TIFF, BMP, GIF, WebP or DICOM",
+                "use PNG, JPEG, TIFF, BMP, GIF, WebP, PPM, JPEG 2000 or DICOM",
             ) from None
         except Exception as exc:  # OSError and parser errors from a damaged header
             raise InvalidImageError(f"{name}: unreadable image ({safe_reason(exc, path)})") from None

@@ -127,3 +127,14 @@ def fold_probabilities(sentences: torch.Tensor, features: torch.Tensor, weight: 
     logits = (scale.view(1, -1, 1) * sentences.float()[:, None, :]
               + torch.einsum("nd,kcd->nkc", features.float(), weight.float()) + bias.float()[None])
     return torch.softmax(logits, dim=2)
+
+
+def level_text(level: float, images: int) -> str:
+    """``level`` with the fewest decimals (3 at least) that builds the same sets from ``images``
+    calibration scores: rounded down, since rounding up can take the next score (larger sets)."""
+    rank = math.ceil(level * (images + 1) - 1e-9)
+    for digits in range(3, 16):
+        shown = math.floor(level * 10**digits) / 10**digits
+        if math.ceil(shown * (images + 1) - 1e-9) == rank and level_supported(images, shown):
+            return f"{shown:.{digits}f}"
+    return repr(level)

@@ -69,7 +69,7 @@ def sets_level(predictor: Predictor, coverage: float | None,
             f"coverage {coverage:g} with assurance {assurance:g} needs more than the {part.images} labelled images this "
             "adapter was calibrated on: every set holds every class (fit with more labelled images, or lower "
             "--assurance)"], None
-    return level, [], (f"prediction sets built at level {level:.3f}: at that level this adapter's own coverage is at "
+    return level, [], (f"prediction sets built at level {conformal.level_text(level, part.images)}: at that level this adapter's own coverage is at "
                        f"least {coverage:g} with probability {assurance:g} over the draw of its {part.images} labelled "
                        "images (docs/trust.md)")
 

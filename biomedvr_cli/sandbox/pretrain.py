@@ -71,8 +71,9 @@ def check_config(cfg: PretrainConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} is {value}; it must be {bound} {low} and at most {high}",
                              f"pass --{name.replace('_', '-')} in that range (default {getattr(PretrainConfig(), name)})")
     if cfg.zoom_min > cfg.zoom_max:
+        default = PretrainConfig()
         raise UsageError(f"--zoom-min {cfg.zoom_min} is above --zoom-max {cfg.zoom_max}",
-                         "pass a --zoom-min at most --zoom-max")
+                         f"pass a --zoom-min at most --zoom-max (defaults {default.zoom_min} and {default.zoom_max})")
 
 
 # Fixed images for the progress and final metrics, so runs and their saves compare directly.

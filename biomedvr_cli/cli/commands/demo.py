@@ -17,7 +17,7 @@ def demo(
              "folder; where it went is printed)."),
     task: str = typer.Option("blood-smear", "--task", help="Built-in sandbox task (`biomedvr sandbox tasks` lists them)."),
     shots: int = typer.Option(8, "--shots", min=1, max=20,
-                              help="Training images per class (the demo makes 24 a class and keeps 4 for validation)."),
+                              help="Training images per class (the demo makes 24 a class; min(K, 4) more are kept for validation)."),
     seed: int = typer.Option(0, "--seed", min=0, max=options.MAX_SEED, help="Seed for the task images, the few-shot draw and training."),
     force: bool = typer.Option(False, "--force", help="Reuse an existing working folder."),
     json_out: bool = options.JsonOption,

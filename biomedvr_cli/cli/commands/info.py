@@ -59,7 +59,7 @@ def _calibration_rows(calibration: dict) -> list[tuple[str, str]]:
     """What the adapter's prediction sets and outlier flag were calibrated on (docs/trust.md)."""
     import math
 
-    from biomedvr_cli.method.conformal import assured_level
+    from biomedvr_cli.method.conformal import assured_level, level_text
 
     sets, flag = calibration.get("conformal"), calibration.get("outliers")
     if not sets and not flag:
@@ -73,7 +73,7 @@ def _calibration_rows(calibration: dict) -> list[tuple[str, str]]:
                 f"{math.floor(float(sets.get('max_level', 0)) * 1000) / 1000:.3f}")
         assured = assured_level(images, 0.9, 0.9) if images else None
         text += ("; for this adapter's own coverage to be at least 0.9 with probability 0.9, pass --coverage 0.9 "
-                 f"--assurance 0.9 (the same as --coverage {_same_rank_text(assured, images)})" if assured is not None
+                 f"--assurance 0.9 (the same as --coverage {level_text(assured, images)})" if assured is not None
                  else "; too few labelled images to be 90% sure of 0.9 coverage")
         rows.append(("prediction sets", text + (f" (caveat: {sets['caveat']})" if sets.get("caveat") else "")))
     if isinstance(flag, dict):
@@ -82,21 +82,6 @@ def _calibration_rows(calibration: dict) -> list[tuple[str, str]]:
     elif calibration.get("note"):
         rows.append(("outlier flag", str(calibration["note"])))
     return rows
-
-
-def _same_rank_text(level: float, images: int) -> str:
-    """``level`` with the fewest decimals (3 at least) that builds the same sets: rounding up would
-    take the next calibration score, and larger sets (every class, past the last one)."""
-    import math
-
-    from biomedvr_cli.method.conformal import level_supported
-
-    rank = math.ceil(level * (images + 1) - 1e-9)
-    for digits in range(3, 16):
-        shown = math.floor(level * 10**digits) / 10**digits
-        if math.ceil(shown * (images + 1) - 1e-9) == rank and level_supported(images, shown):
-            return f"{shown:.{digits}f}"
-    return repr(level)
 
 
 def register(app: typer.Typer) -> None:
