@@ -151,5 +151,11 @@ def test_a_tree_a_thousand_folders_deep_is_walked(tmp_path: Path) -> None:
         here = here / "d"
         os.mkdir(here)
     Image.new("RGB", (4, 4)).save(here / "x.png")
-    images, skipped = walk_images(deep)
-    assert images == [here / "x.png"] and skipped == []
+    try:
+        images, skipped = walk_images(deep)
+        assert images == [here / "x.png"] and skipped == []
+    finally:  # pytest's clean-up (shutil.rmtree) recurses once per level too: take it down from the bottom
+        (here / "x.png").unlink()
+        while here != deep:
+            here.rmdir()
+            here = here.parent

@@ -8,7 +8,6 @@ the hub forced offline and its logging quiet, so a load either works or fails wi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from biomedvr_cli.backbones.downloads import (
 from biomedvr_cli.backbones.fingerprint import legacy_fingerprint, weights_fingerprint
 from biomedvr_cli.backbones.localdir import LocalDir, local_tokenizer, read_local_dir, text_cfg_override
 from biomedvr_cli.backbones.localdir import unverified_notice
+from biomedvr_cli.backbones.model_checks import check_export_fingerprint, check_finite, normalisation
 from biomedvr_cli.backbones.specs import BackboneSpec, parse_backbone
 from biomedvr_cli.errors import BackboneUnavailableError, BiomedVRError
 
@@ -296,59 +296,6 @@ def _image_size(model: torch.nn.Module) -> int:
     return int(size)
 
 
-def _weights_name(spec: BackboneSpec, local: LocalDir | None) -> str:
-    """The weights file a message should name: the one open_clip read from a folder, a MODEL:FILE file, else the label."""
-    if local is not None:
-        try:
-            from open_clip.factory import _find_checkpoint_in_dir  # the file open_clip chose
-
-            found = _find_checkpoint_in_dir(local.folder)
-        except (ImportError, AttributeError):  # a newer open_clip: name the folder's usual file
-            found = None
-        return Path(found).name if found else "the weights file"
-    return spec.local_path.name if spec.kind == "file" and spec.local_path else f"the weights of {spec.label!r}"
-
-
-@torch.no_grad()
-def _check_finite(model: torch.nn.Module, spec: BackboneSpec, local: LocalDir | None) -> None:
-    """Refuse weights holding NaN or inf: they give NaN probabilities for every image."""
-    bad = [name for name, t in model.state_dict().items()
-           if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all())]
-    if bad:
-        raise BackboneUnavailableError(
-            f"{_weights_name(spec, local)} of backbone {spec.label!r} holds non-finite values (NaN or inf) "
-            f"in {', '.join(bad[:3])}{' and more' if len(bad) > 3 else ''}: the weights are corrupt",
-            "copy or download the weights again (or export the backbone again with `biomedvr backbones export`)")
-
-
-def _normalisation(model: torch.nn.Module, spec: BackboneSpec, local: LocalDir | None) -> tuple[tuple, tuple]:
-    """The preprocessing mean and std: three finite numbers each, std above zero (images are divided by it)."""
-    preprocess = getattr(model.visual, "preprocess_cfg", {}) or {}
-    where = ("open_clip_config.json in the local-dir folder" if local is not None
-             else f"the preprocessing config of backbone {spec.label!r}")
-    values = {"mean": preprocess.get("mean", (0.48145466, 0.4578275, 0.40821073)),
-              "std": preprocess.get("std", (0.26862954, 0.26130258, 0.27577711))}
-    for key, value in values.items():
-        ok = isinstance(value, (list, tuple)) and len(value) == 3 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-        if not ok:
-            raise BackboneUnavailableError(f"{where}: preprocessing {key} must be three finite numbers, "
-                                           f"not {str(value)[:60]!r}", "fix preprocess_cfg, or export the backbone again")
-        if key == "std" and min(value) <= 0:
-            raise BackboneUnavailableError(f"{where}: preprocessing std {list(value)} has a value of 0 or less "
-                                           "(pixels are divided by it)", "fix preprocess_cfg, or export the backbone again")
-    return tuple(float(v) for v in values["mean"]), tuple(float(v) for v in values["std"])
-
-
-def _check_export_fingerprint(local: LocalDir | None, fingerprint: str) -> None:
-    manifest = (local.manifest if local else None) or {}
-    recorded = manifest.get("fingerprint")
-    if recorded and manifest.get("fingerprint_version") == 2 and recorded != fingerprint:
-        raise BackboneUnavailableError(
-            f"the weights in the exported folder do not match its manifest ({fingerprint}, manifest {recorded})",
-            "copy the folder again, or export it again with `biomedvr backbones export`")
-
-
 def load_backbone(
     spec: str | BackboneSpec,
     *,
@@ -371,10 +318,10 @@ def load_backbone(
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
-    _check_finite(model, spec, local)
-    mean, std = _normalisation(model, spec, local)
+    check_finite(model, spec, local)
+    mean, std = normalisation(model, spec, local)
     fingerprint = weights_fingerprint(model)
-    _check_export_fingerprint(local, fingerprint)
+    check_export_fingerprint(local, fingerprint)
     model.to(torch_device)
     logit_scale = float(model.logit_scale.exp().item()) if hasattr(model, "logit_scale") else 100.0
     return Backbone(

@@ -172,7 +172,7 @@ def _check_finite(model, path: Path) -> None:
     (a NaN similarity ranks first). The check is the backbone loader's own, so the message
     and the rule are the same for ``--weights`` as for ``--backbone``.
     """
-    from biomedvr_cli.backbones.loader import _check_finite as check_backbone_finite
+    from biomedvr_cli.backbones.model_checks import check_finite as check_backbone_finite
     from biomedvr_cli.backbones.specs import BackboneSpec
 
     try:
