@@ -60,6 +60,10 @@ def check_writable(path: Path, *, force: bool, option: str = "--out") -> None:
     path = Path(path)
     if path.is_dir():  # before the --force hint: forcing would not help
         raise OutputNotWritableError(f"{path.name or path} is a folder", "give a file name for the output (inside it, say)")
+    if path.exists() and not path.is_file():  # a pipe, socket or device (/dev/stdout): --force would replace the entry
+        raise OutputNotWritableError(f"{path.name or path} is not a regular file (a pipe, socket or device); the output "
+                                     "is written beside it and renamed into place, which would replace it",
+                                     "give the path of a regular file (or print to stdout where the command can)")
     if (path.exists() or path.is_symlink()) and not force:  # a link to nothing is still an entry the write replaces
         raise OutputExistsError(path.name, option=option)
     check_folder_writable(path)

@@ -123,3 +123,18 @@ def test_out_in_missing_folders_creates_them(world: World, tmp_path: Path) -> No
     assert result.exit_code == 0, result.stderr
     assert out.read_text().startswith("file,prediction")
     assert sorted(p.name for p in out.parent.iterdir()) == ["preds.csv"]
+
+
+def test_out_dash_is_stdout_and_a_pipe_is_never_replaced(world: World, tmp_path: Path,  # noqa: F811
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    base = ["predict", str(world.good), "--adapter", str(world.adapter), "--backbone", world.spec]
+    printed = runner.invoke(app, [*base, "--out", "-", "--format", "csv"])
+    assert printed.exit_code == 0 and printed.stdout.startswith("file,prediction") and not (tmp_path / "-").exists()
+    assert runner.invoke(app, [*base, "--out", "-"]).exit_code == 2
+    os.mkfifo(tmp_path / "pipe")
+    refused = runner.invoke(app, [*base, "--out", str(tmp_path / "pipe"), "--format", "csv", "--force"])
+    assert refused.exit_code == 2 and "is not a regular file" in refused.stderr
+    assert (tmp_path / "pipe").is_fifo()

@@ -98,7 +98,7 @@ def predict(
     output_format: Optional[options.choice(FORMATS)] = typer.Option(
         None, "--format", help="table (stderr), json or csv (stdout or --out); default: table, or from the --out suffix."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json (one JSON document on stdout or --out)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file (never one of the inputs)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the json/csv output to this file (never one of the inputs; - is stdout)."),
     explain: bool = typer.Option(False, "--explain", help="List the attribute sentences behind each top class (extra columns in CSV)."),
     coverage: Optional[float] = trust_output.CoverageOption,
     assurance: Optional[float] = trust_output.AssuranceOption,
@@ -122,6 +122,12 @@ def predict(
     from biomedvr_cli.pipeline.predict import check_predict_options
     from biomedvr_cli.pipeline.trust import check_assurance, check_level
 
+    if out is not None and str(out) == "-":  # the usual spelling of stdout
+        if output_format is None and not json_out:
+            from biomedvr_cli.errors import UsageError
+
+            raise UsageError("--out - (stdout) needs a format", "pass --format csv or --format json (or --json)")
+        out = None
     output_format = output_format_for(output_format, out, json_out=json_out)
     check_predict_options(top_k=top_k, batch_size=batch_size)
     coverage = None if coverage is None else check_level(coverage)
