@@ -35,19 +35,22 @@ except ImportError:  # Windows: a lock is then only its file's existence, and is
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 
-# Every output renamed into place by this process, so that a Ctrl-C arriving after a command has
-# written its output can say so truthfully (the command line resets it for each command).
+# Every file renamed into place by this process, and the outputs a run reserved, so that a Ctrl-C
+# arriving after a command has written its output can say so truthfully (the command line resets
+# both for each command). Only reserved outputs are named: not cache entries or job files.
 _COMMITTED: list[Path] = []
+_RESERVED: set[Path] = set()
 
 
 def committed_outputs() -> list[Path]:
-    """The outputs this process has written in full (renamed into place) and that are still there."""
-    return [path for path in dict.fromkeys(_COMMITTED) if path.exists()]
+    """The reserved outputs this process has written in full (renamed into place) and that are still there."""
+    return [path for path in dict.fromkeys(_COMMITTED) if path in _RESERVED and path.exists()]
 
 
 def forget_committed() -> None:
     """Start a new record of written outputs (at the start of each command)."""
     _COMMITTED.clear()
+    _RESERVED.clear()
 
 
 def check_writable(path: Path, *, force: bool, option: str = "--out") -> None:
@@ -174,6 +177,7 @@ def reserve_output(path: Path, *, force: bool, inputs: Iterable[Path | None] = (
     check_writable(path, force=force, option=option)
     created = missing_parents(path.parent)
     lock = path.parent / f".{path.name}.lock"
+    _RESERVED.add(path.absolute())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = _acquire_lock(lock, path.name, option)
@@ -302,7 +306,7 @@ def atomic_path(path: Path, *, force: bool) -> Iterator[Path]:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-        _COMMITTED.append(path)
+        _COMMITTED.append(path.absolute())
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -106,7 +106,7 @@ def test_technical_provenance_that_biomedvr_writes_still_loads(env: Path) -> Non
         assert run("validate", "p.json").exit_code == 0, model
 
 
-@pytest.mark.parametrize("task", ["derm\u2028oscopy", "derm\x1foscopy", "derm\x0coscopy", "derm\u200boscopy"])
+@pytest.mark.parametrize("task", ["derm\u2028oscopy", "derm\x1foscopy", "derm\x1coscopy", "derm\u200boscopy"])
 def test_control_and_format_characters_in_the_task_are_refused_not_dropped(env: Path, stub: Stub,  # noqa: F811
                                                                          task: str) -> None:
     result = run("--dry-run", "--class", "melanoma", "--class", "nevus", "--task", task)
@@ -115,7 +115,7 @@ def test_control_and_format_characters_in_the_task_are_refused_not_dropped(env: 
 
 
 def test_tabs_and_line_breaks_in_the_task_are_whitespace(env: Path, stub: Stub) -> None:  # noqa: F811
-    result = run("--dry-run", "--class", "melanoma", "--class", "nevus", "--task", "skin\tlesions\n in dermoscopy\r\n",
+    result = run("--dry-run", "--class", "melanoma", "--class", "nevus", "--task", "skin\tlesions\n in\x0b\x0c\x85dermoscopy\r\n",
                  "--json")
     assert result.exit_code == 0, result.stderr
     assert "skin lesions in dermoscopy" in result.stdout

@@ -110,9 +110,19 @@ def test_export_refuses_an_existing_folder_and_a_damaged_copy_is_exit_4(biomedcl
     assert result.exit_code == 0, result.stderr  # an earlier export is replaced
     (folder / "notes.txt").write_text("mine")
     result = runner.invoke(app, ["backbones", "export", "biomedclip", str(folder), "--force"])
-    assert result.exit_code == 2 and "also holds 1 file(s) the export did not write" in result.stderr
+    assert result.exit_code == 2 and "also holds 1 entries the export did not write" in result.stderr
     assert (folder / "notes.txt").read_text() == "mine"
     (folder / "notes.txt").unlink()
+    (folder / ".git").mkdir()  # a hidden folder is the user's too
+    (folder / ".git" / "HEAD").write_text("ref")
+    result = runner.invoke(app, ["backbones", "export", "biomedclip", str(folder), "--force"])
+    assert result.exit_code == 2 and (folder / ".git" / "HEAD").read_text() == "ref"
+    other = tmp_path / "repo"
+    (other / ".secret").mkdir(parents=True)
+    (other / ".secret" / "key").write_text("k")
+    result = runner.invoke(app, ["backbones", "export", "biomedclip", str(other), "--force"])
+    assert result.exit_code == 2 and "is not one" in result.stderr and (other / ".secret" / "key").exists()
+    shutil.rmtree(folder / ".git")
     weights = folder / "open_clip_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])  # an interrupted copy
     with pytest.raises(BackboneUnavailableError, match="incomplete copy") as info:

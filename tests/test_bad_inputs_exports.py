@@ -192,7 +192,7 @@ def _raw_stderr_is_clean(env: Env, result: Any) -> None:
 
 
 def _out_kept(env: Env, result: Any) -> None:
-    assert (env.tmp / "out" / ".keep").read_text() == "mine"
+    assert (env.tmp / "out" / ".DS_Store").read_text() == "mine"
 
 
 def _disk_full_save(env: Env) -> None:
@@ -270,8 +270,8 @@ ROWS: list[Row] = [
     Row("export-of-tampered-folder (#21.2)", lambda e: _export_args(e), 4, (WEIGHTS, *TAMPERED),
         setup=_nan_weight),
     Row("export-of-tampered-folder-force-keeps-old (#21.2)", lambda e: _export_args(e, "--force"), 4, TAMPERED,
-        setup=lambda e: (_nan_weight(e), (e.tmp / "out").mkdir(), (e.tmp / "out" / ".keep").write_text("mine")),
-        check=_out_kept),  # a hidden file only: --force may replace that folder (it refuses one with the user's files)
+        setup=lambda e: (_nan_weight(e), (e.tmp / "out").mkdir(), (e.tmp / "out" / ".DS_Store").write_text("mine")),
+        check=_out_kept),  # file-manager litter only: --force may replace that folder (not one with the user's files)
     Row("export-disk-full-weights (#21.7)", lambda e: ["backbones", "export", e.w.spec, e.tmp / "out"], _disk_full_code(),
         ("cannot write out", "no space left"), setup=_disk_full_save),
     Row("export-disk-full-manifest (#21.7)", lambda e: ["backbones", "export", e.w.spec, e.tmp / "out"], _disk_full_code(),

@@ -41,7 +41,7 @@ _MONTH = (
     r"|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.?"
 )
 _FILE_EXT = (
-    r"dcm|dicom|ima|png|jpe?g|jfif|tiff?|bmp|gif|webp|nii(?:\.gz)?|nrrd|mha|mhd|svs|ndpi|scn|mrxs"
+    r"dcm|dicom|ima|png|jpe?g|jfif|jpe|jif|tiff?|bmp|gif|webp|ppm|pgm|pbm|pnm|jp2|j2k|nii(?:\.gz)?|nrrd|mha|mhd|svs|ndpi|scn|mrxs"
     r"|csv|tsv|txt|json|xlsx?|h5|hdf5|npy|npz|pt|pth|ckpt|safetensors|zip|tar|gz|pdf"
 )
 
@@ -56,9 +56,16 @@ def _letters(category: str) -> str:
 _UPPER, _LOWER = _letters("Lu"), _letters("Ll")
 # A capitalised word; hyphenated ("Jean-Luc", "Anne-Marie") and inner capitals ("McDonald") included.
 _NAME_WORD = rf"[{_UPPER}][{_LOWER}'\u2019-]+(?:[{_UPPER}][{_LOWER}'\u2019-]+)*"
+# Words that make two capitalised words an eponymous disease or finding, not a person: "patient
+# Creutzfeldt-Jakob Disease", "name: Guillain-Barré Syndrome", "patient Hodgkin Lymphoma".
+_MEDICAL_NOUN = (r"(?i:diseases?|syndromes?|lymphomas?|sarcomas?|tumou?rs?|carcinomas?|leuka?emias?|cells?|bod(?:y|ies)"
+                 r"|types?|stains?|staining|tests?|signs?|phenomen(?:on|a)|anomal(?:y|ies)|malformations?|palsy"
+                 r"|fevers?|virus(?:es)?|infections?|reactions?|granules?|inclusions?|crystals?|nodes?|nodules?)\b")
 # Records and DICOM write names in capitals ("JOHN SMITH"); after "patient" / "name" those count too.
 _ANY_CASE_NAME_WORD = rf"(?:{_NAME_WORD}|[{_UPPER}][{_UPPER}'\u2019-]+)"
 _DATE = "a date"
+_DD = r"(?:0[1-9]|[12]\d|3[01])"
+_MM = r"(?:0[1-9]|1[0-2])"
 # Characters that are not plain text: control and format characters, lone surrogates (bytes
 # that were not UTF-8, as Python spells them), line and paragraph separators.
 NOT_PLAIN_TEXT = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
@@ -76,8 +83,9 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # and counts such as "2-3/10 HPF" stay allowed.
     (re.compile(r"\b\d{4}([-/.])\d{1,2}\1\d{1,2}\b"), _DATE, "<date>"),
     (re.compile(r"\b\d{1,2}([-/.])\d{1,2}\1\d{2,4}\b"), _DATE, "<date>"),
-    # Spaces as the separator only with a four-digit year: "03 04 2021", "2021 03 04".
-    (re.compile(r"\b\d{1,2} \d{1,2} (?:19|20)\d{2}\b|\b(?:19|20)\d{2} \d{1,2} \d{1,2}\b"), _DATE, "<date>"),
+    # Spaces as the separator only as dates are written: two-digit day and month in range and a
+    # four-digit year ("03 04 2021", "2021 03 04"); counts such as "5 10 2000" stay allowed.
+    (re.compile(rf"\b(?:{_DD} {_MM}|{_MM} {_DD}) (?:19|20)\d{{2}}\b|\b(?:19|20)\d{{2}} {_MM} {_DD}\b"), _DATE, "<date>"),
     # Dates with a month name: "04-Mar-2021", "4 March 2021", "04MAR2021", "Mar-04-2021",
     # "2021-Mar-04", "March 4, 2021", "March 2021".
     (re.compile(rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of\s+|[-/.\s]?){_MONTH}(?:[-/.,]\s*|\s+)\d{{2,4}}\b", re.I),
@@ -89,7 +97,7 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(rf"\b{_MONTH}\s+(?:19|20)\d{{2}}\b", re.I), _DATE, "<date>"),
     (re.compile(r"\d{6,}"), "a run of six or more digits (like a record or accession number)", "<digits>"),
     # ID-like groups (social security, phone, MRN formats) that dodge the six-digit rule.
-    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b|\(\d{3}\)\s*\d{3}[-. ]\d{4}\b"),
+    (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b|\(\d{3}\)\s?\d{3}-\d{4}\b"),
      "an ID or phone number", "<digits>"),
     # Labels that only ever introduce a patient's record: "DOB", "MRN", "date of birth", ...
     (re.compile(r"\b(?:d\.?o\.?b\b\.?|date\s+of\s+birth|birth\s*date|born\s+(?:on\s+|in\s+)?\d|mrn(?:\b|(?=\d))|"
@@ -101,12 +109,12 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # diabetic retinopathy and multiple sclerosis start many class names).
     (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b(?:\.\s*|\s+){_NAME_WORD}"
                 rf"|\b(?:MRS|MISS)\b\.?\s+[{_UPPER}][{_UPPER}'\u2019-]+\b"), "a name with a title", "<name>"),
-    (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*{_ANY_CASE_NAME_WORD}\s+{_ANY_CASE_NAME_WORD}"),
+    (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*{_ANY_CASE_NAME_WORD}\s+(?!{_MEDICAL_NOUN}){_ANY_CASE_NAME_WORD}"),
      "a patient name", "<name>"),
     # DICOM writes a person's name as Family^Given (PN): "Smith^John", "DOE^JANE^M".
     # Words on both sides: "mm^3" or "x^2" in a sentence is no name. Letters only (any script) before the
     # caret, so that the scan stays linear ("O'Neil^John" is still found from "Neil").
-    (re.compile(r"\b[^\W\d_]{2,}\^[^\W\d_]\S*"), "a DICOM person name (Family^Given)", "<name>"),
+    (re.compile(rf"\b[^\W\d_]{{2,}}\^[{_UPPER}]\S*"), "a DICOM person name (Family^Given)", "<name>"),
     (re.compile(r"(?:^|\s)(?:~|\.{1,2})?[/\\][^\s/\\]+"), "a file path", "<path>"),
     (re.compile(r"\b[a-z]:[\\/]", re.I), "a file path", "<path>"),
     (re.compile(r"\\"), "a file path (backslash)", "<path>"),
@@ -203,6 +211,16 @@ def find_identifier(text: str) -> tuple[str, str] | None:
     return None
 
 
+def find_identifier_in_id(value: str) -> str | None:
+    """What kind of identifier a technical value (a model id, an ARN) holds, else None. Only the rules
+    that cannot fire on an id's own dates, version numbers and path-like parts run: an e-mail address,
+    a record label (``MRN12345678``) or a file name (``scan.dcm``)."""
+    if "@" in value and _email_span(value) is not None:
+        return "an e-mail address"
+    return next((what for pattern, what, mask in _RULES if mask in ("<record>", "<file>") and pattern.search(value)),
+                None)
+
+
 def check_outgoing(class_names: Sequence[str], task: str) -> None:
     """Refuse class names or task text that could carry patient identifiers.
 
@@ -236,11 +254,15 @@ def check_stored_class_names(class_names: Sequence[str], source: str = "class") 
                    f"rename the {source} to its diagnosis or finding", why=_STORED_WHY, kept="stored")
 
 
+# Tabs and line breaks a pasted task may hold (tab, LF, CR, vertical tab, form feed, NEL) are whitespace.
+_LINE_BREAKS = {ord(ch): " " for ch in "\t\n\r\v\f\x85"}
+
+
 def plain_task(task: str, *, stored: bool = False) -> str:
     """The --task text as sent and stored: whitespace runs made one space. Tabs and line breaks (a
     pasted task) are whitespace; any other character that is not plain text (a control or format
     character, U+2028, U+2029) is refused first (exit 3), as in class names, not quietly dropped."""
-    spaced = task.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    spaced = task.translate(_LINE_BREAKS)
     bad = not_plain_text(spaced)
     if bad is not None:
         what = "a character that is not valid text" if unicodedata.category(bad) == "Cs" else "a control character"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from biomedvr_cli.atomic import write_text_atomic
-from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text, find_identifier
+from biomedvr_cli.attributes.privacy import ATTRIBUTES_WHY, check_stored_text, find_identifier_in_id
 from biomedvr_cli.attributes.textfile import MAX_JSON_DEPTH, JsonNumberError, json_depth, load_json_strictly, read_user_text
 from biomedvr_cli.errors import InvalidInputError
 
@@ -260,16 +260,15 @@ _TECHNICAL_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,199}")
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?(?:Z|[+-]\d{2}:?\d{2})?")
-_LONG_DIGITS = re.compile(r"\d{6,}")
 
 
 def is_technical_value(value: str) -> bool:
-    """An id as provenance stores one (a model id such as ``claude-haiku-4-5@20251001`` or a Bedrock ARN):
-    letters, digits and ``._:@+/-``, and nothing the identifier check finds once its long digit runs
-    (dates of a release, account numbers) are set aside: no e-mail address, record label or file name."""
+    """An id as provenance stores one (a model id such as ``claude-haiku-4-5@20251001``,
+    ``my-finetune-2024-08-06`` or a Bedrock ARN): letters, digits and ``._:@+/-``, with no e-mail
+    address, record label or file name in it (privacy.find_identifier_in_id)."""
     if not _TECHNICAL_VALUE.fullmatch(value) or value.startswith(("/", "..")):
         return False
-    return find_identifier(_LONG_DIGITS.sub("0", value)) is None
+    return find_identifier_in_id(value) is None
 
 
 def _technical_problem(field: str, value: str) -> str | None:

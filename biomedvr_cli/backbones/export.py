@@ -172,17 +172,32 @@ def _check_target(spec: BackboneSpec, out: Path, force: bool) -> None:
                              "export into a new or empty folder (or move that folder's files away first)")
 
 
+# What a file manager leaves in any folder it shows; nothing of the user's is lost with these.
+_FOLDER_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini", ".directory"})
+
+
+def _is_litter(name: str) -> bool:
+    return name in _FOLDER_LITTER or name.startswith("._")
+
+
 def _not_replaceable(out: Path) -> str | None:
-    """Why ``--force`` must not replace the folder ``out`` (it is not an earlier export, or it holds
-    files the export did not write; hidden files aside), else None."""
+    """Why ``--force`` must not replace the folder ``out``, else None: it is not an earlier export (no
+    readable manifest), or it holds anything the export did not write: a file its manifest does not
+    list, or a hidden file or folder (``.git``) other than a file manager's litter (``.DS_Store``)."""
     try:
         listed = set(manifest_entries(json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8"))))
     except (OSError, ValueError, BiomedVRError):
-        if not any(not p.name.startswith(".") for p in out.iterdir()):
-            return None  # only hidden files (.DS_Store): nothing of the user's is lost
-        return f"is not one (it has no readable {MANIFEST_FILE})"
-    extra = unlisted_files(out, listed)
-    return f"also holds {len(extra)} file(s) the export did not write" if extra else None
+        listed = None
+    foreign = 0
+    for root, dirs, names in os.walk(out):  # does not follow linked folders (their files are not deleted)
+        foreign += sum(1 for d in dirs if d.startswith("."))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        foreign += sum(1 for n in names if n.startswith(".") and not _is_litter(n))
+    if listed is None:
+        visible = any(not p.name.startswith(".") for p in out.iterdir())
+        return f"is not one (it has no readable {MANIFEST_FILE})" if visible or foreign else None
+    foreign += len(unlisted_files(out, listed))
+    return f"also holds {foreign} entries the export did not write" if foreign else None
 
 
 def _swap_in(staging: Path, out: Path) -> None:

@@ -173,10 +173,10 @@ class _BoundaryGroup(TyperGroup):
 
             render.error("aborted (fix: run the command again)")
             sys.exit(EXIT_UNEXPECTED)
-        except KeyboardInterrupt:  # after the command had finished (its own handler is in invoke), while exiting
+        except KeyboardInterrupt:  # outside the command (parsing, or exiting after it): its own handler is in invoke
             from biomedvr_cli.cli import console as render
 
-            render.error(f"interrupted as it finished; {_written_before() or 'nothing partial was left'}")
+            render.error(f"interrupted; {_written_before() or 'nothing partial was left'}")
             sys.exit(EXIT_INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
 

@@ -63,24 +63,28 @@ def is_hidden(name: str) -> bool:
     return name.startswith(".") or name in _SKIPPED_FOLDERS
 
 
-def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = None
+                ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """All image files under ``root`` (recursively, sorted), and what was skipped with why.
 
     Hidden folders and ``__MACOSX`` are not entered; each is reported once. Linked folders are
     followed at every depth (as a linked class folder is), each folder once: a link back to a
-    folder already walked (a loop) is reported, not entered.
+    folder already walked (a loop) is reported, not entered. ``identities``, when given, receives
+    each image's (device, inode) where the listing already holds it (not for a link to a file),
+    so that telling files reached twice apart costs no extra system call.
     """
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
-    seen = {_folder_id(Path(root))}
+    root_id = _folder_id(Path(root))
+    seen = {root_id}
     # A stack, not os.walk: Python 3.11's os.walk recurses once per level, so a tree a thousand
     # folders deep (still a legal path) would fail the whole run.
-    stack = [Path(root)]
+    stack = [(Path(root), root_id)]
     while stack:
-        here = stack.pop()
+        here, here_id = stack.pop()
         folders, files = _entries(here)
-        kept: list[Path] = []
-        for folder in folders:
+        kept: list[tuple[Path, tuple[int, int] | None]] = []
+        for folder, _ in folders:
             folder_id = _folder_id(folder)
             if is_hidden(folder.name):
                 skipped.append((folder, "hidden folder"))
@@ -88,24 +92,27 @@ def walk_images(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
                 skipped.append((folder, "folder already walked (a link loop)"))
             else:
                 seen.add(folder_id)
-                kept.append(folder)
+                kept.append((folder, folder_id))
         stack.extend(reversed(kept))  # walked in sorted order
-        for path in files:
+        for path, inode in files:
             if is_hidden(path.name):
                 skipped.append((path, "hidden file"))
             elif is_image_file(path):
                 images.append(path)
+                if identities is not None and inode and here_id is not None:
+                    identities[path] = (here_id[0], inode)  # a plain file lives on its folder's device
             else:
                 skipped.append((path, "not an image file"))
     images.sort()
     return images, skipped
 
 
-def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
-    """A folder's subfolders (links to folders included) and other entries, each sorted by name;
-    a folder that cannot be listed holds nothing (as os.walk treats it)."""
-    folders: list[Path] = []
-    files: list[Path] = []
+def _entries(folder: Path) -> tuple[list[tuple[Path, int | None]], list[tuple[Path, int | None]]]:
+    """A folder's subfolders (links to folders included) and other entries, each sorted by name, with
+    the inode the listing gives (None for a link: its target's is not known without a stat); a folder
+    that cannot be listed holds nothing (as os.walk treats it)."""
+    folders: list[tuple[Path, int | None]] = []
+    files: list[tuple[Path, int | None]] = []
     try:
         with os.scandir(folder) as listing:
             entries = sorted(listing, key=lambda entry: entry.name)
@@ -114,9 +121,10 @@ def _entries(folder: Path) -> tuple[list[Path], list[Path]]:
     for entry in entries:
         try:
             is_folder = entry.is_dir()  # follows a link; a dangling one is no folder
+            inode = None if entry.is_symlink() else entry.inode()
         except OSError:
-            is_folder = False
-        (folders if is_folder else files).append(folder / entry.name)
+            is_folder, inode = False, None
+        (folders if is_folder else files).append((folder / entry.name, inode))
     return folders, files
 
 
@@ -127,7 +135,8 @@ def file_identity(path: Path, fallback: str) -> tuple[int, int] | str:
         info = os.stat(path)
     except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return fallback
-    return info.st_dev, info.st_ino
+    # Some network and FUSE file systems report inode 0 for every file: then the path is the key.
+    return (info.st_dev, info.st_ino) if info.st_ino else fallback
 
 
 def _folder_id(folder: Path) -> tuple[int, int] | None:

@@ -22,6 +22,7 @@ class _Listing:
         self.classes: set[str] = set()
         self.skipped: list[tuple[Path, str]] = []
         self.spellings: dict[str, set[str]] = {}  # class -> the folder names read as it
+        self.identities: dict[Path, tuple[int, int]] = {}  # image -> (device, inode), from the listing
 
     def add_level(self, folder: Path, split: str | None) -> None:
         """Add ``folder/<class>/**`` images; loose files in ``folder`` have no class."""
@@ -34,7 +35,7 @@ class _Listing:
             # A class folder without images still names a class: sampling then says so clearly.
             self.classes.add(name)
             self.spellings.setdefault(name, set()).add(class_dir.name)
-            images, passed_over = walk_images(class_dir)
+            images, passed_over = walk_images(class_dir, self.identities)
             self.skipped.extend(passed_over)
             self.records.extend(ImageRecord(path=p, label=name, split=split) for p in images)
         self.add_loose(loose, split)
@@ -77,23 +78,25 @@ def _class_name(folder: Path) -> str:
     return canonical_label(name) or name
 
 
-def _each_file_once(records: list[ImageRecord], skipped: list[tuple[Path, str]], where: str) -> list[ImageRecord]:
+def _each_file_once(records: list[ImageRecord], skipped: list[tuple[Path, str]], where: str,
+                    identities: dict[Path, tuple[int, int]]) -> list[ImageRecord]:
     """Each file once, however many links lead to it (a linked folder, a link to an image, a hard link).
     Reached again with the same class and split it is skipped; under another class or split it is an
     error, as a manifest row listed twice is: one image with two labels, or in train and test."""
     first: dict[tuple[int, int] | str, ImageRecord] = {}
     kept: list[ImageRecord] = []
     for record in records:
-        key = file_identity(record.path, str(record.path))
+        key = identities.get(record.path) or file_identity(record.path, str(record.path))
         earlier = first.setdefault(key, record)
         if earlier is record:
             kept.append(record)
             continue
         for field, what in (("label", "class folders"), ("split", "split folders")):
             if getattr(earlier, field) != getattr(record, field):
+                names = dict.fromkeys(printable_path(r.path.name) for r in (earlier, record))
                 raise InvalidInputError(
                     f"{where}: one image file is reached from two {what} ({getattr(earlier, field) or 'none'} and "
-                    f"{getattr(record, field) or 'none'}) through a link: {printable_path(record.path.name)}",
+                    f"{getattr(record, field) or 'none'}) through a link: {' and '.join(names)}",
                     "remove the link (or the linked folder), so that each image sits in one class and split")
         skipped.append((record.path, "reached again through a link"))
     return kept
@@ -128,7 +131,7 @@ def read_folder_tree(root: Path, *, require_labels: bool = True) -> ImageSource:
     else:
         listing.add_classes(subdirs, loose, None)
 
-    listing.records = _each_file_once(listing.records, listing.skipped, root.name)
+    listing.records = _each_file_once(listing.records, listing.skipped, root.name, listing.identities)
     if not listing.records:
         if require_labels and not listing.classes:
             raise InvalidInputError(f"{root.name} holds no class folders with images", _LAYOUT_HINT)

@@ -143,17 +143,26 @@ def safe_reason(exc: BaseException, path: Path) -> str:
 def pillow_allows(pixels: int) -> Iterator[None]:
     """Let Pillow decode an image of ``pixels`` that our own cap has already allowed (a DICOM frame
     decoded by pydicom's Pillow plugin). Pillow refuses images above twice its global limit
-    (about 179 million pixels) whatever ``--max-pixels`` says, so for such an image the limit is
-    raised to ``pixels`` while it decodes, under :data:`PILLOW_LIMIT_LOCK`; smaller ones change nothing."""
+    (about 179 million pixels) whatever ``--max-pixels`` says, so for an image above its default
+    limit the limit is raised to ``pixels`` while it decodes. That is done under
+    :data:`PILLOW_LIMIT_LOCK`, which opening any image also holds while it sets the limit, so no
+    other thread can put the default back meanwhile; smaller images change nothing."""
     from PIL import Image
 
-    if Image.MAX_IMAGE_PIXELS is None or pixels <= Image.MAX_IMAGE_PIXELS:
+    limit = Image.MAX_IMAGE_PIXELS  # read without the lock: it may be another thread's passing value
+    if limit is None or (limit >= _PILLOW_DEFAULT_LIMIT and pixels <= _PILLOW_DEFAULT_LIMIT):
         yield
         return
     with PILLOW_LIMIT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, pixels
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None if previous is None else max(previous, pixels)
         try:
             yield
         finally:
             Image.MAX_IMAGE_PIXELS = previous
+
+
+# Pillow's own limit as it ships (1024 * 1024 * 1024 // 4 // 3): above it a decode may meet an open()
+# that has just put this default back, so it always takes the lock.
+_PILLOW_DEFAULT_LIMIT = 89_478_485

@@ -12,12 +12,13 @@ import csv
 import io
 import os
 import re
+import stat
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biomedvr_cli.data.files import MAX_MANIFEST_BYTES, file_identity, is_image_file, read_regular_file
+from biomedvr_cli.data.files import MAX_MANIFEST_BYTES, is_image_file, read_regular_file
 from biomedvr_cli.data.idcolumns import grouping_notice, id_columns
 from biomedvr_cli.data.labels import canonical_label, check_distinct_labels, respelt_notice
 from biomedvr_cli.data.records import NO_GROUP, CsvColumns, ImageRecord, ImageSource
@@ -69,7 +70,10 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
     first: dict[tuple[int, int] | str, ImageRecord] = {}
     folders: dict[str, str] = {}
     for where, record in parsed.rows:
-        key = file_identity(record.path, same_file_key(record.path, folders))  # hard links are one file too
+        info = _stat(record.path)
+        # One file however it is reached: by (device, inode), so hard links too; by its real path when not
+        # found, or where the file system gives no inode numbers.
+        key = (info.st_dev, info.st_ino) if info is not None and info.st_ino else same_file_key(record.path, folders)
         earlier = first.get(key)
         if earlier is not None:
             if earlier.label != record.label:
@@ -86,7 +90,7 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
             skipped.append((record.path, _REPEATED))
             continue
         first[key] = record
-        if not record.path.is_file():
+        if info is None or not stat.S_ISREG(info.st_mode):
             skipped.append((record.path, _MISSING))
         elif not is_image_file(record.path):
             skipped.append((record.path, "not an image file"))
@@ -96,6 +100,13 @@ def read_manifest(csv_path: Path, columns: CsvColumns = CsvColumns(), *, require
         _raise_nothing_usable(csv_path.name, skipped)
     classes = sorted({r.label for r in records if r.label is not None})
     return ImageSource(records=records, classes=classes, skipped=skipped, notices=parsed.notices)
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except (OSError, ValueError):  # missing, no permission, a NUL byte in the name
+        return None
 
 
 def manifest_paths(csv_path: Path, columns: CsvColumns = CsvColumns()) -> list[Path]:

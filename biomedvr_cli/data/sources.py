@@ -68,8 +68,8 @@ def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns(),
     error here, before any model is loaded). Folders are searched recursively for image and
     DICOM files (sorted, hidden entries skipped); CSV manifests expand to their path column in
     row order (a label column is optional; listed files that are missing stay in, so decoding
-    reports them). Files inside folders passed over for another reason than being hidden (not an
-    image file, a link loop) are added to ``skipped`` when it is given, so the caller can say so.
+    reports them). Files inside folders that are not images are added to ``skipped`` when it is
+    given, so the caller can say so (hidden entries and link loops are passed over quietly).
     """
     given = [Path(p) for p in paths]
     missing = [p for p in given if not p.exists()]
@@ -81,7 +81,7 @@ def collect_inputs(paths: list[Path], *, columns: CsvColumns = CsvColumns(),
         if path.is_dir():
             images, passed_over = walk_images(path)
             if skipped is not None:
-                skipped.extend(item for item in passed_over if not item[1].startswith("hidden"))
+                skipped.extend(item for item in passed_over if item[1] == "not an image file")
             empty += [] if images else [path]
             found.extend(images or [path])  # the folder itself: its row says it held no image
         elif _is_manifest(path):
