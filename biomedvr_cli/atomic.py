@@ -47,6 +47,12 @@ def committed_outputs() -> list[Path]:
     return [path for path in dict.fromkeys(_COMMITTED) if path in _RESERVED and path.exists()]
 
 
+def own_locks() -> set[Path]:
+    """The ``.NAME.lock`` files of the outputs this process reserved (absolute paths): a folder walk
+    passes over them without counting them as the user's hidden files."""
+    return {path.parent / f".{path.name}.lock" for path in _RESERVED}
+
+
 def forget_committed() -> None:
     """Start a new record of written outputs (at the start of each command)."""
     _COMMITTED.clear()

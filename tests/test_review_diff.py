@@ -108,3 +108,19 @@ def test_only_reserved_outputs_are_named_after_an_interrupt(tmp_path: Path) -> N
     assert [p.name for p in atomic.committed_outputs()] == ["out.csv"]
     atomic.forget_committed()
     assert atomic.committed_outputs() == []
+
+
+def test_a_runs_own_lock_in_the_image_tree_is_not_a_skipped_hidden_file(tmp_path: Path) -> None:
+    from biomedvr_cli import atomic
+    from biomedvr_cli.data.folder import read_folder_tree
+
+    tree = make_color_tree(tmp_path / "t", per_class=1, size=8)
+    atomic.forget_committed()
+    try:
+        with atomic.reserve_output(tree / "classes.txt", force=True):
+            assert (tree / ".classes.txt.lock").exists()
+            assert read_folder_tree(tree).skipped == []
+        (tree / ".someone-elses").write_text("x")
+        assert [why for _, why in read_folder_tree(tree).skipped] == ["hidden file"]
+    finally:
+        atomic.forget_committed()

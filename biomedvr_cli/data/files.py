@@ -73,6 +73,9 @@ def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = Non
     each image's (device, inode) where the listing already holds it (not for a link to a file),
     so that telling files reached twice apart costs no extra system call.
     """
+    from biomedvr_cli.atomic import own_locks
+
+    locks = own_locks()  # this run's own lock beside an output written into the tree is not the user's file
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     root_id = _folder_id(Path(root))
@@ -96,7 +99,8 @@ def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = Non
         stack.extend(reversed(kept))  # walked in sorted order
         for path, inode in files:
             if is_hidden(path.name):
-                skipped.append((path, "hidden file"))
+                if not (locks and path.absolute() in locks):
+                    skipped.append((path, "hidden file"))
             elif is_image_file(path):
                 images.append(path)
                 if identities is not None and inode and here_id is not None:

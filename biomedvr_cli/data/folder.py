@@ -53,11 +53,15 @@ class _Listing:
 
     def list_level(self, folder: Path) -> tuple[list[Path], list[Path]]:
         """Visible subfolders and files of one folder, sorted; hidden entries are reported."""
+        from biomedvr_cli.atomic import own_locks
+
         subdirs: list[Path] = []
         files: list[Path] = []
+        locks = own_locks()  # this run's lock beside an output written here is not the user's hidden file
         for entry in sorted(folder.iterdir()):
             if is_hidden(entry.name):
-                self.skipped.append((entry, "hidden folder" if entry.is_dir() else "hidden file"))
+                if not (locks and entry.absolute() in locks):
+                    self.skipped.append((entry, "hidden folder" if entry.is_dir() else "hidden file"))
             elif entry.is_dir():
                 subdirs.append(entry)
             else:

@@ -231,7 +231,9 @@ def _keep_partial(ctx: typer.Context, partial: dict, out: Path, adapter_name: st
             else _json_text(rows, adapter_name, complete=False, total=partial["total"]))
     try:
         refuse_input_as_output(kept, inputs)
-        if (kept.exists() or kept.is_symlink()) and not force:
+        if (kept.parent / f".{kept.name}.lock").exists():  # another run is writing that name as its --out
+            note = f"the {len(rows)} predictions made were not kept: another run is writing {kept.name}"
+        elif (kept.exists() or kept.is_symlink()) and not force:
             note = f"the {len(rows)} predictions made were not kept: {kept.name} already exists (pass --force to replace it)"
         else:
             write_text_atomic(kept, text, force=True)
