@@ -47,10 +47,15 @@ def committed_outputs() -> list[Path]:
     return [path for path in dict.fromkeys(_COMMITTED) if path in _RESERVED and path.exists()]
 
 
-def own_locks() -> set[Path]:
-    """The ``.NAME.lock`` files of the outputs this process reserved (absolute paths): a folder walk
-    passes over them without counting them as the user's hidden files."""
-    return {path.parent / f".{path.name}.lock" for path in _RESERVED}
+def lock_path(path: Path) -> Path:
+    """The ``.NAME.lock`` beside an output that holds it for one run (see :func:`reserve_output`)."""
+    return path.parent / f".{path.name}.lock"
+
+
+def is_own_lock(path: Path) -> bool:
+    """True for the lock of an output this process reserved: a folder walk passes over it without
+    counting it as one of the user's hidden files."""
+    return bool(_RESERVED) and Path(path).absolute() in {lock_path(reserved) for reserved in _RESERVED}
 
 
 def forget_committed() -> None:
@@ -182,7 +187,7 @@ def reserve_output(path: Path, *, force: bool, inputs: Iterable[Path | None] = (
     refuse_input_as_output(path, inputs, option=option)
     check_writable(path, force=force, option=option)
     created = missing_parents(path.parent)
-    lock = path.parent / f".{path.name}.lock"
+    lock = lock_path(path)
     _RESERVED.add(path.absolute())
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

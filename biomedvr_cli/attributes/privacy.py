@@ -75,6 +75,10 @@ def not_plain_text(text: str) -> str | None:
     """The first character of ``text`` that is not plain text (see ``NOT_PLAIN_TEXT``), else None."""
     return next((ch for ch in text if unicodedata.category(ch) in NOT_PLAIN_TEXT), None)
 
+
+def _not_plain_kind(ch: str) -> str:
+    return "a character that is not valid text" if unicodedata.category(ch) == "Cs" else "a control character"
+
 # (pattern, what it looks like, mask). Order matters: the first match is reported.
 _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # "scheme://..." is found by _url_span (from each "://", in linear time); "www." here.
@@ -185,8 +189,7 @@ def find_identifier(text: str) -> tuple[str, str] | None:
     """Return ``(what, masked_text)`` for the first identifier-like part of ``text``, else None."""
     bad = not_plain_text(text)
     if bad is not None:
-        what = "a character that is not valid text" if unicodedata.category(bad) == "Cs" else "a control character"
-        return what, _mask_controls(text)
+        return _not_plain_kind(bad), _mask_controls(text)
     found = _email_span(text) if "@" in text else None
     if found is not None:
         return "an e-mail address", text[: found[0]] + "<e-mail>" + text[found[1]:]
@@ -265,9 +268,8 @@ def plain_task(task: str, *, stored: bool = False) -> str:
     spaced = task.translate(_LINE_BREAKS)
     bad = not_plain_text(spaced)
     if bad is not None:
-        what = "a character that is not valid text" if unicodedata.category(bad) == "Cs" else "a control character"
-        why, kept = (ATTRIBUTES_WHY, "stored") if stored else (_SENT_WHY, "sent to the LLM")
-        raise InvalidInputError(f"the --task text looks like it contains {what}; {why}",
+        why = ATTRIBUTES_WHY if stored else _SENT_WHY
+        raise InvalidInputError(f"the --task text looks like it contains {_not_plain_kind(bad)}; {why}",
                                 "describe the imaging task in a few plain words")
     return " ".join(spaced.split())
 

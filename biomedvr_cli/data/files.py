@@ -73,9 +73,8 @@ def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = Non
     each image's (device, inode) where the listing already holds it (not for a link to a file),
     so that telling files reached twice apart costs no extra system call.
     """
-    from biomedvr_cli.atomic import own_locks
+    from biomedvr_cli.atomic import is_own_lock
 
-    locks = own_locks()  # this run's own lock beside an output written into the tree is not the user's file
     images: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     root_id = _folder_id(Path(root))
@@ -87,7 +86,7 @@ def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = Non
         here, here_id = stack.pop()
         folders, files = _entries(here)
         kept: list[tuple[Path, tuple[int, int] | None]] = []
-        for folder, _ in folders:
+        for folder in folders:
             folder_id = _folder_id(folder)
             if is_hidden(folder.name):
                 skipped.append((folder, "hidden folder"))
@@ -99,7 +98,7 @@ def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = Non
         stack.extend(reversed(kept))  # walked in sorted order
         for path, inode in files:
             if is_hidden(path.name):
-                if not (locks and path.absolute() in locks):
+                if not is_own_lock(path):  # this run's lock beside an output written into the tree
                     skipped.append((path, "hidden file"))
             elif is_image_file(path):
                 images.append(path)
@@ -111,11 +110,11 @@ def walk_images(root: Path, identities: dict[Path, tuple[int, int]] | None = Non
     return images, skipped
 
 
-def _entries(folder: Path) -> tuple[list[tuple[Path, int | None]], list[tuple[Path, int | None]]]:
-    """A folder's subfolders (links to folders included) and other entries, each sorted by name, with
-    the inode the listing gives (None for a link: its target's is not known without a stat); a folder
-    that cannot be listed holds nothing (as os.walk treats it)."""
-    folders: list[tuple[Path, int | None]] = []
+def _entries(folder: Path) -> tuple[list[Path], list[tuple[Path, int | None]]]:
+    """A folder's subfolders (links to folders included) and other entries, each sorted by name, the
+    others with the inode the listing gives (None for a link: its target's is not known without a
+    stat); a folder that cannot be listed holds nothing (as os.walk treats it)."""
+    folders: list[Path] = []
     files: list[tuple[Path, int | None]] = []
     try:
         with os.scandir(folder) as listing:
@@ -128,7 +127,10 @@ def _entries(folder: Path) -> tuple[list[tuple[Path, int | None]], list[tuple[Pa
             inode = None if entry.is_symlink() else entry.inode()
         except OSError:
             is_folder, inode = False, None
-        (folders if is_folder else files).append((folder / entry.name, inode))
+        if is_folder:
+            folders.append(folder / entry.name)
+        else:
+            files.append((folder / entry.name, inode))
     return folders, files
 
 

@@ -53,14 +53,13 @@ class _Listing:
 
     def list_level(self, folder: Path) -> tuple[list[Path], list[Path]]:
         """Visible subfolders and files of one folder, sorted; hidden entries are reported."""
-        from biomedvr_cli.atomic import own_locks
+        from biomedvr_cli.atomic import is_own_lock
 
         subdirs: list[Path] = []
         files: list[Path] = []
-        locks = own_locks()  # this run's lock beside an output written here is not the user's hidden file
         for entry in sorted(folder.iterdir()):
             if is_hidden(entry.name):
-                if not (locks and entry.absolute() in locks):
+                if not is_own_lock(entry):  # this run's lock beside an output written here
                     self.skipped.append((entry, "hidden folder" if entry.is_dir() else "hidden file"))
             elif entry.is_dir():
                 subdirs.append(entry)

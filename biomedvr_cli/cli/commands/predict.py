@@ -223,7 +223,7 @@ def partial_path(out: Path) -> Path:
 def _keep_partial(ctx: typer.Context, partial: dict, out: Path, adapter_name: str, output_format: str, explain: bool, force: bool, inputs: list) -> None:
     """Write the rows an interrupted run finished to :func:`partial_path` (atomically; never over an input,
     nor over an existing file without --force), and say so in the interrupt line (``ctx.meta``)."""
-    from biomedvr_cli.atomic import refuse_input_as_output, write_text_atomic
+    from biomedvr_cli.atomic import lock_path, refuse_input_as_output, write_text_atomic
     from biomedvr_cli.errors import BiomedVRError
 
     rows, kept = partial["rows"], partial_path(out)
@@ -231,7 +231,7 @@ def _keep_partial(ctx: typer.Context, partial: dict, out: Path, adapter_name: st
             else _json_text(rows, adapter_name, complete=False, total=partial["total"]))
     try:
         refuse_input_as_output(kept, inputs)
-        if (kept.parent / f".{kept.name}.lock").exists():  # another run is writing that name as its --out
+        if lock_path(kept).exists():  # another run is writing that name as its --out
             note = f"the {len(rows)} predictions made were not kept: another run is writing {kept.name}"
         elif (kept.exists() or kept.is_symlink()) and not force:
             note = f"the {len(rows)} predictions made were not kept: {kept.name} already exists (pass --force to replace it)"
