@@ -16,6 +16,7 @@ from biomedvr_cli.data.hashing import pixel_hashes
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.method.metrics import PLOT_NAMES, compute_metrics, write_plots
 from biomedvr_cli.pipeline.arguments import as_flag, as_optional_path, as_path
+from biomedvr_cli.pipeline.fit_inputs import window_unused
 from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
 from biomedvr_cli.pipeline.predictor import Predictor, load_predictor
 from biomedvr_cli.pipeline.trust import (add_trust_metrics, assess_outliers, check_assurance, check_level, outlier_files,
@@ -168,6 +169,7 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
     batch = source.decode(records, predictor.image_size, decode)
     if batch.failures:
         warnings.append(skipped_warning(batch.failures))
+    warnings += window_unused([records[i].path for i in batch.kept], decode)
     if not batch.kept:
         raise InvalidInputError("no readable images to evaluate", "check the image files")
     overlap = fitted_overlap(source, [records[i] for i in batch.kept], batch.images, predictor.adapter.config.training)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from biomedvr_cli.data import DecodedBatch, DecodeOptions, ImageRecord, decode_to_tensors, sample_few_shot
+from biomedvr_cli.data.decode import is_dicom
 from biomedvr_cli.data.sampling import default_val_shots
 from biomedvr_cli.errors import InvalidInputError
 from biomedvr_cli.method.textbanks import class_name_sentences
@@ -174,7 +175,7 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
         bad = {str(path) for path, _ in batch.failures}
         skipped.extend(reason for _, reason in batch.failures)
         pool = [r for r in pool if str(r.path) not in bad]
-    warnings = list(split.warnings)
+    warnings = list(split.warnings) + window_unused([r.path for r in split.train + split.val], options)
     if skipped:
         warnings.append(f"{len(skipped)} unreadable image(s) were skipped and replaced in the draw: " + "; ".join(skipped[:5])
                         + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""))
@@ -199,6 +200,17 @@ def _try_short_classes(pool: list[ImageRecord], decoded: dict[Path, torch.Tensor
     for row, i in enumerate(batch.kept):
         decoded[todo[i].path] = batch.images[row]
     return list(batch.failures)
+
+
+def window_unused(paths: list[Path], options: DecodeOptions) -> list[str]:
+    """A caution when a DICOM window was given but some images are not DICOM (it cannot apply to them)."""
+    if options.window is None or not paths:
+        return []
+    others = sum(1 for path in paths if not is_dicom(Path(path)))
+    if not others:
+        return []
+    return [Caution(f"--window applies to greyscale DICOM only: {others} of {len(paths)} image(s) are not DICOM "
+                    "and were read without it")]
 
 
 def image_hashes(records: list[ImageRecord], *, sort: bool = True) -> list[str]:

@@ -110,7 +110,9 @@ def trust_fields(assessed: Assessment, row: int, classes: list[str]) -> dict[str
         out["prediction_set"] = [classes[j] for j in order if bool(assessed.sets[row, j])]
     if assessed.outliers is not None:
         out["outlier"] = bool(assessed.outliers[row])
-        out["outlier_score"] = round(float(assessed.outlier_scores[row]), 6)
+        # Six significant digits: the score is computed in float32, whose last digits move with
+        # the batch an image is scored in; the flag itself uses the unrounded score.
+        out["outlier_score"] = float(f"{float(assessed.outlier_scores[row]):.6g}")
     return out
 
 

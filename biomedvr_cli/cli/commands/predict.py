@@ -183,14 +183,16 @@ def _predict_shards(dist, files: list[Path], adapter: Path, *, top_k: int, batch
     from biomedvr_cli.distributed import merge_shards
     from biomedvr_cli.pipeline.predict import predict_files
     from biomedvr_cli.pipeline.predictor import load_predictor
+    from biomedvr_cli.pipeline.fit_inputs import window_unused
     from biomedvr_cli.pipeline.trust import require_calibration, sets_level
 
     mine = dist.shard(files, chunk=max(1, batch_size))
     predictor = load_predictor(adapter, backbone=backbone, device=device, allow_download=allow_download,
                                accept_preprocessing=accept_preprocessing, notify=render.warn)
     _, level_warnings, level_note = sets_level(predictor, coverage, assurance)
-    for notice in require_calibration(predictor, coverage=coverage) + level_warnings if dist.is_main else []:
-        render.warn(notice)  # a level too high for the calibration (full sets), a caveat
+    unused_window = window_unused(files, options.decode_options(window, max_pixels)) if dist.is_main else []
+    for notice in require_calibration(predictor, coverage=coverage) + level_warnings + unused_window if dist.is_main else []:
+        render.warn(notice)  # a level too high for the calibration (full sets), a caveat, a window for no DICOM
     if level_note and dist.is_main:
         render.info(level_note)  # the assured level: information, not a warning
     columns = {"trust": (["prediction_set"] if coverage is not None else [])

@@ -1,0 +1,87 @@
+"""Session 15 fixes: small behaviours found after the hostile reviews of session 14."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from biomedvr_cli.cli.app import app
+from biomedvr_cli.data import DecodeOptions, open_source
+from biomedvr_cli.method.trust import Assessment
+from biomedvr_cli.pipeline.fit_inputs import draw_readable, window_unused
+from biomedvr_cli.pipeline.notices import Caution
+from biomedvr_cli.pipeline.trust import trust_fields
+from tests.conftest import make_color_tree
+
+runner = CliRunner()
+
+
+def test_outlier_score_is_written_to_six_significant_digits() -> None:
+    # float32 scores differ in their last digits with the batch; the written value must not.
+    scores = torch.tensor([47.753052, 47.753059, 0.000123456789], dtype=torch.float32)
+    assessed = Assessment(torch.full((3, 2), 0.5), outlier_scores=scores, outliers=torch.tensor([False, True, False]))
+    written = [trust_fields(assessed, row, ["a", "b"])["outlier_score"] for row in range(3)]
+    assert written[0] == written[1] == 47.7531
+    assert written[2] == 0.000123457
+    assert [trust_fields(assessed, row, ["a", "b"])["outlier"] for row in range(3)] == [False, True, False]
+
+
+def _png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path)
+    return path
+
+
+def _dicom(path: Path) -> Path:
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 4, 4, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = (np.arange(16) * 7).astype(np.uint8).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_window_for_images_that_are_not_dicom_is_named(tmp_path: Path) -> None:
+    png, dcm = _png(tmp_path / "a.png"), _dicom(tmp_path / "b")  # no suffix: found by its marker
+    windowed = DecodeOptions(window=(40.0, 400.0))
+    assert window_unused([png, dcm], DecodeOptions()) == []  # no window asked: nothing to say
+    assert window_unused([dcm], windowed) == []
+    (notice,) = window_unused([png, dcm], windowed)
+    assert isinstance(notice, Caution) and "1 of 2 image(s) are not DICOM" in notice
+
+
+def test_fit_draw_names_a_window_it_could_not_apply(tmp_path: Path) -> None:
+    root = make_color_tree(tmp_path / "data", per_class=4)
+    source = open_source(root)
+    split = draw_readable(source.records, source.classes, 2, seed=0, val_shots=1, allow_fewer=False, size=16,
+                          options=DecodeOptions(window=(40.0, 400.0)))
+    assert any("--window applies to greyscale DICOM only: 9 of 9" in w for w in split.warnings)
+    plain = draw_readable(source.records, source.classes, 2, seed=0, val_shots=1, allow_fewer=False, size=16,
+                          options=DecodeOptions())
+    assert not any("--window" in w for w in plain.warnings)
+
+
+def test_predict_and_eval_warn_when_the_window_applies_to_no_image(tiny_colour_adapter) -> None:
+    root, adapter, spec = tiny_colour_adapter
+    image = next((root / "test" / "alpha cell").glob("*.png"))
+    result = runner.invoke(app, ["predict", str(image), "--adapter", str(adapter), "--window", "40,400", "--json",
+                                 "--backbone", spec])
+    assert result.exit_code == 0, result.stderr
+    assert "--window applies to greyscale DICOM only: 1 of 1 image(s)" in result.stderr
+    result = runner.invoke(app, ["eval", str(root), "--adapter", str(adapter), "--window", "40,400", "--json",
+                                 "--backbone", spec])
+    assert result.exit_code == 0, result.stderr
+    assert "are not DICOM and were read without it" in json.dumps(json.loads(result.stdout)["warnings"])
