@@ -224,7 +224,7 @@ def test_the_identifier_check_still_lets_medical_names_through(text: str) -> Non
 
 
 def test_the_linear_e_mail_and_path_scans_find_what_the_plain_patterns_found() -> None:
-    email = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.I)
+    email = re.compile(r"[\w.+-]+@(?:[\w-]+(?:\.[\w-]+)+|[^\W\d_][\w-]*)", re.I)  # dotted, or one name
     path = re.compile(r"[^\s/]+(?:/[^\s/]+){2,}")
     rng = random.Random(0)
     for _ in range(3000):

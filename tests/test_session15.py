@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
+from biomedvr_cli.attributes.privacy import find_identifier
+from biomedvr_cli.attributes.schema import is_technical_value
 from biomedvr_cli.cli.app import app
 from biomedvr_cli.data import DecodeOptions, open_source
 from biomedvr_cli.method.trust import Assessment
@@ -85,3 +88,23 @@ def test_predict_and_eval_warn_when_the_window_applies_to_no_image(tiny_colour_a
                                  "--backbone", spec])
     assert result.exit_code == 0, result.stderr
     assert "are not DICOM and were read without it" in json.dumps(json.loads(result.stdout)["warnings"])
+
+
+@pytest.mark.parametrize("text", [
+    "jsmith@localhost", "write to jdoe@mailhost", "Mr. de la Cruz", "Dr van Gogh", "Mrs von Trapp",
+    "patient Ana dos Santos", "name: de Vries", "1 janvier 1960", "1. Januar 1960", "1 de enero de 1960",
+    "born 12 marzo 1988", "1er mars 1960", "3 maart 1975"])
+def test_hospital_mail_names_with_particles_and_other_languages_dates_are_caught(text: str) -> None:
+    assert find_identifier(text) is not None
+
+
+@pytest.mark.parametrize("text", [
+    "patient de novo AML", "Mayo 2015 criteria", "Mars 2020 mission", "sign de Musset", "stained @ 40x",
+    "granules in mai 12 cells", "a van of cells"])
+def test_words_like_particles_and_months_alone_are_not_identifiers(text: str) -> None:
+    assert find_identifier(text) is None
+
+
+def test_a_model_version_after_an_at_sign_is_not_an_address() -> None:
+    assert is_technical_value("claude-haiku-4-5@20251001")
+    assert not is_technical_value("jsmith@localhost")

@@ -40,6 +40,17 @@ _MONTH = (
     r"(?:january|february|march|april|may|june|july|august|september|october|november|december"
     r"|jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec)\.?"
 )
+# Month names of the other languages records are often written in (French, German, Spanish, Italian,
+# Portuguese, Dutch). Only in a full date with a day and a year: alone, "Mars", "Mai" or "Mayo" are
+# words of other kinds.
+_OTHER_MONTH = (
+    r"(?:janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[uû]t|septembre|octobre|novembre|d[ée]cembre"
+    r"|januar|februar|m[äa]rz|april|juni|juli|august|september|oktober|november|dezember"
+    r"|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre|noviembre|diciembre"
+    r"|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre"
+    r"|janeiro|fevereiro|mar[çc]o|maio|junho|julho|setembro|outubro|dezembro"
+    r"|januari|februari|maart|mei|augustus|oktober)"
+)
 _FILE_EXT = (
     r"dcm|dicom|ima|png|jpe?g|jfif|jpe|jif|tiff?|bmp|gif|webp|ppm|pgm|pbm|pnm|jp2|j2k|nii(?:\.gz)?|nrrd|mha|mhd|svs|ndpi|scn|mrxs"
     r"|csv|tsv|txt|json|xlsx?|h5|hdf5|npy|npz|pt|pth|ckpt|safetensors|zip|tar|gz|pdf"
@@ -61,6 +72,8 @@ _NAME_WORD = rf"[{_UPPER}][{_LOWER}'\u2019-]+(?:[{_UPPER}][{_LOWER}'\u2019-]+)*"
 _MEDICAL_NOUN = (r"(?i:diseases?|syndromes?|lymphomas?|sarcomas?|tumou?rs?|carcinomas?|leuka?emias?|cells?|bod(?:y|ies)"
                  r"|types?|stains?|staining|tests?|signs?|phenomen(?:on|a)|anomal(?:y|ies)|malformations?|palsy"
                  r"|fevers?|virus(?:es)?|infections?|reactions?|granules?|inclusions?|crystals?|nodes?|nodules?)\b")
+# Lower-case particles inside a name: "Mr. de la Cruz", "Dr van Gogh", "patient Ana dos Santos".
+_PARTICLES = r"(?:(?:de|del|della|der|den|di|da|dos|das|du|la|le|van|von|ten|ter|bin|ibn|al|el|y)\s+){1,3}"
 # Records and DICOM write names in capitals ("JOHN SMITH"); after "patient" / "name" those count too.
 _ANY_CASE_NAME_WORD = rf"(?:{_NAME_WORD}|[{_UPPER}][{_UPPER}'\u2019-]+)"
 _DATE = "a date"
@@ -99,6 +112,8 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(rf"\b\d{{4}}[-/.]{_MONTH}[-/.]\d{{1,2}}\b", re.I), _DATE, "<date>"),
     (re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), _DATE, "<date>"),
     (re.compile(rf"\b{_MONTH}\s+(?:19|20)\d{{2}}\b", re.I), _DATE, "<date>"),
+    # "1 janvier 1960", "1. Januar 1960", "1 de enero de 1960", "1er mars 1960"
+    (re.compile(rf"\b\d{{1,2}}(?:er|\.)?\s+(?:de\s+)?{_OTHER_MONTH}(?:\s+de)?\s+\d{{2,4}}\b", re.I), _DATE, "<date>"),
     (re.compile(r"\d{6,}"), "a run of six or more digits (like a record or accession number)", "<digits>"),
     # ID-like groups (social security, phone, MRN formats) that dodge the six-digit rule.
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b|\(\d{3}\)\s?\d{3}-\d{4}\b"),
@@ -111,9 +126,10 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # A name after a title, or after "patient" / "name": case matters (titles and names are capitalised).
     # "Dr. Jones", "Dr.Jones", "Mr Smith", and in capitals "MRS JONES" (not "MR", "DR", "MS": MR imaging,
     # diabetic retinopathy and multiple sclerosis start many class names).
-    (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b(?:\.\s*|\s+){_NAME_WORD}"
+    (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b(?:\.\s*|\s+)(?:{_PARTICLES})?{_NAME_WORD}"
                 rf"|\b(?:MRS|MISS)\b\.?\s+[{_UPPER}][{_UPPER}'\u2019-]+\b"), "a name with a title", "<name>"),
-    (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*{_ANY_CASE_NAME_WORD}\s+(?!{_MEDICAL_NOUN}){_ANY_CASE_NAME_WORD}"),
+    (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*(?:{_ANY_CASE_NAME_WORD}\s+(?:{_PARTICLES})?(?!{_MEDICAL_NOUN})"
+                rf"{_ANY_CASE_NAME_WORD}|{_PARTICLES}{_NAME_WORD})"),
      "a patient name", "<name>"),
     # DICOM writes a person's name as Family^Given (PN): "Smith^John", "DOE^JANE^M".
     # Words on both sides: "mm^3" or "x^2" in a sentence is no name. Letters only (any script) before the
@@ -134,7 +150,9 @@ _FILE_SYSTEM_PART = re.compile(r"_|[a-z]{2}\d")
 # Around each "@": the part before and the domain after. Searched from the "@" signs only, so a
 # long run of word characters costs linear time, not quadratic (a 16 MiB file must not hang).
 _EMAIL_LOCAL_CHAR = re.compile(r"[\w.+-]")
-_EMAIL_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+")
+# A dotted domain, or one name alone as mail systems inside a hospital use ("jsmith@localhost",
+# "jdoe@mailhost"); a bare domain must start with a letter, so "model@20251001" is no address.
+_EMAIL_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+|[^\W\d_][\w-]*")
 
 
 def _email_span(text: str) -> tuple[int, int] | None:
