@@ -108,3 +108,19 @@ def test_words_like_particles_and_months_alone_are_not_identifiers(text: str) ->
 def test_a_model_version_after_an_at_sign_is_not_an_address() -> None:
     assert is_technical_value("claude-haiku-4-5@20251001")
     assert not is_technical_value("jsmith@localhost")
+
+
+def test_a_complete_predict_run_names_an_older_partial_file_and_leaves_it(tiny_colour_adapter, tmp_path: Path) -> None:
+    root, adapter, spec = tiny_colour_adapter
+    out = tmp_path / "preds.csv"
+    old = tmp_path / "preds.partial.csv"
+    old.write_text("file,prediction\nx.png,alpha cell\n", encoding="utf-8")
+    result = runner.invoke(app, ["predict", str(root / "test"), "--adapter", str(adapter), "--backbone", spec,
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert "preds.partial.csv beside it is from an earlier interrupted run" in result.stderr
+    assert old.read_text(encoding="utf-8") == "file,prediction\nx.png,alpha cell\n"
+    old.unlink()
+    result = runner.invoke(app, ["predict", str(root / "test"), "--adapter", str(adapter), "--backbone", spec,
+                                 "--out", str(out), "--force"])
+    assert result.exit_code == 0 and "interrupted run" not in result.stderr

@@ -260,6 +260,9 @@ def _emit(render, rows: list[dict], adapter_name: str, k: int, output_format: st
         return
     write_text_atomic(out, text, force=force)
     render.info(f"wrote {len(rows)} predictions to {out}")
+    if partial_path(out).is_file():  # left by an earlier interrupted run; this complete output supersedes it
+        render.info(f"{partial_path(out).name} beside it is from an earlier interrupted run and is not needed now "
+                    "(it is left as it was: delete it when done)")
 
 
 def _json_text(rows: list[dict], adapter_name: str, *, complete: bool = True, total: int | None = None) -> str:
