@@ -124,3 +124,18 @@ def test_a_complete_predict_run_names_an_older_partial_file_and_leaves_it(tiny_c
     result = runner.invoke(app, ["predict", str(root / "test"), "--adapter", str(adapter), "--backbone", spec,
                                  "--out", str(out), "--force"])
     assert result.exit_code == 0 and "interrupted run" not in result.stderr
+
+
+def test_every_unreadable_file_message_says_how_to_fix_it(tmp_path: Path) -> None:
+    from biomedvr_cli.data import InvalidImageError, decode_image
+
+    good = _png(tmp_path / "good.png").read_bytes()
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello", encoding="utf-8")
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "bad.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff")
+    for name in ("empty.png", "text.png", "cut.png", "folder.png", "missing.png", "bad.dcm"):
+        with pytest.raises(InvalidImageError) as caught:
+            decode_image(tmp_path / name)
+        assert caught.value.one_line().startswith(name) and "(fix: " in caught.value.one_line(), name

@@ -54,16 +54,17 @@ def decode_image(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise InvalidImageError(f"{name}: file not found") from None
+        raise InvalidImageError(f"{name}: file not found", "check the path; the file may have been moved or deleted") from None
     except OSError as exc:
-        raise InvalidImageError(f"{name}: cannot read ({exc.strerror})") from None
+        raise InvalidImageError(f"{name}: cannot read ({exc.strerror})",
+                                "check the file's permissions, or copy it somewhere readable") from None
     if path.is_dir():  # a folder among predict's inputs that held no image file, or a manifest row naming a folder
         raise InvalidImageError(f"{name}: a folder, not an image file (an input folder with no image file in it, "
-                                "or a manifest row naming a folder)")
+                                "or a manifest row naming a folder)", "name the image files, or a folder that holds some")
     if not path.is_file():
-        raise InvalidImageError(f"{name}: not a file")
+        raise InvalidImageError(f"{name}: not a file (a pipe, socket or device)", "pass a regular image file")
     if size == 0:
-        raise InvalidImageError(f"{name}: empty file (0 bytes)")
+        raise InvalidImageError(f"{name}: empty file (0 bytes)", "copy or export the image again (an interrupted copy?)")
     if is_dicom(path):
         from biomedvr_cli.data.dicom import decode_dicom  # pydicom is imported only when needed
 
@@ -83,7 +84,8 @@ def _decode_with_pillow(path: Path, options: DecodeOptions) -> Image.Image:
         except Image.DecompressionBombError:
             raise too_large(name, width, height, options) from None
         except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, struct.error ...
-            raise InvalidImageError(f"{name}: truncated or corrupt {image.format} ({safe_reason(exc, path)})") from None
+            raise InvalidImageError(f"{name}: truncated or corrupt {image.format} ({safe_reason(exc, path)})",
+                                    "copy or export the image again from its source") from None
         try:
             oriented = ImageOps.exif_transpose(image)
         except Exception:  # a broken EXIF block should not cost the image; keep it as stored
@@ -114,7 +116,8 @@ def _open(path: Path, options: DecodeOptions) -> Image.Image:
                 "use PNG, JPEG, TIFF, BMP, GIF, WebP, PPM, JPEG 2000 or DICOM",
             ) from None
         except Exception as exc:  # OSError and parser errors from a damaged header
-            raise InvalidImageError(f"{name}: unreadable image ({safe_reason(exc, path)})") from None
+            raise InvalidImageError(f"{name}: unreadable image ({safe_reason(exc, path)})",
+                                    "copy or export the image again, or save it as PNG") from None
         finally:
             Image.MAX_IMAGE_PIXELS = previous
 

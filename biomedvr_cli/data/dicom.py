@@ -87,7 +87,8 @@ def decode_dicom(path: Path, options: DecodeOptions = DecodeOptions()) -> Image.
     try:
         rgb = display_rgb(pixels, ds, index, options)
     except Exception as exc:  # malformed LUTs or attributes surface as many exception types
-        raise InvalidImageError(f"{name}: DICOM display transform failed ({safe_reason(exc, path)})") from None
+        raise InvalidImageError(f"{name}: DICOM display transform failed ({safe_reason(exc, path)})",
+                                "export it again from the PACS or viewer it came from, or pass --window") from None
     if rgb.shape != (rows, columns, 3):
         raise _unreadable(name, f"its display image has shape {rgb.shape}, not {rows}x{columns} RGB")
     return Image.fromarray(rgb)  # HxWx3 uint8 is RGB
@@ -109,7 +110,7 @@ def _size(ds: Dataset, name: str, options: DecodeOptions) -> tuple[int, int]:
     """Rows and Columns from the header, within the pixel cap."""
     rows, columns = _header_int(ds, "Rows"), _header_int(ds, "Columns")
     if rows * columns <= 0:
-        raise InvalidImageError(f"{name}: DICOM image has no Rows/Columns")
+        raise InvalidImageError(f"{name}: DICOM image has no Rows/Columns", "export it again from the PACS or viewer it came from")
     if rows * columns > options.max_pixels:
         raise too_large(name, columns, rows, options)
     return rows, columns
@@ -132,7 +133,8 @@ def _read(path: Path, options: DecodeOptions) -> Dataset:
     except InvalidImageError:
         raise
     except Exception as exc:  # pydicom raises InvalidDicomError, EOFError, struct/ValueError ...
-        raise InvalidImageError(f"{name}: not a readable DICOM file ({safe_reason(exc, path)})") from None
+        raise InvalidImageError(f"{name}: not a readable DICOM file ({safe_reason(exc, path)})",
+                                "export it again from the PACS or viewer it came from") from None
     if not has_dicom_magic(path) and not any(keyword in ds for keyword in (*_PIXEL_KEYWORDS, *_HEADER_KEYWORDS)):
         # force=True reads any bytes as some dataset; without the marker or a single familiar
         # element this is another kind of file with a .dcm name, not an image-less DICOM.
@@ -254,7 +256,8 @@ def _frame(ds: Dataset, path: Path, index: int | None) -> np.ndarray:
             detail = safe_reason(exc, path)
             if "plugin" in detail or "decod" in detail.lower():
                 raise _decoder_error(name, tsyntax) from None
-        raise InvalidImageError(f"{name}: DICOM pixel data cannot be decoded ({safe_reason(exc, path)})") from None
+        raise InvalidImageError(f"{name}: DICOM pixel data cannot be decoded ({safe_reason(exc, path)})",
+                                "export it again from the PACS or viewer it came from") from None
 
 
 def _check_stored_length(ds: Dataset, name: str) -> None:
