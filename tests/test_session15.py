@@ -139,3 +139,13 @@ def test_every_unreadable_file_message_says_how_to_fix_it(tmp_path: Path) -> Non
         with pytest.raises(InvalidImageError) as caught:
             decode_image(tmp_path / name)
         assert caught.value.one_line().startswith(name) and "(fix: " in caught.value.one_line(), name
+
+
+def test_float_image_infinities_sit_at_the_ends_of_the_range() -> None:
+    import numpy as np
+
+    from biomedvr_cli.data.scaling import minmax_to_uint8
+
+    values = np.array([[np.nan, -np.inf, 0.0], [1.0, 2.0, np.inf]], dtype=np.float32)
+    assert minmax_to_uint8(values).tolist() == [[0, 0, 0], [128, 255, 255]]
+    assert minmax_to_uint8(np.array([np.inf, np.nan, -np.inf], dtype=np.float32)).tolist() == [255, 0, 0]

@@ -9,15 +9,16 @@ def minmax_to_uint8(values: np.ndarray) -> np.ndarray:
     """Linearly map the array's own minimum to 0 and maximum to 255.
 
     Nothing is clipped: every distinct level of a 12- or 16-bit image keeps its order.
-    Non-finite values (NaN, inf in float images) become 0 and do not count towards the
-    range. A constant image maps its value over the dtype's range (integers) or to 0.
+    Non-finite values in float images do not count towards the range: NaN and -inf become 0,
+    +inf 255 (above every finite value, as a saturated pixel). A constant image maps its value
+    over the dtype's range (integers) or to 0.
     """
     data = np.asarray(values)
     as_float = data.astype(np.float32, copy=False)
     finite = np.isfinite(as_float)
     all_finite = bool(finite.all())
     if not all_finite and not finite.any():
-        return np.zeros(data.shape, dtype=np.uint8)
+        return np.where(np.isposinf(as_float), 255, 0).astype(np.uint8)
     valid = as_float if all_finite else as_float[finite]
     low, high = float(valid.min()), float(valid.max())
     if high <= low:
@@ -25,6 +26,7 @@ def minmax_to_uint8(values: np.ndarray) -> np.ndarray:
     scaled = (as_float - low) * np.float32(255.0 / (high - low))
     if not all_finite:
         scaled[~finite] = 0.0
+        scaled[np.isposinf(as_float)] = 255.0
     return np.rint(scaled).astype(np.uint8)
 
 
