@@ -12,32 +12,38 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
+import pathlib
 from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
-from biomedvr_cli.pipeline.notices import LOGGER_NAME, BiomedVRWarning, Caution
+from biomedvr_cli.pipeline.notices import LOGGER_NAME, Caution, warn_at_caller
 
 _LOG = logging.getLogger(LOGGER_NAME)
 
 
 class _Notices:
-    """A call's notify callback: notices are logged now, cautions kept to be warned at the caller's line."""
+    """A call's notify callback: notices are logged, cautions warned at once at the caller's line (so that
+    warnings made errors stop a fit before it trains or writes anything)."""
 
     def __init__(self) -> None:
-        self.cautions: list[str] = []
+        self.warned: set[str] = set()
 
     def __call__(self, message: str) -> None:
         if isinstance(message, Caution):
-            self.cautions.append(str(message))
+            self._warn(str(message))
         else:
             _LOG.info("%s", message)
 
+    def _warn(self, message: str) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            warn_at_caller(message)
+
     def warn(self, extra: list[str] = ()) -> None:  # type: ignore[assignment]
-        """Raise the cautions as warnings attributed to the user's call (two frames up)."""
-        for message in dict.fromkeys([*self.cautions, *extra]):
-            warnings.warn(message, BiomedVRWarning, stacklevel=3)
+        """Warn the result's warnings not warned already, at the user's call."""
+        for message in dict.fromkeys(extra):
+            self._warn(message)
 
 
 def load_backbone(name: str = "biomedclip", *, offline: bool | None = None, device: str = "auto"):
@@ -52,14 +58,14 @@ def load_backbone(name: str = "biomedclip", *, offline: bool | None = None, devi
     from biomedvr_cli.backbones.downloads import DownloadReporter
     from biomedvr_cli.backbones.loader import load_backbone as load
     from biomedvr_cli.pipeline.arguments import as_flag, as_text
-    from biomedvr_cli.pipeline.state import preserved_rng, scoped_environ
+    from biomedvr_cli.pipeline.state import float32_default, preserved_rng, scoped_environ
 
     as_text(name, "backbone name", 'pass a backbone name, e.g. "biomedclip" (see `biomedvr backbones`)')
     as_text(device, "device", 'pass "auto", "cpu", "cuda" or "mps"')
     allow = None if offline is None else not as_flag(offline, "offline")
     # Loaders set variables (open_clip sets TOKENIZERS_PARALLELISM on import), and building a model
     # draws its random initial weights before the real ones are loaded: neither may leak to the caller.
-    with scoped_environ(), preserved_rng():
+    with scoped_environ(), preserved_rng(), float32_default():
         return load(name, device=device, allow_download=allow, reporter=DownloadReporter(notify=_log_info))
 
 
@@ -78,8 +84,12 @@ def _backbone(value: Any, device: str, offline: bool | None):
         # A loaded backbone stays where it is: saying nothing would run on another device than asked.
         from biomedvr_cli.errors import UsageError
 
+        kind = _device_type(device)
+        if kind not in ("cpu", "cuda", "mps"):
+            raise UsageError(f"unknown device {device!r}", 'use "auto", "cpu", "cuda" or "mps" (for another GPU than '
+                                                            "the first, set CUDA_VISIBLE_DEVICES)")
         raise UsageError(f"the backbone is already loaded on {value.device.type}; device={device!r} cannot move it",
-                         f"load it with biomedvr.load_backbone(name, device={device!r}), or leave device out")
+                         f"load it with biomedvr.load_backbone(name, device={kind!r}), or leave device out")
     return value
 
 
@@ -198,7 +208,7 @@ def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = N
     notices = _Notices()
     result = fit_adapter(request, progress=progress, notify=notices)
     predictor = predictor_for(result.adapter, request.backbone)
-    predictor.fit_result = result
+    predictor.fit_result, predictor.path = result, result.out
     notices.warn(result.warnings)
     return predictor
 
@@ -219,20 +229,25 @@ def load(path: str | os.PathLike, backbone: Any = None, *, device: str = "auto",
     loaded = _backbone(backbone_for(adapter, backbone), device, offline)
     notices = _Notices()
     predictor = predictor_for(adapter, loaded, accept_preprocessing=accept, notify=notices)
+    predictor.path = pathlib.Path(os.fspath(path))
     notices.warn()
     return predictor
 
 
 def evaluate(images: Any, predictor: Any, *, split: str = "auto", plots: str | os.PathLike | None = None,
-             force: bool = False, **options: Any) -> dict[str, Any]:
+             force: bool = False, coverage: float | None = None, assurance: float | None = None,
+             outliers: str | os.PathLike | None = None, **options: Any) -> dict[str, Any]:
     """Metrics of ``predictor`` on labelled ``images`` (a folder, a CSV, or (image, label) pairs).
 
     Returns what ``biomedvr eval --json`` prints: ``report["metrics"]`` has accuracy, balanced
     accuracy, macro-F1, AUROC, ECE, NLL, the confusion matrix and per-class rows. ``split``:
     auto (the test split when there is one), test, val, train or all. ``plots``: a folder for
     the confusion-matrix and reliability PNGs (existing ones need ``force=True``). ``options``:
-    the CSV columns (``path_column``, ...) and decoding (``max_pixels``, ``window``). Warnings in
-    the report are also raised as BiomedVRWarning.
+    the CSV columns (``path_column``, ...) and decoding (``max_pixels``, ``window``). ``coverage``
+    (a level in (0, 1), e.g. 0.9) adds the prediction sets' ``coverage`` and ``mean_set_size``, with
+    ``assurance`` built at the level that assures it (docs/trust.md); ``outliers`` (a folder, file
+    or CSV of images of another kind) adds ``outlier_auroc``; both as ``eval --coverage`` and
+    ``--outliers``. Warnings in the report are also raised as BiomedVRWarning.
     """
     from biomedvr_cli.errors import UsageError
     from biomedvr_cli.pipeline.evaluate import evaluate_adapter
@@ -250,6 +265,7 @@ def evaluate(images: Any, predictor: Any, *, split: str = "auto", plots: str | o
                          f"use one of {', '.join(sorted(allowed))}")
     request = _request_options({k: v for k, v in options.items()})
     report = evaluate_adapter(images, None, split=split, plots=plots, predictor=predictor, force=force,
-                              columns=request["columns"], decode=request["decode"])
+                              columns=request["columns"], decode=request["decode"], coverage=coverage,
+                              assurance=assurance, outliers=outliers)
     _Notices().warn(report["warnings"])
     return report

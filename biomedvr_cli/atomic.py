@@ -132,9 +132,10 @@ def refuse_input_as_output(output: Path, inputs: Iterable[Path | None], *, optio
     for given in inputs:
         if given is not None and _file_id(given) == target:
             same = "" if Path(given).name == Path(output).name else f" (the input {Path(given).name})"
+            forced = "--force" if option.startswith("--") else "force=True"  # Python's words from Python
             raise UsageError(f"{option} {Path(output).name} is also an input of this run{same}; writing it would "
-                             "destroy that input, so it is refused even with --force",
-                             f"choose another {option} path")
+                             f"destroy that input, so it is refused even with {forced}",
+                             f"choose another {option} path" if option.startswith("--") else "choose another path")
 
 
 def refuse_folder_with_inputs(folder: Path, roots: Iterable[Path], files: Iterable[Path], *, option: str) -> None:

@@ -64,7 +64,8 @@ def test_notebook_flow_with_string_paths(tree: Path, tiny_backbone_spec: str, tm
     assert predictor.classes == ["alpha cell", "beta cell", "gamma cell"]
     assert sum(probs[0].values()) == pytest.approx(1.0, abs=1e-5)
     result = predictor.fit_result
-    assert result.attribute_source == "file" and result.train_images == 6 and result.out is None
+    assert result.attribute_source == "file" and result.train_images == 6
+    assert result.out == tmp_path / "derm.safetensors"  # the file it was saved to, as `fit --json` names it
     with pytest.raises(biomedvr.OutputExistsError):  # nothing is overwritten without force
         predictor.save(tmp_path / "derm.safetensors")
     assert predictor.save(tmp_path / "derm.safetensors", force=True) == tmp_path / "derm.safetensors"

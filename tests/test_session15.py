@@ -149,3 +149,21 @@ def test_float_image_infinities_sit_at_the_ends_of_the_range() -> None:
     values = np.array([[np.nan, -np.inf, 0.0], [1.0, 2.0, np.inf]], dtype=np.float32)
     assert minmax_to_uint8(values).tolist() == [[0, 0, 0], [128, 255, 255]]
     assert minmax_to_uint8(np.array([np.inf, np.nan, -np.inf], dtype=np.float32)).tolist() == [255, 0, 0]
+
+
+def test_balanced_accuracy_is_scikit_learns_without_its_warnings() -> None:
+    import warnings
+
+    import numpy as np
+    from sklearn.metrics import balanced_accuracy_score
+
+    from biomedvr_cli.method.metrics import _balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        n = int(rng.integers(1, 30))
+        y, pred = rng.integers(0, 4, n), rng.integers(0, 5, n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = balanced_accuracy_score(y, pred)
+        assert _balanced_accuracy(y, pred) == pytest.approx(expected, abs=1e-12)

@@ -60,6 +60,10 @@ class Backbone:
     device: torch.device
     model_cfg: dict = field(default_factory=dict)  # the open_clip model config it was built from
 
+    def __repr__(self) -> str:  # one line: the model itself would print hundreds in a notebook cell
+        return (f"Backbone({self.label!r}, image_size={self.image_size}, embed_dim={self.embed_dim}, "
+                f"device={str(self.device)!r}, fingerprint={self.fingerprint[:19]!r})")  # "sha256:" and 12 hex
+
     @property
     def label(self) -> str:
         """Path-free backbone name (for adapters and logs)."""

@@ -147,10 +147,10 @@ def _markdown_cell(text: str) -> str:
 
 def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     """accuracy_vs_shots.png: one panel per dataset, accuracy (mean ± std over seeds) against shots per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The Agg canvas directly, no pyplot: a notebook's backend and figure list stay as they were.
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
@@ -158,8 +158,10 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     nrows = math.ceil(len(datasets) / cols)
     panel_w, legend_w = 6.0, 2.1
     width = panel_w * cols + legend_w
-    fig, axes = plt.subplots(nrows, cols, figsize=(width, 4.2 * nrows), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig = Figure(figsize=(width, 4.2 * nrows))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, cols, squeeze=False)
+    cmap = colormaps["tab20"]
     all_shots = sorted({r["shots"] for r in rows if r["shots"] > 0}) or [1]
     for ax, dataset in zip(axes.flat, datasets):
         for j, method in enumerate(methods):
@@ -193,7 +195,6 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
         fig.savefig(tmp, dpi=110, format="png")
 
     write_with_atomic(path, save, force=True)
-    plt.close(fig)
     return path
 
 

@@ -51,7 +51,6 @@ def compute_metrics(labels: Sequence[int], probs: np.ndarray, classes: Sequence[
     """All reported metrics for integer ``labels`` and probabilities [N, C]."""
     from sklearn.metrics import (
         accuracy_score,
-        balanced_accuracy_score,
         confusion_matrix,
         f1_score,
         log_loss,
@@ -80,7 +79,7 @@ def compute_metrics(labels: Sequence[int], probs: np.ndarray, classes: Sequence[
     return {
         "images": int(len(y)),
         "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": _balanced_accuracy(y, pred),
         "macro_f1": float(f1_score(y, pred, labels=present, average="macro", zero_division=0)),
         "auroc_ovr": auroc,
         "ece": expected_calibration_error(probs, y),
@@ -103,6 +102,14 @@ def most_confused_pairs(matrix: Sequence[Sequence[int]], classes: Sequence[str],
     return sorted(cells, key=lambda cell: -cell[2])[:top]
 
 
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y`` (scikit-learn's definition). Computed here: its
+    function warns when one class is present or a prediction names a class absent from ``y``, and
+    those warnings would reach the user as stray third-party ones."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
 PLOT_NAMES = ("confusion_matrix.png", "reliability.png")
 
 
@@ -111,30 +118,30 @@ def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -
 
     Both are written to temporary files first and renamed into place together: a full disk or an
     interruption leaves the previous pair (or none), never one new plot beside an old one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     figures = [_confusion_figure(metrics), _reliability_figure(metrics)]
     paths = [out_dir / name for name in PLOT_NAMES]
-    try:
-        with atomic_path(paths[0], force=force) as first:  # nested so that an error names the file that failed
-            figures[0].savefig(first, dpi=120, format="png")
-            with atomic_path(paths[1], force=force) as second:
-                figures[1].savefig(second, dpi=120, format="png")
-    finally:
-        for fig in figures:
-            plt.close(fig)
+    with atomic_path(paths[0], force=force) as first:  # nested so that an error names the file that failed
+        figures[0].savefig(first, dpi=120, format="png")
+        with atomic_path(paths[1], force=force) as second:
+            figures[1].savefig(second, dpi=120, format="png")
     return paths
 
 
-def _confusion_figure(metrics: dict[str, Any]) -> Any:
-    import matplotlib.pyplot as plt
+def _figure(size: tuple[float, float]) -> tuple[Any, Any]:
+    """A figure drawn by the Agg canvas directly: no pyplot, so the user's backend (a notebook's
+    inline one, say) and pyplot's figure list are left as they were."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig, fig.add_subplot()
+
+
+def _confusion_figure(metrics: dict[str, Any]) -> Any:
     classes = metrics["classes"]
     matrix = np.asarray(metrics["confusion_matrix"])
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(classes), 1.0 + 0.7 * len(classes)))
+    fig, ax = _figure((1.2 + 0.7 * len(classes), 1.0 + 0.7 * len(classes)))
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
@@ -150,9 +157,7 @@ def _confusion_figure(metrics: dict[str, Any]) -> Any:
 
 
 def _reliability_figure(metrics: dict[str, Any]) -> Any:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, ax = _figure((4.5, 4.5))
     bins = [b for b in metrics["reliability"] if b["count"]]
     centres = [(b["low"] + b["high"]) / 2 for b in bins]
     ax.bar(centres, [b["accuracy"] for b in bins], width=1 / ECE_BINS, edgecolor="black", alpha=0.7, label="accuracy")

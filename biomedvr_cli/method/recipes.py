@@ -85,6 +85,10 @@ class Recipe:
         ``benchmark --batch-size`` has always used, so a benchmark cell is reproduced by ``fit``.
         """
         given = {k: v for k, v in overrides.items() if v is not None}
+        known = {f.name for f in fields(self)} - {"name", "description"}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise UsageError(f"unknown recipe setting(s): {', '.join(unknown)}", f"use one of {', '.join(sorted(known))}")
         if "batch_size" in given and "batch_size_one_shot" not in given:
             given["batch_size_one_shot"] = min(given["batch_size"], self.batch_size_one_shot)
         return replace(self, **given)

@@ -334,6 +334,10 @@ def fit_head_on_features(head: BioMedVRHead, encode: Encode, labelled: LabelledI
     return fit
 
 
+# Training needs autograd whatever the caller's mode: a notebook often runs under torch.no_grad()
+# or inference_mode(), and the VR stage would otherwise fail on some data and not on other.
+@torch.inference_mode(False)
+@torch.enable_grad()
 def train_head(head: BioMedVRHead, encode: Encode, train_images: torch.Tensor, train_labels: torch.Tensor,
                val_images: torch.Tensor | None, val_labels: torch.Tensor | None, recipe: Recipe, *, seed: int,
                device: torch.device, shots: int, progress: Callable[[EpochReport], None] | None = None) -> TrainResult:

@@ -19,6 +19,7 @@ from biomedvr_cli.pipeline.arguments import as_flag, as_optional_path, as_path
 from biomedvr_cli.pipeline.fit_inputs import window_unused
 from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
 from biomedvr_cli.pipeline.predictor import Predictor, load_predictor
+from biomedvr_cli.pipeline.state import float32_default
 from biomedvr_cli.pipeline.trust import (add_trust_metrics, assess_outliers, check_assurance, check_level, outlier_files,
                                          require_calibration, sets_level)
 
@@ -92,6 +93,7 @@ def reserved_plots(plots: Path | None, images: Path | None, adapter: Path | None
         yield
 
 
+@float32_default()
 def evaluate_adapter(
     images: Path | str | MemoryImages | list,
     adapter: Path | str | None,
@@ -140,7 +142,8 @@ def evaluate_adapter(
         if assurance is not None:  # no level assures it (too few images): the sets are full, built at no real level
             result["metrics"].update(coverage_assurance=assurance, sets_level=None if level_warnings else level)
         result["warnings"][:0] = notices
-        result["adapter"] = adapter.name if adapter is not None else None
+        named = adapter if adapter is not None else predictor.path  # a predictor loaded or saved from Python
+        result["adapter"] = named.name if named is not None else None
         if plots is not None:
             try:
                 result["plots"] = [str(p) for p in write_plots(result["metrics"], plots, force=as_flag(force, "force"))]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import warnings as python_warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +58,8 @@ from biomedvr_cli.pipeline.fit_inputs import (
     resolve_attributes,
 )
 from biomedvr_cli.pipeline.images import ImageInput, MemoryImages, images_argument, open_images
-from biomedvr_cli.pipeline.notices import BiomedVRWarning
-from biomedvr_cli.pipeline.state import preserved_rng
+from biomedvr_cli.pipeline.notices import warn_at_caller
+from biomedvr_cli.pipeline.state import float32_default, preserved_rng
 
 __all__ = ["FitRequest", "FitResult", "ResolvedAttributes", "find_attributes", "fit_adapter", "resolve_attributes"]
 
@@ -114,11 +113,14 @@ class FitRequest:
         self.device = as_text(self.device, "device", "pass \"auto\", \"cpu\", \"cuda\" or \"mps\"")
         for name in ("force", "allow_fewer"):
             setattr(self, name, as_flag(getattr(self, name), name))
+        if self.allow_download is not None:  # "no" is truthy: it would allow the download it means to forbid
+            self.allow_download = as_flag(self.allow_download, "allow_download")
         kinds = {"recipe_overrides": dict, "method": MethodConfig, "columns": CsvColumns, "decode": DecodeOptions}
         for name, kind in kinds.items():
             if not isinstance(getattr(self, name), kind):
                 raise UsageError(f"{name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}",
                                  f"pass a {kind.__name__} (see docs/python-api.md)")
+        load_recipe(self.recipe).with_overrides(**self.recipe_overrides)  # an unknown name or bad value, now
 
 
 @dataclass
@@ -240,6 +242,10 @@ def _backbone_files(backbone: Any) -> list[Path]:
         return []
 
 
+# Training needs autograd and tensors that are not inference tensors, whatever the caller's mode.
+@torch.inference_mode(False)
+@torch.enable_grad()
+@float32_default()
 def fit_adapter(
     request: FitRequest,
     *,
@@ -267,12 +273,15 @@ def fit_adapter(
         attributes = (ResolvedAttributes(class_name_sentences(classes), "class-name templates") if templates
                       else resolve_attributes(folder, request.attributes, classes, notify, found=found))
         backbone = obtain_backbone(request.backbone, device=request.device, allow_download=request.allow_download)
+        if any(torch.is_inference(p) for p in backbone.model.parameters()):
+            raise UsageError("the backbone was loaded inside torch.inference_mode(), so nothing can be trained through it",
+                             "load it outside that block (biomedvr.load_backbone(...)), then fit inside it if you like")
         with preserved_rng(backbone.device):
             try:
                 trained = _train(request, recipe, images, classes, attributes, backbone, progress)
             except InvalidInputError:  # e.g. a class emptied by grouping: which column grouped the images helps
                 for warning in warnings:  # the facade's category, as when a fit succeeds
-                    python_warnings.warn(warning, BiomedVRWarning, stacklevel=2)
+                    warn_at_caller(warning)
                 raise
         head, split, result, adapter = trained
         warnings.extend(split.warnings)

@@ -153,7 +153,7 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
         try:
             split = sample_few_shot(pool, classes, shots, seed=seed, val_shots=val_shots, allow_fewer=allow_fewer,
                                     unreadable=unreadable)
-        except InvalidInputError:
+        except InvalidInputError as exc:
             if not unreadable:
                 raise
             # Too few, counting files not tried yet: try them (only the short classes, which are small) and
@@ -161,7 +161,7 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
             needed = shots + (default_val_shots(shots) if val_shots is None else val_shots)
             newly = _try_short_classes(pool, decoded, needed, size, options, decode)
             if not newly:
-                raise
+                raise _with_reason(exc, skipped) from None
             skipped.extend(reason for _, reason in newly)
             bad = {str(path) for path, _ in newly}
             pool = [r for r in pool if str(r.path) not in bad]
@@ -184,6 +184,18 @@ def draw_readable(records: list[ImageRecord], classes: list[str], shots: int, *,
         return torch.stack([decoded[r.path] for r in chosen]) if chosen else torch.empty(0, 3, size, size, dtype=torch.uint8)
 
     return DecodedSplit(split.train, split.val, stack(split.train), stack(split.val), warnings)
+
+
+def _with_reason(exc: InvalidInputError, skipped: list[str]) -> InvalidInputError:
+    """The draw's error with why the first unreadable image was left out (over the pixel cap, say): adding
+    images is not always the fix."""
+    if not skipped:
+        return exc
+    reason, fix = skipped[0], ""
+    if " (fix: " in reason and reason.endswith(")"):  # the image's own fix becomes the error's
+        reason, _, fix = reason[:-1].rpartition(" (fix: ")
+    return InvalidInputError(f"{exc.message}; the first unreadable image: {reason}",
+                             fix or "fix or replace the unreadable images")
 
 
 def _try_short_classes(pool: list[ImageRecord], decoded: dict[Path, torch.Tensor], needed: int, size: int,

@@ -28,13 +28,15 @@ from PIL import Image
 from biomedvr_cli.data import CsvColumns, DecodeOptions, DecodedBatch, ImageRecord, ImageSource, decode_to_tensors, open_source
 from biomedvr_cli.data.decode import decode_image, to_rgb
 from biomedvr_cli.data.labels import canonical_label, check_distinct_labels
+from biomedvr_cli.data.manifest import group_key
 from biomedvr_cli.data.scaling import minmax_to_uint8
 from biomedvr_cli.data.tensors import resize_and_crop
 from biomedvr_cli.errors import InvalidInputError, UsageError
 from biomedvr_cli.pipeline.fit_inputs import image_hashes
 
 _ITEM_HINT = "pass PIL images, numpy arrays (H x W or H x W x 3, uint8) or image paths"
-_PAIRS_HINT = 'pass a list of (image, label) pairs, e.g. [(Image.open("a.png"), "benign"), (array, "malignant")]'
+_PAIRS_HINT = ('pass a list of (image, label) pairs, e.g. [(Image.open("a.png"), "benign"), (array, "malignant")], '
+               'or (image, label, patient_id) triples')
 
 
 def check_picture(item: Any, name: str) -> None:
@@ -127,15 +129,22 @@ class FileImages:
 
 @dataclass
 class MemoryImages:
-    """(image, label) pairs held in memory; records are named ``images[i]``."""
+    """(image, label) pairs, or (image, label, group) triples, held in memory; records are named ``images[i]``.
+
+    ``groups`` (patient ids, folded as a CSV's group cells are; None for an image of its own) keep
+    one patient's images on one side of the draw; they are never stored or shown.
+    """
 
     items: list[Any]
     labels: list[str]
+    groups: list[str | None] | None = None
     source: ImageSource = field(init=False)
     label_kind: str = "label"
 
     def __post_init__(self) -> None:
-        records = [ImageRecord(path=Path(f"images[{i}]"), label=label) for i, label in enumerate(self.labels)]
+        groups = self.groups or [None] * len(self.labels)
+        records = [ImageRecord(path=Path(f"images[{i}]"), label=label, group=group)
+                   for i, (label, group) in enumerate(zip(self.labels, groups))]
         self.source = ImageSource(records=records, classes=sorted(set(self.labels)))
 
     @property
@@ -163,8 +172,10 @@ class MemoryImages:
         return DecodedBatch(images=images, kept=kept, failures=failures)
 
     def input_files(self) -> list[Path]:
-        """The files among the pairs (an output must be none of them)."""
-        return [Path(os.fspath(item)) for item in self.items if isinstance(item, (str, os.PathLike))]
+        """The files among the pairs, paths and the files PIL images were opened from (an output must be none of them)."""
+        files = [item if isinstance(item, (str, os.PathLike)) else getattr(item, "filename", None) if isinstance(
+            item, Image.Image) else None for item in self.items]
+        return [Path(os.fspath(f)) for f in files if isinstance(f, (str, os.PathLike)) and f]
 
     def hashes(self, records: Sequence[ImageRecord], *, sort: bool = True) -> list[str]:
         """Content hashes: a path's like any file's, an image's or array's from its pixels."""
@@ -187,11 +198,12 @@ def memory_images(pairs: Any) -> MemoryImages:
         raise UsageError(f"in-memory images must be a list of (image, label) pairs, got {type(pairs).__name__}", _PAIRS_HINT)
     if not pairs:
         raise InvalidInputError("the list of images is empty", _PAIRS_HINT)
-    items, labels = [], []
+    items, labels, groups = [], [], []
     for i, pair in enumerate(pairs):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-            raise UsageError(f"images[{i}] is not an (image, label) pair", _PAIRS_HINT)
-        item, label = pair
+        if not isinstance(pair, (list, tuple)) or len(pair) not in (2, 3):
+            raise UsageError(f"images[{i}] is not an (image, label) pair or (image, label, patient) triple", _PAIRS_HINT)
+        item, label = pair[:2]
+        groups.append(_group_of(pair[2], i) if len(pair) == 3 else None)
         check_picture(item, f"images[{i}]")
         if not isinstance(label, str) or not label.strip():
             raise UsageError(f"the label of images[{i}] must be a class name (non-empty text), got {type(label).__name__}",
@@ -200,12 +212,27 @@ def memory_images(pairs: Any) -> MemoryImages:
         items.append(item)
         labels.append(canonical_label(label))  # the rule of folder names and CSV cells: one spelling per class
     check_distinct_labels(labels, "images", "label")
-    return MemoryImages(items, labels)
+    return MemoryImages(items, labels, groups if any(g is not None for g in groups) else None)
+
+
+def _group_of(value: Any, index: int) -> str | None:
+    """A triple's patient id (text or a whole number) as a group key; None or "" for an image of its own."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UsageError(f"the patient id of images[{index}] must be text or a whole number, got {type(value).__name__}",
+                         'pass (image, label, "P-017"), or None for an image that shares no patient')
+    return group_key(str(value))
 
 
 def open_images(images: Path | MemoryImages, columns: CsvColumns = CsvColumns()) -> ImageInput:
     """The labelled images of a fit or eval: a folder tree or CSV (read now), or in-memory pairs."""
     if isinstance(images, MemoryImages):
+        if columns != CsvColumns():
+            raise UsageError("path_column, label_column, split_column and group_column apply to a CSV manifest only, "
+                             "not to in-memory (image, label) pairs",
+                             "leave them out; to keep each patient's images together, pass (image, label, patient_id) "
+                             "triples")
         return images
     label_kind = "class folder" if Path(images).is_dir() else "label"
     return FileImages(Path(images), open_source(images, columns=columns), label_kind)

@@ -19,3 +19,23 @@ class Caution(str):
 
 class BiomedVRWarning(UserWarning):
     """What biomedvr warns about from Python: fallbacks, skipped images, optimistic metrics."""
+
+
+def _is_ours(frame) -> bool:
+    """A frame of biomedvr itself, or of the standard wrappers between its functions (decorators)."""
+    name = frame.f_globals.get("__name__", "")
+    return (name in ("biomedvr", "biomedvr_cli", "contextlib", "functools", "torch.utils._contextlib")
+            or name.startswith(("biomedvr.", "biomedvr_cli.")))
+
+
+def warn_at_caller(message: str) -> None:
+    """Warn ``message`` as a :class:`BiomedVRWarning` at the first line outside biomedvr (the user's call),
+    however deep inside the library it was found. Under ``simplefilter("error")`` it raises right here,
+    so a fit stops before it trains (and writes) anything."""
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(0), 1
+    while frame is not None and _is_ours(frame):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, BiomedVRWarning, stacklevel=level)

@@ -14,6 +14,7 @@ from biomedvr_cli.errors import UsageError
 from biomedvr_cli.pipeline.arguments import as_path
 from biomedvr_cli.pipeline.predictor import Explanation, Predictor
 from biomedvr_cli.pipeline.trust import check_assurance, check_level, require_calibration, sets_level, trust_fields
+from biomedvr_cli.pipeline.state import float32_default
 
 
 @dataclass
@@ -60,6 +61,7 @@ def check_predict_options(*, top_k: int, batch_size: int) -> None:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}", "pass --batch-size 1 or more (default 64)")
 
 
+@float32_default()
 def predict_files(
     predictor: Predictor,
     paths: Sequence[Path],

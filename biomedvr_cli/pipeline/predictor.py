@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,6 +25,7 @@ from biomedvr_cli.method.training import predict_logits
 from biomedvr_cli.method.trust import CALIBRATION_PREFIXES, Assessment, Calibration, assess, load_calibration
 from biomedvr_cli.pipeline.arguments import as_count, as_flag, as_path, obtain_backbone
 from biomedvr_cli.pipeline.images import pixels_for
+from biomedvr_cli.pipeline.state import float32_default
 
 _IMAGES_HINT = "pass a list of PIL images, numpy arrays (H x W x 3, uint8) or image paths"
 
@@ -114,13 +114,15 @@ class Explanation:
 class Predictor:
     """A fitted adapter on its backbone, ready to classify images (``biomedvr.fit`` and ``biomedvr.load`` return one).
 
-    ``fit_result`` is the fit's summary (a ``FitResult``) when the predictor comes from a fit.
+    ``fit_result`` is the fit's summary (a ``FitResult``) when the predictor comes from a fit. ``path`` is
+    the adapter file it was loaded from or last saved to (None until then); reports name its file.
     """
 
     adapter: Adapter
     backbone: Backbone
     head: BioMedVRHead
     fit_result: Any = None
+    path: Path | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -134,6 +136,7 @@ class Predictor:
         classes = ", ".join(self.classes[:6]) + (f", ... ({len(self.classes)} classes)" if len(self.classes) > 6 else "")
         return f"Predictor(classes=[{classes}], backbone={self.backbone.label!r}, image_size={self.image_size})"
 
+    @float32_default()
     def classify(self, inputs: Any, *, decode: DecodeOptions = DecodeOptions()) -> list[dict[str, float]]:
         """Class probabilities for images, in input order: ``[{class: probability}, ...]``.
 
@@ -148,6 +151,7 @@ class Predictor:
         probs = self.probabilities(pixels)
         return [dict(zip(self.classes, (float(p) for p in row))) for row in probs]
 
+    @float32_default()
     def probabilities(self, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Softmax probabilities [N, C] for uint8 images [N, 3, S, S] (S: the backbone's input size)."""
         _check_pixels(images, self.image_size, batched=True)
@@ -159,6 +163,7 @@ class Predictor:
                                            "the weights are corrupt", "copy or export the backbone again, or refit the adapter")
         return probs
 
+    @float32_default()
     def predict_sets(self, images: Any, level: float = 0.9, assurance: float | None = None) -> list[list[str]]:
         """Conformal prediction sets: for each image the classes (most probable first) that hold the true one
         with probability at least ``level`` when images are exchangeable with the labelled ones (docs/trust.md).
@@ -168,14 +173,14 @@ class Predictor:
         draw of its labelled images (larger sets). An adapter fitted before calibration existed is an
         AdapterError (exit 4): refit it.
         """
-        from biomedvr_cli.pipeline.notices import BiomedVRWarning
+        from biomedvr_cli.pipeline.notices import warn_at_caller
         from biomedvr_cli.pipeline.trust import check_assurance, check_level, class_sets, require_calibration, sets_level
 
         coverage = check_level(level)
         notices = require_calibration(self, coverage=coverage)  # none: AdapterError; full sets or a caveat: warned
         level, level_warnings, _ = sets_level(self, coverage, check_assurance(assurance, coverage))
         for notice in notices + level_warnings:
-            warnings.warn(notice, BiomedVRWarning, stacklevel=2)
+            warn_at_caller(notice)
         if not isinstance(images, torch.Tensor):
             images = pixels_for(_as_image_list(images), self.image_size)
         return class_sets(self.assess(images, level), self.classes) if len(images) else []
@@ -186,6 +191,7 @@ class Predictor:
         return load_calibration(self.adapter.tensors, self.adapter.config.calibration, num_classes=len(self.classes),
                                 dim=int(self.backbone.embed_dim))
 
+    @float32_default()
     def assess(self, images: torch.Tensor, level: float | None = None, batch_size: int = 256) -> Assessment:
         """Probabilities, prediction sets at ``level`` (None: no sets) and outlier flags for uint8 pixels, in one pass."""
         from biomedvr_cli.pipeline.trust import check_level
@@ -202,9 +208,13 @@ class Predictor:
         if self.fit_result is not None:  # the fit's own images, attributes and weights: never, even with force
             refuse_input_as_output(path, getattr(self.fit_result, "input_files", []), option="path")
         save_adapter(path, self.adapter.tensors, self.adapter.config, force=as_flag(force, "force"))
+        self.path = path
+        if self.fit_result is not None:  # its to_dict() names the adapter file, as `fit --json` does
+            self.fit_result.out = path
         return path
 
     @torch.no_grad()
+    @float32_default()
     def explain(self, image: Any, class_index: int | str, top: int = 3) -> Explanation:
         """Why ``class_index`` (an index or a class name) scored as it did: its best-matching
         sentences, the confusion sentences that fired, and how much of its logit came from the
@@ -276,6 +286,7 @@ def _check_pixels(images: Any, size: int, *, batched: bool) -> None:
         raise UsageError(f"pixels have shape {list(images.shape)}; expected {shape} with S = {size}", fix)
 
 
+@float32_default()
 def load_predictor(adapter_path: Path | str, *, backbone: str | Backbone | None = None, device: str = "auto",
                    allow_download: bool | None = None, accept_preprocessing: bool = False,
                    notify: Callable[[str], None] = lambda message: None) -> Predictor:
@@ -286,7 +297,9 @@ def load_predictor(adapter_path: Path | str, *, backbone: str | Backbone | None 
     """
     adapter = load_adapter(as_path(adapter_path, "adapter", "pass the .safetensors file `biomedvr fit` wrote"))
     loaded = obtain_backbone(backbone_for(adapter, backbone), device=device, allow_download=allow_download)
-    return predictor_for(adapter, loaded, accept_preprocessing=accept_preprocessing, notify=notify)
+    predictor = predictor_for(adapter, loaded, accept_preprocessing=accept_preprocessing, notify=notify)
+    predictor.path = Path(adapter_path)
+    return predictor
 
 
 def backbone_for(adapter: Adapter, backbone: str | Backbone | None) -> str | Backbone:
@@ -300,11 +313,18 @@ def backbone_for(adapter: Adapter, backbone: str | Backbone | None) -> str | Bac
     return label
 
 
+@float32_default()
 def predictor_for(adapter: Adapter, backbone: Backbone, *, accept_preprocessing: bool = False,
                   notify: Callable[[str], None] = lambda message: None) -> Predictor:
     """A predictor for an adapter (loaded, or fresh from a fit) on a loaded backbone, after checking they match."""
     from biomedvr_cli.pipeline.notices import Caution
 
+    if not isinstance(adapter, Adapter):
+        raise UsageError(f"adapter must be a loaded Adapter, got {type(adapter).__name__}",
+                         "load the file with load_predictor(path) or biomedvr.load(path), or pass load_adapter(path)")
+    if not isinstance(backbone, Backbone):
+        raise UsageError(f"backbone must be a loaded Backbone, got {type(backbone).__name__}",
+                         'load one with biomedvr.load_backbone("biomedclip"), or use load_predictor(path, backbone=name)')
     fingerprint = backbone.fingerprint_for(adapter.config.backbone.fingerprint)  # 0.1.0 adapters too
     adapter.check_backbone(fingerprint, backbone.image_size)
     try:

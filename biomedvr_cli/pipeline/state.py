@@ -44,3 +44,19 @@ def scoped_environ() -> Iterator[None]:
         for name, value in saved.items():
             if os.environ.get(name) != value:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def float32_default() -> Iterator[None]:
+    """Run with torch's default dtype float32, restored after: the backbone, the adapter's head and
+    the images are float32, and a session set to float64 (``torch.set_default_dtype``) would
+    otherwise mix the two and fail inside a layer. Changes nothing when it already is float32."""
+    previous = torch.get_default_dtype()
+    if previous == torch.float32:
+        yield
+        return
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
