@@ -222,6 +222,21 @@ def _readable(dataset: LoadedDataset, records: list, what: str, size: int) -> No
                                 "check those files (damaged, or larger than --max-pixels allows)")
 
 
+def _draw_readable(dataset: LoadedDataset, job: Job, request, size: int):
+    """The job's support and validation draw from readable images only, as ``fit`` draws: an unreadable
+    pick is left out of the pool and the seed draws again, so a benchmark cell is the fit it stands for
+    (never a fit without one class's images). Too few readable images is this job's error (exit 3)."""
+    pool, unreadable = list(dataset.pool), []
+    while True:
+        split = sample_few_shot(pool, dataset.classes, job.shots, seed=job.seed, val_shots=request.val_shots,
+                                allow_fewer=request.allow_fewer, unreadable=unreadable)
+        bad = {str(r.path) for r in split.train + split.val if not dataset.readable([r], size)}
+        if not bad:
+            return split
+        unreadable += [r for r in pool if str(r.path) in bad]
+        pool = [r for r in pool if str(r.path) not in bad]
+
+
 def _my_jobs(sweep: _Sweep, dist: DistContext) -> list[Job]:
     """This rank's share of the jobs."""
     request = sweep.request
@@ -241,9 +256,7 @@ def _run_job(sweep: _Sweep, job: Job, expected: str, rank: int) -> dict[str, Any
     if job.method in sweep.shot_free:
         inputs = JobInputs(dataset, sweep.backbone, [], [], 0, 0, request.overrides, sweep.text_cache)
     else:
-        split = sample_few_shot(dataset.pool, dataset.classes, job.shots, seed=job.seed,
-                                val_shots=request.val_shots, allow_fewer=request.allow_fewer)
-        _readable(dataset, split.train, "support", sweep.backbone.image_size)
+        split = _draw_readable(dataset, job, request, sweep.backbone.image_size)
         inputs = JobInputs(dataset, sweep.backbone, split.train, split.val, job.shots, job.seed, request.overrides,
                            sweep.text_cache)
     output = run_method(job.method, inputs)
