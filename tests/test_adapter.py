@@ -16,7 +16,7 @@ from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputEx
 def _config_dict() -> dict:
     return {
         "biomedvr_version": "0",
-        "backbone": {"label": "x", "fingerprint": "sha256:abc", "logit_scale": 50.0, "embed_dim": 8},
+        "backbone": {"label": "sandbox", "fingerprint": "sha256:abc", "logit_scale": 50.0, "embed_dim": 8},
         "preprocessing": {"image_size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
         "classes": ["a", "b"], "attributes": {"source": "file", "sentences": {}},
         "method": {}, "training": {"seed": 0, "shots": 1, "val_shots": 0, "train_images": 2, "val_images": 0,

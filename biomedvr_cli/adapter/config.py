@@ -262,6 +262,38 @@ def check_config(config: AdapterConfig, name: str = "adapter") -> None:
         if len(values) != 3 or (key == "std" and min(values) <= 0):
             raise AdapterError(f"{name}: config.preprocessing.{key} {values} is not three numbers"
                                + (" above zero" if key == "std" else ""), _TAMPERED)
+    _check_stored_text(config, name)
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _check_stored_text(config: AdapterConfig, name: str) -> None:
+    """What only an edit puts in an adapter: a backbone label that names a path or is no backbone (it
+    would be loaded from there), a scale no backbone has, identifier-like class names or sentences (fit
+    refuses them), hashes that are not hex."""
+    from biomedvr_cli.attributes.privacy import MAX_STORED_CLASS_NAME_CHARS, find_identifier
+    from biomedvr_cli.backbones.specs import stored_label_problem
+
+    problem = stored_label_problem(config.backbone.label)
+    if problem:
+        raise AdapterError(f"{name}: config.backbone.label {problem}", _TAMPERED)
+    if config.backbone.logit_scale <= 0:
+        raise AdapterError(f"{name}: config.backbone.logit_scale is {config.backbone.logit_scale:g}; a backbone's "
+                           "is above zero", _TAMPERED)
+    texts = [(f"class {i} of {len(config.classes)}", c) for i, c in enumerate(config.classes, start=1)]
+    texts += [(f"a {bank} sentence", t) for bank, items in config.attributes.sentences.items()
+              for t in (items if isinstance(items, list) else []) if isinstance(t, str)]
+    for where, text in texts:
+        if where.startswith("class") and len(text) > MAX_STORED_CLASS_NAME_CHARS:
+            raise AdapterError(f"{name}: {where} is {len(text):,} characters long (fit stores at most "
+                               f"{MAX_STORED_CLASS_NAME_CHARS})", _TAMPERED)
+        found = find_identifier(text)
+        if found:
+            raise AdapterError(f"{name}: {where} looks like it holds {found[0]}; fit never stores one", _TAMPERED)
+    training = config.training
+    if set(training.image_hash_salt) - _HEX or any(not h or set(h) - _HEX for h in training.image_hashes):
+        raise AdapterError(f"{name}: config.training holds an image hash or salt that is not hexadecimal", _TAMPERED)
 
 
 # The calibration record (method/trust.py writes it): each field's test, and what it must be.

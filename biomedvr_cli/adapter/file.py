@@ -174,12 +174,33 @@ def load_adapter(path: Path) -> Adapter:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise AdapterError(f"cannot read tensors of {path.name}: {exc}", "refit the adapter") from None
+    _check_dtypes(tensors, path.name)
     bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     if bad:
         raise AdapterError(f"{path.name} holds non-finite values (NaN or inf) in {', '.join(bad[:3])}",
                            "the file is damaged or was edited; refit the adapter")
+    # Scoring takes the sentence banks as unit vectors (cosines); a scaled bank gives confident nonsense.
+    unnormal = sorted(k for k, t in tensors.items() if k.startswith("bank_") and t.dim() == 2 and t.shape[0]
+                      and float((t.double().norm(dim=1) - 1).abs().max()) > 1e-3)
+    if unnormal:
+        raise AdapterError(f"{path.name}: the sentence bank {unnormal[0]} does not hold unit vectors (no fit writes one)",
+                           _EDITED)
     check_shapes({key: tuple(t.shape) for key, t in tensors.items()}, config, path.name)
     return Adapter(tensors=tensors, config=config)
+
+
+# Index tensors (which class owns a sentence, which fold held an image); every other tensor is a float.
+_INTEGER_TENSORS = ("owner_", "conformal_folds")
+
+
+def _check_dtypes(tensors: dict[str, torch.Tensor], name: str) -> None:
+    for key, tensor in sorted(tensors.items()):
+        integer = key.startswith(_INTEGER_TENSORS)
+        right = (not tensor.is_floating_point() and not tensor.is_complex() and tensor.dtype != torch.bool
+                 if integer else tensor.is_floating_point())
+        if not right:
+            wanted = "whole numbers" if integer else "floating-point numbers"
+            raise AdapterError(f"{name}: tensor {key} is {str(tensor.dtype).removeprefix('torch.')}, not {wanted}", _EDITED)
 
 
 def check_shapes(shapes: dict[str, tuple[int, ...]], config: AdapterConfig, name: str) -> None:

@@ -11,6 +11,7 @@ Accepted forms:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,35 @@ class BackboneSpec:
 
 def _looks_like_path(text: str) -> bool:
     return "/" in text or "\\" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(text).is_file()
+
+
+def stored_label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be what fit stores as an adapter's backbone (a preset, ``hf-hub:ORG/REPO``,
+    ``MODEL:TAG``, or the path-free ``local-dir`` and ``MODEL:local-file``), else None. An adapter is
+    a shared file: a label naming a path would make ``predict`` load weights from there."""
+    if label == "local-dir":
+        return None
+    if label.startswith("hf-hub:"):
+        return None if _HUB_LABEL.fullmatch(label) and ".." not in label else "is not a hub backbone name"
+    model, colon, rest = label.partition(":")
+    if (label.startswith("local-dir:") or _looks_like_path_text(model)
+            or (colon and rest != "local-file" and _looks_like_path_text(rest))):
+        return "names a file or folder; an adapter never stores a backbone's path"
+    if colon and rest == "local-file":
+        return None if model.strip() else "is not a backbone name"
+    try:
+        spec = parse_backbone(label)
+    except UsageError:
+        return "is not a backbone name"
+    return None if spec.label == label else "is not a backbone name"
+
+
+_HUB_LABEL = re.compile(r"hf-hub:[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def _looks_like_path_text(text: str) -> bool:
+    """A path by its spelling alone (the filesystem is not asked: a stored label is no local request)."""
+    return "/" in text or "\\" in text or text.startswith("~") or text.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
 def parse_backbone(text: str) -> BackboneSpec:

@@ -246,6 +246,14 @@ def _in_range(values: torch.Tensor, low: float, high: float, name: str, wanted: 
                            f"the adapter stores no {name}", "the file is damaged or was edited; refit the adapter")
 
 
+def _positive_definite(matrix: torch.Tensor) -> bool:
+    """Symmetric (to float32 rounding) with a Cholesky factor: what an inverse shrunk covariance is."""
+    m = matrix.double()
+    if not torch.allclose(m, m.t(), rtol=1e-4, atol=1e-6 * float(m.abs().max().clamp(min=1e-30))):
+        return False
+    return torch.linalg.cholesky_ex(m).info.item() == 0
+
+
 def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num_classes: int,
                    dim: int) -> OutlierCalibration:
     # The tensors say which score, not the record's wording; either Mahalanobis tensor alone means the other was lost.
@@ -257,6 +265,9 @@ def _load_outliers(tensors: dict[str, torch.Tensor], record: dict[str, Any], num
                            "the file is damaged or was edited; refit the adapter")
     scores = _tensor(tensors, "outlier_scores", 1)
     _in_range(scores, 0.0, math.inf, "outlier_scores", "0 or more (distances)")
+    if precision is not None and not _positive_definite(precision):
+        raise AdapterError("the adapter's outlier_precision is not a symmetric positive definite matrix (no fit "
+                           "writes one: every distance would be wrong)", "the file is damaged or was edited; refit the adapter")
     flag = OutlierCalibration(means, scores, precision, float(record.get("rate", outliers.DEFAULT_RATE)))
     recorded = record.get("threshold")
     if isinstance(recorded, (int, float)) and abs(recorded - flag.threshold) > 1e-6 * (1 + abs(flag.threshold)):

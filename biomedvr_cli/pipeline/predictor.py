@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -333,6 +334,10 @@ def predictor_for(adapter: Adapter, backbone: Backbone, *, accept_preprocessing:
         if not accept_preprocessing:
             raise
         notify(Caution(f"{exc.message}; using the backbone's (--accept-preprocessing)"))
+    stored = adapter.config.backbone.logit_scale
+    if not math.isclose(stored, backbone.logit_scale, rel_tol=1e-4):  # fit stores the backbone's own
+        raise AdapterError(f"this adapter's logit scale {stored:g} is not its backbone's ({backbone.logit_scale:g}): "
+                           "the file was edited, and every probability would be wrong", "refit the adapter")
     head = head_from_adapter(adapter, backbone.embed_dim).to(backbone.device)
     head.eval()
     return Predictor(adapter, backbone, head)
