@@ -36,6 +36,7 @@ from biomedvr_cli.errors import (
     BiomedVRError,
     Terminated,
 )
+from biomedvr_cli.pipeline.notices import BiomedVRWarning
 
 DEBUG_ENV = "BIOMEDVR_DEBUG"
 # Click's error base class, wherever this Typer keeps Click (newer Typers vendor it).
@@ -71,6 +72,8 @@ def _warnings_for_users(debug: bool) -> Iterator[None]:
     with warnings.catch_warnings():  # restores the filters and showwarning on the way out
         warnings.simplefilter("ignore")
         warnings.filterwarnings("default", module=r"biomedvr_cli(\.|$)")
+        # Cautions are attributed to the caller's line (pipeline.notices.warn_at_caller): here click's.
+        warnings.filterwarnings("default", category=BiomedVRWarning)
         warnings.showwarning = _show_own_warning
         yield
 

@@ -194,8 +194,9 @@ def _with_reason(exc: InvalidInputError, skipped: list[str]) -> InvalidInputErro
     reason, fix = skipped[0], ""
     if " (fix: " in reason and reason.endswith(")"):  # the image's own fix becomes the error's
         reason, _, fix = reason[:-1].rpartition(" (fix: ")
+    fix = fix or "fix or replace the unreadable images"
     return InvalidInputError(f"{exc.message}; the first unreadable image: {reason}",
-                             fix or "fix or replace the unreadable images")
+                             f"{fix}; or {exc.hint}" if exc.hint else fix)
 
 
 def _try_short_classes(pool: list[ImageRecord], decoded: dict[Path, torch.Tensor], needed: int, size: int,
