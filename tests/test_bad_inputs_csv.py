@@ -114,7 +114,8 @@ def _weights_file(env: Env) -> None:
 
 ROWS: list[Row] = [
     Row("fit-csv-million-repeated-rows (#3)", lambda e: fit(e, e.tmp / "m.csv"), 3,
-        (f"more than {MAX_MANIFEST_ROWS:,} rows", "m.csv"), setup=_million_repeats),
+        (f"more than {MAX_MANIFEST_ROWS:,} rows", "m.csv"), setup=_million_repeats,
+        marks=(pytest.mark.slow,)),  # writes and reads a million rows: seconds, kept for the slow run
     Row("fit-csv-rows-listed-twice-are-repeats (#3)", lambda e: fit(e, e.tmp / "m.csv", "--val-shots", "1"), 0,
         setup=_listed_twice, check=_repeats_reported),
     Row("fit-csv-field-over-the-csv-limit (#7)", lambda e: fit(e, e.tmp / "m.csv"), 3,

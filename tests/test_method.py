@@ -204,6 +204,7 @@ def test_no_negative_expert_has_no_gate() -> None:
     assert out.negative is None and torch.equal(out.fused, out.positive)
 
 
+@pytest.mark.slow  # two full trainings
 def test_training_is_repeatable() -> None:
     images = (torch.rand(6, 3, 16, 16) * 255).to(torch.uint8)
     labels = torch.tensor([0, 1, 2, 0, 1, 2])

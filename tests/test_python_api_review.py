@@ -39,7 +39,7 @@ def _train_files(tree: Path) -> list[Path]:
     return sorted((tree / "train").rglob("*.png"))
 
 
-@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("mode", [pytest.param("no_grad", marks=pytest.mark.slow), "inference_mode"])
 def test_fit_trains_vr_inside_a_no_gradient_block(tree: Path, backbone, mode: str) -> None:
     reports: list = []
     classes = ["alpha cell", "beta cell", "gamma cell"]
