@@ -91,3 +91,32 @@ def test_a_fitted_adapter_still_loads(tiny_colour_adapter) -> None:
                                  "--backbone", spec])
     assert result.exit_code == 0, result.stderr
     assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda t, c: c["method"].__setitem__("combine", "xyz"), "config.method is not one this biomedvr can run"),
+    (lambda t, c: c["method"].__setitem__("k", 2.5), "config.method is not one this biomedvr can run"),
+])
+def test_info_refuses_a_method_predict_refuses(tiny_colour_adapter, tmp_path: Path, edit, said: str) -> None:
+    root, adapter, spec = tiny_colour_adapter
+    bad = _edited(adapter, tmp_path / "m.safetensors", edit)
+    for args in (["info", str(bad)], ["predict", str(next((root / "test").rglob("*.png"))), "--adapter", str(bad),
+                                      "--backbone", spec]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 4 and said in result.stderr, (args[0], result.stderr)
+
+
+def test_unknown_method_and_calibration_keys_are_named_and_ignored(tiny_colour_adapter, tmp_path: Path) -> None:
+    root, adapter, spec = tiny_colour_adapter
+
+    def edit(tensors: dict, config: dict) -> None:
+        config["method"]["future_knob"] = 7
+        for part in config["calibration"].values():
+            if isinstance(part, dict):
+                part["future_field"] = 1
+
+    newer = _edited(adapter, tmp_path / "n.safetensors", edit)
+    result = runner.invoke(app, ["info", str(newer)])
+    assert result.exit_code == 0, result.stderr
+    assert "ignoring method key(s) future_knob" in result.stderr
+    assert "future_field (written by a newer biomedvr?)" in result.stderr

@@ -331,6 +331,10 @@ def _check_calibration(record: dict[str, Any], name: str) -> None:
         entry = record[part]
         if not isinstance(entry, dict):
             raise AdapterError(f"{name}: config.calibration.{part} is {_json_type(entry)}, not an object", _TAMPERED)
+        unknown = sorted(set(entry) - set(fields))
+        if unknown:  # as for every other section: a newer writer's key, ignored with a word
+            warnings.warn(f"{name}: ignoring calibration.{part} key(s) {', '.join(unknown)} (written by a newer "
+                          "biomedvr?)", AdapterConfigWarning, stacklevel=4)
         for key, (test, wanted) in fields.items():
             if key in entry and not test(entry[key]):
                 shown = repr(entry[key])[:40]

@@ -224,3 +224,24 @@ class MethodConfig:
         values = {**{k: v for k, v in legacy.items() if k not in data}, **{k: v for k, v in data.items() if k in known}}
         return cls(**values)
 
+
+
+def adapter_method(recorded: dict[str, Any], name: str = "adapter") -> MethodConfig:
+    """The method an adapter's config records, checked as ``fit`` checks it: unknown keys (from a newer
+    biomedvr) warn, a value no method takes is an AdapterError naming it (so ``info`` refuses what
+    ``predict`` refuses)."""
+    import warnings
+
+    from biomedvr_cli.adapter.config import AdapterConfigWarning  # imported here: the CLI's --help stays light
+    from biomedvr_cli.errors import AdapterError
+
+    unknown = sorted(set(recorded) - {f.name for f in fields(MethodConfig)})
+    if unknown:
+        warnings.warn(f"{name}: ignoring method key(s) {', '.join(unknown)} (written by a newer biomedvr?)",
+                      AdapterConfigWarning, stacklevel=2)
+    try:
+        return MethodConfig.from_dict(recorded)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise AdapterError(f"{name}: config.method is not one this biomedvr can run ({reason})",
+                           "the file is damaged or was edited; refit the adapter") from None

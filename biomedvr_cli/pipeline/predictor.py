@@ -20,7 +20,8 @@ from biomedvr_cli.atomic import refuse_input_as_output
 from biomedvr_cli.backbones import Backbone
 from biomedvr_cli.data import DecodeOptions
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, UsageError
-from biomedvr_cli.method.head import BioMedVRHead, MethodConfig
+from biomedvr_cli.method.config import adapter_method
+from biomedvr_cli.method.head import BioMedVRHead
 from biomedvr_cli.method.textbanks import TextBank
 from biomedvr_cli.method.training import predict_logits
 from biomedvr_cli.method.trust import CALIBRATION_PREFIXES, Assessment, Calibration, assess, load_calibration
@@ -34,8 +35,8 @@ _IMAGES_HINT = "pass a list of PIL images, numpy arrays (H x W x 3, uint8) or im
 def head_from_adapter(adapter: Adapter, feature_dim: int | None = None) -> BioMedVRHead:
     """Rebuild the head from an adapter's config and tensors, checking every shape."""
     config = adapter.config
+    method = adapter_method(config.method)
     try:
-        method = MethodConfig.from_dict(config.method)
         classes = list(config.classes)
         sentences = config.attributes.sentences
         banks = {}

@@ -17,7 +17,10 @@ def info(
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.adapter.file import read_adapter_header
 
+    from biomedvr_cli.method.config import adapter_method
+
     metadata, config = read_adapter_header(adapter)
+    adapter_method(config.method, adapter.name)  # a method value predict would refuse is refused here too
     if json_out:
         render.emit_json({"format": metadata.get("format"), "format_version": metadata.get("format_version"),
                           "config": config.to_dict()})
