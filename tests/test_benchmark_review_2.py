@@ -44,3 +44,24 @@ def test_the_draw_gives_up_on_a_class_with_too_few_readable_images_in_that_job_a
     assert "alpha cell" in result.stderr and "could not be read" in result.stderr
     assert "unexpected" not in result.stderr and "Traceback" not in result.stderr
     assert (tree.parent / "o" / "summary.json").is_file()  # the zero-shot job ran and the reports were written
+
+
+def test_reports_interrupted_while_made_leave_the_earlier_set_whole(tree: Path, tiny_backbone_spec: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from biomedvr_cli.benchmark import report
+
+    out = tree.parent / "out"
+    args = ["benchmark", str(tree), "--backbone", tiny_backbone_spec, "--methods", "zs-classname,linear-probe",
+            "--shots", "1", "--out", str(out)]
+    assert runner.invoke(app, [*args, "--seeds", "1"]).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert "accuracy_vs_shots.png" in before
+
+    class Interrupted:  # Ctrl-C while the plot is drawn, after the summaries are made
+        def savefig(self, *args: object, **kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "accuracy_figure", lambda rows: Interrupted())
+    result = runner.invoke(app, [*args, "--seeds", "2"])
+    assert result.exit_code == 130, result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # no new report, no temporary file

@@ -8,6 +8,7 @@ decimal; JSON and CSV keep fractions.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -16,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from biomedvr_cli.atomic import refuse_folder_with_inputs, refuse_input_as_output, write_text_atomic, write_with_atomic
+from biomedvr_cli.atomic import atomic_path, refuse_folder_with_inputs, refuse_input_as_output
 from biomedvr_cli.data.files import spreadsheet_safe
 from biomedvr_cli.errors import UsageError
 
@@ -145,8 +146,8 @@ def _markdown_cell(text: str) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
-    """accuracy_vs_shots.png: one panel per dataset, accuracy (mean ± std over seeds) against shots per method."""
+def accuracy_figure(rows: list[dict[str, Any]]) -> Any:
+    """The figure of accuracy_vs_shots.png: one panel per dataset, accuracy (mean ± std over seeds) against shots per method."""
     # The Agg canvas directly, no pyplot: a notebook's backend and figure list stay as they were.
     from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -190,31 +191,29 @@ def write_plot(rows: list[dict[str, Any]], path: Path) -> Path:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(panel_w * cols / width, 0.5), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0, panel_w * cols / width, 1))
-
-    def save(tmp: Path) -> None:
-        fig.savefig(tmp, dpi=110, format="png")
-
-    write_with_atomic(path, save, force=True)
-    return path
+    return fig
 
 
 def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str, Any]], document: dict[str, Any]) -> dict[str, Path]:
     """summary.json, summary.csv, jobs.csv, summary.md and (with a finished job) accuracy_vs_shots.png in ``out``.
 
-    Each is written atomically, replacing the earlier one; every text is made before the first is
-    written, so that a result no report can show leaves the earlier set whole. The paths written
-    are returned.
+    Every report (the plot too) is made and written to a temporary file before the first is
+    renamed into place, and they are renamed together: an error, a full disk or Ctrl-C while they
+    are made leaves the earlier set whole, never new summaries beside an old plot. The paths
+    written are returned.
     """
     from biomedvr_cli.benchmark.store import strict_json
 
     paths = {key: out / name for key, name in REPORT_FILES.items()}
     texts = {"summary_json": strict_json(document, indent=2), "summary_csv": csv_text(rows),
              "jobs_csv": jobs_csv_text(results), "summary_md": markdown_text(rows)}
-    for key, text in texts.items():
-        write_text_atomic(paths[key], text, force=True)
-    if rows:
-        write_plot(rows, paths["plot"])
-    else:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
+    figure = accuracy_figure(rows) if rows else None
+    with contextlib.ExitStack() as staged:  # each rename happens as the stack closes, after every file is written
+        for key, text in texts.items():
+            staged.enter_context(atomic_path(paths[key], force=True)).write_bytes(text.encode("utf-8"))
+        if figure is not None:
+            figure.savefig(staged.enter_context(atomic_path(paths["plot"], force=True)), dpi=110, format="png")
+    if figure is None:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
         paths.pop("plot").unlink(missing_ok=True)
     return paths
 
