@@ -387,6 +387,7 @@ def test_averaged_head_weights_each_penalty_by_its_held_out_likelihood(monkeypat
     assert fit.cv_nll == pytest.approx(float(F.cross_entropy(mixed, labels)), rel=1e-5)
 
 
+@pytest.mark.slow  # `--head-combine average`, an option, not the default: seconds of fitting
 def test_averaged_head_on_noise_costs_little_and_learns_from_signal() -> None:
     """On uninformative features the average leans on the start; on informative ones on the weak penalties."""
     from biomedvr_cli.method.feature_head import fit_feature_head

@@ -167,3 +167,13 @@ def test_balanced_accuracy_is_scikit_learns_without_its_warnings() -> None:
             warnings.simplefilter("ignore")
             expected = balanced_accuracy_score(y, pred)
         assert _balanced_accuracy(y, pred) == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", ["esc\x1b[31mred.safetensors", "two\nlines.safetensors", "bidi\u202eab.safetensors"])
+def test_errors_naming_a_file_stay_one_printable_line(tmp_path: Path, name: str) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(b"")
+    result = runner.invoke(app, ["info", str(bad)])
+    assert result.exit_code == 4
+    assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "\u202e" not in result.stderr
+    assert ("\\x1b[31m" in result.stderr) or ("\\n" in result.stderr) or ("\\u202e" in result.stderr)

@@ -302,6 +302,7 @@ def test_predict_coverage_json_csv_and_table(fitted: Path, tree: Path, tiny_back
     assert shown.exit_code == 0 and "prediction_set" in shown.stderr
 
 
+@pytest.mark.slow  # `--head-combine average`, an option, not the default: seconds of fitting
 def test_an_averaged_head_fits_records_its_weights_and_gives_sets(tree: Path, tiny_backbone_spec: str,
                                                                  tmp_path: Path) -> None:
     out = tmp_path / "averaged.safetensors"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import unicodedata
 from typing import Any
 
 from rich.console import Console
@@ -38,19 +39,36 @@ def emit_json(document: Any) -> None:
     sys.stdout.flush()
 
 
+def printable(message: str, *, keep_newlines: bool = False) -> str:
+    """``message`` with control and format characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``):
+    a file or class name holding ESC or a bidirectional override must not recolour or reorder the
+    terminal, and one holding a line break must not split an error's one line in two."""
+    if message.isprintable():
+        return message
+    out = []
+    for ch in message:
+        if ch == "\n" and keep_newlines or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            out.append(ch)
+        elif ch == "\n":
+            out.append("\\n")
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
 def info(message: str) -> None:
-    """One line of human information on stderr."""
-    console.print(escape(message), soft_wrap=True)
+    """Human information on stderr."""
+    console.print(escape(printable(message, keep_newlines=True)), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    """A warning on stderr."""
-    console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
+    """A warning on stderr, on one line."""
+    console.print(f"[yellow]warning:[/yellow] {escape(printable(message))}", soft_wrap=True)
 
 
 def error(message: str) -> None:
     """An error line on stderr (used once, at the CLI boundary)."""
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True)
 
 
 def progress_bar(kind: str = "count", *, enabled: bool = True):
