@@ -177,3 +177,18 @@ def test_errors_naming_a_file_stay_one_printable_line(tmp_path: Path, name: str)
     assert result.exit_code == 4
     assert result.stderr.count("\n") == 1 and "\x1b" not in result.stderr and "\u202e" not in result.stderr
     assert ("\\x1b[31m" in result.stderr) or ("\\n" in result.stderr) or ("\\u202e" in result.stderr)
+
+
+def test_an_outlier_auroc_from_a_few_images_comes_with_a_caution(tiny_colour_adapter, tmp_path: Path) -> None:
+    from PIL import Image
+
+    root, adapter, spec = tiny_colour_adapter
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (40, 40), (250, 250, 0)).save(other / "one.png")
+    result = runner.invoke(app, ["eval", str(root), "--adapter", str(adapter), "--backbone", spec, "--outliers",
+                                 str(other), "--json"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["metrics"]["outlier_images"] == 1
+    assert any("rests on 1 image(s) of another kind" in w for w in report["warnings"])

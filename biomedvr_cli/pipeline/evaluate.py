@@ -24,6 +24,8 @@ from biomedvr_cli.pipeline.trust import (add_trust_metrics, assess_outliers, che
                                          require_calibration, sets_level)
 
 SPLIT_CHOICES = ("auto", "test", "val", "train", "all")
+# Below this many --outliers images the AUROC moves by 1/n with each image; it is reported with a caution.
+MIN_OUTLIER_IMAGES = 20
 
 
 def select_split(records: list, split: str) -> tuple[list, str]:
@@ -183,6 +185,10 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
     assessed = predictor.assess(batch.images, level)  # probabilities, sets (at the sets' level), outlier scores
     metrics = compute_metrics(labels, assessed.probs.numpy(), classes)
     add_trust_metrics(metrics, assessed, labels.tolist(), classes, coverage=coverage, others=others_assessed)
+    few = metrics.get("outlier_images")
+    if few is not None and few < MIN_OUTLIER_IMAGES:  # one image gives an AUROC of 0 or 1 by itself
+        warnings.append(f"outlier_auroc rests on {few} image(s) of another kind: too few to say how well the flag "
+                        f"separates them (use {MIN_OUTLIER_IMAGES} or more)")
     return {"adapter": None, "split": split_name, "metrics": metrics, "warnings": warnings,
             "selection": predictor.adapter.config.selection.rule}
 
