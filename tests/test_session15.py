@@ -192,3 +192,17 @@ def test_an_outlier_auroc_from_a_few_images_comes_with_a_caution(tiny_colour_ada
     report = json.loads(result.stdout)
     assert report["metrics"]["outlier_images"] == 1
     assert any("rests on 1 image(s) of another kind" in w for w in report["warnings"])
+
+
+def test_eval_of_the_test_split_ignores_a_class_only_in_the_train_split(tiny_colour_adapter, tmp_path: Path) -> None:
+    import shutil
+
+    root, adapter, spec = tiny_colour_adapter
+    tree = tmp_path / "tree"
+    shutil.copytree(root, tree)
+    shutil.copytree(tree / "train" / "alpha cell", tree / "train" / "delta cell")  # a class the adapter never saw
+    result = runner.invoke(app, ["eval", str(tree), "--adapter", str(adapter), "--backbone", spec, "--split", "test",
+                                 "--json"])
+    assert result.exit_code == 0, result.stderr
+    result = runner.invoke(app, ["eval", str(tree), "--adapter", str(adapter), "--backbone", spec, "--split", "all"])
+    assert result.exit_code == 3 and "delta cell" in result.stderr

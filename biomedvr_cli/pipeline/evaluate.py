@@ -159,13 +159,13 @@ def _evaluate(source: ImageInput, predictor: Predictor, split: str, decode: Deco
               others: list[Path] | None = None) -> dict[str, Any]:
     """Score the split's images and compute the metrics (unknown classes and no readable image are input errors)."""
     classes = predictor.classes
-    unknown = sorted({r.label for r in source.source.records} - set(classes))
+    records, split_name = select_split(source.source.records, split)
+    unknown = sorted({r.label for r in records} - set(classes))  # only the images scored: a train-only class is fine
     if unknown:
         raise InvalidInputError(
             f"class(es) not known to the adapter: {', '.join(unknown)}",
             f"evaluate only the adapter's classes ({', '.join(classes)})",
         )
-    records, split_name = select_split(source.source.records, split)
     warnings = _input_warnings(source.source, split, split_name)
     # The outlier images first: none readable is an error before the evaluated images are scored.
     others_assessed = None if others is None else assess_outliers(predictor, others, decode=decode, warnings=warnings)
