@@ -21,7 +21,7 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for but CUDA is not available", "use --device auto or cpu")
+        raise UsageError("--device cuda was asked for but CUDA is not available", "use --device auto or cpu (device= in Python)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise UsageError("--device mps was asked for but MPS is not available", "use --device auto or cpu")
+        raise UsageError("--device mps was asked for but MPS is not available", "use --device auto or cpu (device= in Python)")
     return torch.device(name)

@@ -102,7 +102,7 @@ def offline_reason(allow_download: bool | None) -> str:
     if hub_offline_env():
         return "HF_HUB_OFFLINE=1 is set"
     if allow_download is False:
-        return "--offline was given"
+        return "--offline was given (offline=True in Python)"
     return f"{ALLOW_DOWNLOAD_ENV}=0 is set"
 
 

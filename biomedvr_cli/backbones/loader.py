@@ -193,8 +193,9 @@ def _ensure_files(spec: BackboneSpec, allow_download: bool | None,
                                      f"or pass --backbone {spec.model}:PATH_TO_WEIGHTS")
         if not downloads_allowed(allow_download):
             reason = offline_reason(allow_download)
-            how = {"HF_HUB_OFFLINE=1 is set": "unset HF_HUB_OFFLINE", "--offline was given": "drop --offline"}.get(
-                reason, f"unset {ALLOW_DOWNLOAD_ENV}")
+            how = ("unset HF_HUB_OFFLINE" if reason.startswith("HF_HUB_OFFLINE") else
+                   "drop --offline (offline=False in Python)" if reason.startswith("--offline") else
+                   f"unset {ALLOW_DOWNLOAD_ENV}")
             raise BackboneUnavailableError(
                 f"backbone {spec.label!r} is not on this machine and downloads are off ({reason})",
                 f"{how} to download it on first use; or {fetch_hint(hub_repos, _source_name(spec))}")
