@@ -255,6 +255,7 @@ def _without_calibration(adapter: Path, out: Path) -> Path:
 
     with safe_open(str(adapter), framework="pt") as handle:
         metadata = dict(handle.metadata())
+        metadata.pop("content_sha256", None)  # edited without the digest: what the checks after it catch
     config = json.loads(metadata["config"])
     config.pop("calibration")
     metadata["config"] = json.dumps(config)
@@ -437,6 +438,7 @@ def _with_cosine_outliers(adapter: Path, out: Path) -> Path:
 
     with safe_open(str(adapter), framework="pt") as handle:
         metadata = dict(handle.metadata())
+        metadata.pop("content_sha256", None)  # edited without the digest: what the checks after it catch
     config = json.loads(metadata["config"])
     config["calibration"]["outliers"]["score"] = outliers.COSINE
     tensors = load_file(str(adapter))

@@ -24,6 +24,7 @@ def _edited(adapter: Path, out: Path, edit: Callable[[dict, dict], None]) -> Pat
 
     with safe_open(str(adapter), framework="pt") as handle:
         metadata = dict(handle.metadata())
+        metadata.pop("content_sha256", None)  # edited without the digest: what the checks after it catch
     config, tensors = json.loads(metadata["config"]), load_file(str(adapter))
     edit(tensors, config)
     metadata["config"] = json.dumps(config)

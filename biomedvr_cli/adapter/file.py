@@ -7,7 +7,9 @@ docs/adapter-format.md). Never pickled; written atomically; no file paths or ide
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputWr
 
 ADAPTER_FORMAT = "biomedvr-adapter"
 FORMAT_VERSION = "1.0"
+# Metadata key of the content digest fit writes (0.3.0 on); adapters without it still load.
+CONTENT_KEY = "content_sha256"
 
 
 @dataclass
@@ -87,6 +91,22 @@ def _canonical(config: dict[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+def content_digest(config_text: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the stored config text and every tensor's name, dtype, shape and bytes.
+
+    Stored beside the config, so that an adapter changed after fit (a class name swapped, a bias
+    edited) is refused on load. A checksum against accidents, not a signature: anyone who can
+    write the file can also rewrite the digest.
+    """
+    digest = hashlib.sha256(b"biomedvr-adapter-content-v1\0")
+    digest.update(config_text.encode("utf-8", "surrogatepass"))
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"\0{name}\0{str(tensor.dtype)}\0{list(tensor.shape)}\0".encode("utf-8", "surrogatepass"))
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterConfig, *, force: bool) -> None:
     """Write the adapter atomically; an existing file needs ``force``.
 
@@ -94,8 +114,10 @@ def save_adapter(path: Path, tensors: dict[str, torch.Tensor], config: AdapterCo
     adapters are shared, and hold no paths or identifiers.
     """
     check_stored_class_names(config.classes)
-    metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": _canonical(config.to_dict())}
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    config_text = _canonical(config.to_dict())
+    metadata = {"format": ADAPTER_FORMAT, "format_version": FORMAT_VERSION, "config": config_text,
+                CONTENT_KEY: content_digest(config_text, cpu)}
 
     def write(tmp: Path) -> None:
         try:
@@ -146,10 +168,11 @@ def parse_config(metadata: dict[str, str], name: str) -> AdapterConfig:
 
 
 def read_adapter_header(path: Path) -> tuple[dict[str, str], AdapterConfig]:
-    """Metadata and config of an adapter, checked against its tensors' shapes without reading their data.
+    """Metadata and config of an adapter, checked against its tensors' shapes and its content digest.
 
-    What ``info`` reads: it refuses what :func:`load_adapter` refuses on the config and the shapes
-    (a width that is not the embedding size, a calibration count that is not its scores').
+    What ``info`` reads: it refuses what :func:`load_adapter` refuses on the config, the shapes
+    (a width that is not the embedding size, a calibration count that is not its scores') and the
+    digest (an adapter changed after fit); the tensors' values are checked only by loading.
     """
     path = Path(path)
     metadata = read_metadata(path)
@@ -163,17 +186,45 @@ def read_adapter_header(path: Path) -> tuple[dict[str, str], AdapterConfig]:
         raise AdapterError(f"cannot read tensors of {path.name}: {str(exc).splitlines()[0][:120]}",
                            "refit the adapter") from None
     check_shapes(shapes, config, path.name)
+    if CONTENT_KEY in metadata:  # adapters are small: info reads them whole to check the digest
+        try:
+            tensors = load_file(str(path), device="cpu")
+        except (SafetensorError, OSError) as exc:
+            raise AdapterError(f"cannot read tensors of {path.name}: {str(exc).splitlines()[0][:120]}",
+                               "refit the adapter") from None
+        check_content(metadata, tensors, path.name)
     return metadata, config
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def check_content(metadata: dict[str, str], tensors: dict[str, torch.Tensor], name: str) -> bool:
+    """Refuse an adapter whose config or tensors no longer match the digest fit stored.
+
+    Returns whether a digest was there to check (adapters written before 0.3.0 have none).
+    """
+    stored = metadata.get(CONTENT_KEY)
+    if stored is None:
+        return False
+    if not isinstance(stored, str) or not _HEX64.fullmatch(stored):
+        raise AdapterError(f"{name}: its content digest is not a sha256 (64 hexadecimal digits)", _EDITED)
+    if content_digest(metadata.get("config", ""), tensors) != stored:
+        raise AdapterError(f"{name} was changed after fit: its config or tensors do not match the content "
+                           "digest fit stored", "refit the adapter, or use the file fit wrote")
+    return True
+
+
 def load_adapter(path: Path) -> Adapter:
-    """Load and validate an adapter (format, version, config, finite tensors); shapes are checked by the head."""
+    """Load and validate an adapter (format, version, config, content digest, finite tensors, shapes)."""
     path = Path(path)
-    config = parse_config(read_metadata(path), path.name)
+    metadata = read_metadata(path)
+    config = parse_config(metadata, path.name)
     try:
         tensors = load_file(str(path), device="cpu")
     except (SafetensorError, OSError) as exc:
         raise AdapterError(f"cannot read tensors of {path.name}: {exc}", "refit the adapter") from None
+    check_content(metadata, tensors, path.name)
     _check_dtypes(tensors, path.name)
     bad = sorted(name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all()))
     if bad:

@@ -1,4 +1,4 @@
-"""``biomedvr info``: what an adapter was trained on (reads metadata and tensor shapes, not tensor data)."""
+"""``biomedvr info``: what an adapter was trained on (reads its metadata and checks its content digest)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def info(
 ) -> None:
     """Show an adapter's backbone, classes, attributes, method, training and validation metrics."""
     from biomedvr_cli.cli import console as render
-    from biomedvr_cli.adapter.file import read_adapter_header
+    from biomedvr_cli.adapter.file import CONTENT_KEY, read_adapter_header
 
     from biomedvr_cli.method.config import adapter_method
 
@@ -23,7 +23,7 @@ def info(
     adapter_method(config.method, adapter.name)  # a method value predict would refuse is refused here too
     if json_out:
         render.emit_json({"format": metadata.get("format"), "format_version": metadata.get("format_version"),
-                          "config": config.to_dict()})
+                          CONTENT_KEY: metadata.get(CONTENT_KEY), "config": config.to_dict()})
         return
     attributes, training = config.attributes, config.training
     render.key_value_table(
@@ -41,6 +41,8 @@ def info(
             ("selection", f"{config.selection.rule}; epoch {config.selection.epoch}"),
             _held_out_row(config.validation),
             *_calibration_rows(config.calibration),
+            ("content digest", f"sha256 {metadata[CONTENT_KEY][:16]}..., matches the file" if CONTENT_KEY in metadata
+             else "none (written before biomedvr 0.3.0): an edit that keeps every value plausible would load"),
         ],
     )
 
