@@ -255,12 +255,26 @@ def test_an_interrupted_benchmark_says_its_finished_jobs_are_kept(tree: Path, ti
     out = tree.parent / "stopped"
     result = bench(tree, "--backbone", tiny_backbone_spec, "--methods", "linear-probe", "--shots", "1",
                    "--seeds", "2", "--out", out)
-    assert result.exit_code == 130 and "finished jobs are kept" in result.stderr and "resume" in result.stderr
+    assert result.exit_code == 130 and "1 finished job(s) are kept" in result.stderr and "resume" in result.stderr
     assert len(list((out / "jobs").glob("*.json"))) == 1
     monkeypatch.setattr(runner_module, "run_method", real)
     resumed = bench(tree, "--backbone", tiny_backbone_spec, "--methods", "linear-probe", "--shots", "1",
                     "--seeds", "2", "--out", out)
     assert resumed.exit_code == 0 and "1 already stored" in resumed.stderr + resumed.stdout
+
+
+def test_a_benchmark_interrupted_in_its_first_job_says_none_is_kept(tree: Path, tiny_backbone_spec: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import biomedvr_cli.benchmark.runner as runner_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner_module, "run_method", interrupted)
+    out = tree.parent / "stopped-at-once"
+    result = bench(tree, "--backbone", tiny_backbone_spec, "--methods", "linear-probe", "--shots", "1", "--out", out)
+    assert result.exit_code == 130 and "no job had finished, so none is kept" in result.stderr
+    assert "are kept" not in result.stderr and not list((out / "jobs").glob("*.json"))
 
 
 def test_a_folder_with_a_test_csv_takes_the_csv_s_columns(tree: Path, tiny_backbone_spec: str) -> None:

@@ -133,12 +133,10 @@ def _usage_error(exc: Any) -> NoReturn:
 
 
 def _after_interrupt(ctx: typer.Context) -> str:
-    """What an interrupted command left: a benchmark keeps its finished jobs (resumable), a command may
-    say what it kept (``ctx.meta["biomedvr.after_interrupt"]``, e.g. predict's finished rows)."""
+    """What an interrupted command left: a command may say what it kept (``ctx.meta["biomedvr.after_interrupt"]``:
+    predict's finished rows, benchmark's finished jobs), else what it had written in full."""
     if ctx.meta.get("biomedvr.after_interrupt"):
         return ctx.meta["biomedvr.after_interrupt"]
-    if ctx.invoked_subcommand == "benchmark":
-        return "the finished jobs are kept and partial outputs were removed (fix: run the same command again to resume)"
     return _written_before() or "partial outputs were removed (fix: run the command again)"
 
 

@@ -68,6 +68,7 @@ def _print_table(outcome, title: str) -> None:
 
 
 def benchmark(
+    ctx: typer.Context,
     images: Optional[Path] = typer.Argument(None, help="Class-per-folder tree or CSV manifest (omit with --suite)."),
     test: Optional[Path] = typer.Option(None, "--test", help="Test images (default: the test split of IMAGES)."),
     attributes: Optional[Path] = typer.Option(None, "--attributes", help="Attributes JSON (default: attributes.json beside IMAGES)."),
@@ -114,7 +115,7 @@ def benchmark(
     check_folder_writable(request.out / "summary.json")  # an --out under a file fails before any job runs
     dist = init_distributed(device)
     try:
-        outcome = _run(request, dist, render)
+        outcome = _run(request, dist, render, ctx.meta)
     finally:
         dist.close()
     if outcome is None:  # not rank 0: rank 0 reports
@@ -139,7 +140,7 @@ def _report(outcome: BenchmarkOutcome, request: BenchmarkRequest, json_out: bool
     render.info(f"{outcome.ran} job(s) run, {outcome.skipped} already stored; reports in {request.out}/ ({written})")
 
 
-def _run(request, dist, render):
+def _run(request, dist, render, meta: dict):
     from biomedvr_cli.benchmark.runner import run_benchmark
 
     from biomedvr_cli.pipeline.notices import Caution
@@ -148,8 +149,10 @@ def _run(request, dist, render):
         if dist.is_main:
             (render.warn if isinstance(message, Caution) else render.info)(message)
 
+    kept = _KeptJobs(meta)
     if dist.active:
         def log(event) -> None:
+            kept.count(event)
             acc = f" acc {event.accuracy:.3f}" if event.accuracy is not None else ""
             render.info(f"[rank {dist.rank}] {event.done}/{event.total} {event.status}: {event.job.key}{acc}"
                         + (f" ({event.error})" if event.error else ""))
@@ -160,12 +163,35 @@ def _run(request, dist, render):
 
         def update(event) -> None:
             nonlocal task
+            kept.count(event)
             if task is None:
                 task = bar.add_task("benchmark", total=event.total, status="")
             acc = f"acc {event.accuracy:.3f}" if event.accuracy is not None else (event.error or "")
             bar.update(task, completed=event.done, status=f"{event.job.key} {event.status} {acc}")
 
         return run_benchmark(request, dist=dist, on_job=update, notify=notify)
+
+
+class _KeptJobs:
+    """What an interrupt leaves, kept up to date for the exit line: how many jobs are in the store."""
+
+    def __init__(self, meta: dict) -> None:
+        self.meta, self.kept = meta, 0
+        self._say()
+
+    def count(self, event) -> None:
+        if event.status in ("done", "skipped"):
+            self.kept += 1
+            self._say()
+
+    def _say(self) -> None:
+        if self.kept:
+            self.meta["biomedvr.after_interrupt"] = (
+                f"{self.kept} finished job(s) are kept under --out (jobs/) and partial outputs were removed "
+                "(fix: run the same command again to resume)")
+        else:
+            self.meta["biomedvr.after_interrupt"] = (
+                "no job had finished, so none is kept; partial outputs were removed (fix: run the command again)")
 
 
 def register(app: typer.Typer) -> None:
