@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable
 from typing import Any
 
 VR_KINDS = ("padding", "full", "mask")
@@ -37,9 +38,18 @@ HEAD_PENALTIES = (1e-1, 3.16e-2, 1e-2, 3.16e-3, 1e-3, 3.16e-4, 1e-4, 3.16e-5, 1e
 # select = one penalty that passes ``head_test``, chosen by ``head_select`` (the default);
 # average = every penalty's head (and the sentence scores alone) weighted by held-out likelihood.
 HEAD_COMBINES = ("select", "average")
+# The feature head's candidates (method/feature_head.py): logistic heads only, or Gaussian heads
+# (method/gaussian_head.py) as well; the second acts with head_combine "select" only.
+HEAD_FAMILIES = ("logistic", "logistic+gaussian")
+# The Gaussian heads' grids (shrinkage r, scale s, sentence weight a), chosen on the built-in and
+# design tasks (experiments/head_gda_study.py).
+GAUSSIAN_SHRINKAGE = (0.2, 0.5, 0.8)
+GAUSSIAN_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0)
+GAUSSIAN_SENTENCE_WEIGHTS = (1.0, 0.5, 0.0)
+_GAUSSIAN_FIELDS = ("head_gaussian_shrinkage", "head_gaussian_scales", "head_gaussian_sentence_weights")
 # Settings that matter only with a feature head (left out of a benchmark job's settings without one).
 HEAD_ONLY_FIELDS = ("head_folds", "head_combine", "head_start_prior", "head_test", "head_select", "head_clear_z",
-                    "head_penalties", "head_lbfgs_steps", "head_likelihood_min")
+                    "head_penalties", "head_lbfgs_steps", "head_likelihood_min", "head_family", *_GAUSSIAN_FIELDS)
 
 
 # Settings that act only through the negative (confusion) expert, and those of its loss. Turning the
@@ -70,6 +80,12 @@ def unused_settings(config: MethodConfig, given: dict[str, Any]) -> list[tuple[s
     if not config.feature_head:
         out += [(f, "tunes the feature head, which is off", ("feature_head", True)) for f in _HEAD_TUNING_FIELDS
                 if f in moved]
+    elif config.head_family == "logistic":
+        out += [(f, "sets the Gaussian heads, which head_family logistic leaves out",
+                 ("head_family", "logistic+gaussian")) for f in _GAUSSIAN_FIELDS if f in moved]
+    elif config.head_combine == "average" and "head_family" in moved:
+        out.append(("head_family", "adds Gaussian heads to the selection, and head_combine average does not select",
+                    ("head_combine", "select")))
     return out
 
 
@@ -128,6 +144,10 @@ class MethodConfig:
     # validation images): with fewer, on the built-in tasks at 1 shot it let through heads that
     # cost 2 points on test, and on pure-noise features with 5 a class heads that cost up to 3.4.
     head_likelihood_min: int = 8
+    head_family: str = "logistic"
+    head_gaussian_shrinkage: tuple[float, ...] = GAUSSIAN_SHRINKAGE
+    head_gaussian_scales: tuple[float, ...] = GAUSSIAN_SCALES
+    head_gaussian_sentence_weights: tuple[float, ...] = GAUSSIAN_SENTENCE_WEIGHTS
 
     def __post_init__(self) -> None:
         self._check_types()
@@ -152,6 +172,8 @@ class MethodConfig:
             raise ValueError(f"unknown head combination {self.head_combine!r}; choose from {', '.join(HEAD_COMBINES)}")
         if self.head_select not in HEAD_SELECTIONS:
             raise ValueError(f"unknown head selection {self.head_select!r}; choose from {', '.join(HEAD_SELECTIONS)}")
+        if self.head_family not in HEAD_FAMILIES:
+            raise ValueError(f"unknown head family {self.head_family!r}; choose from {', '.join(HEAD_FAMILIES)}")
         prior = self.head_start_prior
         if isinstance(prior, bool) or not isinstance(prior, (int, float)) or not 0 < prior < 1:
             raise ValueError(f"head_start_prior must be a number between 0 and 1, got {prior!r}")
@@ -191,6 +213,10 @@ class MethodConfig:
                 or any(a <= b for a, b in zip(penalties, penalties[1:]))):
             raise ValueError(f"head_penalties must be finite numbers above 0, strongest first, got {given!r}")
         object.__setattr__(self, "head_penalties", penalties)
+        for name, ok, says in (("head_gaussian_shrinkage", lambda v: 0 < v <= 1, "above 0 and at most 1"),
+                               ("head_gaussian_scales", lambda v: v > 0, "above 0"),
+                               ("head_gaussian_sentence_weights", lambda v: 0 <= v <= 1, "from 0 to 1")):
+            object.__setattr__(self, name, _grid(name, getattr(self, name), ok, says))
         for name in ("clear_z", "head_clear_z"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
@@ -203,7 +229,8 @@ class MethodConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the adapter config (JSON-ready: the penalties as a list)."""
         data = asdict(self)
-        data["head_penalties"] = list(self.head_penalties)
+        for name in ("head_penalties", *_GAUSSIAN_FIELDS):
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -220,10 +247,22 @@ class MethodConfig:
         known = {f.name for f in fields(cls)}
         legacy = {"combine": "add", "feature_head": False, "head_test": "accuracy", "head_select": "accuracy",
                   "clear_z": LEGACY_CLEAR_Z, "head_clear_z": data.get("clear_z", LEGACY_CLEAR_Z),
-                  "head_penalties": DECADE_PENALTIES}
+                  "head_penalties": DECADE_PENALTIES, "head_family": "logistic"}
         values = {**{k: v for k, v in legacy.items() if k not in data}, **{k: v for k, v in data.items() if k in known}}
         return cls(**values)
 
+
+
+def _grid(name: str, given: Any, ok: Callable[[float], bool], says: str) -> tuple[float, ...]:
+    """A grid of finite numbers that pass ``ok``, at least one, as a tuple (a JSON list arrives as a list)."""
+    try:
+        values = tuple(float(v) for v in given if not isinstance(v, (bool, str)))
+    except (TypeError, ValueError):
+        values = ()
+    if isinstance(given, str) or not values or len(values) != len(given) or not all(
+            math.isfinite(v) and ok(v) for v in values):
+        raise ValueError(f"{name} must be a list of numbers {says}, got {given!r}")
+    return values
 
 
 def adapter_method(recorded: dict[str, Any], name: str = "adapter") -> MethodConfig:

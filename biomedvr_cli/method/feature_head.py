@@ -25,12 +25,18 @@ formula in K.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from biomedvr_cli.method import gaussian_head as gaussian
 from biomedvr_cli.method.config import MethodConfig
+from biomedvr_cli.method.gaussian_head import GaussianHead
+
+# A candidate head: a logistic head's penalty (inf = the sentence scores alone) or a Gaussian head.
+Candidate = float | GaussianHead
 
 # Every constant of the head (the penalties tried, the L-BFGS steps, how clear a gain must be,
 # the images a class the log-loss check needs) is a MethodConfig field, recorded in the adapter.
@@ -45,13 +51,13 @@ class FeatureHeadFit:
     weight: torch.Tensor  # V [C, D]
     bias: torch.Tensor  # b [C]
     scale: float  # a, the weight of the sentence scores
-    penalty: float  # the penalty of largest weight (the only one when a penalty is selected)
+    penalty: Candidate  # the candidate of largest weight (the only one when one is selected)
     folds: int
     cv_accuracy: float | None  # of the fitted head (selected or averaged), on held-out folds
     cv_nll: float | None
     start_cv_accuracy: float | None  # of the sentence scorer alone (penalty inf), same folds
-    # (penalty, weight) of each head whose logits are summed; weights sum to 1, inf is the sentence scorer.
-    mixture: tuple[tuple[float, float], ...] = ()
+    # (candidate, weight) of each head whose logits are summed; weights sum to 1, inf is the sentence scorer.
+    mixture: tuple[tuple[Candidate, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.mixture:
@@ -59,8 +65,8 @@ class FeatureHeadFit:
 
     @property
     def uses_features(self) -> bool:
-        """Whether any part of the head reads the image feature (some weight on a finite penalty)."""
-        return any(not math.isinf(p) and w > 0 for p, w in self.mixture)
+        """Whether any part of the head reads the image feature (some weight on a finite penalty or a Gaussian head)."""
+        return any(w > 0 and (isinstance(c, GaussianHead) or not math.isinf(c)) for c, w in self.mixture)
 
     def describe(self) -> str:
         """One line for the adapter and the report."""
@@ -72,6 +78,9 @@ class FeatureHeadFit:
                               for p, w in sorted(self.mixture, key=lambda m: -m[1]))
             return (f"feature heads averaged by their {self.folds}-fold cross-validated likelihood over the "
                     f"labelled images (penalty weight: {parts}) {versus}")
+        if isinstance(self.penalty, GaussianHead):
+            return (f"{self.penalty.describe()} chosen by {self.folds}-fold cross-validation over the labelled "
+                    f"images {versus}")
         chosen = "none (sentence scores kept)" if math.isinf(self.penalty) else f"{self.penalty:g}"
         return f"feature-head penalty {chosen} chosen by {self.folds}-fold cross-validation over the labelled images {versus}"
 
@@ -101,13 +110,21 @@ def solve(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, n
     return weight.detach().float(), bias.detach().float(), float(scale.detach())
 
 
+def solve_candidate(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
+                    candidate: Candidate, *, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """(V, b, a) of one candidate fitted on these images: a logistic head's penalty, or a Gaussian head."""
+    if isinstance(candidate, GaussianHead):
+        return gaussian.solve_gaussian(features.float(), labels.long(), num_classes, candidate)
+    return solve(offsets, features, labels, num_classes, candidate, steps=steps)
+
+
 def solve_mixture(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                  mixture: tuple[tuple[float, float], ...], *, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The weighted sum of the heads fitted at each penalty of ``mixture``: (V, b, a), one linear head."""
+                  mixture: tuple[tuple[Candidate, float], ...], *, steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The weighted sum of the heads fitted for each candidate of ``mixture``: (V, b, a), one linear head."""
     weight = torch.zeros(num_classes, features.shape[1])
     bias, scale = torch.zeros(num_classes), 0.0
-    for penalty, share in mixture:
-        w, b, a = solve(offsets, features, labels, num_classes, penalty, steps=steps)
+    for candidate, share in mixture:
+        w, b, a = solve_candidate(offsets, features, labels, num_classes, candidate, steps=steps)
         weight, bias, scale = weight + share * w, bias + share * b, scale + share * a
     return weight, bias, scale
 
@@ -193,6 +210,10 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
     with the same penalty (scale and bias only, so that fixing a badly scaled start does not
     count as the image feature helping) while it gets at least as many held-out images right
     as the start; the second arm needs ``config.head_likelihood_min`` images of every class.
+    With ``config.head_family``
+    ``"logistic+gaussian"`` the Gaussian heads of :mod:`method.gaussian_head` are candidates too,
+    cross-validated on the same folds; they pass by the accuracy arm, or by the likelihood arm
+    against the sentence scores as they are, and compete on the same key.
     """
     offsets, features = offsets.float().cpu(), features.float().cpu()
     labels = labels.long().cpu()
@@ -206,8 +227,8 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
     if config.head_combine == "average":
         return _average_heads(offsets, features, labels, num_classes, fold_of, folds, config)
     start_correct, start_nll = _cross_validate(offsets, features, labels, num_classes, math.inf, fold_of, folds, steps)
-    best = (_selection_key(start_correct, start_nll, config.head_select), math.inf)
-    scores = {math.inf: (float(start_correct.float().mean()), float(start_nll.mean()))}
+    best: tuple[tuple[float, float], Candidate] = (_selection_key(start_correct, start_nll, config.head_select), math.inf)
+    scores: dict[Candidate, tuple[float, float]] = {math.inf: (float(start_correct.float().mean()), float(start_nll.mean()))}
     likelihood_arm = config.head_test == "either" and int(per_class.min()) >= config.head_likelihood_min
     for penalty in config.head_penalties:
         correct, nll = _cross_validate(offsets, features, labels, num_classes, penalty, fold_of, folds, steps)
@@ -221,10 +242,34 @@ def fit_feature_head(offsets: torch.Tensor, features: torch.Tensor, labels: torc
         if passed and key > best[0]:
             best = (key, penalty)
             scores[penalty] = (float(correct.float().mean()), float(nll.mean()))
-    penalty = best[1]
-    accuracy, mean_nll = scores[penalty]
-    weight, bias, scale = solve(offsets, features, labels, num_classes, penalty, steps=steps)
-    return FeatureHeadFit(weight, bias, scale, penalty, folds, accuracy, mean_nll, float(start_correct.float().mean()))
+    if config.head_family == "logistic+gaussian":
+        for key, head, score in _passing_gaussian_heads(offsets, features, labels, num_classes, fold_of, folds,
+                                                        (start_correct, start_nll), likelihood_arm, config):
+            if key > best[0]:
+                best, scores[head] = (key, head), score
+    chosen = best[1]
+    accuracy, mean_nll = scores[chosen]
+    weight, bias, scale = solve_candidate(offsets, features, labels, num_classes, chosen, steps=steps)
+    return FeatureHeadFit(weight, bias, scale, chosen, folds, accuracy, mean_nll, float(start_correct.float().mean()))
+
+
+def _passing_gaussian_heads(offsets, features, labels, num_classes, fold_of, folds, start, likelihood_arm: bool,
+                            config: MethodConfig) -> Iterator[tuple[tuple[float, float], GaussianHead, tuple[float, float]]]:
+    """(selection key, head, (held-out accuracy, log-loss)) of each Gaussian head that passes the check."""
+    start_correct, start_nll = start
+    for head in gaussian.candidates(config.head_gaussian_shrinkage, config.head_gaussian_scales,
+                                    config.head_gaussian_sentence_weights):
+        logits = gaussian.held_out_logits(offsets, features, labels, num_classes, head, fold_of, folds)
+        if logits is None:  # a fold leaves a class without spread (one image): not a candidate here
+            continue
+        correct, nll = logits.argmax(1) == labels, F.cross_entropy(logits, labels, reduction="none")
+        # The likelihood arm against the sentence scores as they are: a Gaussian head has no
+        # penalty with which to recalibrate them (experiments/head_gda_study.py, as designed).
+        gained, lost = _flips(correct, start_correct)
+        if clearly_better(correct, start_correct, config.head_clear_z) or (
+                likelihood_arm and gained >= lost and clearly_more_likely(nll, start_nll, config.head_clear_z)):
+            yield (_selection_key(correct, nll, config.head_select), head,
+                   (float(correct.float().mean()), float(nll.mean())))
 
 
 def _average_heads(offsets, features, labels, num_classes, fold_of, folds, config: MethodConfig) -> FeatureHeadFit:
