@@ -206,7 +206,7 @@ def fit(images: Any, shots: int = 8, *, attributes: str | os.PathLike | None = N
         check_writable(request.out, force=request.force)  # before the backbone is loaded; fit reserves it later
     request.backbone = _backbone(request.backbone, request.device, offline)
     notices = _Notices()
-    result = fit_adapter(request, progress=progress, notify=notices)
+    result = fit_adapter(request, progress=progress, notify=notices, before_write=notices.warn)
     predictor = predictor_for(result.adapter, request.backbone)
     predictor.fit_result, predictor.path = result, result.out
     notices.warn(result.warnings)

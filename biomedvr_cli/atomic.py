@@ -342,3 +342,28 @@ def write_with_atomic(path: Path, writer: Callable[[Path], None], *, force: bool
     """Call ``writer(tmp_path)`` and move the result to ``path`` atomically."""
     with atomic_path(path, force=force) as tmp:
         writer(tmp)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM until the block ends, then deliver them (main thread only; elsewhere a no-op).
+
+    For a few renames that must happen together: an interrupt between two of them would leave a
+    mixed set of files. The block must be short, since the user's Ctrl-C waits for it.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    earlier = {kind: signal.signal(kind, lambda number, frame: held.append(number)) for kind in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in earlier.items():
+            signal.signal(kind, handler)
+        if held:
+            signal.raise_signal(held[0])

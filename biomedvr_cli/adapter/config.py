@@ -273,6 +273,7 @@ def _check_stored_text(config: AdapterConfig, name: str) -> None:
     would be loaded from there), a scale no backbone has, identifier-like class names or sentences (fit
     refuses them), hashes that are not hex."""
     from biomedvr_cli.attributes.privacy import MAX_STORED_CLASS_NAME_CHARS, find_identifier
+    from biomedvr_cli.attributes.schema import MAX_SENTENCE_CHARS
     from biomedvr_cli.backbones.specs import stored_label_problem
 
     problem = stored_label_problem(config.backbone.label)
@@ -285,12 +286,16 @@ def _check_stored_text(config: AdapterConfig, name: str) -> None:
     texts += [(f"a {bank} sentence", t) for bank, items in config.attributes.sentences.items()
               for t in (items if isinstance(items, list) else []) if isinstance(t, str)]
     for where, text in texts:
-        if where.startswith("class") and len(text) > MAX_STORED_CLASS_NAME_CHARS:
-            raise AdapterError(f"{name}: {where} is {len(text):,} characters long (fit stores at most "
-                               f"{MAX_STORED_CLASS_NAME_CHARS})", _TAMPERED)
+        # Lengths first: no identifier rule ever reads more than fit could have stored.
+        limit = MAX_STORED_CLASS_NAME_CHARS if where.startswith("class") else MAX_SENTENCE_CHARS
+        if len(text) > limit:
+            raise AdapterError(f"{name}: {where} is {len(text):,} characters long (fit stores at most {limit})",
+                               _TAMPERED)
         found = find_identifier(text)
         if found:
-            raise AdapterError(f"{name}: {where} looks like it holds {found[0]}; fit never stores one", _TAMPERED)
+            # Not blamed on an edit: an earlier biomedvr's checks may have let through what today's refuse.
+            raise AdapterError(f"{name}: {where} looks like it holds {found[0]}, and adapters must not hold "
+                               "patient data", "refit it from class names and an attributes file that hold none")
     training = config.training
     if set(training.image_hash_salt) - _HEX or any(not h or set(h) - _HEX for h in training.image_hashes):
         raise AdapterError(f"{name}: config.training holds an image hash or salt that is not hexadecimal", _TAMPERED)

@@ -48,7 +48,7 @@ _OTHER_MONTH = (
     r"|januar|februar|m[äa]rz|april|juni|juli|august|september|oktober|november|dezember"
     r"|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|setiembre|octubre|noviembre|diciembre"
     r"|gennaio|febbraio|aprile|maggio|giugno|luglio|settembre|ottobre|dicembre"
-    r"|janeiro|fevereiro|mar[çc]o|maio|junho|julho|setembro|outubro|dezembro"
+    r"|janeiro|fevereiro|mar[çc]o|maio|junho|julho|setembro|outubro|novembro|dezembro"
     r"|januari|februari|maart|mei|augustus|oktober)"
 )
 _FILE_EXT = (
@@ -71,7 +71,11 @@ _NAME_WORD = rf"[{_UPPER}][{_LOWER}'\u2019-]+(?:[{_UPPER}][{_LOWER}'\u2019-]+)*"
 # Creutzfeldt-Jakob Disease", "name: Guillain-Barré Syndrome", "patient Hodgkin Lymphoma".
 _MEDICAL_NOUN = (r"(?i:diseases?|syndromes?|lymphomas?|sarcomas?|tumou?rs?|carcinomas?|leuka?emias?|cells?|bod(?:y|ies)"
                  r"|types?|stains?|staining|tests?|signs?|phenomen(?:on|a)|anomal(?:y|ies)|malformations?|palsy"
-                 r"|fevers?|virus(?:es)?|infections?|reactions?|granules?|inclusions?|crystals?|nodes?|nodules?)\b")
+                 r"|fevers?|virus(?:es)?|infections?|reactions?|granules?|inclusions?|crystals?|nodes?|nodules?"
+                 r"|cholera|biotypes?|strains?|serotypes?|\w+(?:itis|osis|oma|[ae]?emia|pathy|plasia|trophy))\b")
+# Where a name ends: not inside a longer word, and not before a medical noun ("patient von Willebrand
+# disease", "Patient Cornelia de Lange syndrome", "name: van Gieson stain" are eponyms, not people).
+_NAME_END = rf"(?![\w'\u2019-])(?!\s+{_MEDICAL_NOUN})"
 # Lower-case particles inside a name: "Mr. de la Cruz", "Dr van Gogh", "patient Ana dos Santos".
 _PARTICLES = r"(?:(?:de|del|della|der|den|di|da|dos|das|du|la|le|van|von|ten|ter|bin|ibn|al|el|y)\s+){1,3}"
 # Records and DICOM write names in capitals ("JOHN SMITH"); after "patient" / "name" those count too.
@@ -113,7 +117,9 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(rf"\b{_MONTH}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b", re.I), _DATE, "<date>"),
     (re.compile(rf"\b{_MONTH}\s+(?:19|20)\d{{2}}\b", re.I), _DATE, "<date>"),
     # "1 janvier 1960", "1. Januar 1960", "1 de enero de 1960", "1er mars 1960"
-    (re.compile(rf"\b\d{{1,2}}(?:er|\.)?\s+(?:de\s+)?{_OTHER_MONTH}(?:\s+de)?\s+\d{{2,4}}\b", re.I), _DATE, "<date>"),
+    # (a four-digit year only: "1 mai 30 cells" is a count)
+    (re.compile(rf"\b\d{{1,2}}(?:er|\.|[°º])?\s+(?:de\s+)?{_OTHER_MONTH}(?:\s+de)?\s+\d{{4}}\b", re.I),
+     _DATE, "<date>"),
     (re.compile(r"\d{6,}"), "a run of six or more digits (like a record or accession number)", "<digits>"),
     # ID-like groups (social security, phone, MRN formats) that dodge the six-digit rule.
     (re.compile(r"\b\d{3}-\d{2}-\d{4}\b|\b\d{3}[-. ]\d{3}[-. ]\d{4}\b|\(\d{3}\)\s?\d{3}-\d{4}\b"),
@@ -128,8 +134,9 @@ _RULES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     # diabetic retinopathy and multiple sclerosis start many class names).
     (re.compile(rf"\b(?:Mr|Mrs|Ms|Mx|Miss|Dr|Prof)\b(?:\.\s*|\s+)(?:{_PARTICLES})?{_NAME_WORD}"
                 rf"|\b(?:MRS|MISS)\b\.?\s+[{_UPPER}][{_UPPER}'\u2019-]+\b"), "a name with a title", "<name>"),
-    (re.compile(rf"\b(?i:patient|name)\b\s*[:#=-]?\s*(?:{_ANY_CASE_NAME_WORD}\s+(?:{_PARTICLES})?(?!{_MEDICAL_NOUN})"
-                rf"{_ANY_CASE_NAME_WORD}|{_PARTICLES}{_NAME_WORD})"),
+    # One optional separator, so that "patient" before a long run of spaces costs linear time.
+    (re.compile(rf"\b(?i:patient|name)\b(?:\s*[:#=-])?\s*(?:{_ANY_CASE_NAME_WORD}\s+(?:{_PARTICLES})?"
+                rf"(?!{_MEDICAL_NOUN}){_ANY_CASE_NAME_WORD}|{_PARTICLES}{_NAME_WORD}){_NAME_END}"),
      "a patient name", "<name>"),
     # DICOM writes a person's name as Family^Given (PN): "Smith^John", "DOE^JANE^M".
     # Words on both sides: "mm^3" or "x^2" in a sentence is no name. Letters only (any script) before the
@@ -150,9 +157,10 @@ _FILE_SYSTEM_PART = re.compile(r"_|[a-z]{2}\d")
 # Around each "@": the part before and the domain after. Searched from the "@" signs only, so a
 # long run of word characters costs linear time, not quadratic (a 16 MiB file must not hang).
 _EMAIL_LOCAL_CHAR = re.compile(r"[\w.+-]")
-# A dotted domain, or one name alone as mail systems inside a hospital use ("jsmith@localhost",
-# "jdoe@mailhost"); a bare domain must start with a letter, so "model@20251001" is no address.
-_EMAIL_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+|[^\W\d_][\w-]*")
+# A dotted domain, or one of the host names mail systems inside a hospital use alone ("jsmith@localhost",
+# "jdoe@mailhost"). Any other word after "@" is not an address: clinicians write "@" for "at"
+# ("mitoses@HPF", "nodule@RUL") and model ids carry aliases ("some-model@latest").
+_EMAIL_DOMAIN = re.compile(r"[\w-]+(?:\.[\w-]+)+|(?i:localhost|mailhost|mailserver|mail|smtp|exchange)(?![\w-])")
 
 
 def _email_span(text: str) -> tuple[int, int] | None:

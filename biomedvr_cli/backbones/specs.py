@@ -43,8 +43,9 @@ class BackboneSpec:
         return self.model
 
 
-def _looks_like_path(text: str) -> bool:
-    return "/" in text or "\\" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors")) or Path(text).is_file()
+def _looks_like_path(text: str, probe_files: bool = True) -> bool:
+    return "/" in text or "\\" in text or text.endswith((".pt", ".pth", ".bin", ".safetensors")) or (
+        probe_files and Path(text).is_file())
 
 
 def stored_label_problem(label: str) -> str | None:
@@ -62,7 +63,7 @@ def stored_label_problem(label: str) -> str | None:
     if colon and rest == "local-file":
         return None if model.strip() else "is not a backbone name"
     try:
-        spec = parse_backbone(label)
+        spec = parse_backbone(label, probe_files=False)
     except UsageError:
         return "is not a backbone name"
     return None if spec.label == label else "is not a backbone name"
@@ -76,8 +77,12 @@ def _looks_like_path_text(text: str) -> bool:
     return "/" in text or "\\" in text or text.startswith("~") or text.endswith((".pt", ".pth", ".bin", ".safetensors"))
 
 
-def parse_backbone(text: str) -> BackboneSpec:
-    """Turn a ``--backbone`` value into a spec; unknown forms raise a usage error."""
+def parse_backbone(text: str, *, probe_files: bool = True) -> BackboneSpec:
+    """Turn a ``--backbone`` value into a spec; unknown forms raise a usage error.
+
+    ``MODEL:X`` names a weights file when X is spelt like a path, or (``probe_files``) when a file X
+    exists; an adapter's stored label is parsed without the probe, so that a file in the current
+    folder named like a tag (``openai``) is never taken for the weights."""
     text = text.strip()
     if not text:
         raise UsageError("empty --backbone", "pass a preset name such as biomedclip; `biomedvr backbones` lists them")
@@ -94,7 +99,7 @@ def parse_backbone(text: str) -> BackboneSpec:
         model, _, rest = text.partition(":")
         if not model or not rest:
             raise UsageError(f"cannot read --backbone {text!r}", "use MODEL:TAG, e.g. ViT-B-16:openai")
-        if _looks_like_path(rest):
+        if _looks_like_path(rest, probe_files):
             return BackboneSpec(kind="file", model=model, local_path=Path(rest).expanduser())
         return BackboneSpec(kind="tag", model=model, pretrained=rest)
     raise UsageError(

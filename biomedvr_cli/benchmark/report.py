@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from biomedvr_cli.atomic import atomic_path, refuse_folder_with_inputs, refuse_input_as_output
+from biomedvr_cli.atomic import atomic_path, refuse_folder_with_inputs, refuse_input_as_output, signals_deferred
 from biomedvr_cli.data.files import spreadsheet_safe
 from biomedvr_cli.errors import UsageError
 
@@ -199,8 +199,8 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
 
     Every report (the plot too) is made and written to a temporary file before the first is
     renamed into place, and they are renamed together: an error, a full disk or Ctrl-C while they
-    are made leaves the earlier set whole, never new summaries beside an old plot. The paths
-    written are returned.
+    are made leaves the earlier set whole, never new summaries beside an old plot; Ctrl-C or
+    SIGTERM during the renames waits until the last is done. The paths written are returned.
     """
     from biomedvr_cli.benchmark.store import strict_json
 
@@ -208,11 +208,14 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
     texts = {"summary_json": strict_json(document, indent=2), "summary_csv": csv_text(rows),
              "jobs_csv": jobs_csv_text(results), "summary_md": markdown_text(rows)}
     figure = accuracy_figure(rows) if rows else None
-    with contextlib.ExitStack() as staged:  # each rename happens as the stack closes, after every file is written
+    with contextlib.ExitStack() as staged:  # an error or Ctrl-C while writing removes every temporary file
         for key, text in texts.items():
             staged.enter_context(atomic_path(paths[key], force=True)).write_bytes(text.encode("utf-8"))
         if figure is not None:
             figure.savefig(staged.enter_context(atomic_path(paths["plot"], force=True)), dpi=110, format="png")
+        renames = staged.pop_all()
+    with signals_deferred():  # every file written: the renames, with Ctrl-C held until the last is done
+        renames.close()
     if figure is None:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
         paths.pop("plot").unlink(missing_ok=True)
     return paths

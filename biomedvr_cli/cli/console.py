@@ -14,6 +14,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 # Width for output that is not a terminal (a log file, a pipe, CI): Rich would fall back to
 # 80 columns and wrap class names and table cells mid-word. COLUMNS still wins when set.
@@ -42,18 +43,34 @@ def emit_json(document: Any) -> None:
 def printable(message: str, *, keep_newlines: bool = False) -> str:
     """``message`` with control and format characters written as escapes (``\\x1b``, ``\\n``, ``\\u202e``):
     a file or class name holding ESC or a bidirectional override must not recolour or reorder the
-    terminal, and one holding a line break must not split an error's one line in two."""
+    terminal, and one holding a line break must not split an error's one line in two. The zero-width
+    (non-)joiners are kept: Persian and Indic words and emoji sequences are written with them."""
     if message.isprintable():
         return message
     out = []
     for ch in message:
-        if ch == "\n" and keep_newlines or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+        if (ch == "\n" and keep_newlines or ch in _JOINERS
+                or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")):
             out.append(ch)
         elif ch == "\n":
             out.append("\\n")
         else:
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
     return "".join(out)
+
+
+_JOINERS = frozenset("\u200c\u200d")
+
+
+def cell(value: object, number_format: str = ".4f") -> Text:
+    """A table cell as plain text (never read as rich markup), control characters escaped; a
+    :class:`rich.text.Text` (a styled word the command made) as it is."""
+    if isinstance(value, Text):
+        return value
+    if value is None:
+        return Text("")
+    return Text(format(value, number_format) if isinstance(value, float) else printable(str(value)))
 
 
 def info(message: str) -> None:
@@ -122,11 +139,11 @@ def key_value_table(title: str, rows: list[tuple[str, object]]) -> None:
     """A two-column table on stderr."""
     from rich.table import Table
 
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=Text(printable(title)), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for key, value in rows:
-        table.add_row(key, "" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value)))
+        table.add_row(cell(key), cell(value))
     console.print(table)
 
 
@@ -134,9 +151,9 @@ def rows_table(title: str, columns: list[str], rows: list[list[object]]) -> None
     """A table with a header row on stderr."""
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=Text(printable(title)), title_justify="left")
     for col in columns:
         table.add_column(col)
     for row in rows:
-        table.add_row(*["" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+        table.add_row(*[cell(v, ".3f") for v in row])
     console.print(table)

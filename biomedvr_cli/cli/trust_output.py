@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.text import Text
 
 COVERAGE_HELP = ("Add each image's prediction set: the classes that hold the true class with this probability "
                  "(e.g. 0.9) when images are like the labelled ones (docs/trust.md).")
@@ -36,7 +37,7 @@ def trust_cells(row: dict[str, Any], header: list[str], *, table: bool = False) 
         elif name == "prediction_set":
             cells.append(", ".join(value) if table else ";".join(_set_member(name) for name in value))
         elif name == "outlier":
-            cells.append(("[yellow]outlier[/yellow]" if value else "") if table else str(value).lower())
+            cells.append((Text("outlier", style="yellow") if value else "") if table else str(value).lower())
         else:
             cells.append(f"{value:.4f}" if table else f"{value:.6f}")
     return cells

@@ -22,7 +22,11 @@ def minmax_to_uint8(values: np.ndarray) -> np.ndarray:
     valid = as_float if all_finite else as_float[finite]
     low, high = float(valid.min()), float(valid.max())
     if high <= low:
-        return np.full(data.shape, _constant_level(data.dtype, low), dtype=np.uint8)
+        flat = np.full(data.shape, _constant_level(data.dtype, low), dtype=np.uint8)
+        if not all_finite:  # the same rule for non-finite pixels as in a varied image
+            flat[~finite] = 0
+            flat[np.isposinf(as_float)] = 255
+        return flat
     scaled = (as_float - low) * np.float32(255.0 / (high - low))
     if not all_finite:
         scaled[~finite] = 0.0

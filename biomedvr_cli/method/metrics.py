@@ -6,13 +6,14 @@ one we compute ourselves because scikit-learn has no multi-class ECE.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from biomedvr_cli.atomic import atomic_path
+from biomedvr_cli.atomic import atomic_path, signals_deferred
 
 ECE_BINS = 15
 # The scalar metrics every report shows, in this order (eval, benchmark jobs, demo).
@@ -116,14 +117,17 @@ PLOT_NAMES = ("confusion_matrix.png", "reliability.png")
 def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -> list[Path]:
     """Confusion-matrix and reliability-diagram PNGs (no display needed); existing ones need ``force``.
 
-    Both are written to temporary files first and renamed into place together: a full disk or an
-    interruption leaves the previous pair (or none), never one new plot beside an old one."""
+    Both are written to temporary files first and renamed into place together (Ctrl-C or SIGTERM
+    waits for the second rename): a full disk or an interruption leaves the previous pair (or
+    none), never one new plot beside an old one."""
     figures = [_confusion_figure(metrics), _reliability_figure(metrics)]
     paths = [out_dir / name for name in PLOT_NAMES]
-    with atomic_path(paths[0], force=force) as first:  # nested so that an error names the file that failed
-        figures[0].savefig(first, dpi=120, format="png")
-        with atomic_path(paths[1], force=force) as second:
-            figures[1].savefig(second, dpi=120, format="png")
+    with contextlib.ExitStack() as staged:  # an error names the file that failed; every temporary file goes
+        for figure, path in zip(figures, paths):
+            figure.savefig(staged.enter_context(atomic_path(path, force=force)), dpi=120, format="png")
+        renames = staged.pop_all()
+    with signals_deferred():  # both written: renamed together, Ctrl-C held until the second is done
+        renames.close()
     return paths
 
 

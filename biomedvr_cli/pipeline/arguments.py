@@ -74,8 +74,9 @@ def as_flag(value: Any, what: str) -> bool:
 def check_backbone_argument(value: Any) -> None:
     """A backbone is a name (``"biomedclip"``, ``"local-dir:DIR"``, ...) or a loaded backbone."""
     from biomedvr_cli.backbones import Backbone
+    from biomedvr_cli.backbones.specs import BackboneSpec
 
-    if isinstance(value, Backbone):
+    if isinstance(value, (Backbone, BackboneSpec)):  # a spec: an adapter's stored label, parsed
         return
     if isinstance(value, str) and value.strip():
         from biomedvr_cli.backbones.specs import parse_backbone

@@ -251,10 +251,13 @@ def fit_adapter(
     *,
     progress: Callable[[EpochReport], None] | None = None,
     notify: Callable[[str], None] = lambda message: None,
+    before_write: Callable[[list[str]], None] | None = None,
 ) -> FitResult:
     """Run a whole fit; write the adapter when ``request.out`` is set. Raises BiomedVRError subclasses on bad input.
 
-    The global random generators (torch, random, numpy) are as they were afterwards.
+    ``before_write`` gets the fit's warnings before the adapter is written (the Python API raises
+    them there, so that warnings made errors stop a fit before it writes anything). The global
+    random generators (torch, random, numpy) are as they were afterwards.
     """
     recipe = _check_request(request)
     folder = request.images if isinstance(request.images, Path) else None
@@ -286,6 +289,8 @@ def fit_adapter(
         head, split, result, adapter = trained
         warnings.extend(split.warnings)
         if request.out is not None:
+            if before_write is not None:
+                before_write(warnings)
             save_adapter(request.out, adapter.tensors, adapter.config, force=request.force)
     return FitResult(
         out=request.out, classes=classes, train_images=len(split.train), val_images=len(split.val),

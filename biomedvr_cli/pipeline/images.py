@@ -216,13 +216,24 @@ def memory_images(pairs: Any) -> MemoryImages:
 
 
 def _group_of(value: Any, index: int) -> str | None:
-    """A triple's patient id (text or a whole number) as a group key; None or "" for an image of its own."""
+    """A triple's patient id as a group key: text or a whole number (numpy's and pandas' too, and a float
+    with no fraction, as a DataFrame column with a missing cell holds them); None, "" or NaN (a missing
+    cell) for an image of its own."""
+    import math
+    import numbers
+
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy's int64, float64, str_ as Python's
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Integral)):
         raise UsageError(f"the patient id of images[{index}] must be text or a whole number, got {type(value).__name__}",
                          'pass (image, label, "P-017"), or None for an image that shares no patient')
-    return group_key(str(value))
+    return group_key(str(int(value)) if isinstance(value, numbers.Integral) else value)
 
 
 def open_images(images: Path | MemoryImages, columns: CsvColumns = CsvColumns()) -> ImageInput:

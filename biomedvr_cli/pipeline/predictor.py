@@ -18,6 +18,7 @@ from PIL import Image
 from biomedvr_cli.adapter import Adapter, load_adapter, save_adapter
 from biomedvr_cli.atomic import refuse_input_as_output
 from biomedvr_cli.backbones import Backbone
+from biomedvr_cli.backbones.specs import BackboneSpec
 from biomedvr_cli.data import DecodeOptions
 from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, UsageError
 from biomedvr_cli.method.config import adapter_method
@@ -304,7 +305,7 @@ def load_predictor(adapter_path: Path | str, *, backbone: str | Backbone | None 
     return predictor
 
 
-def backbone_for(adapter: Adapter, backbone: str | Backbone | None) -> str | Backbone:
+def backbone_for(adapter: Adapter, backbone: str | Backbone | None) -> str | Backbone | BackboneSpec:
     """``backbone`` when given, else the backbone the adapter names (a local one's path is not stored)."""
     if backbone is not None:
         return backbone
@@ -312,7 +313,9 @@ def backbone_for(adapter: Adapter, backbone: str | Backbone | None) -> str | Bac
     if label == "local-dir" or label.endswith(":local-file"):
         raise UsageError("this adapter was trained on a local backbone whose path is not stored",
                          "pass --backbone (backbone= in Python) with the same local-dir:FOLDER or MODEL:WEIGHTS used for fit")
-    return label
+    from biomedvr_cli.backbones.specs import parse_backbone
+
+    return parse_backbone(label, probe_files=False)  # a stored MODEL:TAG is never a local file of that name
 
 
 @float32_default()

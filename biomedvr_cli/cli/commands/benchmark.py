@@ -42,7 +42,7 @@ def _print_table(outcome, title: str) -> None:
     from biomedvr_cli.cli import console as render
     from biomedvr_cli.benchmark.report import TABLE_COLUMNS, best_rows, table_rows
 
-    table = Table(title=title, title_justify="left")
+    table = Table(title=render.cell(title), title_justify="left")
     for col in TABLE_COLUMNS:
         table.add_column(col, no_wrap=True, justify="left" if col in ("dataset", "method") else "right")
     best = best_rows(outcome.rows)
@@ -51,9 +51,10 @@ def _print_table(outcome, title: str) -> None:
         if previous is not None and cells[0] != previous:
             table.add_section()
         previous = cells[0]
+        row = [render.cell(c) for c in cells]  # dataset and method names are text, never markup
         if i in best:
-            cells = [*cells[:4], f"[bold]{cells[4]}[/bold]", *cells[5:]]
-        table.add_row(*cells)
+            row[4].stylize("bold")
+        table.add_row(*row)
     console = render.console
     if console.is_terminal:
         console.print(table)

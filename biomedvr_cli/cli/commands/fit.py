@@ -20,6 +20,7 @@ from biomedvr_cli.method.config import (
     COMBINE_KINDS,
     GATE_KINDS,
     HEAD_COMBINES,
+    HEAD_FAMILIES,
     HEAD_SELECTIONS,
     HEAD_TESTS,
     VR_KINDS,
@@ -41,7 +42,7 @@ _SETTING_OPTIONS = {
     "gate": ("gate", "--gate"), "combine": ("combine", "--combine"), "beta": ("beta", "--beta"),
     "margin": ("margin", "--margin"), "no_confusion_loss": ("confusion_loss", "--no-confusion-loss"),
     "no_negative": ("negative", "--no-negative"), "no_feature_head": ("feature_head", "--no-feature-head"),
-    "head_combine": ("head_combine", "--head-combine"),
+    "head_combine": ("head_combine", "--head-combine"), "head_family": ("head_family", "--head-family"),
     "head_test": ("head_test", "--head-test"), "head_select": ("head_select", "--head-select"),
     "head_clear_z": ("head_clear_z", "--head-clear-z"),
     "top_k": ("k", "--top-k-sentences"), "k_alias": ("k", "--k"),
@@ -99,6 +100,10 @@ def fit(
         help="How the feature head is made from the cross-validated penalties: select (one penalty that passes "
              "--head-test, chosen by --head-select) or average (every penalty's head and the sentence scores, "
              "weighted by held-out likelihood; tried, not kept as the default)."),
+    head_family: choice(HEAD_FAMILIES) = typer.Option(
+        _DEFAULTS.head_family, "--head-family", rich_help_panel=METHOD,
+        help="The feature head's candidates: logistic heads only, or logistic+gaussian (shared-covariance Gaussian "
+             "heads as well, chosen by the same cross-validation)."),
     head_test: choice(HEAD_TESTS) = typer.Option(
         _DEFAULTS.head_test, "--head-test", rich_help_panel=METHOD,
         help="How the feature head must beat the sentence scores in cross-validation: either (clearly more right, or "

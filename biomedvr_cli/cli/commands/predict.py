@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from rich.text import Text
+
 import typer
 
 from biomedvr_cli.cli import options, trust_output
@@ -289,7 +291,7 @@ def _render_table(render, rows: list[dict], adapter_name: str, k: int, explain: 
     trust = trust_output.trust_header(rows)
     for r in rows:
         if "error" in r:
-            table_rows.append([r["file"], "[red]error[/red]", r["error"], *[""] * len(trust)])
+            table_rows.append([r["file"], Text("error", style="red"), r["error"], *[""] * len(trust)])
         else:
             table_rows.append([r["file"], r["prediction"], ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"]),
                                *trust_output.trust_cells(r, trust, table=True)])
