@@ -15,6 +15,7 @@ from biomedvr_cli.method.feature_head import fit_feature_head, solve_candidate, 
 from biomedvr_cli.method.gaussian_head import GaussianHead
 
 GAUSSIAN = MethodConfig(head_family="logistic+gaussian")
+LOGISTIC = MethodConfig(head_family="logistic")  # the default before 2026-12-08
 
 
 def _anisotropic(n_per_class: int, classes: int = 3, dim: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +74,7 @@ def test_the_gaussian_family_finds_a_quiet_direction_the_logistic_penalties_miss
     features, labels = _anisotropic(8)
     offsets = torch.zeros(labels.numel(), 3)
     test, test_labels = _anisotropic(100, seed=3)
-    logistic = fit_feature_head(offsets, features, labels, 3, seed=0, config=MethodConfig())
+    logistic = fit_feature_head(offsets, features, labels, 3, seed=0, config=LOGISTIC)
     both = fit_feature_head(offsets, features, labels, 3, seed=0, config=GAUSSIAN)
     assert isinstance(both.penalty, GaussianHead) and both.uses_features and "Gaussian head" in both.describe()
     assert not isinstance(logistic.penalty, GaussianHead)
@@ -90,7 +91,7 @@ def test_on_noise_the_gaussian_family_chooses_what_the_logistic_one_does() -> No
     offsets = 3.0 * F.one_hot(labels, 4).float() + torch.randn(labels.numel(), 4, generator=generator)
     noise = F.normalize(torch.randn(labels.numel(), 16, generator=generator), dim=1)
     fit = fit_feature_head(offsets, noise, labels, 4, seed=0, config=GAUSSIAN)
-    assert fit.penalty == fit_feature_head(offsets, noise, labels, 4, seed=0, config=MethodConfig()).penalty
+    assert fit.penalty == fit_feature_head(offsets, noise, labels, 4, seed=0, config=LOGISTIC).penalty
 
 
 def test_one_image_a_class_never_tries_a_gaussian_head() -> None:
@@ -107,13 +108,33 @@ def test_config_grids_are_checked_and_old_adapters_read_as_logistic() -> None:
         with pytest.raises(ValueError):
             MethodConfig(**bad)
     assert MethodConfig.from_dict(GAUSSIAN.to_dict()) == GAUSSIAN
-    recorded = {k: v for k, v in MethodConfig().to_dict().items() if not k.startswith("head_gaussian") and k != "head_family"}
+    recorded = {k: v for k, v in LOGISTIC.to_dict().items() if not k.startswith("head_gaussian") and k != "head_family"}
     assert MethodConfig.from_dict(recorded).head_family == "logistic"
 
 
 def test_gaussian_settings_without_the_family_are_named_as_unused() -> None:
+    assert MethodConfig().head_family == "logistic+gaussian"  # the default since 2026-12-08
     given = {"head_gaussian_scales": (0.1,)}
-    assert [u[0] for u in unused_settings(MethodConfig(head_gaussian_scales=(0.1,)), given)] == ["head_gaussian_scales"]
+    assert [u[0] for u in unused_settings(dataclasses.replace(LOGISTIC, head_gaussian_scales=(0.1,)), given)] == [
+        "head_gaussian_scales"]
     assert unused_settings(dataclasses.replace(GAUSSIAN, head_gaussian_scales=(0.1,)), given) == []
-    averaged = MethodConfig(head_family="logistic+gaussian", head_combine="average")
-    assert [u[0] for u in unused_settings(averaged, {"head_family": "logistic+gaussian"})] == ["head_family"]
+    averaged = MethodConfig(head_family="logistic", head_combine="average")
+    unused = unused_settings(averaged, {"head_family": "logistic", "head_combine": "average"})
+    assert [(u[0], u[2]) for u in unused] == [("head_family", ("head_combine", "select"))]
+
+
+def test_held_out_scores_come_from_fits_without_each_fold() -> None:
+    from biomedvr_cli.method.feature_head import stratified_folds
+
+    features, labels = _anisotropic(6)
+    offsets = torch.randn(labels.numel(), 3)
+    fold_of = stratified_folds(labels, 3, seed=0)
+    scores = gaussian.held_out_scores(features, labels, 3, 0.5, fold_of, 3)
+    head = GaussianHead(0.5, 0.3, 0.5)
+    for k in range(3):
+        held = fold_of == k
+        w, b = gaussian.class_discriminant(features[~held], labels[~held], 3, 0.5)
+        expected = 0.5 * offsets[held] + 0.3 * (features[held] @ w.t() + b)
+        assert torch.equal(gaussian.held_out_logits(offsets, scores, head)[held], expected)
+    one_each = torch.arange(3).repeat(2)
+    assert gaussian.held_out_scores(features[:6], one_each, 3, 0.5, torch.arange(6) // 3, 2) is None

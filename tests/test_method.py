@@ -187,10 +187,11 @@ def test_head_tests_differ_where_the_gain_is_in_confidence() -> None:
     offsets[wrong] = 0.3 * F.one_hot((labels[wrong] + 1) % classes, classes).float()
     # at 1.5 standard errors 2 flips are noise (2 < 1.5 * sqrt(2)); at today's 0.5 they would pass
     by_either = fit_feature_head(offsets, features, labels, classes, seed=0,
-                                 config=MethodConfig(head_folds=4, head_combine="select", head_test="either", head_clear_z=1.5))
+                                 config=MethodConfig(head_folds=4, head_combine="select", head_test="either", head_clear_z=1.5,
+                                                     head_family="logistic"))
     by_accuracy = fit_feature_head(offsets, features, labels, classes, seed=0,
                                    config=MethodConfig(head_folds=4, head_combine="select", head_test="accuracy",
-                                                       head_clear_z=1.5))
+                                                       head_clear_z=1.5, head_family="logistic"))
     assert not math.isinf(by_either.penalty) and by_either.cv_accuracy >= by_either.start_cv_accuracy
     assert math.isinf(by_accuracy.penalty)
     with pytest.raises(ValueError, match="unknown head test"):
@@ -273,7 +274,7 @@ def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
         return _noise_task(count, classes, dim)
 
     offsets, noise, labels = draw(classes * per_class)
-    select = MethodConfig(head_combine="select")
+    select = MethodConfig(head_combine="select", head_family="logistic")  # the logistic penalties' behaviour
     strict = fit_feature_head(offsets, noise, labels, classes, seed=0, config=dataclasses.replace(select, head_clear_z=1.5))
     assert math.isinf(strict.penalty) and torch.count_nonzero(strict.weight) == 0 and strict.folds == 5
     fit = fit_feature_head(offsets, noise, labels, classes, seed=0, config=select)

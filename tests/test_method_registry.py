@@ -201,7 +201,7 @@ def test_feature_head_reads_its_constants_from_the_config() -> None:
     prototypes = F.normalize(torch.randn(classes, dim), dim=1)
     signal = F.normalize(prototypes[labels] + 0.3 * torch.randn(40, dim) / dim**0.5, dim=1)
     start = torch.zeros(40, classes)
-    quick = MethodConfig(head_folds=2, head_penalties=(0.5,), head_lbfgs_steps=20)
+    quick = MethodConfig(head_folds=2, head_penalties=(0.5,), head_lbfgs_steps=20, head_family="logistic")
     assert fit_feature_head(start, signal, labels, classes, seed=0, config=quick).penalty == 0.5  # only the config's
     strict = replace(quick, head_clear_z=1e6)
     assert math.isinf(fit_feature_head(start, signal, labels, classes, seed=0, config=strict).penalty)  # none that clear

@@ -94,7 +94,7 @@ def test_eval_reports_no_sets_level_when_no_level_assures_the_coverage(tiny_colo
 @pytest.mark.parametrize("damage, words", [
     (lambda t, c: (t.__setitem__("outlier_scores", torch.zeros(0)), c["calibration"]["outliers"].pop("images")),
      "lacks its images count"),
-    (lambda t, c: t.__setitem__("conformal_scores", -t["conformal_scores"]), "conformal_scores are not all from 0 to 1"),
+    (lambda t, c: t.__setitem__("conformal_scores", t["conformal_scores"] - 2.0), "conformal_scores are not all from 0 to 1"),
     (lambda t, c: t.__setitem__("outlier_scores", -t["outlier_scores"]), "outlier_scores are not all 0 or more"),
     (lambda t, c: c["calibration"]["outliers"].__setitem__("threshold", 12345.0), "outlier threshold 12345.0"),
     (lambda t, c: c["calibration"]["conformal"].__setitem__("max_level", 0.1), "max_level is 0.1"),

@@ -80,12 +80,12 @@ def unused_settings(config: MethodConfig, given: dict[str, Any]) -> list[tuple[s
     if not config.feature_head:
         out += [(f, "tunes the feature head, which is off", ("feature_head", True)) for f in _HEAD_TUNING_FIELDS
                 if f in moved]
+    elif config.head_combine == "average":  # the average is over the logistic heads only
+        out += [(f, "chooses the selected head's candidates, and head_combine average selects none",
+                 ("head_combine", "select")) for f in ("head_family", *_GAUSSIAN_FIELDS) if f in moved]
     elif config.head_family == "logistic":
         out += [(f, "sets the Gaussian heads, which head_family logistic leaves out",
                  ("head_family", "logistic+gaussian")) for f in _GAUSSIAN_FIELDS if f in moved]
-    elif config.head_combine == "average" and "head_family" in moved:
-        out.append(("head_family", "adds Gaussian heads to the selection, and head_combine average does not select",
-                    ("head_combine", "select")))
     return out
 
 

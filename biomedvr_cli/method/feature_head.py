@@ -257,11 +257,15 @@ def _passing_gaussian_heads(offsets, features, labels, num_classes, fold_of, fol
                             config: MethodConfig) -> Iterator[tuple[tuple[float, float], GaussianHead, tuple[float, float]]]:
     """(selection key, head, (held-out accuracy, log-loss)) of each Gaussian head that passes the check."""
     start_correct, start_nll = start
+    scores: dict[float, torch.Tensor | None] = {}  # per shrinkage: the fold fits every scale and weight share
     for head in gaussian.candidates(config.head_gaussian_shrinkage, config.head_gaussian_scales,
                                     config.head_gaussian_sentence_weights):
-        logits = gaussian.held_out_logits(offsets, features, labels, num_classes, head, fold_of, folds)
-        if logits is None:  # a fold leaves a class without spread (one image): not a candidate here
+        if head.shrinkage not in scores:
+            scores[head.shrinkage] = gaussian.held_out_scores(features, labels, num_classes, head.shrinkage,
+                                                              fold_of, folds)
+        if scores[head.shrinkage] is None:  # a fold leaves a class without spread (one image): no candidate
             continue
+        logits = gaussian.held_out_logits(offsets, scores[head.shrinkage], head)
         correct, nll = logits.argmax(1) == labels, F.cross_entropy(logits, labels, reduction="none")
         # The likelihood arm against the sentence scores as they are: a Gaussian head has no
         # penalty with which to recalibrate them (experiments/head_gda_study.py, as designed).

@@ -70,17 +70,24 @@ def solve_gaussian(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     return head.scale * weight, head.scale * bias, head.sentence_weight
 
 
-def held_out_logits(offsets: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-                    head: GaussianHead, fold_of: torch.Tensor, folds: int) -> torch.Tensor | None:
-    """Logits [N, C] of each image from ``head`` fitted without its fold; None when a fold's fit is impossible."""
-    logits = head.sentence_weight * offsets
+def held_out_scores(features: torch.Tensor, labels: torch.Tensor, num_classes: int, shrinkage: float,
+                    fold_of: torch.Tensor, folds: int) -> torch.Tensor | None:
+    """Discriminant scores [N, C] (``f @ (M P).T - 0.5 diag(M P M.T)``) of each image from the class
+    means and covariance fitted without its fold; None when a fold's fit is impossible. Every scale
+    and sentence weight of one shrinkage share them."""
+    scores = torch.zeros(labels.numel(), num_classes)
     for k in range(folds):
         held = fold_of == k
         if not bool(held.any()):
             continue
-        fitted = class_discriminant(features[~held], labels[~held], num_classes, head.shrinkage)
+        fitted = class_discriminant(features[~held], labels[~held], num_classes, shrinkage)
         if fitted is None:
             return None
         weight, bias = fitted
-        logits[held] = head.sentence_weight * offsets[held] + head.scale * (features[held] @ weight.t() + bias)
-    return logits
+        scores[held] = features[held] @ weight.t() + bias
+    return scores
+
+
+def held_out_logits(offsets: torch.Tensor, scores: torch.Tensor, head: GaussianHead) -> torch.Tensor:
+    """Held-out logits [N, C] of ``head`` from the held-out discriminant scores of its shrinkage."""
+    return head.sentence_weight * offsets + head.scale * scores
