@@ -25,7 +25,7 @@ from biomedvr_cli.errors import AdapterError, BackboneUnavailableError, OutputWr
 
 ADAPTER_FORMAT = "biomedvr-adapter"
 FORMAT_VERSION = "1.0"
-# Metadata key of the content digest fit writes (0.3.0 on); adapters without it still load.
+# Metadata key of the content digest fit writes (since 2026-12-08); adapters without it still load.
 CONTENT_KEY = "content_sha256"
 
 
@@ -202,7 +202,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 def check_content(metadata: dict[str, str], tensors: dict[str, torch.Tensor], name: str) -> bool:
     """Refuse an adapter whose config or tensors no longer match the digest fit stored.
 
-    Returns whether a digest was there to check (adapters written before 0.3.0 have none).
+    Returns whether a digest was there to check (adapters written before 2026-12-08 have none).
     """
     stored = metadata.get(CONTENT_KEY)
     if stored is None:

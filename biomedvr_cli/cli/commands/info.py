@@ -42,7 +42,7 @@ def info(
             _held_out_row(config.validation),
             *_calibration_rows(config.calibration),
             ("content digest", f"sha256 {metadata[CONTENT_KEY][:16]}..., matches the file" if CONTENT_KEY in metadata
-             else "none (written before biomedvr 0.3.0): an edit that keeps every value plausible would load"),
+             else "none (written before adapters carried one, 2026-12-08): an edit that keeps every value plausible would load"),
         ],
     )
 
