@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import asdict, dataclass, fields
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 VR_KINDS = ("padding", "full", "mask")

@@ -20,6 +20,10 @@ sentence scores alone half the weight (pseudo-Bayesian model averaging): a sum o
 is one linear head, so the adapter stores one head either way. Both are the pull toward the text start of
 zero-shot-initialised probes (CLAP, LP++), with its strength set by the data instead of by a
 formula in K.
+
+With ``head_family="logistic+gaussian"`` (the default since 2026-12-08) the selection also
+weighs shared-covariance Gaussian heads (:mod:`method.gaussian_head`), which follow the
+directions in which the classes differ rather than those in which the features vary most.
 """
 
 from __future__ import annotations
