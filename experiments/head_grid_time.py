@@ -4,7 +4,8 @@ The head is fitted on frozen image features, so its cost does not depend on the 
 on the feature size, the labelled images and the penalties tried. This times
 ``fit_feature_head`` on synthetic 512-dimensional features (ViT-B/16's embedding size) with
 one penalty selected over decades (``biomedvr-decade-grid``), one selected over half-decades
-(the default) and the average over half-decades (``biomedvr-average-head``), side by side in one
+(``biomedvr-logistic-head``, the default until 2026-12-08), one selected among the half-decades
+and the Gaussian heads (the default) and the average over half-decades (``biomedvr-average-head``), side by side in one
 process, and prints the median of ``--repeats`` runs each (docs/results.md). The calibration
 column times the fold heads the prediction sets keep (method/trust.py), refitted at the
 chosen penalty or, for the average, at each averaged one.
@@ -43,8 +44,9 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    grids = {"decades, select": MethodConfig(head_penalties=DECADE_PENALTIES),
-             "half, select": MethodConfig(), "half, average": MethodConfig(head_combine="average")}
+    grids = {"decades, select": MethodConfig(head_penalties=DECADE_PENALTIES, head_family="logistic"),
+             "half, select": MethodConfig(head_family="logistic"),
+             "half+gaussian": MethodConfig(), "half, average": MethodConfig(head_combine="average")}
     print(f"{'images':>6} {'rule':<16} {'head s':>7} {'calibration s':>14} {'penalties kept':>15}")
     for per_class in (int(n) for n in args.images.split(",")):
         offsets, features, labels = task(args.classes, per_class, args.dim, seed=per_class)
