@@ -1,6 +1,6 @@
 """Gaussian discriminant heads beside the residual logistic heads: does a whitened candidate family help?
 
-The default feature head chooses among residual logistic heads whose weights are pulled to zero
+Until 2026-12-08 the feature head chose among residual logistic heads whose weights are pulled to zero
 in the plain (Euclidean) metric of the image features. Few-shot work on CLIP-like models
 (training-free GDA, Wang et al. 2024) finds that a shared-covariance Gaussian classifier, whose
 weights are the class means seen through the inverse of a shrunk within-class covariance, often
@@ -14,11 +14,14 @@ covariance (both recomputed without the held-out fold inside cross-validation), 
 weight kept on the sentence scores (under a shift they may deserve less). Rules compared,
 all on the same labelled images and folds as the default:
 
-- ``default``: `fit_feature_head` as shipped.
+- ``default``: the logistic heads only (`fit_feature_head` with ``head_family="logistic"``, the
+  default before 2026-12-08; checked equal to it in every cell).
 - ``gda``: the sentence scores unless a GDA candidate passes the default's check (the accuracy
   arm, or at least as many images right and clearly lower log-loss than the sentence scores),
   then the lowest held-out log-loss among those that pass.
-- ``union``: the default's candidates and the GDA ones together, the same rule over all.
+- ``union``: the default's candidates and the GDA ones together, the same rule over all (what
+  `fit_feature_head` does since it became the default, ``head_family="logistic+gaussian"``;
+  checked equal to it in every cell).
 
 Design tool for the built-in tasks (experiments/tuning-suite.json) and the design tasks
 (experiments/design/design-suite.json, --suite); never run it on a held-out suite to tune.
@@ -31,55 +34,23 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from biomedvr_cli.method import feature_head as fh
+from biomedvr_cli.method import gaussian_head as gaussian
 from biomedvr_cli.method.config import MethodConfig
+from biomedvr_cli.method.gaussian_head import GaussianHead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_cells import print_summary, study_cells, write_rows  # noqa: E402
 
-ALPHAS = (0.2, 0.5, 0.8)
-BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
-SENTENCE_WEIGHTS = (1.0, 0.5, 0.0)
-
-
-def gda_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int,
-             alpha: float) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(W [C, D], b [C]) of the shared-covariance Gaussian classifier, or None when a class has no image
-    or the labelled features do not vary within their classes (one image a class)."""
-    x = features.double()
-    counts = torch.bincount(labels, minlength=num_classes)
-    if bool((counts == 0).any()):
-        return None
-    means = torch.zeros(num_classes, x.shape[1], dtype=torch.float64).index_add_(0, labels, x) / counts[:, None]
-    residual = x - means[labels]
-    scatter = residual.t() @ residual / max(x.shape[0] - num_classes, 1)
-    spread = float(torch.trace(scatter)) / x.shape[1]
-    if spread <= 0:
-        return None
-    shrunk = (1 - alpha) * scatter + alpha * spread * torch.eye(x.shape[1], dtype=torch.float64)
-    weight = torch.linalg.solve(shrunk, means.t()).t()  # M P (P symmetric)
-    bias = -0.5 * (weight * means).sum(1)
-    return weight.float(), bias.float()
-
-
-def gda_held_out(offsets, features, labels, num_classes, alpha, beta, a, fold_of, folds) -> torch.Tensor | None:
-    """Held-out logits [N, C] of each image from the GDA head fitted without its fold."""
-    logits = a * offsets
-    for k in range(folds):
-        held = fold_of == k
-        if not bool(held.any()):
-            continue
-        head = gda_head(features[~held], labels[~held], num_classes, alpha)
-        if head is None:
-            return None
-        weight, bias = head
-        logits[held] = a * offsets[held] + beta * (features[held] @ weight.t() + bias)
-    return logits
+# The study's grids are the method's (they were chosen here first, then moved into MethodConfig).
+GRID = MethodConfig()
+LOGISTIC = replace(GRID, head_family="logistic")  # the default before 2026-12-08
 
 
 def passes(correct, nll, start_correct, start_nll, z: float, likelihood: bool) -> bool:
@@ -112,15 +83,18 @@ def choose(cell, config: MethodConfig) -> dict[str, object]:
             ok = gained >= lost and fh.clearly_more_likely(nll, recal, z)
         if ok:
             logistic.append(((-float(nll.mean()), float(correct.float().mean())), ("logistic", penalty)))
-    for alpha in ALPHAS:
-        for beta in BETAS:
-            for a in SENTENCE_WEIGHTS:
-                logits = gda_held_out(offsets, features, labels, n, alpha, beta, a, fold_of, folds)
-                if logits is None:
-                    continue
-                correct, nll = logits.argmax(1) == labels, F.cross_entropy(logits, labels, reduction="none")
-                if passes(correct, nll, start_correct, start_nll, z, likelihood):
-                    gda.append(((-float(nll.mean()), float(correct.float().mean())), ("gda", alpha, beta, a)))
+    scores = {}
+    for head in gaussian.candidates(GRID.head_gaussian_shrinkage, GRID.head_gaussian_scales,
+                                    GRID.head_gaussian_sentence_weights):
+        if head.shrinkage not in scores:
+            scores[head.shrinkage] = gaussian.held_out_scores(features, labels, n, head.shrinkage, fold_of, folds)
+        if scores[head.shrinkage] is None:
+            continue
+        logits = gaussian.held_out_logits(offsets, scores[head.shrinkage], head)
+        correct, nll = logits.argmax(1) == labels, F.cross_entropy(logits, labels, reduction="none")
+        if passes(correct, nll, start_correct, start_nll, z, likelihood):
+            gda.append(((-float(nll.mean()), float(correct.float().mean())),
+                        ("gda", head.shrinkage, head.scale, head.sentence_weight)))
 
     def best(candidates):
         kept = [c for c in candidates if c[0] > start_key]
@@ -130,15 +104,12 @@ def choose(cell, config: MethodConfig) -> dict[str, object]:
 
 
 def test_accuracy(cell, choice, config: MethodConfig) -> float:
-    """Test accuracy of ``choice`` refitted on every labelled image."""
-    n = cell.classes
-    if choice[0] == "gda":
-        weight, bias = gda_head(cell.features, cell.labels, n, choice[1])
-        logits = choice[3] * cell.test_offsets + choice[2] * (cell.test_features @ weight.t() + bias)
-    else:
-        penalty = math.inf if choice[0] == "inf" else choice[1]
-        w, b, a = fh.solve(cell.offsets, cell.features, cell.labels, n, penalty, steps=config.head_lbfgs_steps)
-        logits = a * cell.test_offsets + cell.test_features @ w.t() + b
+    """Test accuracy of ``choice`` refitted on every labelled image (as fit stores it: one linear head)."""
+    candidate = (GaussianHead(*choice[1:]) if choice[0] == "gda"
+                 else math.inf if choice[0] == "inf" else choice[1])
+    w, b, a = fh.solve_candidate(cell.offsets, cell.features, cell.labels, cell.classes, candidate,
+                                 steps=config.head_lbfgs_steps)
+    logits = a * cell.test_offsets + cell.test_features @ w.t() + b
     return float((logits.argmax(1) == cell.test_labels).float().mean())
 
 
@@ -151,15 +122,20 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    config = MethodConfig()
+    config = LOGISTIC
     backbone = load_backbone("sandbox", device="cpu")
     rows, names = [], ["default", "gda", "union"]
     for cell in study_cells(args.suite, [int(s) for s in args.shots.split(",")], args.seeds, backbone):
         chosen = choose(cell, config)
-        fit = fh.fit_feature_head(cell.offsets, cell.features, cell.labels, cell.classes, seed=cell.seed, config=config)
-        shipped = ("inf",) if math.isinf(fit.penalty) else ("logistic", fit.penalty)
-        if chosen["default"] != shipped:  # the study's copy of the rule must be the shipped one
-            raise SystemExit(f"{cell.task} K={cell.shots} s{cell.seed}: study chose {chosen['default']}, fit {shipped}")
+        for name, method in (("default", LOGISTIC), ("union", GRID)):  # the study's rules must be the shipped ones
+            fit = fh.fit_feature_head(cell.offsets, cell.features, cell.labels, cell.classes, seed=cell.seed,
+                                      config=method)
+            shipped = (("gda", fit.penalty.shrinkage, fit.penalty.scale, fit.penalty.sentence_weight)
+                       if isinstance(fit.penalty, GaussianHead)
+                       else ("inf",) if math.isinf(fit.penalty) else ("logistic", fit.penalty))
+            if chosen[name] != shipped:
+                raise SystemExit(f"{cell.task} K={cell.shots} s{cell.seed}: study's {name} chose {chosen[name]}, "
+                                 f"fit {shipped}")
         accuracies = {name: test_accuracy(cell, chosen[name], config) for name in names}
         rows.append(cell.row(**accuracies, **{f"{name} choice": list(chosen[name]) for name in names}))
         print(f"{cell.task} K={cell.shots} s{cell.seed}: zs {cell.zero_shot:.3f} probe {cell.probe:.3f} "
