@@ -1,7 +1,9 @@
 """The published methods against the default, one row per held-out set (docs/results.md).
 
 Each argument names a set's stored runs as ``LABEL=FOLDER[,FOLDER...]`` (the published-methods
-run and the default's run on the same seeds and images). Prints, at one shot count, each
+run and the default's run on the same seeds and images). ``FOLDER@M1+M2`` reads only those
+methods from a folder (zero-shot and the probe from a run whose ``biomedvr`` is an earlier
+default, say). Prints, at one shot count, each
 method's mean test accuracy over the set's tasks, then every task where a method other than
 the probe is above the default:
 
@@ -19,13 +21,15 @@ from pathlib import Path
 METHODS = ("zs-attributes", "linear-probe", "coop", "ar", "attrvr", "biomedvr-paper", "biomedvr")
 
 
-def task_means(folders: list[Path], shots: int) -> dict[str, dict[str, float]]:
+def task_means(folders: list[str], shots: int) -> dict[str, dict[str, float]]:
     """dataset -> method -> mean test accuracy (%) over seeds at ``shots`` (zero-shot at any)."""
     runs: dict[tuple[str, str], list[float]] = defaultdict(list)
-    for folder in folders:
-        for path in sorted((folder / "jobs").glob("*.json")):
+    for spec in folders:
+        folder, _, only = spec.partition("@")
+        wanted = set(only.split("+")) if only else set(METHODS)
+        for path in sorted((Path(folder) / "jobs").glob("*.json")):
             job = json.loads(path.read_text(encoding="utf-8"))
-            if job["method"] in METHODS and int(job["shots"]) in (0, shots):
+            if job["method"] in METHODS and job["method"] in wanted and int(job["shots"]) in (0, shots):
                 runs[(job["dataset"], job["method"])].append(100 * job["metrics"]["accuracy"])
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for (dataset, method), values in runs.items():
@@ -43,7 +47,7 @@ def main() -> None:
     beaten: list[str] = []
     for item in args.sets:
         label, _, folders = item.partition("=")
-        means = task_means([Path(f) for f in folders.split(",")], args.shots)
+        means = task_means(folders.split(","), args.shots)
         cells = []
         for method in METHODS:
             values = [m[method] for m in means.values() if method in m]
