@@ -224,3 +224,23 @@ def empty_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """HF_HOME pointed at an empty folder, offline, for this test."""
     (tmp_path / "empty-hf-home" / "hub").mkdir(parents=True)
     return use_hf_home(monkeypatch, tmp_path / "empty-hf-home")
+
+
+def edited_adapter(adapter: Path, out: Path, edit, *, keep_digest: bool = False) -> Path:
+    """A copy of ``adapter`` after ``edit(tensors, config)`` (the config as a dict). Without ``keep_digest``
+    the content digest is dropped, as in an adapter of an earlier biomedvr, so that the load checks
+    after the digest are what a test reaches."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(adapter), framework="pt") as handle:
+        metadata = dict(handle.metadata())
+    if not keep_digest:
+        metadata.pop("content_sha256", None)
+    config, tensors = json.loads(metadata["config"]), load_file(str(adapter))
+    edit(tensors, config)
+    metadata["config"] = json.dumps(config)
+    save_file(tensors, str(out), metadata=metadata)
+    return out

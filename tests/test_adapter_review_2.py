@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,23 +11,9 @@ from typer.testing import CliRunner
 
 from biomedvr_cli.backbones.specs import stored_label_problem
 from biomedvr_cli.cli.app import app
+from tests.conftest import edited_adapter
 
 runner = CliRunner()
-
-
-def _edited(adapter: Path, out: Path, edit: Callable[[dict, dict], None]) -> Path:
-    """A copy of ``adapter`` after ``edit(tensors, config)``."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    with safe_open(str(adapter), framework="pt") as handle:
-        metadata = dict(handle.metadata())
-        metadata.pop("content_sha256", None)  # edited without the digest: what the checks after it catch
-    config, tensors = json.loads(metadata["config"]), load_file(str(adapter))
-    edit(tensors, config)
-    metadata["config"] = json.dumps(config)
-    save_file(tensors, str(out), metadata=metadata)
-    return out
 
 
 def _set(section: str, key: str, value: object) -> Callable[[dict, dict], None]:
@@ -59,7 +44,7 @@ EDITS: dict[str, tuple[Callable[[dict, dict], None], str]] = {
 def test_an_edited_adapter_is_refused_with_one_line(tiny_colour_adapter, tmp_path: Path, case: str) -> None:
     root, adapter, spec = tiny_colour_adapter
     edit, said = EDITS[case]
-    bad = _edited(adapter, tmp_path / "bad.safetensors", edit)
+    bad = edited_adapter(adapter, tmp_path / "bad.safetensors", edit)
     image = next((root / "test" / "alpha cell").glob("*.png"))
     result = runner.invoke(app, ["predict", str(image), "--adapter", str(bad), "--backbone", spec])
     assert result.exit_code == 4, (case, result.stderr)
@@ -70,7 +55,7 @@ def test_an_edited_adapter_is_refused_with_one_line(tiny_colour_adapter, tmp_pat
 
 def test_a_logit_scale_other_than_the_backbone_s_is_refused(tiny_colour_adapter, tmp_path: Path) -> None:
     root, adapter, spec = tiny_colour_adapter
-    bad = _edited(adapter, tmp_path / "b.safetensors",
+    bad = edited_adapter(adapter, tmp_path / "b.safetensors",
                   lambda t, c: c["backbone"].__setitem__("logit_scale", c["backbone"]["logit_scale"] * 1.5))
     result = runner.invoke(app, ["predict", str(next((root / "test").rglob("*.png"))), "--adapter", str(bad),
                                  "--backbone", spec])
@@ -100,7 +85,7 @@ def test_a_fitted_adapter_still_loads(tiny_colour_adapter) -> None:
 ])
 def test_info_refuses_a_method_predict_refuses(tiny_colour_adapter, tmp_path: Path, edit, said: str) -> None:
     root, adapter, spec = tiny_colour_adapter
-    bad = _edited(adapter, tmp_path / "m.safetensors", edit)
+    bad = edited_adapter(adapter, tmp_path / "m.safetensors", edit)
     for args in (["info", str(bad)], ["predict", str(next((root / "test").rglob("*.png"))), "--adapter", str(bad),
                                       "--backbone", spec]):
         result = runner.invoke(app, args)
@@ -116,7 +101,7 @@ def test_unknown_method_and_calibration_keys_are_named_and_ignored(tiny_colour_a
             if isinstance(part, dict):
                 part["future_field"] = 1
 
-    newer = _edited(adapter, tmp_path / "n.safetensors", edit)
+    newer = edited_adapter(adapter, tmp_path / "n.safetensors", edit)
     result = runner.invoke(app, ["info", str(newer)])
     assert result.exit_code == 0, result.stderr
     assert "ignoring method key(s) future_knob" in result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,23 +12,9 @@ from typer.testing import CliRunner
 
 from biomedvr_cli.cli.app import app
 from biomedvr_cli.method import conformal, outliers
+from tests.conftest import edited_adapter
 
 runner = CliRunner()
-
-
-def _edited(adapter: Path, out: Path, edit: Callable[[dict, dict], None]) -> Path:
-    """A copy of ``adapter`` after ``edit(tensors, config)``."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file, save_file
-
-    with safe_open(str(adapter), framework="pt") as handle:
-        metadata = dict(handle.metadata())
-        metadata.pop("content_sha256", None)  # edited without the digest: what the checks after it catch
-    config, tensors = json.loads(metadata["config"]), load_file(str(adapter))
-    edit(tensors, config)
-    metadata["config"] = json.dumps(config)
-    save_file(tensors, str(out), metadata=metadata)
-    return out
 
 
 def test_info_s_advised_level_builds_the_sets_of_the_assured_level() -> None:
@@ -102,7 +87,7 @@ def test_eval_reports_no_sets_level_when_no_level_assures_the_coverage(tiny_colo
 ])
 def test_calibration_no_fit_writes_is_refused_on_load(tiny_colour_adapter, tmp_path: Path, damage, words: str) -> None:
     root, adapter, spec = tiny_colour_adapter
-    edited = _edited(adapter, tmp_path / "edited.safetensors", damage)
+    edited = edited_adapter(adapter, tmp_path / "edited.safetensors", damage)
     result = runner.invoke(app, ["predict", str(next((root / "test").rglob("*.png"))), "--adapter", str(edited),
                                  "--backbone", spec, "--coverage", "0.5"])
     assert result.exit_code == 4 and words in result.stderr and "refit" in result.stderr, result.stderr
