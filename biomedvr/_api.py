@@ -60,7 +60,10 @@ def load_backbone(name: str = "biomedclip", *, offline: bool | None = None, devi
     from biomedvr_cli.pipeline.arguments import as_flag, as_text
     from biomedvr_cli.pipeline.state import float32_default, preserved_rng, scoped_environ
 
-    as_text(name, "backbone name", 'pass a backbone name, e.g. "biomedclip" (see `biomedvr backbones`)')
+    from biomedvr_cli.backbones.specs import BackboneSpec
+
+    if not isinstance(name, BackboneSpec):  # a spec: the label an adapter stores, parsed by load()
+        as_text(name, "backbone name", 'pass a backbone name, e.g. "biomedclip" (see `biomedvr backbones`)')
     as_text(device, "device", 'pass "auto", "cpu", "cuda" or "mps"')
     allow = None if offline is None else not as_flag(offline, "offline")
     # Loaders set variables (open_clip sets TOKENIZERS_PARALLELISM on import), and building a model
@@ -77,8 +80,10 @@ def _backbone(value: Any, device: str, offline: bool | None):
     """A loaded backbone: ``value`` itself, or loaded by name through :func:`load_backbone`."""
     from biomedvr_cli.pipeline.arguments import check_backbone_argument
 
+    from biomedvr_cli.backbones.specs import BackboneSpec
+
     check_backbone_argument(value)
-    if isinstance(value, str):
+    if isinstance(value, (str, BackboneSpec)):  # a name, or the backbone an adapter names (load without backbone=)
         return load_backbone(value, offline=offline, device=device)
     if device != "auto" and _device_type(device) != value.device.type:
         # A loaded backbone stays where it is: saying nothing would run on another device than asked.

@@ -364,6 +364,7 @@ def signals_deferred() -> Iterator[None]:
         yield
     finally:
         for kind, handler in earlier.items():
-            signal.signal(kind, handler)
-        if held:
+            # None: a handler not set from Python (an embedding program's); the default is the nearest we can put back
+            signal.signal(kind, handler if handler is not None else signal.SIG_DFL)
+        if held:  # the first one held (a Ctrl-C and then a SIGTERM end the program alike)
             signal.raise_signal(held[0])

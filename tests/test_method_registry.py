@@ -142,19 +142,25 @@ def test_without_method_the_options_change_the_default(capture_fit) -> None:
     assert request.method == replace(MethodConfig(), vr="padding", feature_head=False, k=5, m=7)
     assert request.recipe == "paper"
     assert capture_fit("--top-k-sentences", "4", "--max-sentences", "9").method == replace(MethodConfig(), k=4, m=9)
-    assert capture_fit("--head-clear-z", "1.5").method == capture_fit("--method", "biomedvr-strict-head").method
+    # the variants that reproduce an earlier default keep to its logistic heads
+    logistic = capture_fit("--head-family", "logistic").method
+    assert logistic == replace(MethodConfig(), head_family="logistic") == capture_fit(
+        "--method", "biomedvr-logistic-head").method
+    assert capture_fit("--head-clear-z", "1.5", "--head-family", "logistic").method == capture_fit(
+        "--method", "biomedvr-strict-head").method
     assert capture_fit("--head-clear-z", "1.5").method == replace(MethodConfig(), head_clear_z=1.5)
     # the grid before 2026-12-07 and the averaged head (tried, not kept) are named variants;
-    # every other setting is the default's
+    # every other setting is the default's (or that default's, logistic heads only)
     assert capture_fit("--method", "biomedvr-decade-grid").method == replace(
-        MethodConfig(), head_penalties=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6))
+        logistic, head_penalties=(1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6))
     average = capture_fit("--head-combine", "average").method
     assert average == capture_fit("--method", "biomedvr-average-head").method
     assert average == replace(MethodConfig(), head_combine="average")
     assert capture_fit("--method", "biomedvr-average-strict-vr").method == replace(average, clear_z=3.0)
-    # set 11's candidate: only the VR check changes
-    assert capture_fit("--method", "biomedvr-strict-vr").method == replace(MethodConfig(), clear_z=3.0) == MethodConfig()
-    assert capture_fit("--method", "biomedvr-lenient-vr").method == replace(MethodConfig(), clear_z=1.5)
+    # set 11's candidate: only the VR check changes (with the logistic heads of its time)
+    assert capture_fit("--method", "biomedvr-strict-vr").method == replace(logistic, clear_z=3.0) == logistic
+    assert capture_fit("--method", "biomedvr-lenient-vr").method == replace(logistic, clear_z=1.5)
+    assert capture_fit("--method", "biomedvr-gaussian-head").method == MethodConfig()
 
 
 def test_the_method_names_its_scorer(capture_fit) -> None:

@@ -178,3 +178,65 @@ def test_saturated_pixels_of_a_flat_float_image_are_white() -> None:
 
     flat = np.array([[0.5, 0.5, np.inf, -np.inf, np.nan]], dtype=np.float32)
     assert minmax_to_uint8(flat).tolist() == [[0, 0, 255, 0, 0]]
+
+
+# A second review, of this session's own change.
+
+def test_python_load_without_a_backbone_loads_the_one_the_adapter_names(tmp_path: Path) -> None:
+    import biomedvr
+    from tests.conftest import make_color_tree, write_color_attributes
+
+    root = make_color_tree(tmp_path / "data", per_class=4)
+    write_color_attributes(root / "attributes.json")
+    out = tmp_path / "sandbox.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        biomedvr.fit(root, shots=2, backbone="sandbox", out=out, epochs=1)
+        for predictor in (biomedvr.load(out), biomedvr.load(out, device="cpu")):
+            assert predictor.backbone.label == "sandbox" and predictor.path == out
+
+
+def test_a_class_name_with_brackets_is_a_column_header_not_markup() -> None:
+    from biomedvr_cli.cli import console
+
+    with console.console.capture() as captured:
+        console.rows_table("confusion", ["true \\ pred", "stage [b] lesion", "basophil [/i]"], [["x", 1, 2]])
+    assert "stage [b] lesion" in captured.get() and "basophil [/i]" in captured.get()
+
+
+def test_an_interrupt_during_the_renames_still_removes_a_stale_plot(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from biomedvr_cli.benchmark import report
+
+    (tmp_path / "accuracy_vs_shots.png").write_bytes(b"an earlier run's plot")
+    real = os.replace
+
+    def interrupted(src, dst):
+        real(src, dst)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_reports(tmp_path, [], [], {"jobs": 0})
+    assert not (tmp_path / "accuracy_vs_shots.png").exists()
+
+
+def test_a_grid_given_as_a_list_equal_to_the_default_is_not_a_setting_moved() -> None:
+    from biomedvr_cli.method.config import GAUSSIAN_SCALES, MethodConfig, unused_settings
+
+    config = MethodConfig(head_family="logistic")
+    assert unused_settings(config, {"head_gaussian_scales": list(GAUSSIAN_SCALES)}) == []
+    assert [u[0] for u in unused_settings(config, {"head_gaussian_scales": [0.1]})] == ["head_gaussian_scales"]
+
+
+def test_stored_jobs_of_logistic_head_methods_keep_their_signature() -> None:
+    from biomedvr_cli.benchmark.methods import Overrides, method_signature
+    from biomedvr_cli.method.registry import registry
+
+    methods = registry().methods
+    for name in ("biomedvr-logistic-head", "biomedvr-average-head", "biomedvr-decade-grid"):
+        config = method_signature(methods[name], Overrides())["config"]
+        assert "head_family" not in config and "head_gaussian_scales" not in config, name
+    assert method_signature(methods["biomedvr"], Overrides())["config"]["head_family"] == "logistic+gaussian"

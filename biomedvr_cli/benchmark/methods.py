@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from biomedvr_cli.errors import UsageError
-from biomedvr_cli.method.config import HEAD_ONLY_FIELDS
+from biomedvr_cli.method.config import GAUSSIAN_FIELDS, HEAD_ONLY_FIELDS
 from biomedvr_cli.method.registry import MethodSpec, registry
 
 LINEAR_PROBE_C = tuple(float(c) for c in np.logspace(-2, 3, 11))
@@ -87,6 +87,10 @@ def method_signature(spec: MethodSpec, overrides: Overrides) -> dict[str, Any]:
         if not spec.config.feature_head:
             # how a head would be chosen does not matter without one (and keeps stored jobs valid)
             for name in HEAD_ONLY_FIELDS:
+                sig["config"].pop(name)
+        elif spec.config.head_combine == "average" or spec.config.head_family == "logistic":
+            # logistic heads only, as before the Gaussian family existed: jobs stored then stay valid
+            for name in ("head_family", *GAUSSIAN_FIELDS):
                 sig["config"].pop(name)
         sig["recipe"] = {k: v for k, v in overrides.recipe(spec.recipe).to_dict().items() if k != "description"}
     elif spec.family == "coop":

@@ -200,7 +200,8 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
     Every report (the plot too) is made and written to a temporary file before the first is
     renamed into place, and they are renamed together: an error, a full disk or Ctrl-C while they
     are made leaves the earlier set whole, never new summaries beside an old plot; Ctrl-C or
-    SIGTERM during the renames waits until the last is done. The paths written are returned.
+    SIGTERM during the renames waits until the last is done (a rename that fails, which no
+    interrupt causes, can still leave some new beside some old). The paths written are returned.
     """
     from biomedvr_cli.benchmark.store import strict_json
 
@@ -213,11 +214,10 @@ def write_reports(out: Path, rows: list[dict[str, Any]], results: list[dict[str,
             staged.enter_context(atomic_path(paths[key], force=True)).write_bytes(text.encode("utf-8"))
         if figure is not None:
             figure.savefig(staged.enter_context(atomic_path(paths["plot"], force=True)), dpi=110, format="png")
-        renames = staged.pop_all()
-    with signals_deferred():  # every file written: the renames, with Ctrl-C held until the last is done
-        renames.close()
-    if figure is None:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
-        paths.pop("plot").unlink(missing_ok=True)
+        with signals_deferred():  # every file written: the renames, with Ctrl-C held until the last is done
+            staged.close()
+            if figure is None:  # no finished job: no plot, and none left from an earlier run to be taken for this one's
+                paths.pop("plot").unlink(missing_ok=True)
     return paths
 
 

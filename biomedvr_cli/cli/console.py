@@ -153,7 +153,7 @@ def rows_table(title: str, columns: list[str], rows: list[list[object]]) -> None
 
     table = Table(title=Text(printable(title)), title_justify="left")
     for col in columns:
-        table.add_column(col)
+        table.add_column(cell(col))  # a header may be a class name: text, never markup
     for row in rows:
         table.add_row(*[cell(v, ".3f") for v in row])
     console.print(table)

@@ -46,10 +46,10 @@ HEAD_FAMILIES = ("logistic", "logistic+gaussian")
 GAUSSIAN_SHRINKAGE = (0.2, 0.5, 0.8)
 GAUSSIAN_SCALES = (0.01, 0.03, 0.1, 0.3, 1.0)
 GAUSSIAN_SENTENCE_WEIGHTS = (1.0, 0.5, 0.0)
-_GAUSSIAN_FIELDS = ("head_gaussian_shrinkage", "head_gaussian_scales", "head_gaussian_sentence_weights")
+GAUSSIAN_FIELDS = ("head_gaussian_shrinkage", "head_gaussian_scales", "head_gaussian_sentence_weights")
 # Settings that matter only with a feature head (left out of a benchmark job's settings without one).
 HEAD_ONLY_FIELDS = ("head_folds", "head_combine", "head_start_prior", "head_test", "head_select", "head_clear_z",
-                    "head_penalties", "head_lbfgs_steps", "head_likelihood_min", "head_family", *_GAUSSIAN_FIELDS)
+                    "head_penalties", "head_lbfgs_steps", "head_likelihood_min", "head_family", *GAUSSIAN_FIELDS)
 
 
 # Settings that act only through the negative (confusion) expert, and those of its loss. Turning the
@@ -65,7 +65,9 @@ def unused_settings(config: MethodConfig, given: dict[str, Any]) -> list[tuple[s
     default, they would be recorded in the adapter as if they had acted. Each comes with why, and the
     setting (name, value) that would let it act."""
     default = MethodConfig()
-    moved = {name for name, value in given.items() if getattr(default, name, value) != value}
+    # A grid given as a list is the same setting as the default's tuple (JSON and Python lists arrive so).
+    moved = {name for name, value in given.items()
+             if getattr(default, name, value) != (tuple(value) if isinstance(value, list) else value)}
     out: list[tuple[str, str, tuple[str, Any]]] = []
     if config.vr != "padding" and "vr_frame" in moved:
         out.append(("vr_frame", "sets the padding VR's frame, and the VR form is not padding", ("vr", "padding")))
@@ -82,10 +84,10 @@ def unused_settings(config: MethodConfig, given: dict[str, Any]) -> list[tuple[s
                 if f in moved]
     elif config.head_combine == "average":  # the average is over the logistic heads only
         out += [(f, "chooses the selected head's candidates, and head_combine average selects none",
-                 ("head_combine", "select")) for f in ("head_family", *_GAUSSIAN_FIELDS) if f in moved]
+                 ("head_combine", "select")) for f in ("head_family", *GAUSSIAN_FIELDS) if f in moved]
     elif config.head_family == "logistic":
         out += [(f, "sets the Gaussian heads, which head_family logistic leaves out",
-                 ("head_family", "logistic+gaussian")) for f in _GAUSSIAN_FIELDS if f in moved]
+                 ("head_family", "logistic+gaussian")) for f in GAUSSIAN_FIELDS if f in moved]
     return out
 
 
@@ -234,7 +236,7 @@ class MethodConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for the adapter config (JSON-ready: the penalties as a list)."""
         data = asdict(self)
-        for name in ("head_penalties", *_GAUSSIAN_FIELDS):
+        for name in ("head_penalties", *GAUSSIAN_FIELDS):
             data[name] = list(getattr(self, name))
         return data
 

@@ -67,6 +67,10 @@ def solve_gaussian(features: torch.Tensor, labels: torch.Tensor, num_classes: in
     if fitted is None:
         return torch.zeros(num_classes, features.shape[1]), torch.zeros(num_classes), 1.0
     weight, bias = fitted
+    # Stored centred over the classes: the softmax is the same, and the numbers are ~100x smaller (with
+    # CLIP-like features every class mean shares a large component), so low-precision arithmetic on a
+    # GPU cannot drown the differences between classes.
+    weight, bias = weight - weight.mean(0, keepdim=True), bias - bias.mean()
     return head.scale * weight, head.scale * bias, head.sentence_weight
 
 

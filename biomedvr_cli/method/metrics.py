@@ -125,9 +125,8 @@ def write_plots(metrics: dict[str, Any], out_dir: Path, *, force: bool = True) -
     with contextlib.ExitStack() as staged:  # an error names the file that failed; every temporary file goes
         for figure, path in zip(figures, paths):
             figure.savefig(staged.enter_context(atomic_path(path, force=force)), dpi=120, format="png")
-        renames = staged.pop_all()
-    with signals_deferred():  # both written: renamed together, Ctrl-C held until the second is done
-        renames.close()
+        with signals_deferred():  # both written: renamed together, Ctrl-C held until the second is done
+            staged.close()
     return paths
 
 

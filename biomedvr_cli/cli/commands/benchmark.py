@@ -44,7 +44,7 @@ def _print_table(outcome, title: str) -> None:
 
     table = Table(title=render.cell(title), title_justify="left")
     for col in TABLE_COLUMNS:
-        table.add_column(col, no_wrap=True, justify="left" if col in ("dataset", "method") else "right")
+        table.add_column(render.cell(col), no_wrap=True, justify="left" if col in ("dataset", "method") else "right")
     best = best_rows(outcome.rows)
     previous = None
     for i, cells in enumerate(table_rows(outcome.rows)):
