@@ -16,6 +16,8 @@ from biomedvr_cli.method.gaussian_head import GaussianHead
 
 GAUSSIAN = MethodConfig(head_family="logistic+gaussian")
 LOGISTIC = MethodConfig(head_family="logistic")  # the default before 2026-12-08
+# Two logistic penalties, a strong and a weak one, keep the choice tests quick.
+QUICK = dict(head_penalties=(1e-2, 1e-4))
 
 
 def _anisotropic(n_per_class: int, classes: int = 3, dim: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +80,8 @@ def test_the_gaussian_family_finds_a_quiet_direction_the_logistic_penalties_miss
     features, labels = _anisotropic(8)
     offsets = torch.zeros(labels.numel(), 3)
     test, test_labels = _anisotropic(100, seed=3)
-    logistic = fit_feature_head(offsets, features, labels, 3, seed=0, config=LOGISTIC)
-    both = fit_feature_head(offsets, features, labels, 3, seed=0, config=GAUSSIAN)
+    logistic = fit_feature_head(offsets, features, labels, 3, seed=0, config=dataclasses.replace(LOGISTIC, **QUICK))
+    both = fit_feature_head(offsets, features, labels, 3, seed=0, config=dataclasses.replace(GAUSSIAN, **QUICK))
     assert isinstance(both.penalty, GaussianHead) and both.uses_features and "Gaussian head" in both.describe()
     assert not isinstance(logistic.penalty, GaussianHead)
 
@@ -94,8 +96,9 @@ def test_on_noise_the_gaussian_family_chooses_what_the_logistic_one_does() -> No
     labels = torch.arange(4).repeat_interleave(10)
     offsets = 3.0 * F.one_hot(labels, 4).float() + torch.randn(labels.numel(), 4, generator=generator)
     noise = F.normalize(torch.randn(labels.numel(), 16, generator=generator), dim=1)
-    fit = fit_feature_head(offsets, noise, labels, 4, seed=0, config=GAUSSIAN)
-    assert fit.penalty == fit_feature_head(offsets, noise, labels, 4, seed=0, config=LOGISTIC).penalty
+    fit = fit_feature_head(offsets, noise, labels, 4, seed=0, config=dataclasses.replace(GAUSSIAN, **QUICK))
+    assert fit.penalty == fit_feature_head(offsets, noise, labels, 4, seed=0,
+                                           config=dataclasses.replace(LOGISTIC, **QUICK)).penalty
 
 
 def test_one_image_a_class_never_tries_a_gaussian_head() -> None:

@@ -261,6 +261,7 @@ def _signal_features(labels: torch.Tensor, classes: int, dim: int) -> torch.Tens
     return F.normalize(prototypes[labels] + 0.3 * torch.randn(labels.numel(), dim) / dim**0.5, dim=1)
 
 
+@pytest.mark.slow  # eleven penalties cross-validated on three data sets
 def test_feature_head_keeps_the_start_on_noise_and_learns_from_signal() -> None:
     """The penalty is chosen by cross-validation; a head on noise features costs nothing on new images."""
     import math
